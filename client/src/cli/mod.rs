@@ -1,0 +1,133 @@
+//! The `pacer` commands.
+
+mod lease;
+mod status;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use pacer_client::{Client, FailMode, KeyFingerprint};
+
+/// Share one Anthropic API budget between every Claude Code session and script on this machine.
+#[derive(Debug, Parser)]
+#[command(version)]
+pub struct Args {
+    /// pacerd's socket [default: $XDG_RUNTIME_DIR/pacer/pacer.sock, else a private directory under
+    /// the temp dir].
+    #[arg(long, global = true, env = "PACER_SOCKET", value_name = "PATH")]
+    socket: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show every budget: limits, what is available now, calls in flight and waiting, pauses.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Wait for a permit for one API call and print its lease id (for shell scripts).
+    Acquire(lease::AcquireArgs),
+    /// Report how a call made under a lease went.
+    Report(lease::ReportArgs),
+    /// Give a lease back unused: everything it reserved is refunded.
+    Release {
+        /// The lease id printed by `pacer acquire`.
+        lease: u64,
+    },
+    /// Pause a budget for everyone (`--for 0` lifts a pause).
+    Pause(lease::PauseArgs),
+    /// Print the daemon's events as they happen: grants, pauses, limits learned.
+    Watch {
+        /// Print one JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the fingerprint of an API key, as the configuration and status show it.
+    KeyId(KeyArgs),
+}
+
+/// Where the API key comes from.
+#[derive(Debug, clap::Args)]
+pub struct KeyArgs {
+    /// The environment variable holding the API key.
+    #[arg(long, value_name = "VAR", default_value = "ANTHROPIC_API_KEY")]
+    api_key_env: String,
+}
+
+impl KeyArgs {
+    /// The key's fingerprint; the key itself goes no further than this process.
+    pub fn fingerprint(&self) -> anyhow::Result<KeyFingerprint> {
+        let key = std::env::var(&self.api_key_env).with_context(|| {
+            format!(
+                "${} is not set: pacer needs the API key to know which budget to use \
+                 (only its fingerprint leaves this process)",
+                self.api_key_env
+            )
+        })?;
+        anyhow::ensure!(!key.trim().is_empty(), "${} is empty", self.api_key_env);
+        Ok(KeyFingerprint::of(&key))
+    }
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let socket = args.socket;
+    let connect = |fail_mode: FailMode| {
+        let socket = socket.clone();
+        async move {
+            let mut builder = Client::builder().fail_mode(fail_mode).client_name("pacer");
+            if let Some(path) = socket {
+                builder = builder.endpoint(path);
+            }
+            builder.connect().await
+        }
+    };
+    match args.command {
+        Command::Status { json } => status::status(&connect(FailMode::Closed).await?, json).await,
+        Command::Acquire(acquire) => {
+            let mode = if acquire.fail_closed {
+                FailMode::Closed
+            } else {
+                FailMode::Open
+            };
+            lease::acquire(&connect(mode).await?, acquire).await
+        }
+        Command::Report(report) if report.is_unbrokered() => lease::report(None, report).await,
+        Command::Report(report) => {
+            let client = connect(FailMode::Closed).await?;
+            lease::report(Some(&client), report).await
+        }
+        Command::Release { lease: 0 } => Ok(ExitCode::SUCCESS),
+        Command::Release { lease } => {
+            lease::release(&connect(FailMode::Closed).await?, lease).await
+        }
+        Command::Pause(pause) => lease::pause(&connect(FailMode::Closed).await?, pause).await,
+        Command::Watch { json } => status::watch(&connect(FailMode::Closed).await?, json).await,
+        Command::KeyId(key) => {
+            println!("{}", key.fingerprint()?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Parses a duration: plain seconds (`30`, `1.5`) or with units (`2m`, `1h30m`, `500ms`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<f64>() {
+        return if secs.is_finite() && secs >= 0.0 {
+            Ok(Duration::from_secs_f64(secs))
+        } else {
+            Err(format!(
+                "`{text}` is not a duration: it must be zero or more seconds"
+            ))
+        };
+    }
+    humantime::parse_duration(text).map_err(|e| {
+        format!("`{text}` is not a duration ({e}): use seconds, or units like 30s, 2m")
+    })
+}

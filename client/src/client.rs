@@ -1,0 +1,344 @@
+//! The client: a connection to pacerd that reconnects by itself, and the policy for when it
+//! cannot.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use pacer_protocol::KeyFingerprint;
+use pacer_protocol::message::{
+    ErrorKind, Event, LeaseId, Outcome, Pause, Release, Report, Request, Response, StatusSnapshot,
+};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::connection::{Connection, unexpected};
+use crate::error::Error;
+use crate::permit::Permit;
+use crate::request::AcquireRequest;
+
+/// What to do when pacerd cannot be reached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FailMode {
+    /// Proceed without pacing: acquires return an unbrokered permit, after one warning. The
+    /// client reconnects by itself once the daemon is back. The default: pacer should never be
+    /// the reason a call is not made.
+    #[default]
+    Open,
+    /// Acquires fail with [`Error::Unreachable`].
+    Closed,
+}
+
+/// How often a failing-open client tries to reach the daemon again.
+const RECONNECT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Configures a [`Client`].
+#[derive(Debug, Clone, Default)]
+pub struct ClientBuilder {
+    endpoint: Option<PathBuf>,
+    fail_mode: FailMode,
+    client_id: Option<String>,
+    client_name: Option<String>,
+}
+
+impl ClientBuilder {
+    /// The daemon's socket (default: [`pacer_protocol::endpoint::default_endpoint`]).
+    pub fn endpoint(mut self, path: impl Into<PathBuf>) -> Self {
+        self.endpoint = Some(path.into());
+        self
+    }
+
+    pub fn fail_mode(mut self, mode: FailMode) -> Self {
+        self.fail_mode = mode;
+        self
+    }
+
+    /// The identity this client's acquires are queued under: clients of one priority take turns
+    /// (default: the program name and process id).
+    pub fn client_id(mut self, id: impl Into<String>) -> Self {
+        self.client_id = Some(id.into());
+        self
+    }
+
+    /// The name the daemon logs for this client (default: the program name).
+    pub fn client_name(mut self, name: impl Into<String>) -> Self {
+        self.client_name = Some(name.into());
+        self
+    }
+
+    /// Connects. With [`FailMode::Closed`] an unreachable daemon is an error; with
+    /// [`FailMode::Open`] the client is returned anyway and connects when the daemon appears.
+    pub async fn connect(self) -> Result<Client, Error> {
+        let program = std::env::args()
+            .next()
+            .and_then(|arg0| {
+                Path::new(&arg0)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+            })
+            .unwrap_or_else(|| "pacer-client".to_owned());
+        let client = Client {
+            inner: Arc::new(Inner {
+                endpoint: self
+                    .endpoint
+                    .unwrap_or_else(pacer_protocol::endpoint::default_endpoint),
+                fail_mode: self.fail_mode,
+                client_id: self
+                    .client_id
+                    .unwrap_or_else(|| format!("{program}-{}", std::process::id())),
+                client_name: self.client_name.unwrap_or(program),
+                current: Mutex::new(None),
+                reconnect: tokio::sync::Mutex::new(None),
+                warned: AtomicBool::new(false),
+            }),
+        };
+        match client.connection().await {
+            Ok(_) => Ok(client),
+            Err(e) if e.is_unreachable() && client.inner.fail_mode == FailMode::Open => {
+                client.warn_once(&e);
+                Ok(client)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A handle to pacerd, cheap to clone and share between tasks.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    endpoint: PathBuf,
+    fail_mode: FailMode,
+    client_id: String,
+    client_name: String,
+    /// The live connection, if any.
+    current: Mutex<Option<Arc<Connection>>>,
+    /// Serialises reconnection; holds when the last attempt failed.
+    reconnect: tokio::sync::Mutex<Option<(Instant, String)>>,
+    /// Whether the "proceeding without pacing" warning was given for the current outage.
+    warned: AtomicBool,
+}
+
+impl Client {
+    /// Connects to the daemon at the default endpoint, failing open.
+    pub async fn connect() -> Result<Client, Error> {
+        Client::builder().connect().await
+    }
+
+    /// Connects to the daemon at `path`, failing open.
+    pub async fn connect_to(path: impl Into<PathBuf>) -> Result<Client, Error> {
+        Client::builder().endpoint(path).connect().await
+    }
+
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    pub fn endpoint(&self) -> &Path {
+        &self.inner.endpoint
+    }
+
+    pub fn fail_mode(&self) -> FailMode {
+        self.inner.fail_mode
+    }
+
+    /// The live connection, connecting if there is none.
+    async fn connection(&self) -> Result<Arc<Connection>, Error> {
+        if let Some(connection) = self.live() {
+            return Ok(connection);
+        }
+        let mut last_failure = self.inner.reconnect.lock().await;
+        if let Some(connection) = self.live() {
+            return Ok(connection);
+        }
+        if self.inner.fail_mode == FailMode::Open
+            && let Some((at, reason)) = last_failure.as_ref()
+            && at.elapsed() < RECONNECT_INTERVAL
+        {
+            return Err(Error::Unreachable {
+                path: self.inner.endpoint.clone(),
+                source: std::io::Error::other(reason.clone()),
+            });
+        }
+        match Connection::open(&self.inner.endpoint, &self.inner.client_name).await {
+            Ok(connection) => {
+                *last_failure = None;
+                if self.inner.warned.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "pacerd is reachable again at {}: pacing resumes",
+                        self.inner.endpoint.display()
+                    );
+                }
+                *self.inner.current.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(connection.clone());
+                Ok(connection)
+            }
+            Err(e) => {
+                let reason = match &e {
+                    Error::Unreachable { source, .. } => source.to_string(),
+                    other => other.to_string(),
+                };
+                *last_failure = Some((Instant::now(), reason));
+                Err(e)
+            }
+        }
+    }
+
+    fn live(&self) -> Option<Arc<Connection>> {
+        let current = self.inner.current.lock().unwrap_or_else(|p| p.into_inner());
+        current.as_ref().filter(|c| !c.is_closed()).cloned()
+    }
+
+    fn warn_once(&self, e: &Error) {
+        if !self.inner.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!("{e}; proceeding without pacing until it is back");
+        }
+    }
+
+    /// Sends a request, reconnecting once if the connection had been lost.
+    async fn call(
+        &self,
+        request: impl Fn() -> Request,
+    ) -> Result<(Response, Arc<Connection>), Error> {
+        let mut retried = false;
+        loop {
+            let connection = self.connection().await?;
+            match connection.call(request()).await {
+                Ok(Response::Error(e)) if e.kind == ErrorKind::Stopping && !retried => {
+                    retried = true;
+                }
+                Ok(response) => return Ok((response, connection)),
+                Err(e) if e.is_unreachable() && !retried => retried = true,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Waits for a permit to make one API call.
+    ///
+    /// If the daemon cannot be reached: with [`FailMode::Open`] an unbrokered permit is returned
+    /// at once (after one warning per outage); with [`FailMode::Closed`], an error.
+    pub async fn acquire(&self, request: AcquireRequest) -> Result<Permit, Error> {
+        let client_id = &self.inner.client_id;
+        let result = self
+            .call(|| Request::Acquire(request.to_wire(client_id)))
+            .await;
+        match result {
+            Ok((Response::Granted(granted), connection)) => Ok(Permit::brokered(
+                granted.lease,
+                connection,
+                granted.waited,
+                self.inner.fail_mode,
+            )),
+            Ok((Response::TimedOut(timed_out), _)) => Err(Error::TimedOut {
+                retry_after: timed_out.retry_after,
+            }),
+            Ok((Response::Rejected(rejected), _)) => Err(Error::Rejected {
+                reason: rejected.reason,
+            }),
+            Ok((Response::Error(e), _)) if e.kind == ErrorKind::Stopping => {
+                self.fail_open(Error::Disconnected {
+                    path: self.inner.endpoint.clone(),
+                })
+            }
+            Ok((other, _)) => Err(unexpected(other)),
+            Err(e) => self.fail_open(e),
+        }
+    }
+
+    fn fail_open(&self, e: Error) -> Result<Permit, Error> {
+        if e.is_unreachable() && self.inner.fail_mode == FailMode::Open {
+            self.warn_once(&e);
+            return Ok(Permit::unbrokered());
+        }
+        Err(e)
+    }
+
+    /// Settles a lease by id: how [`Permit::report`] works for a detached permit reported from
+    /// another process.
+    pub async fn report(&self, lease: LeaseId, outcome: Outcome) -> Result<(), Error> {
+        let (response, _) = self
+            .call(|| {
+                Request::Report(Report {
+                    lease,
+                    outcome: outcome.clone(),
+                })
+            })
+            .await?;
+        expect_ack(response)
+    }
+
+    /// Gives a lease back unused, by id.
+    pub async fn release(&self, lease: LeaseId) -> Result<(), Error> {
+        let (response, _) = self.call(|| Request::Release(Release { lease })).await?;
+        expect_ack(response)
+    }
+
+    /// A snapshot of every budget.
+    pub async fn status(&self) -> Result<StatusSnapshot, Error> {
+        match self.call(|| Request::Status).await? {
+            (Response::Status(status), _) => Ok(status),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// Pauses the budget of `key` × the class of `model` until `until` (a time already past
+    /// lifts the pause).
+    pub async fn pause(
+        &self,
+        key: KeyFingerprint,
+        model: &str,
+        until: SystemTime,
+    ) -> Result<(), Error> {
+        let (response, _) = self
+            .call(|| {
+                Request::Pause(Pause {
+                    key,
+                    model: model.to_owned(),
+                    until,
+                })
+            })
+            .await?;
+        expect_ack(response)
+    }
+
+    /// A stream of the daemon's events, for as long as the connection lasts.
+    pub async fn subscribe(&self) -> Result<Subscription, Error> {
+        let connection = self.connection().await?;
+        let events = connection.stream(Request::Subscribe)?;
+        Ok(Subscription { events })
+    }
+
+    /// The daemon's version, as it said in the handshake.
+    pub async fn daemon_version(&self) -> Result<String, Error> {
+        Ok(self.connection().await?.daemon_version().to_owned())
+    }
+}
+
+fn expect_ack(response: Response) -> Result<(), Error> {
+    match response {
+        Response::Ack => Ok(()),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// Events from [`Client::subscribe`].
+pub struct Subscription {
+    events: mpsc::UnboundedReceiver<Response>,
+}
+
+impl Subscription {
+    /// The next event; `None` once the connection has closed.
+    pub async fn next(&mut self) -> Option<Event> {
+        loop {
+            match self.events.recv().await? {
+                Response::Event(event) => return Some(event),
+                _ => continue,
+            }
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! One multiplexed connection to pacerd.
+//!
+//! Requests get an id and go to a writer task; a reader task routes each response to whoever
+//! waits for that id. So any number of acquires can wait on one connection while reports flow past
+//! them.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Buf, BytesMut};
+use interprocess::local_socket::GenericFilePath;
+use interprocess::local_socket::tokio::Stream;
+use interprocess::local_socket::tokio::prelude::*;
+use pacer_protocol::message::{
+    ErrorKind, Hello, Release, Request, RequestFrame, Response, ResponseFrame,
+};
+use pacer_protocol::{PROTOCOL_VERSION, codec};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::Error;
+
+/// Who waits for the response to a request.
+enum Pending {
+    Once(oneshot::Sender<Response>),
+    Stream(mpsc::UnboundedSender<Response>),
+    /// The caller stopped waiting (its future was dropped). If the answer is a granted permit,
+    /// it is released at once so it does not hold a slot nobody will use.
+    Abandoned,
+}
+
+#[derive(Default)]
+struct PendingTable {
+    /// Set by the reader when the connection ends; no request may wait after that.
+    closed: bool,
+    waiting: HashMap<u64, Pending>,
+}
+
+pub struct Connection {
+    path: PathBuf,
+    outgoing: mpsc::UnboundedSender<RequestFrame>,
+    pending: Arc<Mutex<PendingTable>>,
+    next_id: AtomicU64,
+    daemon_version: String,
+}
+
+impl Connection {
+    /// Connects and shakes hands.
+    pub async fn open(path: &Path, client_name: &str) -> Result<Arc<Connection>, Error> {
+        let unreachable = |source| Error::Unreachable {
+            path: path.to_owned(),
+            source,
+        };
+        let name = path
+            .to_owned()
+            .to_fs_name::<GenericFilePath>()
+            .map_err(unreachable)?;
+        let stream = Arc::new(Stream::connect(name).await.map_err(unreachable)?);
+        let (outgoing, rx) = mpsc::unbounded_channel();
+        let pending = Arc::new(Mutex::new(PendingTable::default()));
+        tokio::spawn(write_requests(StreamHalf(stream.clone()), rx));
+        tokio::spawn(read_responses(
+            StreamHalf(stream),
+            pending.clone(),
+            outgoing.clone().downgrade(),
+        ));
+        let mut connection = Connection {
+            path: path.to_owned(),
+            outgoing,
+            pending,
+            next_id: AtomicU64::new(1),
+            daemon_version: String::new(),
+        };
+        let hello = Request::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            client_name: client_name.to_owned(),
+            pid: std::process::id(),
+        });
+        match connection.call(hello).await? {
+            Response::Welcome(welcome) => connection.daemon_version = welcome.daemon_version,
+            Response::Error(e) if e.kind == ErrorKind::VersionMismatch => {
+                return Err(Error::VersionMismatch { message: e.message });
+            }
+            other => return Err(unexpected(other)),
+        }
+        Ok(Arc::new(connection))
+    }
+
+    pub fn daemon_version(&self) -> &str {
+        &self.daemon_version
+    }
+
+    /// Whether the daemon has closed the connection.
+    pub fn is_closed(&self) -> bool {
+        self.table().closed
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, PendingTable> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn send(&self, request: Request, pending: Option<Pending>) -> Result<u64, Error> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        if let Some(pending) = pending {
+            let mut table = self.table();
+            if table.closed {
+                return Err(self.disconnected());
+            }
+            table.waiting.insert(id, pending);
+        }
+        self.outgoing
+            .send(RequestFrame { id, request })
+            .map_err(|_| self.disconnected())?;
+        Ok(id)
+    }
+
+    fn disconnected(&self) -> Error {
+        Error::Disconnected {
+            path: self.path.clone(),
+        }
+    }
+
+    /// Sends a request and waits for its response.
+    pub async fn call(&self, request: Request) -> Result<Response, Error> {
+        let (tx, rx) = oneshot::channel();
+        let id = self.send(request, Some(Pending::Once(tx)))?;
+        let _abandon_if_dropped = ForgetOnDrop { conn: self, id };
+        rx.await.map_err(|_| self.disconnected())
+    }
+
+    /// Sends a request whose responses form a stream (a subscription).
+    pub fn stream(&self, request: Request) -> Result<mpsc::UnboundedReceiver<Response>, Error> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.send(request, Some(Pending::Stream(tx)))?;
+        Ok(rx)
+    }
+
+    /// Sends a request without waiting for its answer (used where awaiting is impossible, such
+    /// as when a permit is dropped).
+    pub fn send_and_forget(&self, request: Request) {
+        let _ = self.send(request, None);
+    }
+}
+
+/// Marks a call abandoned when the caller stops waiting (its future was dropped).
+struct ForgetOnDrop<'a> {
+    conn: &'a Connection,
+    id: u64,
+}
+
+impl Drop for ForgetOnDrop<'_> {
+    fn drop(&mut self) {
+        let mut table = self.conn.table();
+        if let Some(entry) = table.waiting.get_mut(&self.id) {
+            *entry = Pending::Abandoned;
+        }
+    }
+}
+
+pub fn unexpected(response: Response) -> Error {
+    match response {
+        Response::Error(e) => Error::Daemon {
+            kind: e.kind,
+            message: e.message,
+        },
+        other => Error::Unexpected(format!("{other:?}")),
+    }
+}
+
+async fn write_requests(
+    mut writer: impl AsyncWrite + Unpin,
+    mut rx: mpsc::UnboundedReceiver<RequestFrame>,
+) {
+    let mut buf = Vec::with_capacity(1024);
+    while let Some(frame) = rx.recv().await {
+        buf.clear();
+        let mut next = Some(frame);
+        while let Some(frame) = next {
+            if let Err(e) = codec::encode(&frame, &mut buf) {
+                tracing::error!("cannot encode a request for pacerd: {e}");
+            }
+            next = if buf.len() < 64 * 1024 {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if writer.write_all(&buf).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn read_responses(
+    mut reader: impl AsyncRead + Unpin,
+    pending: Arc<Mutex<PendingTable>>,
+    outgoing: mpsc::WeakUnboundedSender<RequestFrame>,
+) {
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+    'read: loop {
+        loop {
+            match codec::decode::<ResponseFrame>(&buf) {
+                Ok(Some((frame, used))) => {
+                    buf.advance(used);
+                    if let Some(release) = dispatch(&pending, frame)
+                        && let Some(outgoing) = outgoing.upgrade()
+                    {
+                        let _ = outgoing.send(release);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!("unreadable response from pacerd: {e}");
+                    break 'read;
+                }
+            }
+        }
+        buf.reserve(8 * 1024);
+        match reader.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    let mut table = pending.lock().unwrap_or_else(|p| p.into_inner());
+    table.closed = true;
+    // Dropping the senders tells every waiting caller the connection is gone.
+    table.waiting.clear();
+}
+
+/// Hands a response to whoever waits for it; returns a request to send in reply (the release of
+/// a permit nobody waits for any more).
+fn dispatch(pending: &Mutex<PendingTable>, frame: ResponseFrame) -> Option<RequestFrame> {
+    let mut table = pending.lock().unwrap_or_else(|p| p.into_inner());
+    if frame.id == 0 {
+        // An error about the connection itself (an unreadable frame): everyone hears of it.
+        for (_, waiter) in table.waiting.drain() {
+            if let Pending::Once(tx) = waiter {
+                let _ = tx.send(frame.response.clone());
+            }
+        }
+        return None;
+    }
+    if let Some(Pending::Stream(tx)) = table.waiting.get(&frame.id) {
+        if tx.send(frame.response).is_err() {
+            table.waiting.remove(&frame.id);
+        }
+        return None;
+    }
+    match table.waiting.remove(&frame.id) {
+        Some(Pending::Once(tx)) => {
+            let _ = tx.send(frame.response);
+            None
+        }
+        Some(Pending::Abandoned) => match frame.response {
+            Response::Granted(granted) => Some(RequestFrame {
+                id: u64::MAX,
+                request: Request::Release(Release {
+                    lease: granted.lease,
+                }),
+            }),
+            _ => None,
+        },
+        // The answer to a request sent without waiting for it.
+        _ => None,
+    }
+}
+
+/// One side of the connection (`&Stream` reads and writes, so the halves need no lock).
+struct StreamHalf(Arc<Stream>);
+
+impl AsyncRead for StreamHalf {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut &*self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for StreamHalf {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut &*self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut &*self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut &*self.0).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,50 @@
+//! What can go wrong when talking to pacerd.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pacer_protocol::message::ErrorKind;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Nothing answers at the socket (the daemon is not running, or runs elsewhere).
+    #[error("no pacerd answers at {}: {source} (start it with `pacerd`, or set PACER_SOCKET)", path.display())]
+    Unreachable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The daemon closed the connection (it stopped or restarted).
+    #[error("the connection to pacerd at {} was lost", path.display())]
+    Disconnected { path: PathBuf },
+    /// Client and daemon come from incompatible releases.
+    #[error("{message}")]
+    VersionMismatch { message: String },
+    /// The acquire's deadline passed before a permit was free.
+    #[error("no permit within the deadline; the wait would have been about {} more", humantime::format_duration(round(*retry_after)))]
+    TimedOut { retry_after: Duration },
+    /// The daemon will never grant this acquire.
+    #[error("pacerd rejected the acquire: {reason}")]
+    Rejected { reason: String },
+    /// The daemon refused a request (an unknown lease, invalid arguments).
+    #[error("pacerd refused the request: {message}")]
+    Daemon { kind: ErrorKind, message: String },
+    /// The daemon answered something this client does not expect: a bug on one side.
+    #[error("unexpected answer from pacerd: {0}")]
+    Unexpected(String),
+}
+
+/// Whole seconds (rounded up) for waits of a second or more; milliseconds below.
+fn round(d: Duration) -> Duration {
+    if d >= Duration::from_secs(1) {
+        Duration::from_secs(d.as_secs_f64().ceil() as u64)
+    } else {
+        Duration::from_millis(d.as_millis() as u64)
+    }
+}
+
+impl Error {
+    /// Whether the daemon could not be reached at all (as opposed to refusing something).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Error::Unreachable { .. } | Error::Disconnected { .. })
+    }
+}

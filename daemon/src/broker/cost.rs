@@ -1,0 +1,80 @@
+//! What a call costs against each limit, and how unknown costs are estimated.
+
+use pacer_protocol::LimitKind;
+
+/// An amount per limit kind, indexed by [`LimitKind::index`]: requests, input tokens, output tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Costs(pub [u64; 3]);
+
+impl Costs {
+    pub fn get(&self, kind: LimitKind) -> u64 {
+        self.0[kind.index()]
+    }
+
+    pub fn plus(&self, other: &Costs) -> Costs {
+        Costs(std::array::from_fn(|i| {
+            self.0[i].saturating_add(other.0[i])
+        }))
+    }
+
+    pub fn minus(&self, other: &Costs) -> Costs {
+        Costs(std::array::from_fn(|i| {
+            self.0[i].saturating_sub(other.0[i])
+        }))
+    }
+}
+
+/// A running average of real token counts, used where the caller gave no estimate. Exponentially
+/// weighted so it follows a workload that changes, seeded by the first sample.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RunningAverage {
+    value: f64,
+    samples: u64,
+}
+
+impl RunningAverage {
+    /// Weight of each new sample: the average mostly reflects the last ten or so calls.
+    const WEIGHT: f64 = 0.2;
+
+    pub fn record(&mut self, sample: u64) {
+        let sample = sample as f64;
+        self.value = if self.samples == 0 {
+            sample
+        } else {
+            self.value + Self::WEIGHT * (sample - self.value)
+        };
+        self.samples += 1;
+    }
+
+    /// The average, rounded up; zero before the first sample.
+    pub fn estimate(&self) -> u64 {
+        self.value.ceil() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn costs_add_and_subtract_without_wrapping() {
+        let a = Costs([1, 10, 5]);
+        let b = Costs([2, 3, 9]);
+        assert_eq!(a.plus(&b), Costs([3, 13, 14]));
+        assert_eq!(a.minus(&b), Costs([0, 7, 0]));
+    }
+
+    #[test]
+    fn running_average_starts_at_the_first_sample_and_follows_later_ones() {
+        let mut avg = RunningAverage::default();
+        assert_eq!(avg.estimate(), 0);
+        avg.record(100);
+        assert_eq!(avg.estimate(), 100);
+        avg.record(200);
+        assert_eq!(avg.estimate(), 120);
+        for _ in 0..50 {
+            avg.record(1000);
+        }
+        assert!(avg.estimate() >= 999);
+    }
+}

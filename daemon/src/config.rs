@@ -1,0 +1,331 @@
+//! pacerd's configuration file.
+//!
+//! TOML, optional, every section optional:
+//!
+//! ```toml
+//! # Model classes: tried in order before the defaults (*opus*, *sonnet*, *haiku*).
+//! [[classes]]
+//! pattern = "claude-3-7-*"
+//! class = "sonnet"
+//!
+//! # Limits per model class, for every key. Anything left out is learned from response headers.
+//! [limits.sonnet]
+//! rpm = 50
+//! itpm = 30000
+//! otpm = 8000
+//! max_in_flight = 8
+//!
+//! # Limits for one key (its fingerprint: `pacer key-id`) and class; they win over the above.
+//! [keys.0123456789abcdef.limits.sonnet]
+//! rpm = 4000
+//! ```
+//!
+//! Unknown keys are errors, so a typo cannot silently leave a limit unset. Every error names the
+//! file, the line and the key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::num::{NonZeroU32, NonZeroU64};
+use std::path::{Path, PathBuf};
+
+use pacer_protocol::KeyFingerprint;
+use serde::Deserialize;
+
+use crate::broker::{BrokerConfig, LimitSet, LimitTable, ModelClasses};
+
+/// The environment variable naming the configuration file.
+pub const CONFIG_ENV: &str = "PACER_CONFIG";
+
+/// The daemon's configuration.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Config {
+    pub broker: BrokerConfig,
+    /// The file it came from, if any, for messages and reloads.
+    pub path: Option<PathBuf>,
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {}, line {line}{}: {message}", path.display(), key_suffix(key))]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        /// The dotted path of the offending key, when known.
+        key: String,
+        message: String,
+    },
+}
+
+fn key_suffix(key: &str) -> String {
+    if key.is_empty() || key == "." {
+        String::new()
+    } else {
+        format!(", key `{key}`")
+    }
+}
+
+/// The configuration file used when none is named: `$XDG_CONFIG_HOME/pacer/config.toml`, else
+/// `~/.config/pacer/config.toml`.
+pub fn default_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config")))?;
+    Some(base.join("pacer").join("config.toml"))
+}
+
+impl Config {
+    /// Loads the configuration. A file named explicitly (`--config` or `$PACER_CONFIG`) must
+    /// exist; the default file is optional, and its absence gives the defaults.
+    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        let (path, required) = match explicit {
+            Some(path) => (path.to_owned(), true),
+            None => match default_path() {
+                Some(path) => (path, false),
+                None => return Ok(Config::default()),
+            },
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Config::parse(&text, &path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(Config {
+                path: Some(path),
+                ..Config::default()
+            }),
+            Err(source) => Err(ConfigError::Read { path, source }),
+        }
+    }
+
+    /// Parses configuration text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let invalid = |offset: Option<usize>, key: String, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            line: offset.map_or(1, |at| line_of(text, at)),
+            key,
+            message,
+        };
+        let deserializer = toml::de::Deserializer::parse(text)
+            .map_err(|e| invalid(e.span().map(|s| s.start), String::new(), e.message().into()))?;
+        let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            invalid(inner.span().map(|s| s.start), key, inner.message().into())
+        })?;
+        Ok(Config {
+            broker: raw.into_broker_config(),
+            path: Some(path.to_owned()),
+        })
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    classes: Vec<RawClass>,
+    #[serde(default)]
+    limits: BTreeMap<Name, RawLimits>,
+    #[serde(default)]
+    keys: BTreeMap<Fingerprint, RawKey>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClass {
+    pattern: Name,
+    class: Name,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    rpm: Option<NonZeroU64>,
+    itpm: Option<NonZeroU64>,
+    otpm: Option<NonZeroU64>,
+    max_in_flight: Option<NonZeroU32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKey {
+    #[serde(default)]
+    limits: BTreeMap<Name, RawLimits>,
+}
+
+impl From<RawLimits> for LimitSet {
+    fn from(raw: RawLimits) -> Self {
+        LimitSet {
+            rpm: raw.rpm.map(NonZeroU64::get),
+            itpm: raw.itpm.map(NonZeroU64::get),
+            otpm: raw.otpm.map(NonZeroU64::get),
+            max_in_flight: raw.max_in_flight.map(NonZeroU32::get),
+        }
+    }
+}
+
+impl RawConfig {
+    fn into_broker_config(self) -> BrokerConfig {
+        let classes = ModelClasses::new(
+            self.classes
+                .into_iter()
+                .map(|c| (c.pattern.0, c.class.0))
+                .collect(),
+        );
+        let mut limits = LimitTable::default();
+        for (class, raw) in self.limits {
+            limits.per_class.insert(class.0, raw.into());
+        }
+        for (key, raw) in self.keys {
+            for (class, limits_for_class) in raw.limits {
+                limits
+                    .per_key
+                    .insert((key.0, class.0), limits_for_class.into());
+            }
+        }
+        BrokerConfig { classes, limits }
+    }
+}
+
+/// A non-empty name (a class or a pattern).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Name(String);
+
+impl<'de> Deserialize<'de> for Name {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let trimmed = s.trim();
+        if trimmed.is_empty() {
+            return Err(serde::de::Error::custom("must not be empty"));
+        }
+        Ok(Name(trimmed.to_owned()))
+    }
+}
+
+/// A key fingerprint written as 16 hex characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Fingerprint(KeyFingerprint);
+
+impl<'de> Deserialize<'de> for Fingerprint {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map(Fingerprint).map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/pacer.toml"))
+    }
+
+    fn error(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn an_empty_file_is_the_defaults() {
+        let config = parse("").unwrap();
+        assert_eq!(config.broker, BrokerConfig::default());
+    }
+
+    #[test]
+    fn a_full_file() {
+        let text = r#"
+[[classes]]
+pattern = "claude-3-7-*"
+class = "sonnet"
+
+[limits.sonnet]
+rpm = 50
+itpm = 30000
+otpm = 8000
+max_in_flight = 8
+
+[keys.0123456789abcdef.limits.sonnet]
+rpm = 4000
+"#;
+        let config = parse(text).unwrap();
+        let broker = &config.broker;
+        assert_eq!(broker.classes.classify("claude-3-7-foo"), "sonnet");
+        let key: KeyFingerprint = "0123456789abcdef".parse().unwrap();
+        let limits = broker.limits.for_budget(key, "sonnet");
+        assert_eq!(limits.rpm, Some(4000));
+        assert_eq!(limits.itpm, Some(30_000));
+        assert_eq!(limits.max_in_flight, Some(8));
+        assert_eq!(
+            broker
+                .limits
+                .for_budget(KeyFingerprint::of("x"), "sonnet")
+                .rpm,
+            Some(50)
+        );
+    }
+
+    #[test]
+    fn a_misspelt_key_is_named_with_its_line() {
+        let e = error("[limits.sonnet]\nrpm = 50\nrmp = 10\n");
+        assert!(e.contains("/etc/pacer.toml"), "{e}");
+        assert!(e.contains("line 3"), "{e}");
+        assert!(e.contains("rmp"), "{e}");
+    }
+
+    #[test]
+    fn a_zero_limit_is_refused() {
+        let e = error("[limits.opus]\n\nitpm = 0\n");
+        assert!(e.contains("line 3"), "{e}");
+        assert!(e.contains("limits.opus.itpm"), "{e}");
+        assert!(e.contains("nonzero"), "{e}");
+    }
+
+    #[test]
+    fn a_wrong_type_is_refused() {
+        let e = error("[limits.opus]\nrpm = \"fast\"\n");
+        assert!(e.contains("line 2"), "{e}");
+        assert!(e.contains("limits.opus.rpm"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_fingerprint_is_refused() {
+        let e = error("\n[keys.sk-ant-123.limits.sonnet]\nrpm = 1\n");
+        assert!(e.contains("line 2"), "{e}");
+        assert!(e.contains("16 hexadecimal"), "{e}");
+    }
+
+    #[test]
+    fn an_empty_class_name_is_refused() {
+        let e = error("[[classes]]\npattern = \"gpt-*\"\nclass = \" \"\n");
+        assert!(e.contains("line 3"), "{e}");
+        assert!(e.contains("classes[0].class"), "{e}");
+    }
+
+    #[test]
+    fn broken_toml_is_refused_with_its_line() {
+        let e = error("[limits.sonnet]\nrpm = = 5\n");
+        assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn an_explicit_missing_file_is_an_error_but_the_default_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.toml");
+        let e = Config::load(Some(&missing)).unwrap_err().to_string();
+        assert!(e.contains("nope.toml"), "{e}");
+    }
+}

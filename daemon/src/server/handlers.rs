@@ -1,0 +1,93 @@
+//! One function per request: translate it for the broker and say what to answer.
+//!
+//! A handler returns `None` when the answer comes later from the broker (an acquire that waits).
+
+use std::time::SystemTime;
+
+use pacer_protocol::message::{
+    Acquire, ErrorKind, ErrorReply, Outcome, Pause, Release, Report, Response, StatusSnapshot,
+};
+use pacer_protocol::ratelimit::RateLimitHeaders;
+
+use super::shared::Shared;
+use crate::broker::{BrokerError, Settlement, Ticket};
+
+pub const DAEMON_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+pub fn acquire(shared: &Shared, ticket: Ticket, acquire: &Acquire) -> Option<Response> {
+    shared.update(|broker, now| (broker.acquire(now, ticket, acquire), ()));
+    None
+}
+
+pub fn report(shared: &Shared, report: Report) -> Response {
+    let (settlement, headers) = settlement(report.outcome, SystemTime::now());
+    shared.update(
+        |broker, now| match broker.report(now, report.lease, settlement, &headers) {
+            Ok(outputs) => (outputs, Response::Ack),
+            Err(e) => (Vec::new(), refused(e)),
+        },
+    )
+}
+
+pub fn release(shared: &Shared, release: Release) -> Response {
+    shared.update(|broker, now| match broker.release(now, release.lease) {
+        Ok(outputs) => (outputs, Response::Ack),
+        Err(e) => (Vec::new(), refused(e)),
+    })
+}
+
+pub fn status(shared: &Shared) -> Response {
+    let budgets = shared.update(|broker, now| (Vec::new(), broker.status(now)));
+    Response::Status(StatusSnapshot {
+        daemon_version: DAEMON_VERSION.to_owned(),
+        budgets,
+    })
+}
+
+pub fn pause(shared: &Shared, pause: Pause) -> Response {
+    if pause.model.trim().is_empty() {
+        return error(ErrorKind::InvalidRequest, "the model name is empty".into());
+    }
+    shared.update(|broker, now| {
+        let until = broker.time_base().to_instant(pause.until);
+        let outputs = broker.pause(now, pause.key, &pause.model, until);
+        (outputs, Response::Ack)
+    })
+}
+
+/// Splits a reported outcome into what the broker settles and the parsed response headers.
+fn settlement(outcome: Outcome, now: SystemTime) -> (Settlement, RateLimitHeaders) {
+    let parse = |headers: &[(String, String)]| {
+        RateLimitHeaders::parse(headers.iter().map(|(n, v)| (n.as_str(), v.as_str())), now)
+    };
+    match outcome {
+        Outcome::Success { usage, headers } => (Settlement::Success { usage }, parse(&headers)),
+        Outcome::RateLimited {
+            retry_after,
+            headers,
+            message,
+        } => (
+            Settlement::RateLimited {
+                retry_after,
+                message,
+            },
+            parse(&headers),
+        ),
+        Outcome::Overloaded { retry_after } => (
+            Settlement::Overloaded { retry_after },
+            RateLimitHeaders::default(),
+        ),
+        Outcome::Failed => (Settlement::Failed, RateLimitHeaders::default()),
+        Outcome::Unknown => (Settlement::Unknown, RateLimitHeaders::default()),
+    }
+}
+
+fn refused(e: BrokerError) -> Response {
+    match e {
+        BrokerError::UnknownLease(_) => error(ErrorKind::UnknownLease, e.to_string()),
+    }
+}
+
+pub fn error(kind: ErrorKind, message: String) -> Response {
+    Response::Error(ErrorReply { kind, message })
+}

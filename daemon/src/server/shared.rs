@@ -1,0 +1,173 @@
+//! The state every connection task and the timer share.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use pacer_protocol::message::{Event, ResponseFrame};
+use tokio::sync::{Notify, broadcast, mpsc};
+
+use crate::broker::{Broker, ConnId, Output};
+
+/// Where a connection's responses go: its writer task.
+pub type Writer = mpsc::UnboundedSender<ResponseFrame>;
+
+/// How many events a slow subscriber may fall behind before it misses some.
+const EVENT_BACKLOG: usize = 4096;
+
+pub struct Shared {
+    state: Mutex<State>,
+    /// Wakes the timer task when the broker's next wakeup may have moved earlier.
+    pub timer: Notify,
+    events: broadcast::Sender<Event>,
+}
+
+pub struct State {
+    broker: Broker,
+    writers: HashMap<ConnId, Writer>,
+    /// When the timer task will next tick, so that only an earlier wakeup disturbs it.
+    scheduled: Option<Instant>,
+    subscribers: usize,
+}
+
+impl Shared {
+    pub fn new(broker: Broker) -> Self {
+        Self {
+            state: Mutex::new(State {
+                broker,
+                writers: HashMap::new(),
+                scheduled: None,
+                subscribers: 0,
+            }),
+            timer: Notify::new(),
+            events: broadcast::channel(EVENT_BACKLOG).0,
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock is a bug that already aborted that connection; the
+        // broker's state is still consistent between operations, so carry on with it.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs one broker operation and delivers its outputs; `f` returns the outputs and whatever
+    /// the caller wants back.
+    pub fn update<R>(&self, f: impl FnOnce(&mut Broker, Instant) -> (Vec<Output>, R)) -> R {
+        let mut state = self.lock();
+        let now = super::now();
+        let (outputs, result) = f(&mut state.broker, now);
+        state.deliver(outputs, &self.events);
+        let next = state.broker.next_wakeup(now);
+        if next.is_some_and(|next| state.scheduled.is_none_or(|s| next < s)) {
+            self.timer.notify_one();
+        }
+        result
+    }
+
+    /// Applies what time alone has changed; returns when to come back.
+    pub fn tick(&self) -> Option<Instant> {
+        let mut state = self.lock();
+        let now = super::now();
+        let outputs = state.broker.tick(now);
+        state.deliver(outputs, &self.events);
+        let next = state.broker.next_wakeup(now);
+        state.scheduled = next;
+        next
+    }
+
+    pub fn register(&self, conn: ConnId, writer: Writer) {
+        self.lock().writers.insert(conn, writer);
+    }
+
+    /// A connection closed: forget its writer and settle what it held.
+    pub fn unregister(&self, conn: ConnId) {
+        self.update(|broker, now| {
+            let outputs = broker.disconnect(now, conn);
+            (outputs, ())
+        });
+        self.lock().writers.remove(&conn);
+    }
+
+    /// Starts a subscription to events; the broker produces grant events while any is open.
+    pub fn subscribe(&self) -> Subscription<'_> {
+        let mut state = self.lock();
+        state.subscribers += 1;
+        state.broker.set_events(true);
+        Subscription {
+            shared: self,
+            events: self.events.subscribe(),
+        }
+    }
+
+    /// The daemon is stopping: every waiting acquire is told so.
+    pub fn stop(&self) {
+        self.update(|broker, _| (broker.stop_all_waiters(), ()));
+    }
+}
+
+impl State {
+    fn deliver(&mut self, outputs: Vec<Output>, events: &broadcast::Sender<Event>) {
+        for output in outputs {
+            match output {
+                Output::Answer { ticket, response } => {
+                    if let Some(writer) = self.writers.get(&ticket.conn) {
+                        let _ = writer.send(ResponseFrame {
+                            id: ticket.request,
+                            response,
+                        });
+                    }
+                }
+                Output::Event(event) => {
+                    log_event(&event);
+                    if self.subscribers > 0 {
+                        let _ = events.send(event);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// An open subscription; dropping it ends it.
+pub struct Subscription<'a> {
+    shared: &'a Shared,
+    pub events: broadcast::Receiver<Event>,
+}
+
+impl Drop for Subscription<'_> {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        state.subscribers -= 1;
+        let on = state.subscribers > 0;
+        state.broker.set_events(on);
+    }
+}
+
+fn log_event(event: &Event) {
+    match event {
+        Event::Granted { .. } => {}
+        Event::PauseStarted {
+            budget,
+            until,
+            reason,
+        } => tracing::info!(
+            %budget,
+            until = %humantime::format_rfc3339_seconds(*until),
+            reason = %reason,
+            "pause started"
+        ),
+        Event::PauseEnded { budget } => tracing::info!(%budget, "pause ended"),
+        Event::LimitLearned {
+            budget,
+            kind,
+            limit,
+        } => tracing::info!(%budget, kind = kind.short_name(), limit, "limit learned"),
+        Event::Overloaded { model_class, until } => tracing::info!(
+            model_class,
+            until = %humantime::format_rfc3339_seconds(*until),
+            "model class overloaded: backing off"
+        ),
+    }
+}

@@ -1,0 +1,31 @@
+//! The one timer: ticks the broker whenever its next wakeup comes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::shared::Shared;
+
+/// The shortest sleep between ticks, so that a wakeup in the past can never spin the loop.
+const MIN_SLEEP: Duration = Duration::from_millis(1);
+
+pub async fn drive(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let next = shared.tick();
+        let sleep = async {
+            match next {
+                Some(at) => {
+                    let at = at.max(super::now() + MIN_SLEEP);
+                    tokio::time::sleep_until(at.into()).await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = sleep => {}
+            () = shared.timer.notified() => {}
+            _ = stop.changed() => return,
+        }
+    }
+}

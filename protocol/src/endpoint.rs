@@ -1,0 +1,71 @@
+//! Where `pacerd` listens on this machine.
+//!
+//! Resolution order on Unix: `$PACER_SOCKET`; else `$XDG_RUNTIME_DIR/pacer/pacer.sock`; else
+//! `pacer-<uid>/pacer.sock` under the temporary directory. The daemon creates the directory with
+//! mode 0700 and the socket with 0600, so only the user who runs it can ask for permits.
+//!
+//! On Windows the endpoint is the named pipe `\\.\pipe\pacer-<user>` (or `$PACER_SOCKET`).
+
+use std::env;
+use std::path::PathBuf;
+
+/// The environment variable that overrides the endpoint for daemon and clients alike.
+pub const SOCKET_ENV: &str = "PACER_SOCKET";
+
+/// The endpoint daemon and clients use when none is given on the command line.
+pub fn default_endpoint() -> PathBuf {
+    if let Some(path) = env::var_os(SOCKET_ENV).filter(|p| !p.is_empty()) {
+        return PathBuf::from(path);
+    }
+    platform_default()
+}
+
+#[cfg(unix)]
+fn platform_default() -> PathBuf {
+    if let Some(runtime) = env::var_os("XDG_RUNTIME_DIR").filter(|p| !p.is_empty()) {
+        return PathBuf::from(runtime).join("pacer").join("pacer.sock");
+    }
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    env::temp_dir()
+        .join(format!("pacer-{uid}"))
+        .join("pacer.sock")
+}
+
+#[cfg(windows)]
+fn platform_default() -> PathBuf {
+    let user = env::var("USERNAME").unwrap_or_else(|_| "default".to_owned());
+    let user: String = user
+        .chars()
+        .map(|c| if c.is_alphanumeric() { c } else { '_' })
+        .collect();
+    PathBuf::from(format!(r"\\.\pipe\pacer-{user}"))
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    // Environment variables are process-global; these cases run in one test to avoid races.
+    #[test]
+    fn resolution_order() {
+        // SAFETY: no other test in this crate reads or writes these variables.
+        unsafe {
+            env::set_var(SOCKET_ENV, "/tmp/explicit.sock");
+            env::set_var("XDG_RUNTIME_DIR", "/run/user/1000");
+        }
+        assert_eq!(default_endpoint(), PathBuf::from("/tmp/explicit.sock"));
+
+        unsafe { env::remove_var(SOCKET_ENV) };
+        assert_eq!(
+            default_endpoint(),
+            PathBuf::from("/run/user/1000/pacer/pacer.sock")
+        );
+
+        unsafe { env::remove_var("XDG_RUNTIME_DIR") };
+        let fallback = default_endpoint();
+        assert!(fallback.starts_with(env::temp_dir()));
+        let uid = unsafe { libc::getuid() };
+        assert!(fallback.ends_with(format!("pacer-{uid}/pacer.sock")));
+    }
+}

@@ -1,0 +1,35 @@
+//! The contract between `pacerd` and the processes that ask it for permits.
+//!
+//! Everything two pacer processes must agree on lives here, and nothing else:
+//!
+//! - [`message`]: the [`Request`] and [`Response`] enums, wrapped in [`RequestFrame`] /
+//!   [`ResponseFrame`] so one connection can carry many requests at once.
+//! - [`budget`]: the names the daemon files its budgets under: [`KeyFingerprint`] (the API key
+//!   never crosses the socket), [`Priority`], [`LimitKind`].
+//! - [`codec`]: framing (a 4-byte length prefix, 1 MiB cap) and bincode encoding.
+//! - [`endpoint`]: where the daemon listens on this machine.
+//! - [`ratelimit`]: the parser for `retry-after` and `anthropic-ratelimit-*` / `x-ratelimit-*`
+//!   response headers, shared by the daemon's report handling and its HTTP gateway.
+//!
+//! The crate is deliberately free of any async runtime so that any client, blocking or async, can
+//! speak the protocol.
+//!
+//! # Evolving the wire format
+//! bincode encodes enum variants by index and struct fields by position. So: the handshake
+//! ([`Request::Hello`] / [`Response::Welcome`] / [`Response::Error`]) is frozen; new variants are only
+//! appended; a changed payload becomes a new variant (`AcquireV2`), never a new field; and every
+//! incompatible change bumps [`PROTOCOL_VERSION`].
+
+pub mod budget;
+pub mod codec;
+pub mod endpoint;
+pub mod message;
+pub mod ratelimit;
+
+pub use budget::{KeyFingerprint, LimitKind, Priority};
+pub use codec::{FrameError, MAX_FRAME_LEN};
+pub use message::{Request, RequestFrame, Response, ResponseFrame};
+
+/// The version of the wire format spoken by this build. Exchanged in the handshake; a daemon and a
+/// client with different versions refuse to talk rather than misread each other.
+pub const PROTOCOL_VERSION: u32 = 1;

@@ -1,0 +1,350 @@
+//! Requests a client sends and the responses `pacerd` answers with.
+//!
+//! A connection opens with [`Request::Hello`]. After that a client may send any number of requests
+//! without waiting for answers: each carries an id that its response echoes, so acquires that wait
+//! in the queue do not hold up reports sent on the same connection.
+
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::budget::{KeyFingerprint, LimitKind, Priority};
+
+/// A request and the id its response will carry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestFrame {
+    /// Chosen by the client, unique among its requests still awaiting an answer.
+    pub id: u64,
+    pub request: Request,
+}
+
+/// A response and the id of the request it answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResponseFrame {
+    /// The id of the request being answered; 0 for an error about a frame that could not be read.
+    pub id: u64,
+    pub response: Response,
+}
+
+/// Everything a client can ask of the daemon.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    /// The first message on every connection. Frozen: never change this variant's position or
+    /// payload. Answered by [`Response::Welcome`] or [`Response::Error`].
+    Hello(Hello),
+    /// Ask for a permit to make one API call. Answered by [`Response::Granted`] (possibly after a
+    /// wait in the queue), [`Response::TimedOut`] or [`Response::Rejected`].
+    Acquire(Acquire),
+    /// Say how a permitted call went, settling its lease. Answered by [`Response::Ack`].
+    Report(Report),
+    /// Give a permit back unused (the call was never made): everything it reserved is refunded.
+    /// Answered by [`Response::Ack`].
+    Release(Release),
+    /// Ask for a snapshot of every budget. Answered by [`Response::Status`].
+    Status,
+    /// Pause one budget until a given time (an administrator's action). Answered by
+    /// [`Response::Ack`].
+    Pause(Pause),
+    /// Turn this request into a stream of [`Response::Event`]s that lasts as long as the connection.
+    Subscribe,
+}
+
+/// Payload of [`Request::Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The client's [`crate::PROTOCOL_VERSION`].
+    pub protocol_version: u32,
+    /// A short name for logs (`pacer`, `pacer-client`, a script's name).
+    pub client_name: String,
+    /// The client's process id, for logs.
+    pub pid: u32,
+}
+
+/// Payload of [`Request::Acquire`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acquire {
+    /// The API key the call will use, as a fingerprint.
+    pub key: KeyFingerprint,
+    /// The model named in the call; the daemon maps it to a model class.
+    pub model: String,
+    pub priority: Priority,
+    /// Who is asking, for fairness: clients of one priority take turns. Defaults to one identity per
+    /// process in the client library.
+    pub client_id: String,
+    /// Estimated input tokens (uncached input plus cache writes). `None`: the budget's running
+    /// average of real input is used.
+    pub input_tokens: Option<u64>,
+    /// Estimated output tokens. `None`: the budget's running average of real output, capped at
+    /// `max_tokens`.
+    pub output_tokens: Option<u64>,
+    /// The call's `max_tokens`, which caps the output estimate (and is never reserved itself).
+    pub max_tokens: Option<u64>,
+    /// How long the caller is willing to wait, counted from when the daemon reads the request.
+    /// `None` waits as long as it takes; a zero deadline only takes a permit that is free now.
+    pub deadline: Option<Duration>,
+    /// `Some(ttl)`: the permit outlives this connection (for shell scripts, which acquire and report
+    /// from different processes) and settles as "unknown outcome" if not reported within `ttl`.
+    pub detached_ttl: Option<Duration>,
+}
+
+/// Payload of [`Request::Report`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    pub lease: LeaseId,
+    pub outcome: Outcome,
+}
+
+/// How a permitted call went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The API answered (2xx). The real usage settles the reservation; the headers teach the
+    /// daemon the limits and what remains of them.
+    Success { usage: Usage, headers: Headers },
+    /// The API answered 429. Every peer on the budget pauses until `retry_after` has passed (taken
+    /// from the headers when `None`); the limit named in `message` (the error body's message) is
+    /// drained so that grants resume at the refill pace.
+    RateLimited {
+        retry_after: Option<Duration>,
+        headers: Headers,
+        message: Option<String>,
+    },
+    /// The API answered 529 (overloaded): every budget of the model class backs off together.
+    Overloaded { retry_after: Option<Duration> },
+    /// The call failed for another reason (a 4xx or 5xx, a network error). Its output-token
+    /// reservation is refunded; the request and input reservations stay spent.
+    Failed,
+    /// The caller does not know what happened (it dropped the permit, or its process died): the
+    /// reservation stays spent and only the in-flight slot is freed.
+    Unknown,
+}
+
+/// Token usage as the Messages API reports it in `usage`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Counts toward the input-token limit.
+    pub cache_creation_input_tokens: u64,
+    /// Does not count toward the input-token limit (for current models).
+    pub cache_read_input_tokens: u64,
+}
+
+impl Usage {
+    /// The input tokens that count toward ITPM: uncached input plus cache writes.
+    pub fn counted_input_tokens(&self) -> u64 {
+        self.input_tokens
+            .saturating_add(self.cache_creation_input_tokens)
+    }
+}
+
+/// Response headers as `(name, value)` pairs; names in any case.
+pub type Headers = Vec<(String, String)>;
+
+/// Payload of [`Request::Release`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    pub lease: LeaseId,
+}
+
+/// Payload of [`Request::Pause`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pause {
+    pub key: KeyFingerprint,
+    /// A model name or a model class name; either selects the model class's budget.
+    pub model: String,
+    /// The pause lasts until then; a time in the past lifts the budget's pause.
+    pub until: SystemTime,
+}
+
+/// A granted permit, to be settled by [`Request::Report`] or [`Request::Release`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct LeaseId(pub u64);
+
+impl std::fmt::Display for LeaseId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Everything the daemon can answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    /// Response for [`Request::Hello`]: the versions match. Frozen.
+    Welcome(Welcome),
+    /// The request could not be served: a version mismatch, an unknown lease, an unreadable frame.
+    /// Frozen, so that clients of any version can read why they were refused.
+    Error(ErrorReply),
+    /// Response for [`Request::Acquire`]: go ahead and make the call.
+    Granted(Granted),
+    /// Response for [`Request::Acquire`]: the deadline passed before a permit was free.
+    TimedOut(TimedOut),
+    /// Response for [`Request::Acquire`]: this acquire can never be granted (bad arguments, the
+    /// daemon is stopping, the key is blocked).
+    Rejected(Rejected),
+    /// Response for [`Request::Report`], [`Request::Release`] and [`Request::Pause`].
+    Ack,
+    /// Response for [`Request::Status`].
+    Status(StatusSnapshot),
+    /// One of the stream of responses to [`Request::Subscribe`].
+    Event(Event),
+}
+
+/// Payload of [`Response::Welcome`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    pub protocol_version: u32,
+    /// The daemon's crate version, for error messages and `pacer status`.
+    pub daemon_version: String,
+}
+
+/// Payload of [`Response::Error`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    pub kind: ErrorKind,
+    /// A sentence for the user, naming what was wrong.
+    pub message: String,
+}
+
+/// What kind of error an [`ErrorReply`] is, for callers that react to some of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    /// Client and daemon speak different protocol versions; the connection is closed.
+    VersionMismatch,
+    /// A request other than `Hello` arrived first; the connection is closed.
+    HelloRequired,
+    /// The frame could not be read (oversized, or not a request); the connection is closed.
+    MalformedFrame,
+    /// The lease named by a report or release is not held: already settled, expired, or never
+    /// granted.
+    UnknownLease,
+    /// The request's arguments are invalid.
+    InvalidRequest,
+    /// The daemon is stopping: an acquire that was waiting will not be granted by this daemon.
+    /// Clients retry once a daemon is back.
+    Stopping,
+}
+
+/// Payload of [`Response::Granted`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Granted {
+    pub lease: LeaseId,
+    /// How long the acquire waited in the queue.
+    pub waited: Duration,
+}
+
+/// Payload of [`Response::TimedOut`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimedOut {
+    /// How much longer the wait would have been, as far as the daemon can tell: retrying after
+    /// this long has a fair chance of being served at once.
+    pub retry_after: Duration,
+}
+
+/// Payload of [`Response::Rejected`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejected {
+    pub reason: String,
+}
+
+/// Payload of [`Response::Status`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusSnapshot {
+    pub daemon_version: String,
+    /// Every budget the daemon knows of, sorted by key and class.
+    pub budgets: Vec<BudgetStatus>,
+}
+
+/// A budget: one API key × one model class.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct BudgetId {
+    pub key: KeyFingerprint,
+    pub model_class: String,
+}
+
+impl std::fmt::Display for BudgetId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.key, self.model_class)
+    }
+}
+
+/// One budget as [`Response::Status`] shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BudgetStatus {
+    pub budget: BudgetId,
+    /// The limits in force (configured, else learned); `None` is not enforced.
+    pub limits: Limits,
+    /// What each limited bucket holds now; negative while in debt.
+    pub available: Available,
+    pub in_flight: u32,
+    pub waiting: u32,
+    /// Set while every peer of the budget waits out a 429 or an administrator's pause.
+    pub paused_until: Option<SystemTime>,
+    /// Set while the model class backs off after 529 (overloaded) answers.
+    pub overloaded_until: Option<SystemTime>,
+    /// Permits granted since the daemon started.
+    pub granted: u64,
+    /// 429 answers reported since the daemon started.
+    pub rate_limited: u64,
+}
+
+/// Per-minute limits of a budget.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    pub rpm: Option<u64>,
+    pub itpm: Option<u64>,
+    pub otpm: Option<u64>,
+    pub max_in_flight: Option<u32>,
+}
+
+impl Limits {
+    /// The limit of one kind.
+    pub fn get(&self, kind: LimitKind) -> Option<u64> {
+        match kind {
+            LimitKind::Requests => self.rpm,
+            LimitKind::InputTokens => self.itpm,
+            LimitKind::OutputTokens => self.otpm,
+        }
+    }
+}
+
+/// What each bucket of a budget holds; `None` where the limit is not enforced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Available {
+    pub requests: Option<i64>,
+    pub input_tokens: Option<i64>,
+    pub output_tokens: Option<i64>,
+}
+
+/// Something that happened in the daemon, streamed to [`Request::Subscribe`]rs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Event {
+    /// A permit was granted.
+    Granted {
+        budget: BudgetId,
+        lease: LeaseId,
+        priority: Priority,
+        client_id: String,
+        waited: Duration,
+    },
+    /// Every peer of a budget waits until `until` (a 429, or an administrator's pause). Sent again
+    /// when a later 429 extends the pause.
+    PauseStarted {
+        budget: BudgetId,
+        until: SystemTime,
+        /// Why: the 429's message, or "paused by administrator".
+        reason: String,
+    },
+    /// A budget's pause has passed (or was lifted).
+    PauseEnded { budget: BudgetId },
+    /// A limit was learned from response headers, or changed.
+    LimitLearned {
+        budget: BudgetId,
+        kind: LimitKind,
+        limit: u64,
+    },
+    /// A model class backs off after a 529 until `until`.
+    Overloaded {
+        model_class: String,
+        until: SystemTime,
+    },
+}

@@ -1,0 +1,364 @@
+//! Reading the API's rate-limit response headers.
+//!
+//! Anthropic sends `anthropic-ratelimit-{requests|input-tokens|output-tokens|tokens}-{limit|remaining|reset}`
+//! (reset as RFC 3339) and, on 429, `retry-after` in seconds. OpenAI-style APIs send
+//! `x-ratelimit-{limit|remaining|reset}-{requests|tokens}` with resets as Go durations (`6m0s`).
+//! The official SDKs also honour `retry-after-ms` and an HTTP-date `retry-after`; so does this.
+//!
+//! Times are returned relative to the `now` the caller passes in, so parsing stays deterministic.
+
+use std::time::{Duration, SystemTime};
+
+use crate::budget::LimitKind;
+
+/// What one response's headers say about the limits.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RateLimitHeaders {
+    pub requests: Window,
+    /// Anthropic's input-token window; for OpenAI-style APIs, the combined token window.
+    pub input_tokens: Window,
+    pub output_tokens: Window,
+    /// Anthropic's `tokens-*` headers: whichever token limit is most restrictive.
+    pub tokens: Window,
+    /// How long to wait before retrying, from `retry-after-ms` or `retry-after`.
+    pub retry_after: Option<Duration>,
+    /// `x-should-retry`, which the SDKs obey over their own judgement.
+    pub should_retry: Option<bool>,
+}
+
+/// One limit's headers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Window {
+    pub limit: Option<u64>,
+    /// What the server says is left (token counts are rounded to the nearest thousand).
+    pub remaining: Option<u64>,
+    /// How long until the bucket is full again.
+    pub reset_in: Option<Duration>,
+}
+
+impl RateLimitHeaders {
+    /// Parses every header it recognises and ignores the rest; a malformed value is skipped, as if
+    /// the header were absent.
+    pub fn parse<'a>(
+        headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+        now: SystemTime,
+    ) -> Self {
+        let mut out = Self::default();
+        let mut retry_after_ms = None;
+        let mut retry_after = None;
+        for (name, value) in headers {
+            let name = name.trim().to_ascii_lowercase();
+            let value = value.trim();
+            if let Some(rest) = name.strip_prefix("anthropic-ratelimit-") {
+                out.parse_anthropic(rest, value, now);
+            } else if let Some(rest) = name.strip_prefix("x-ratelimit-") {
+                out.parse_openai(rest, value);
+            } else {
+                match name.as_str() {
+                    "retry-after-ms" => retry_after_ms = parse_millis(value),
+                    "retry-after" => retry_after = parse_retry_after(value, now),
+                    "x-should-retry" => out.should_retry = value.parse().ok(),
+                    _ => {}
+                }
+            }
+        }
+        out.retry_after = retry_after_ms.or(retry_after);
+        out
+    }
+
+    fn parse_anthropic(&mut self, rest: &str, value: &str, now: SystemTime) {
+        let Some((window, field)) = rest.rsplit_once('-') else {
+            return;
+        };
+        let window = match window {
+            "requests" => &mut self.requests,
+            "input-tokens" => &mut self.input_tokens,
+            "output-tokens" => &mut self.output_tokens,
+            "tokens" => &mut self.tokens,
+            _ => return,
+        };
+        match field {
+            "limit" => window.limit = value.parse().ok(),
+            "remaining" => window.remaining = value.parse().ok(),
+            "reset" => window.reset_in = parse_rfc3339(value).map(|at| until(at, now)),
+            _ => {}
+        }
+    }
+
+    fn parse_openai(&mut self, rest: &str, value: &str) {
+        let Some((field, window)) = rest.split_once('-') else {
+            return;
+        };
+        let window = match window {
+            "requests" => &mut self.requests,
+            "tokens" => &mut self.input_tokens,
+            _ => return,
+        };
+        match field {
+            "limit" => window.limit = value.parse().ok(),
+            "remaining" => window.remaining = value.parse().ok(),
+            "reset" => window.reset_in = parse_go_duration(value),
+            _ => {}
+        }
+    }
+
+    /// The window that governs one kind of limit.
+    pub fn window(&self, kind: LimitKind) -> &Window {
+        match kind {
+            LimitKind::Requests => &self.requests,
+            LimitKind::InputTokens => &self.input_tokens,
+            LimitKind::OutputTokens => &self.output_tokens,
+        }
+    }
+
+    /// Whether any limit header was present at all.
+    pub fn has_limits(&self) -> bool {
+        [
+            &self.requests,
+            &self.input_tokens,
+            &self.output_tokens,
+            &self.tokens,
+        ]
+        .iter()
+        .any(|w| **w != Window::default())
+    }
+}
+
+/// Parses a `retry-after` value: delay seconds (integer or decimal) or an HTTP date. A date in the
+/// past gives zero.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    httpdate::parse_http_date(value)
+        .ok()
+        .map(|at| until(at, now))
+}
+
+fn parse_millis(value: &str) -> Option<Duration> {
+    let ms = value.trim().parse::<f64>().ok()?;
+    (ms.is_finite() && ms >= 0.0).then(|| Duration::from_secs_f64(ms / 1000.0))
+}
+
+fn until(at: SystemTime, now: SystemTime) -> Duration {
+    at.duration_since(now).unwrap_or_default()
+}
+
+fn parse_rfc3339(value: &str) -> Option<SystemTime> {
+    let value = value.trim();
+    let normalized;
+    let value = match value.strip_suffix("+00:00") {
+        Some(base) => {
+            normalized = format!("{base}Z");
+            normalized.as_str()
+        }
+        None => value,
+    };
+    humantime::parse_rfc3339_weak(value).ok()
+}
+
+/// Parses a Go duration as OpenAI sends it: `1s`, `6m0s`, `12ms`, `1h2m3.5s`.
+pub fn parse_go_duration(value: &str) -> Option<Duration> {
+    let mut rest = value.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = 0.0f64;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number: f64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return None,
+        };
+        total += number * scale;
+        rest = &rest[unit_len..];
+    }
+    Some(Duration::from_secs_f64(total))
+}
+
+/// Which limit a 429's error message says was exceeded, if it names one.
+///
+/// Anthropic's messages read "…rate limit of 50 requests per minute…", "…30,000 input tokens per
+/// minute…", "…8,000 output tokens per minute…"; older ones "Number of request tokens has
+/// exceeded your per-minute rate limit" (input tokens).
+pub fn limit_named_in(message: &str) -> Option<LimitKind> {
+    let message = message.to_ascii_lowercase();
+    if message.contains("output token") {
+        Some(LimitKind::OutputTokens)
+    } else if message.contains("input token") || message.contains("request token") {
+        Some(LimitKind::InputTokens)
+    } else if message.contains("requests per") || message.contains("request rate") {
+        Some(LimitKind::Requests)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(rfc3339: &str) -> SystemTime {
+        humantime::parse_rfc3339(rfc3339).unwrap()
+    }
+
+    #[test]
+    fn anthropic_headers() {
+        let now = at("2026-04-21T15:30:00Z");
+        let h = RateLimitHeaders::parse(
+            [
+                ("anthropic-ratelimit-requests-limit", "50"),
+                ("anthropic-ratelimit-requests-remaining", "49"),
+                ("anthropic-ratelimit-requests-reset", "2026-04-21T15:30:01Z"),
+                ("Anthropic-RateLimit-Input-Tokens-Limit", "30000"),
+                ("anthropic-ratelimit-input-tokens-remaining", "27000"),
+                ("anthropic-ratelimit-output-tokens-limit", "8000"),
+                ("anthropic-ratelimit-tokens-limit", "38000"),
+                ("content-type", "application/json"),
+            ],
+            now,
+        );
+        assert_eq!(h.requests.limit, Some(50));
+        assert_eq!(h.requests.remaining, Some(49));
+        assert_eq!(h.requests.reset_in, Some(Duration::from_secs(1)));
+        assert_eq!(h.input_tokens.limit, Some(30_000));
+        assert_eq!(h.input_tokens.remaining, Some(27_000));
+        assert_eq!(h.output_tokens.limit, Some(8_000));
+        assert_eq!(h.tokens.limit, Some(38_000));
+        assert_eq!(h.retry_after, None);
+        assert!(h.has_limits());
+    }
+
+    #[test]
+    fn openai_headers_map_tokens_to_the_input_window() {
+        let h = RateLimitHeaders::parse(
+            [
+                ("x-ratelimit-limit-requests", "1000"),
+                ("x-ratelimit-remaining-requests", "999"),
+                ("x-ratelimit-reset-requests", "60ms"),
+                ("x-ratelimit-limit-tokens", "150000"),
+                ("x-ratelimit-reset-tokens", "6m0s"),
+            ],
+            SystemTime::UNIX_EPOCH,
+        );
+        assert_eq!(h.requests.limit, Some(1000));
+        assert_eq!(h.requests.remaining, Some(999));
+        assert_eq!(h.requests.reset_in, Some(Duration::from_millis(60)));
+        assert_eq!(h.input_tokens.limit, Some(150_000));
+        assert_eq!(h.input_tokens.reset_in, Some(Duration::from_secs(360)));
+    }
+
+    #[test]
+    fn retry_after_in_seconds_milliseconds_and_dates() {
+        let now = at("2026-04-21T15:30:00Z");
+        let parse = |pairs: &[(&str, &str)]| {
+            RateLimitHeaders::parse(pairs.iter().copied(), now).retry_after
+        };
+        assert_eq!(
+            parse(&[("retry-after", "34")]),
+            Some(Duration::from_secs(34))
+        );
+        assert_eq!(
+            parse(&[("retry-after", "1.5")]),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            parse(&[("retry-after", "Tue, 21 Apr 2026 15:30:30 GMT")]),
+            Some(Duration::from_secs(30))
+        );
+        // A date already past means "now".
+        assert_eq!(
+            parse(&[("retry-after", "Tue, 21 Apr 2026 15:00:00 GMT")]),
+            Some(Duration::ZERO)
+        );
+        // retry-after-ms is the more precise of the two, as in the SDKs.
+        assert_eq!(
+            parse(&[("retry-after", "2"), ("retry-after-ms", "1250")]),
+            Some(Duration::from_millis(1250))
+        );
+        assert_eq!(parse(&[("retry-after", "soon")]), None);
+        assert_eq!(parse(&[("retry-after", "-3")]), None);
+    }
+
+    #[test]
+    fn should_retry_header() {
+        let h = RateLimitHeaders::parse([("x-should-retry", "false")], SystemTime::UNIX_EPOCH);
+        assert_eq!(h.should_retry, Some(false));
+        assert!(!h.has_limits());
+    }
+
+    #[test]
+    fn malformed_values_are_ignored() {
+        let h = RateLimitHeaders::parse(
+            [
+                ("anthropic-ratelimit-requests-limit", "fifty"),
+                ("anthropic-ratelimit-requests-reset", "tomorrow"),
+                ("anthropic-ratelimit-bogus-limit", "5"),
+            ],
+            SystemTime::UNIX_EPOCH,
+        );
+        assert_eq!(h, RateLimitHeaders::default());
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("1s"), Some(Duration::from_secs(1)));
+        assert_eq!(
+            parse_go_duration("1h2m3.5s"),
+            Some(Duration::from_millis(3_723_500))
+        );
+        assert_eq!(parse_go_duration("12ms"), Some(Duration::from_millis(12)));
+        assert_eq!(parse_go_duration("5x"), None);
+        assert_eq!(parse_go_duration(""), None);
+    }
+
+    #[test]
+    fn rfc3339_with_offset_zero() {
+        let now = at("2026-04-21T15:30:00Z");
+        let h = RateLimitHeaders::parse(
+            [(
+                "anthropic-ratelimit-output-tokens-reset",
+                "2026-04-21T15:30:10+00:00",
+            )],
+            now,
+        );
+        assert_eq!(h.output_tokens.reset_in, Some(Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn the_limit_a_message_names() {
+        use LimitKind::*;
+        let cases = [
+            (
+                "This request would exceed your organization's rate limit of 30,000 input tokens per minute",
+                Some(InputTokens),
+            ),
+            (
+                "…rate limit of 8,000 output tokens per minute",
+                Some(OutputTokens),
+            ),
+            ("…rate limit of 50 requests per minute", Some(Requests)),
+            (
+                "Number of request tokens has exceeded your per-minute rate limit",
+                Some(InputTokens),
+            ),
+            ("Rate limited", None),
+        ];
+        for (message, expected) in cases {
+            assert_eq!(limit_named_in(message), expected, "{message}");
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! The daemon's defences at the wire level: a raw socket speaking (or not speaking) the protocol.
+#![cfg(unix)]
+
+use std::time::Duration;
+
+use pacer_client::AcquireRequest;
+use pacer_protocol::message::{ErrorKind, Hello, Request, RequestFrame, Response, ResponseFrame};
+use pacer_protocol::{MAX_FRAME_LEN, PROTOCOL_VERSION, codec};
+use pacer_tests::TestDaemon;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+/// Reads everything the daemon sends until it closes the connection.
+async fn read_to_close(stream: &mut UnixStream) -> Vec<ResponseFrame> {
+    let mut bytes = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut bytes))
+        .await
+        .expect("the daemon closes the connection")
+        .expect("read");
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while let Some((frame, used)) = codec::decode::<ResponseFrame>(&bytes[at..]).unwrap() {
+        frames.push(frame);
+        at += used;
+    }
+    frames
+}
+
+fn hello(version: u32) -> Vec<u8> {
+    codec::encode_to_vec(&RequestFrame {
+        id: 1,
+        request: Request::Hello(Hello {
+            protocol_version: version,
+            client_name: "raw-test".into(),
+            pid: std::process::id(),
+        }),
+    })
+    .unwrap()
+}
+
+fn error_kind(frames: &[ResponseFrame]) -> (ErrorKind, String) {
+    match frames.last().map(|f| &f.response) {
+        Some(Response::Error(e)) => (e.kind, e.message.clone()),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+/// Checks that a well-behaved client is still served.
+async fn still_serves(daemon: &TestDaemon, client: &pacer_client::Client) {
+    let permit = client
+        .acquire(AcquireRequest::new("sk", "claude-opus-4-1"))
+        .await
+        .expect("the daemon still serves other clients");
+    permit.release().await.unwrap();
+    let newcomer = daemon.client_named("newcomer").await;
+    newcomer.status().await.expect("and new ones");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_gets_an_error_and_a_closed_connection() {
+    let daemon = TestDaemon::start("").await;
+    let bystander = daemon.client().await;
+    let mut raw = UnixStream::connect(daemon.socket()).await.unwrap();
+    raw.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let frames = read_to_close(&mut raw).await;
+    let (kind, message) = error_kind(&frames);
+    assert_eq!(kind, ErrorKind::MalformedFrame);
+    assert!(message.contains("exceeds"), "{message}");
+    still_serves(&daemon, &bystander).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_frame_is_refused_from_its_header() {
+    let daemon = TestDaemon::start("").await;
+    let bystander = daemon.client().await;
+    let mut raw = UnixStream::connect(daemon.socket()).await.unwrap();
+    raw.write_all(&hello(PROTOCOL_VERSION)).await.unwrap();
+    // Announce 2 MiB; send only the header. The daemon must not wait for (or buffer) the rest.
+    raw.write_all(&((2 * MAX_FRAME_LEN) as u32).to_be_bytes())
+        .await
+        .unwrap();
+    let frames = read_to_close(&mut raw).await;
+    assert!(matches!(frames[0].response, Response::Welcome(_)));
+    let (kind, message) = error_kind(&frames);
+    assert_eq!(kind, ErrorKind::MalformedFrame);
+    assert!(
+        message.contains(&(2 * MAX_FRAME_LEN).to_string()),
+        "{message}"
+    );
+    still_serves(&daemon, &bystander).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_well_framed_but_meaningless_payload_is_refused() {
+    let daemon = TestDaemon::start("").await;
+    let bystander = daemon.client().await;
+    let mut raw = UnixStream::connect(daemon.socket()).await.unwrap();
+    raw.write_all(&hello(PROTOCOL_VERSION)).await.unwrap();
+    let mut frame = 6u32.to_be_bytes().to_vec();
+    frame.extend_from_slice(&[0x02, 0x7f, 0xff, 0xff, 0xff, 0xff]);
+    raw.write_all(&frame).await.unwrap();
+    let frames = read_to_close(&mut raw).await;
+    let (kind, _) = error_kind(&frames);
+    assert_eq!(kind, ErrorKind::MalformedFrame);
+    still_serves(&daemon, &bystander).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_mismatch_names_both_versions() {
+    let daemon = TestDaemon::start("").await;
+    let mut raw = UnixStream::connect(daemon.socket()).await.unwrap();
+    raw.write_all(&hello(99)).await.unwrap();
+    let frames = read_to_close(&mut raw).await;
+    let (kind, message) = error_kind(&frames);
+    assert_eq!(kind, ErrorKind::VersionMismatch);
+    assert!(message.contains("version 99"), "{message}");
+    assert!(
+        message.contains(&format!("version {PROTOCOL_VERSION}")),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_before_hello_are_refused() {
+    let daemon = TestDaemon::start("").await;
+    let mut raw = UnixStream::connect(daemon.socket()).await.unwrap();
+    let status = codec::encode_to_vec(&RequestFrame {
+        id: 5,
+        request: Request::Status,
+    })
+    .unwrap();
+    raw.write_all(&status).await.unwrap();
+    let frames = read_to_close(&mut raw).await;
+    assert_eq!(frames[0].id, 5);
+    assert_eq!(error_kind(&frames).0, ErrorKind::HelloRequired);
+}
