@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use pacer_protocol::KeyFingerprint;
 use pacer_protocol::message::{
-    ErrorKind, Event, LeaseId, Outcome, Pause, Release, Report, Request, Response, StatusSnapshot,
+    ErrorKind, Event, GatewayInfo, LeaseId, Outcome, Pause, Release, Report, Request, Response,
+    StatusSnapshot,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -209,6 +210,8 @@ impl Client {
             let connection = self.connection().await?;
             match connection.call(request()).await {
                 Ok(Response::Error(e)) if e.kind == ErrorKind::Stopping && !retried => {
+                    // The daemon closes every connection as it stops; reconnect after that.
+                    let _ = tokio::time::timeout(Duration::from_secs(2), connection.closed()).await;
                     retried = true;
                 }
                 Ok(response) => return Ok((response, connection)),
@@ -311,6 +314,14 @@ impl Client {
         let connection = self.connection().await?;
         let events = connection.stream(Request::Subscribe)?;
         Ok(Subscription { events })
+    }
+
+    /// Where the daemon's HTTP gateway listens (`None` when it runs without one).
+    pub async fn gateway_info(&self) -> Result<GatewayInfo, Error> {
+        match self.call(|| Request::GatewayInfo).await? {
+            (Response::Gateway(info), _) => Ok(info),
+            (other, _) => Err(unexpected(other)),
+        }
     }
 
     /// The daemon's version, as it said in the handshake.

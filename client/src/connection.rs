@@ -18,7 +18,10 @@ use pacer_protocol::message::{
 };
 use pacer_protocol::{PROTOCOL_VERSION, codec};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// How long a daemon may take to answer the handshake before it is taken for unreachable.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 use crate::error::Error;
 
@@ -40,6 +43,8 @@ struct PendingTable {
 
 pub struct Connection {
     path: PathBuf,
+    /// Becomes true when the reader sees the connection end.
+    closed: watch::Receiver<bool>,
     outgoing: mpsc::UnboundedSender<RequestFrame>,
     pending: Arc<Mutex<PendingTable>>,
     next_id: AtomicU64,
@@ -60,14 +65,17 @@ impl Connection {
         let stream = Arc::new(Stream::connect(name).await.map_err(unreachable)?);
         let (outgoing, rx) = mpsc::unbounded_channel();
         let pending = Arc::new(Mutex::new(PendingTable::default()));
+        let (closed_tx, closed) = watch::channel(false);
+        let pending_for_reader = pending.clone();
+        let outgoing_for_reader = outgoing.clone().downgrade();
         tokio::spawn(write_requests(StreamHalf(stream.clone()), rx));
-        tokio::spawn(read_responses(
-            StreamHalf(stream),
-            pending.clone(),
-            outgoing.clone().downgrade(),
-        ));
+        tokio::spawn(async move {
+            read_responses(StreamHalf(stream), pending_for_reader, outgoing_for_reader).await;
+            let _ = closed_tx.send(true);
+        });
         let mut connection = Connection {
             path: path.to_owned(),
+            closed,
             outgoing,
             pending,
             next_id: AtomicU64::new(1),
@@ -78,7 +86,16 @@ impl Connection {
             client_name: client_name.to_owned(),
             pid: std::process::id(),
         });
-        match connection.call(hello).await? {
+        let welcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, connection.call(hello))
+            .await
+            .map_err(|_| Error::Unreachable {
+                path: path.to_owned(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the daemon accepted the connection but did not answer the handshake",
+                ),
+            })??;
+        match welcome {
             Response::Welcome(welcome) => connection.daemon_version = welcome.daemon_version,
             Response::Error(e) if e.kind == ErrorKind::VersionMismatch => {
                 return Err(Error::VersionMismatch { message: e.message });
@@ -126,8 +143,21 @@ impl Connection {
     pub async fn call(&self, request: Request) -> Result<Response, Error> {
         let (tx, rx) = oneshot::channel();
         let id = self.send(request, Some(Pending::Once(tx)))?;
-        let _abandon_if_dropped = ForgetOnDrop { conn: self, id };
-        rx.await.map_err(|_| self.disconnected())
+        let mut waiting = Waiting {
+            conn: self,
+            id,
+            rx: Some(rx),
+        };
+        let rx = waiting.rx.as_mut().expect("just set");
+        let result = rx.await.map_err(|_| self.disconnected());
+        waiting.rx = None;
+        result
+    }
+
+    /// Completes once the daemon has closed the connection.
+    pub async fn closed(&self) {
+        let mut closed = self.closed.clone();
+        let _ = closed.wait_for(|closed| *closed).await;
     }
 
     /// Sends a request whose responses form a stream (a subscription).
@@ -144,17 +174,29 @@ impl Connection {
     }
 }
 
-/// Marks a call abandoned when the caller stops waiting (its future was dropped).
-struct ForgetOnDrop<'a> {
+/// A call in progress. If the caller stops waiting (its future is dropped), the call is marked
+/// abandoned, and a permit granted meanwhile is released rather than left holding a slot.
+struct Waiting<'a> {
     conn: &'a Connection,
     id: u64,
+    /// `None` once the answer has been received.
+    rx: Option<oneshot::Receiver<Response>>,
 }
 
-impl Drop for ForgetOnDrop<'_> {
+impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        let mut table = self.conn.table();
-        if let Some(entry) = table.waiting.get_mut(&self.id) {
+        let Some(mut rx) = self.rx.take() else {
+            return;
+        };
+        if let Some(entry) = self.conn.table().waiting.get_mut(&self.id) {
             *entry = Pending::Abandoned;
+        }
+        // The answer may have arrived between the caller's last poll and now.
+        rx.close();
+        if let Ok(Response::Granted(granted)) = rx.try_recv() {
+            self.conn.send_and_forget(Request::Release(Release {
+                lease: granted.lease,
+            }));
         }
     }
 }
@@ -191,6 +233,9 @@ async fn write_requests(
             return;
         }
     }
+    // Every sender is gone: the client dropped the connection. Tell the daemon, which settles
+    // whatever the connection still held.
+    let _ = writer.shutdown().await;
 }
 
 async fn read_responses(

@@ -36,7 +36,7 @@ mod request;
 
 pub use client::{Client, ClientBuilder, FailMode, Subscription};
 pub use error::Error;
-pub use pacer_protocol::message::{Event, LeaseId, Outcome, StatusSnapshot, Usage};
+pub use pacer_protocol::message::{Event, GatewayInfo, LeaseId, Outcome, StatusSnapshot, Usage};
 pub use pacer_protocol::{KeyFingerprint, Priority};
 pub use permit::Permit;
 pub use request::AcquireRequest;

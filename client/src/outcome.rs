@@ -10,8 +10,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use pacer_protocol::message::{Headers, Outcome, Usage};
+use pacer_protocol::message::{ApiUsage, Headers, Outcome, Usage};
 use pacer_protocol::ratelimit::parse_retry_after;
+use serde::Deserialize;
 use serde_json::Value;
 
 /// The outcome of a call from its HTTP status, its response headers and (if at hand) its JSON
@@ -53,8 +54,7 @@ where
         529 => Outcome::Overloaded {
             retry_after: header("retry-after-ms")
                 .and_then(|ms| ms.trim().parse::<f64>().ok())
-                .filter(|ms| ms.is_finite() && *ms >= 0.0)
-                .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+                .and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok())
                 .or_else(|| {
                     header("retry-after").and_then(|v| parse_retry_after(v, SystemTime::now()))
                 }),
@@ -70,25 +70,12 @@ pub fn usage_from_json(body: &Value) -> Option<Usage> {
         .get("usage")
         .or_else(|| body.get("message").and_then(|m| m.get("usage")))
         .unwrap_or(body);
-    let field = |name: &str| usage.get(name).and_then(Value::as_u64);
-    if !usage.is_object()
-        || [
-            "input_tokens",
-            "output_tokens",
-            "cache_creation_input_tokens",
-            "cache_read_input_tokens",
-        ]
-        .iter()
-        .all(|name| field(name).is_none())
-    {
-        return None;
-    }
-    Some(Usage {
-        input_tokens: field("input_tokens").unwrap_or(0),
-        output_tokens: field("output_tokens").unwrap_or(0),
-        cache_creation_input_tokens: field("cache_creation_input_tokens").unwrap_or(0),
-        cache_read_input_tokens: field("cache_read_input_tokens").unwrap_or(0),
-    })
+    let parsed = ApiUsage::deserialize(usage)
+        .ok()
+        .filter(|u| !u.is_empty())?;
+    let mut out = Usage::default();
+    parsed.apply_to(&mut out);
+    Some(out)
 }
 
 /// The message of an API error body: `{"type":"error","error":{"type":…,"message":…}}`.
@@ -165,5 +152,7 @@ mod tests {
         let delta = json!({"type": "message_delta", "usage": {"output_tokens": 42}});
         assert_eq!(usage_from_json(&delta).unwrap().output_tokens, 42);
         assert_eq!(usage_from_json(&json!({"type": "ping"})), None);
+        let nulls = json!({"usage": {"input_tokens": 5, "cache_creation_input_tokens": null}});
+        assert_eq!(usage_from_json(&nulls).unwrap().input_tokens, 5);
     }
 }

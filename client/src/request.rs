@@ -82,7 +82,11 @@ impl AcquireRequest {
 
     /// Give up waiting after this long.
     pub fn timeout(self, timeout: Duration) -> Self {
-        self.deadline(Instant::now() + timeout)
+        match Instant::now().checked_add(timeout) {
+            Some(deadline) => self.deadline(deadline),
+            // Beyond any representable moment: no deadline at all.
+            None => self,
+        }
     }
 
     /// Who is asking, for fairness between clients of one priority (default: one identity per

@@ -18,6 +18,13 @@
 //! # Limits for one key (its fingerprint: `pacer key-id`) and class; they win over the above.
 //! [keys.0123456789abcdef.limits.sonnet]
 //! rpm = 4000
+//!
+//! # The local HTTP gateway that `pacer run` points ANTHROPIC_BASE_URL at.
+//! [gateway]
+//! enabled = true
+//! listen = "127.0.0.1:4141"
+//! upstream = "https://api.anthropic.com"
+//! max_hold = 240      # seconds a request may be held waiting for the budget
 //! ```
 //!
 //! Unknown keys are errors, so a typo cannot silently leave a limit unset. Every error names the
@@ -25,8 +32,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroU64};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use pacer_protocol::KeyFingerprint;
 use serde::Deserialize;
@@ -40,8 +49,36 @@ pub const CONFIG_ENV: &str = "PACER_CONFIG";
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Config {
     pub broker: BrokerConfig,
+    pub gateway: GatewayConfig,
     /// The file it came from, if any, for messages and reloads.
     pub path: Option<PathBuf>,
+}
+
+/// The HTTP gateway's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayConfig {
+    /// Where to listen; `None` disables the gateway.
+    pub listen: Option<SocketAddr>,
+    /// The API to forward to.
+    pub upstream: reqwest::Url,
+    /// How long a request may be held (waiting for a permit, or for a 429's pause to pass)
+    /// before the gateway answers 429 itself.
+    pub max_hold: Duration,
+}
+
+/// The gateway's default address.
+pub const DEFAULT_GATEWAY_LISTEN: &str = "127.0.0.1:4141";
+/// The API the gateway forwards to by default.
+pub const DEFAULT_UPSTREAM: &str = "https://api.anthropic.com";
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            listen: Some(DEFAULT_GATEWAY_LISTEN.parse().expect("a valid address")),
+            upstream: DEFAULT_UPSTREAM.parse().expect("a valid URL"),
+            max_hold: Duration::from_secs(240),
+        }
+    }
 }
 
 /// Why a configuration could not be loaded.
@@ -111,13 +148,15 @@ impl Config {
         };
         let deserializer = toml::de::Deserializer::parse(text)
             .map_err(|e| invalid(e.span().map(|s| s.start), String::new(), e.message().into()))?;
-        let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let mut raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let key = e.path().to_string();
             let inner = e.into_inner();
             invalid(inner.span().map(|s| s.start), key, inner.message().into())
         })?;
+        let gateway = raw.gateway.take().unwrap_or_default().into_config();
         Ok(Config {
             broker: raw.into_broker_config(),
+            gateway,
             path: Some(path.to_owned()),
         })
     }
@@ -136,6 +175,84 @@ struct RawConfig {
     limits: BTreeMap<Name, RawLimits>,
     #[serde(default)]
     keys: BTreeMap<Fingerprint, RawKey>,
+    gateway: Option<RawGateway>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGateway {
+    enabled: Option<bool>,
+    listen: Option<Address>,
+    upstream: Option<Upstream>,
+    max_hold: Option<Seconds>,
+}
+
+impl RawGateway {
+    fn into_config(self) -> GatewayConfig {
+        let default = GatewayConfig::default();
+        GatewayConfig {
+            listen: match self.enabled {
+                Some(false) => None,
+                _ => self.listen.map(|a| a.0).or(default.listen),
+            },
+            upstream: self.upstream.map_or(default.upstream, |u| u.0),
+            max_hold: self.max_hold.map_or(default.max_hold, |s| s.0),
+        }
+    }
+}
+
+/// A socket address such as `127.0.0.1:4141`.
+#[derive(Debug)]
+struct Address(SocketAddr);
+
+impl<'de> Deserialize<'de> for Address {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map(Address).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "`{s}` is not an address: expected IP:PORT, such as 127.0.0.1:4141"
+            ))
+        })
+    }
+}
+
+/// An http or https URL.
+#[derive(Debug)]
+struct Upstream(reqwest::Url);
+
+impl<'de> Deserialize<'de> for Upstream {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_upstream(&s)
+            .map(Upstream)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses the gateway's upstream: an absolute http(s) URL.
+pub fn parse_upstream(text: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(text)
+        .map_err(|e| format!("`{text}` is not a URL ({e}): expected https://host[:port]"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(format!("`{text}` is not an http or https URL with a host"));
+    }
+    Ok(url)
+}
+
+/// A positive number of seconds.
+#[derive(Debug)]
+struct Seconds(Duration);
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let secs = f64::deserialize(d)?;
+        if !(secs.is_finite() && secs > 0.0 && secs < 1e9) {
+            return Err(serde::de::Error::custom(format!(
+                "{secs} is not a positive number of seconds"
+            )));
+        }
+        Ok(Seconds(Duration::from_secs_f64(secs)))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -313,6 +430,30 @@ rpm = 4000
         let e = error("[[classes]]\npattern = \"gpt-*\"\nclass = \" \"\n");
         assert!(e.contains("line 3"), "{e}");
         assert!(e.contains("classes[0].class"), "{e}");
+    }
+
+    #[test]
+    fn gateway_settings() {
+        let config = parse("[gateway]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://localhost:9000/api\"\nmax_hold = 1.5\n").unwrap();
+        assert_eq!(config.gateway.listen, Some("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(
+            config.gateway.upstream.as_str(),
+            "http://localhost:9000/api"
+        );
+        assert_eq!(config.gateway.max_hold, Duration::from_millis(1500));
+        let disabled = parse("[gateway]\nenabled = false\n").unwrap();
+        assert_eq!(disabled.gateway.listen, None);
+        assert_eq!(parse("").unwrap().gateway, GatewayConfig::default());
+    }
+
+    #[test]
+    fn bad_gateway_settings_are_named() {
+        let e = error("[gateway]\nlisten = \"localhost\"\n");
+        assert!(e.contains("gateway.listen") && e.contains("IP:PORT"), "{e}");
+        let e = error("[gateway]\nupstream = \"ftp://x\"\n");
+        assert!(e.contains("gateway.upstream"), "{e}");
+        let e = error("[gateway]\nmax_hold = -1\n");
+        assert!(e.contains("gateway.max_hold"), "{e}");
     }
 
     #[test]

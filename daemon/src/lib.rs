@@ -9,12 +9,15 @@
 //! - [`server`]: the socket server around the broker: a task per connection, a writer per
 //!   connection, and one timer that ticks the broker. [`run`] is its entry point, used by `pacerd`
 //!   and by the tests alike.
+//! - [`gateway`]: the local HTTP gateway (`ANTHROPIC_BASE_URL`), an in-process client of the
+//!   broker, so Claude Code and the SDKs share the budgets unchanged.
 //! - [`listener`]: claiming the endpoint (socket permissions, stale sockets, a second daemon).
 //! - [`config`]: the TOML configuration and its error messages.
 //! - [`signals`]: SIGINT/SIGTERM as a future.
 
 pub mod broker;
 pub mod config;
+pub mod gateway;
 pub mod listener;
 pub mod server;
 pub mod signals;

@@ -1,5 +1,6 @@
 //! `pacerd`: parse the command line, load the configuration, claim the socket, serve.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -20,6 +21,20 @@ struct Args {
     /// Configuration file [default: $XDG_CONFIG_HOME/pacer/config.toml, optional].
     #[arg(long, env = "PACER_CONFIG", value_name = "PATH")]
     config: Option<PathBuf>,
+    /// Address of the HTTP gateway [default: [gateway] listen, else 127.0.0.1:4141].
+    #[arg(
+        long,
+        env = "PACER_GATEWAY",
+        value_name = "ADDR",
+        conflicts_with = "no_gateway"
+    )]
+    gateway: Option<SocketAddr>,
+    /// Do not serve the HTTP gateway.
+    #[arg(long)]
+    no_gateway: bool,
+    /// The API the gateway forwards to [default: [gateway] upstream, else https://api.anthropic.com].
+    #[arg(long, env = "PACER_UPSTREAM", value_name = "URL", value_parser = pacer_daemon::config::parse_upstream)]
+    upstream: Option<reqwest::Url>,
 }
 
 fn main() -> ExitCode {
@@ -40,7 +55,16 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let config = Config::load(args.config.as_deref())?;
+    let mut config = Config::load(args.config.as_deref())?;
+    if let Some(addr) = args.gateway {
+        config.gateway.listen = Some(addr);
+    }
+    if args.no_gateway {
+        config.gateway.listen = None;
+    }
+    if let Some(upstream) = args.upstream {
+        config.gateway.upstream = upstream;
+    }
     let socket = args
         .socket
         .unwrap_or_else(pacer_protocol::endpoint::default_endpoint);

@@ -3,11 +3,14 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// `pacerd` without its HTTP gateway (tests run in parallel; they cannot all have port 4141).
 fn pacerd() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_pacerd"));
     command
+        .arg("--no-gateway")
         .env_remove("PACER_CONFIG")
-        .env_remove("PACER_SOCKET");
+        .env_remove("PACER_SOCKET")
+        .env_remove("PACER_GATEWAY");
     command
 }
 

@@ -8,6 +8,7 @@
 //!   never crosses the socket), [`Priority`], [`LimitKind`].
 //! - [`codec`]: framing (a 4-byte length prefix, 1 MiB cap) and bincode encoding.
 //! - [`endpoint`]: where the daemon listens on this machine.
+//! - [`gateway`]: how `pacer run` names a wrapped process in the HTTP gateway's URL.
 //! - [`ratelimit`]: the parser for `retry-after` and `anthropic-ratelimit-*` / `x-ratelimit-*`
 //!   response headers, shared by the daemon's report handling and its HTTP gateway.
 //!
@@ -23,6 +24,7 @@
 pub mod budget;
 pub mod codec;
 pub mod endpoint;
+pub mod gateway;
 pub mod message;
 pub mod ratelimit;
 

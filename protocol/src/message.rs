@@ -47,6 +47,8 @@ pub enum Request {
     Pause(Pause),
     /// Turn this request into a stream of [`Response::Event`]s that lasts as long as the connection.
     Subscribe,
+    /// Ask where the daemon's HTTP gateway listens. Answered by [`Response::Gateway`].
+    GatewayInfo,
 }
 
 /// Payload of [`Request::Hello`].
@@ -137,6 +139,46 @@ impl Usage {
     }
 }
 
+/// `usage` as the Messages API writes it in a response body or a streamed event, where any field
+/// may be missing or null. Read it from JSON with serde, then convert.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct ApiUsage {
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub cache_creation_input_tokens: Option<u64>,
+    pub cache_read_input_tokens: Option<u64>,
+}
+
+impl ApiUsage {
+    /// Whether no usage field was present.
+    pub fn is_empty(&self) -> bool {
+        *self == ApiUsage::default()
+    }
+
+    /// Overwrites `usage` with every field present here (a streamed `message_delta` carries
+    /// cumulative counts for some fields).
+    pub fn apply_to(&self, usage: &mut Usage) {
+        let fields = [
+            (self.input_tokens, &mut usage.input_tokens),
+            (self.output_tokens, &mut usage.output_tokens),
+            (
+                self.cache_creation_input_tokens,
+                &mut usage.cache_creation_input_tokens,
+            ),
+            (
+                self.cache_read_input_tokens,
+                &mut usage.cache_read_input_tokens,
+            ),
+        ];
+        for (value, field) in fields {
+            if let Some(value) = value {
+                *field = value;
+            }
+        }
+    }
+}
+
 /// Response headers as `(name, value)` pairs; names in any case.
 pub type Headers = Vec<(String, String)>;
 
@@ -187,6 +229,17 @@ pub enum Response {
     Status(StatusSnapshot),
     /// One of the stream of responses to [`Request::Subscribe`].
     Event(Event),
+    /// Response for [`Request::GatewayInfo`].
+    Gateway(GatewayInfo),
+}
+
+/// Payload of [`Response::Gateway`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayInfo {
+    /// The address the gateway listens on (`127.0.0.1:4141`); `None` when it is disabled.
+    pub listen: Option<String>,
+    /// Where it forwards to.
+    pub upstream: String,
 }
 
 /// Payload of [`Response::Welcome`].

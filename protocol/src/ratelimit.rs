@@ -129,7 +129,7 @@ impl RateLimitHeaders {
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+        return Duration::try_from_secs_f64(secs).ok();
     }
     httpdate::parse_http_date(value)
         .ok()
@@ -138,7 +138,7 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 
 fn parse_millis(value: &str) -> Option<Duration> {
     let ms = value.trim().parse::<f64>().ok()?;
-    (ms.is_finite() && ms >= 0.0).then(|| Duration::from_secs_f64(ms / 1000.0))
+    Duration::try_from_secs_f64(ms / 1000.0).ok()
 }
 
 fn until(at: SystemTime, now: SystemTime) -> Duration {
@@ -186,7 +186,7 @@ pub fn parse_go_duration(value: &str) -> Option<Duration> {
         total += number * scale;
         rest = &rest[unit_len..];
     }
-    Some(Duration::from_secs_f64(total))
+    Duration::try_from_secs_f64(total).ok()
 }
 
 /// Which limit a 429's error message says was exceeded, if it names one.
@@ -291,6 +291,10 @@ mod tests {
         );
         assert_eq!(parse(&[("retry-after", "soon")]), None);
         assert_eq!(parse(&[("retry-after", "-3")]), None);
+        // Absurd values are not durations (and must not panic).
+        assert_eq!(parse(&[("retry-after", "1e20")]), None);
+        assert_eq!(parse(&[("retry-after", "NaN")]), None);
+        assert_eq!(parse(&[("retry-after-ms", "inf")]), None);
     }
 
     #[test]

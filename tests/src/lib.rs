@@ -5,6 +5,9 @@
 //! - [`binary`] finds the real `pacerd` and `pacer` executables, for tests that run them as
 //!   processes.
 //! - [`wait_until`] waits for a condition with a deadline instead of sleeping.
+//! - [`mock`]: a mock of the Anthropic Messages API (also the `mock-upstream` binary).
+
+pub mod mock;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -25,12 +28,23 @@ pub struct TestDaemon {
 }
 
 impl TestDaemon {
-    /// Starts a daemon with the given TOML configuration (may be empty).
+    /// Starts a daemon with the given TOML configuration (may be empty), its gateway on an
+    /// ephemeral port.
     pub async fn start(config_toml: &str) -> TestDaemon {
+        Self::start_with(config_toml, |_| {}).await
+    }
+
+    /// Starts a daemon with the given configuration, changed by `edit` (after the gateway is
+    /// moved to an ephemeral port).
+    pub async fn start_with(config_toml: &str, edit: impl FnOnce(&mut Config)) -> TestDaemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let socket = dir.path().join("pacer.sock");
-        let config =
+        let mut config =
             Config::parse(config_toml, &dir.path().join("config.toml")).expect("valid config");
+        if config.gateway.listen.is_some() {
+            config.gateway.listen = Some("127.0.0.1:0".parse().expect("address"));
+        }
+        edit(&mut config);
         let listener = pacer_daemon::listener::bind(&socket)
             .await
             .expect("bind the test socket");
@@ -73,6 +87,17 @@ impl TestDaemon {
             .connect()
             .await
             .expect("connect to the test daemon")
+    }
+
+    /// The gateway's base URL, `http://127.0.0.1:PORT`.
+    pub async fn gateway_url(&self) -> String {
+        let info = self
+            .client()
+            .await
+            .gateway_info()
+            .await
+            .expect("gateway info");
+        format!("http://{}", info.listen.expect("the gateway is enabled"))
     }
 
     /// Stops the daemon as SIGTERM would, and waits until it has.

@@ -20,6 +20,7 @@ impl Daemon {
         let child = Command::new(binary("pacerd"))
             .arg("--socket")
             .arg(&socket)
+            .args(["--gateway", "127.0.0.1:0"])
             .env_remove("PACER_CONFIG")
             .env("XDG_CONFIG_HOME", dir.path())
             .stderr(Stdio::null())

@@ -9,8 +9,19 @@ use pacer_protocol::{KeyFingerprint, LimitKind};
 
 use super::bucket::Bucket;
 use super::cost::{Costs, RunningAverage};
+use super::later;
 use super::limits::LimitSet;
 use super::queue::FairQueue;
+
+/// Which buckets a grant's reservation was taken from, per [`LimitKind::index`].
+pub type Charged = [bool; 3];
+
+/// What a grant reserved, and from which buckets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reservation {
+    pub cost: Costs,
+    pub charged: Charged,
+}
 
 /// Whether a cost can be granted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,7 +154,7 @@ impl Budget {
         }
         for kind in LimitKind::ALL {
             if let Some(bucket) = &self.buckets[kind.index()] {
-                at = at.max(now + bucket.time_until_cost(cost.get(kind), now));
+                at = at.max(later(now, bucket.time_until_cost(cost.get(kind), now)));
             }
         }
         if at <= now {
@@ -183,11 +194,17 @@ impl Budget {
         wait
     }
 
-    /// Reserves `cost` for a granted call.
-    pub fn take(&mut self, cost: &Costs, now: Instant) {
-        self.for_each_bucket(|kind, bucket| bucket.take(cost.get(kind), now));
+    /// Reserves `cost` for a granted call. Returns which buckets the reservation was taken from
+    /// (a limit learned later has no reservation to refund).
+    pub fn take(&mut self, cost: &Costs, now: Instant) -> Charged {
+        let mut charged = [false; 3];
+        self.for_each_bucket(|kind, bucket| {
+            bucket.take(cost.get(kind), now);
+            charged[kind.index()] = true;
+        });
         self.in_flight += 1;
         self.granted += 1;
+        charged
     }
 
     /// Frees a call's in-flight slot.
@@ -199,7 +216,7 @@ impl Budget {
     /// charged (possibly into debt). Also feeds the running averages.
     pub fn settle_usage(
         &mut self,
-        reserved: &Costs,
+        reservation: &Reservation,
         used_input: u64,
         used_output: u64,
         now: Instant,
@@ -210,12 +227,18 @@ impl Budget {
             (LimitKind::InputTokens, used_input),
             (LimitKind::OutputTokens, used_output),
         ] {
-            self.adjust(kind, reserved.get(kind), used, now);
+            self.adjust(kind, reservation, used, now);
         }
     }
 
     /// Refunds the part of a reservation that was not used, or charges what was used beyond it.
-    pub fn adjust(&mut self, kind: LimitKind, reserved: u64, used: u64, now: Instant) {
+    /// A bucket created after the grant held no reservation: it is charged all that was used.
+    pub fn adjust(&mut self, kind: LimitKind, reservation: &Reservation, used: u64, now: Instant) {
+        let reserved = if reservation.charged[kind.index()] {
+            reservation.cost.get(kind)
+        } else {
+            0
+        };
         if let Some(bucket) = &mut self.buckets[kind.index()] {
             if reserved > used {
                 bucket.give(reserved - used, now);

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use pacer_protocol::Priority;
 
+use super::budget::Reservation;
 use super::queue::Mark;
 use super::{ConnId, Costs, Ticket};
 
@@ -34,5 +35,5 @@ pub struct Lease {
     /// When a detached lease settles by itself.
     pub expires: Option<Instant>,
     /// What was reserved, to be refunded or charged when the real usage is reported.
-    pub cost: Costs,
+    pub reservation: Reservation,
 }

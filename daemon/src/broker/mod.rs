@@ -27,7 +27,7 @@ use pacer_protocol::message::{
 use pacer_protocol::ratelimit::{RateLimitHeaders, limit_named_in};
 use pacer_protocol::{KeyFingerprint, LimitKind, Priority};
 
-use budget::{Budget, Readiness};
+use budget::{Budget, Readiness, Reservation};
 pub use cost::Costs;
 use lease::{Lease, Waiter};
 pub use limits::{LimitSet, LimitTable, ModelClasses};
@@ -93,7 +93,18 @@ const OVERLOAD_BACKOFF_START: Duration = Duration::from_secs(1);
 const OVERLOAD_BACKOFF_MAX: Duration = Duration::from_secs(32);
 /// Bounds on what one connection may hold, so a runaway client cannot exhaust the daemon.
 const MAX_WAITERS_PER_CONNECTION: usize = 65_536;
+/// Each key × class pair is a budget; this many is far beyond any real machine's needs.
+const MAX_BUDGETS: usize = 10_000;
 const MAX_NAME_LEN: usize = 256;
+
+/// The longest wait the broker reckons with. Durations from clients and headers are clamped to
+/// it, so that no arithmetic on time can overflow.
+pub const FOREVER: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// `now + wait`, with `wait` clamped to [`FOREVER`].
+pub fn later(now: Instant, wait: Duration) -> Instant {
+    now.checked_add(wait.min(FOREVER)).unwrap_or(now)
+}
 
 /// Anchors the monotonic clock to the wall clock, for the times shown to users.
 #[derive(Debug, Clone, Copy)]
@@ -112,7 +123,7 @@ impl TimeBase {
 
     pub fn to_instant(&self, at: SystemTime) -> Instant {
         match at.duration_since(self.wall) {
-            Ok(after) => self.instant + after,
+            Ok(after) => later(self.instant, after),
             Err(before) => self
                 .instant
                 .checked_sub(before.duration())
@@ -142,6 +153,8 @@ pub struct Broker {
     class_cache: HashMap<String, Arc<str>>,
     budget_index: HashMap<(KeyFingerprint, Arc<str>), usize>,
     budgets: Vec<Budget>,
+    /// The budgets time can change: those with waiters or a pause. The timer only looks at these.
+    attention: BTreeSet<usize>,
     overloads: HashMap<Arc<str>, Overload>,
     waiters: HashMap<WaiterId, Waiter>,
     /// Waiters' deadlines in time order.
@@ -150,6 +163,8 @@ pub struct Broker {
     /// Detached leases' expiry times in time order.
     expiries: BTreeSet<(Instant, LeaseId)>,
     holdings: HashMap<ConnId, ConnHoldings>,
+    /// Keys whose acquires fail fast until a moment, and why (a spend cap was reached).
+    blocked: HashMap<KeyFingerprint, (Instant, String)>,
     next_waiter: WaiterId,
     next_lease: u64,
     /// Grant events cost allocations on the hot path; they are only built while someone listens.
@@ -167,12 +182,14 @@ impl Broker {
             class_cache: HashMap::new(),
             budget_index: HashMap::new(),
             budgets: Vec::new(),
+            attention: BTreeSet::new(),
             overloads: HashMap::new(),
             waiters: HashMap::new(),
             deadlines: BTreeSet::new(),
             leases: HashMap::new(),
             expiries: BTreeSet::new(),
             holdings: HashMap::new(),
+            blocked: HashMap::new(),
             next_waiter: 0,
             next_lease: first_lease.max(1),
             grant_events: false,
@@ -214,17 +231,31 @@ impl Broker {
         class
     }
 
-    fn budget_for(&mut self, key: KeyFingerprint, model: &str, now: Instant) -> usize {
+    /// The budget of a key and model, created on first use; `None` past [`MAX_BUDGETS`].
+    fn budget_for(&mut self, key: KeyFingerprint, model: &str, now: Instant) -> Option<usize> {
         let class = self.classify(model);
         if let Some(&index) = self.budget_index.get(&(key, class.clone())) {
-            return index;
+            return Some(index);
+        }
+        if self.budgets.len() >= MAX_BUDGETS {
+            return None;
         }
         let configured = self.config.limits.for_budget(key, &class);
         self.budgets
             .push(Budget::new(key, class.clone(), configured, now));
         let index = self.budgets.len() - 1;
         self.budget_index.insert((key, class), index);
-        index
+        Some(index)
+    }
+
+    /// Keeps [`Broker::attention`] in step after budget `b` changed.
+    fn touch(&mut self, b: usize) {
+        let budget = &self.budgets[b];
+        if budget.queue.is_empty() && budget.paused_until.is_none() {
+            self.attention.remove(&b);
+        } else {
+            self.attention.insert(b);
+        }
     }
 
     fn gate(&self, budget: usize) -> Option<Instant> {
@@ -235,12 +266,20 @@ impl Broker {
 
     /// Asks for a permit. The answer comes back in the outputs, now or from a later call.
     pub fn acquire(&mut self, now: Instant, ticket: Ticket, req: &Acquire) -> Vec<Output> {
-        if let Some(reason) = self.invalid(ticket, req) {
+        if let Some(reason) = self
+            .invalid(ticket, req)
+            .or_else(|| self.blocked_reason(req.key, now))
+        {
             let response = Response::Rejected(Rejected { reason });
             self.out.push(Output::Answer { ticket, response });
             return self.take_output();
         }
-        let b = self.budget_for(req.key, &req.model, now);
+        let Some(b) = self.budget_for(req.key, &req.model, now) else {
+            let reason = format!("pacerd tracks at most {MAX_BUDGETS} key × model class budgets");
+            let response = Response::Rejected(Rejected { reason });
+            self.out.push(Output::Answer { ticket, response });
+            return self.take_output();
+        };
         let cost = self.budgets[b].cost_of(req);
         let queue_empty = self.budgets[b].queue.is_empty();
         if queue_empty && self.budgets[b].readiness(&cost, self.gate(b), now) == Readiness::Now {
@@ -255,7 +294,7 @@ impl Broker {
             self.grant(b, grant, now);
             return self.take_output();
         }
-        let deadline = req.deadline.map(|d| now + d);
+        let deadline = req.deadline.map(|d| later(now, d));
         if deadline.is_some_and(|d| d <= now) {
             let budget = &self.budgets[b];
             let ahead = budget
@@ -323,8 +362,8 @@ impl Broker {
     fn grant(&mut self, b: usize, grant: Grant<'_>, now: Instant) {
         let lease = LeaseId(self.next_lease);
         self.next_lease += 1;
-        self.budgets[b].take(&grant.cost, now);
-        let expires = grant.detached_ttl.map(|ttl| now + ttl);
+        let charged = self.budgets[b].take(&grant.cost, now);
+        let expires = grant.detached_ttl.map(|ttl| later(now, ttl));
         match expires {
             Some(at) => {
                 self.expiries.insert((at, lease));
@@ -340,7 +379,10 @@ impl Broker {
                 budget: b,
                 owner: expires.is_none().then_some(grant.ticket.conn),
                 expires,
-                cost: grant.cost,
+                reservation: Reservation {
+                    cost: grant.cost,
+                    charged,
+                },
             },
         );
         let response = Response::Granted(Granted {
@@ -364,12 +406,19 @@ impl Broker {
 
     /// Grants queued waiters of budget `b`, head first, while the head can be served.
     fn serve(&mut self, b: usize, now: Instant) {
+        self.serve_queue(b, now);
+        self.touch(b);
+    }
+
+    fn serve_queue(&mut self, b: usize, now: Instant) {
         while let Some((id, cost)) = self.budgets[b].queue.head() {
             if self.budgets[b].readiness(&cost, self.gate(b), now) != Readiness::Now {
                 break;
             }
             self.budgets[b].queue.pop_head();
-            let waiter = self.remove_waiter_bookkeeping(id);
+            let waiter = self
+                .forget_waiter(id)
+                .expect("a queued waiter is in the waiter table");
             let grant = Grant {
                 ticket: waiter.ticket,
                 client_id: &waiter.client,
@@ -383,26 +432,33 @@ impl Broker {
     }
 
     fn serve_all(&mut self, now: Instant) {
-        for b in 0..self.budgets.len() {
-            if !self.budgets[b].queue.is_empty() {
-                self.serve(b, now);
-            }
+        let budgets: Vec<usize> = self.attention.iter().copied().collect();
+        for b in budgets {
+            self.serve(b, now);
         }
     }
 
-    /// Forgets a waiter everywhere but in its budget's queue.
-    fn remove_waiter_bookkeeping(&mut self, id: WaiterId) -> Waiter {
-        let waiter = self
-            .waiters
-            .remove(&id)
-            .expect("a queued waiter is in the waiter table");
+    /// Forgets a waiter everywhere but in its budget's queue (from which it was just popped).
+    fn forget_waiter(&mut self, id: WaiterId) -> Option<Waiter> {
+        let waiter = self.waiters.remove(&id)?;
         if let Some(deadline) = waiter.deadline {
             self.deadlines.remove(&(deadline, id));
         }
         if let Some(holdings) = self.holdings.get_mut(&waiter.ticket.conn) {
             holdings.waiters.remove(&id);
         }
-        waiter
+        Some(waiter)
+    }
+
+    /// Takes a waiter out of its queue and forgets it (it timed out, left, or is refused).
+    fn drop_waiter(&mut self, id: WaiterId) -> Option<Waiter> {
+        let waiter = self.forget_waiter(id)?;
+        let b = waiter.budget;
+        self.budgets[b]
+            .queue
+            .remove(id, &waiter.client, waiter.priority);
+        self.touch(b);
+        Some(waiter)
     }
 
     /// Settles a lease with the outcome of its call.
@@ -415,8 +471,8 @@ impl Broker {
     ) -> Result<Vec<Output>, BrokerError> {
         let held = self.take_lease(lease)?;
         let b = held.budget;
-        self.learn(b, headers, now);
-        let reserved = held.cost;
+        let reserved = held.reservation;
+        let rate_limited = matches!(settlement, Settlement::RateLimited { .. });
         match settlement {
             Settlement::Success { usage } => {
                 let budget = &mut self.budgets[b];
@@ -437,31 +493,29 @@ impl Broker {
                 let retry_after = retry_after
                     .or(headers.retry_after)
                     .unwrap_or(DEFAULT_RATE_LIMIT_PAUSE);
+                // Learn first: the 429's own headers may create the bucket it names.
+                self.learn(b, headers, now);
                 let limit = message.as_deref().and_then(limit_named_in);
                 let budget = &mut self.budgets[b];
                 budget.rate_limited += 1;
+                // A rejected call produced no output.
+                budget.adjust(LimitKind::OutputTokens, &reserved, 0, now);
                 budget.drain(limit, now);
                 let reason = message.unwrap_or_else(|| "rate limited (429)".into());
-                self.extend_pause(b, now + retry_after, reason);
+                self.extend_pause(b, later(now, retry_after), reason);
             }
             Settlement::Overloaded { retry_after } => {
-                self.budgets[b].adjust(
-                    LimitKind::OutputTokens,
-                    reserved.get(LimitKind::OutputTokens),
-                    0,
-                    now,
-                );
+                self.budgets[b].adjust(LimitKind::OutputTokens, &reserved, 0, now);
                 self.overloaded(b, retry_after.or(headers.retry_after), now);
             }
             Settlement::Failed => {
-                self.budgets[b].adjust(
-                    LimitKind::OutputTokens,
-                    reserved.get(LimitKind::OutputTokens),
-                    0,
-                    now,
-                );
+                self.budgets[b].adjust(LimitKind::OutputTokens, &reserved, 0, now);
             }
             Settlement::Unknown => {}
+        }
+        if !rate_limited {
+            // After settling: the server's `remaining` already counts this call.
+            self.learn(b, headers, now);
         }
         self.budgets[b].finish();
         self.serve(b, now);
@@ -473,7 +527,7 @@ impl Broker {
         let held = self.take_lease(lease)?;
         let budget = &mut self.budgets[held.budget];
         for kind in LimitKind::ALL {
-            budget.adjust(kind, held.cost.get(kind), 0, now);
+            budget.adjust(kind, &held.reservation, 0, now);
         }
         budget.finish();
         self.serve(held.budget, now);
@@ -496,7 +550,57 @@ impl Broker {
         Ok(held)
     }
 
-    /// Feeds response headers that came without a lease (a probe, a gateway response).
+    /// Makes every acquire for `key` fail fast until `until` (the API said its spend cap is
+    /// reached: retrying cannot help). Waiters of that key are answered at once.
+    pub fn block_key(
+        &mut self,
+        now: Instant,
+        key: KeyFingerprint,
+        until: Instant,
+        reason: String,
+    ) -> Vec<Output> {
+        if until > now {
+            self.blocked.insert(key, (until, reason.clone()));
+        }
+        let ids: Vec<WaiterId> = self
+            .waiters
+            .iter()
+            .filter(|(_, w)| self.budgets[w.budget].key == key)
+            .map(|(&id, _)| id)
+            .collect();
+        self.answer_waiters(ids, |_| {
+            Response::Rejected(Rejected {
+                reason: reason.clone(),
+            })
+        });
+        self.take_output()
+    }
+
+    /// Takes waiters out of their queues and answers each with `answer`, in arrival order.
+    fn answer_waiters(&mut self, mut ids: Vec<WaiterId>, answer: impl Fn(&Waiter) -> Response) {
+        ids.sort_unstable();
+        for id in ids {
+            if let Some(waiter) = self.drop_waiter(id) {
+                let response = answer(&waiter);
+                self.out.push(Output::Answer {
+                    ticket: waiter.ticket,
+                    response,
+                });
+            }
+        }
+    }
+
+    fn blocked_reason(&mut self, key: KeyFingerprint, now: Instant) -> Option<String> {
+        let (until, reason) = self.blocked.get(&key)?;
+        if *until > now {
+            return Some(reason.clone());
+        }
+        self.blocked.remove(&key);
+        None
+    }
+
+    /// Feeds the rate-limit headers of a response as soon as they arrive, before its body (and
+    /// the settlement) has: the next acquire already knows the limits.
     pub fn observe(
         &mut self,
         now: Instant,
@@ -504,9 +608,10 @@ impl Broker {
         model: &str,
         headers: &RateLimitHeaders,
     ) -> Vec<Output> {
-        let b = self.budget_for(key, model, now);
-        self.learn(b, headers, now);
-        self.serve(b, now);
+        if let Some(b) = self.budget_for(key, model, now) {
+            self.learn(b, headers, now);
+            self.serve(b, now);
+        }
         self.take_output()
     }
 
@@ -536,7 +641,7 @@ impl Broker {
         overload.consecutive = overload.consecutive.saturating_add(1);
         let doublings = overload.consecutive.saturating_sub(1).min(16);
         let backoff = (OVERLOAD_BACKOFF_START * 2u32.pow(doublings)).min(OVERLOAD_BACKOFF_MAX);
-        let until = now + backoff.max(retry_after.unwrap_or_default());
+        let until = later(now, backoff.max(retry_after.unwrap_or_default()));
         if overload.until.is_none_or(|current| current < until) {
             overload.until = Some(until);
             self.out.push(Output::Event(Event::Overloaded {
@@ -555,14 +660,16 @@ impl Broker {
         model: &str,
         until: Instant,
     ) -> Vec<Output> {
-        let b = self.budget_for(key, model, now);
+        let Some(b) = self.budget_for(key, model, now) else {
+            return Vec::new();
+        };
         if until <= now {
             self.end_pause(b);
-            self.serve(b, now);
         } else {
             self.budgets[b].paused_until = None;
             self.extend_pause(b, until, "paused by administrator".into());
         }
+        self.serve(b, now);
         self.take_output()
     }
 
@@ -583,13 +690,7 @@ impl Broker {
         };
         let mut touched = Vec::new();
         for id in holdings.waiters {
-            if let Some(waiter) = self.waiters.remove(&id) {
-                if let Some(deadline) = waiter.deadline {
-                    self.deadlines.remove(&(deadline, id));
-                }
-                self.budgets[waiter.budget]
-                    .queue
-                    .remove(id, &waiter.client, waiter.priority);
+            if let Some(waiter) = self.drop_waiter(id) {
                 touched.push(waiter.budget);
             }
         }
@@ -647,35 +748,20 @@ impl Broker {
         let budget = &self.budgets[b];
         let ahead = budget.queue.cost_ahead(priority, mark);
         let retry_after = budget.wait_estimate(&ahead, &cost, self.gate(b), now);
-        let waiter = self.remove_waiter_bookkeeping(id);
-        self.budgets[b].queue.remove(id, &waiter.client, priority);
-        let response = Response::TimedOut(TimedOut { retry_after });
-        self.out.push(Output::Answer {
-            ticket: waiter.ticket,
-            response,
-        });
+        self.answer_waiters(vec![id], |_| Response::TimedOut(TimedOut { retry_after }));
         // The head may have left: whoever is next may be servable.
         self.serve(b, now);
     }
 
     /// Answers every waiting acquire with a "stopping" error: the daemon is going away.
     pub fn stop_all_waiters(&mut self) -> Vec<Output> {
-        let mut ids: Vec<WaiterId> = self.waiters.keys().copied().collect();
-        ids.sort_unstable();
-        for id in ids {
-            let waiter = self.remove_waiter_bookkeeping(id);
-            self.budgets[waiter.budget]
-                .queue
-                .remove(id, &waiter.client, waiter.priority);
-            let response = Response::Error(ErrorReply {
+        let ids = self.waiters.keys().copied().collect();
+        self.answer_waiters(ids, |_| {
+            Response::Error(ErrorReply {
                 kind: ErrorKind::Stopping,
                 message: "pacerd is stopping; retry once it is back".to_owned(),
-            });
-            self.out.push(Output::Answer {
-                ticket: waiter.ticket,
-                response,
-            });
-        }
+            })
+        });
         self.take_output()
     }
 
@@ -689,7 +775,8 @@ impl Broker {
         if let Some(&(at, _)) = self.expiries.first() {
             consider(at);
         }
-        for (b, budget) in self.budgets.iter().enumerate() {
+        for &b in &self.attention {
+            let budget = &self.budgets[b];
             if let Some(until) = budget.paused_until {
                 consider(until);
             }

@@ -270,8 +270,8 @@ fn openai_style_headers_teach_limits_too() {
         ],
         SystemTime::now(),
     );
-    let out = h.broker.observe(h.now, key("k"), SONNET, &headers);
-    h.collect(out);
+    let t = h.acquire(1, |_| {});
+    h.report_with(h.lease(t).unwrap(), Settlement::Failed, headers);
     let limits = h.status().limits;
     assert_eq!((limits.rpm, limits.itpm), (Some(500), Some(30_000)));
 }
@@ -816,6 +816,102 @@ fn invalid_acquires_are_rejected_with_a_reason() {
         &h.answer(t).unwrap().2,
         Response::Rejected(r) if r.reason.contains("TTL")
     ));
+}
+
+#[test]
+fn a_blocked_key_fails_fast_until_the_block_ends() {
+    let mut h = Harness::with_limits("sonnet", rpm(1));
+    h.acquire(1, |_| {});
+    let waiting = h.acquire(2, |_| {});
+    let other_key = h.acquire(3, |r| r.key = key("other"));
+    let out = h.broker.block_key(
+        h.now,
+        key("k"),
+        h.now + secs(60.0),
+        "spend cap reached".into(),
+    );
+    h.collect(out);
+    assert!(matches!(
+        &h.answer(waiting).unwrap().2,
+        Response::Rejected(r) if r.reason == "spend cap reached"
+    ));
+    assert!(h.lease(other_key).is_some());
+    let again = h.acquire(4, |r| r.model = "claude-opus-4-1".into());
+    assert!(matches!(&h.answer(again).unwrap().2, Response::Rejected(_)));
+    h.run_until(secs(60.0));
+    let after = h.acquire(5, |r| r.model = "claude-opus-4-1".into());
+    assert!(h.lease(after).is_some());
+}
+
+#[test]
+fn absurd_durations_are_clamped_not_fatal() {
+    let mut h = Harness::with_limits("sonnet", rpm(1));
+    h.acquire(1, |_| {});
+    let waiting = h.acquire(2, |r| r.deadline = Some(Duration::MAX));
+    let detached = h.acquire(3, |r| {
+        r.key = key("other");
+        r.detached_ttl = Some(Duration::MAX);
+    });
+    assert!(h.lease(waiting).is_none());
+    let lease = h.lease(detached).unwrap();
+    h.report(lease, rate_limited(f64::MAX / 1e300, "x"));
+    let t = h.acquire(4, |r| r.model = "claude-opus-4-1".into());
+    h.report(
+        h.lease(t).unwrap(),
+        Settlement::Overloaded {
+            retry_after: Some(Duration::MAX),
+        },
+    );
+    let far = h
+        .broker
+        .time_base()
+        .to_instant(SystemTime::UNIX_EPOCH + Duration::from_secs(1 << 40));
+    let out = h.broker.pause(h.now, key("k"), "opus", far);
+    h.collect(out);
+    assert!(h.broker.next_wakeup(h.now).is_some());
+    h.run_until(secs(120.0));
+    assert!(
+        h.lease(waiting).is_some(),
+        "still served at the refill pace"
+    );
+}
+
+#[test]
+fn a_limit_learned_after_a_grant_charges_the_real_use_and_refunds_nothing() {
+    let mut h = Harness::new(BrokerConfig::default());
+    let t = h.acquire(1, |r| r.input_tokens = Some(10_000));
+    let other = h.acquire(2, |r| r.input_tokens = Some(10_000));
+    // A response teaches itpm = 30,000 with 29,000 left: the new bucket never held the
+    // reservations of the two permits already granted.
+    let mut headers = RateLimitHeaders::default();
+    headers.input_tokens.limit = Some(30_000);
+    headers.input_tokens.remaining = Some(29_000);
+    h.report_with(
+        h.lease(t).unwrap(),
+        Settlement::Success {
+            usage: Usage {
+                input_tokens: 1000,
+                ..Default::default()
+            },
+        },
+        headers,
+    );
+    assert_eq!(h.status().available.input_tokens, Some(29_000));
+    // Released unused: nothing to give back to a bucket that never held it.
+    let out = h.broker.release(h.now, h.lease(other).unwrap()).unwrap();
+    h.collect(out);
+    assert_eq!(h.status().available.input_tokens, Some(29_000));
+}
+
+#[test]
+fn a_429_refunds_the_output_reservation() {
+    let mut h = Harness::with_limits("sonnet", tokens(100_000, 10_000));
+    let t = h.acquire(1, |r| r.output_tokens = Some(500));
+    h.report(
+        h.lease(t).unwrap(),
+        rate_limited(1.0, "50 requests per minute"),
+    );
+    assert_eq!(h.status().available.output_tokens, Some(10_000));
 }
 
 // --- Time -----------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 //! One client connection: the handshake, then requests until it closes.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use pacer_protocol::message::{
@@ -20,13 +21,14 @@ use crate::listener::StreamHalf;
 /// Bytes of responses gathered into one write when several are ready at once.
 const WRITE_BATCH: usize = 64 * 1024;
 
+/// How long a write may block before the client is taken for gone (it stopped reading).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub async fn serve(stream: Stream, conn: ConnId, shared: Arc<Shared>, stop: watch::Receiver<bool>) {
     let stream = Arc::new(stream);
-    let (reader, writer) = (StreamHalf(stream.clone()), StreamHalf(stream));
     let (tx, rx) = mpsc::unbounded_channel();
-    let writer_task = tokio::spawn(write_responses(writer, rx));
-    shared.register(conn, tx.clone());
-
+    let mut writer = tokio::spawn(write_responses(StreamHalf(stream.clone()), rx));
+    let registration = Registration::new(&shared, conn, tx.clone());
     let mut session = Session {
         conn,
         shared: shared.clone(),
@@ -34,13 +36,46 @@ pub async fn serve(stream: Stream, conn: ConnId, shared: Arc<Shared>, stop: watc
         greeted: false,
         subscriptions: JoinSet::new(),
     };
-    if let Err(reason) = session.read_requests(reader, stop).await {
-        tracing::debug!(conn = conn.0, "closing connection: {reason}");
+    let mut writer_done = false;
+    tokio::select! {
+        result = session.read_requests(StreamHalf(stream), stop) => {
+            if let Err(reason) = result {
+                tracing::debug!(conn = conn.0, "closing connection: {reason}");
+            }
+        }
+        _ = &mut writer => {
+            writer_done = true;
+            tracing::debug!(conn = conn.0, "closing connection: the client stopped reading");
+        }
     }
     session.subscriptions.abort_all();
-    shared.unregister(conn);
+    // Settle what the connection held and close the response channel, then let the writer
+    // flush what is left.
     drop(session);
-    let _ = writer_task.await;
+    drop(registration);
+    if !writer_done {
+        let _ = writer.await;
+    }
+}
+
+/// A connection's place in the shared state; leaving it (even by a panic) settles its leases
+/// and drops its waiters.
+struct Registration<'a> {
+    shared: &'a Shared,
+    conn: ConnId,
+}
+
+impl<'a> Registration<'a> {
+    fn new(shared: &'a Arc<Shared>, conn: ConnId, writer: Writer) -> Self {
+        shared.register(conn, writer);
+        Self { shared, conn }
+    }
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        self.shared.unregister(self.conn);
+    }
 }
 
 struct Session {
@@ -110,6 +145,7 @@ impl Session {
             Request::Release(release) => Some(handlers::release(&self.shared, release)),
             Request::Status => Some(handlers::status(&self.shared)),
             Request::Pause(pause) => Some(handlers::pause(&self.shared, pause)),
+            Request::GatewayInfo => Some(handlers::gateway_info(&self.shared)),
             Request::Subscribe => {
                 self.subscribe(id);
                 None
@@ -201,11 +237,12 @@ async fn write_responses(
                 Err(_) => break,
             }
         }
-        if writer.write_all(&buf).await.is_err() {
-            return;
+        match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&buf)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) | Err(_) => return,
         }
     }
-    let _ = writer.shutdown().await;
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, writer.shutdown()).await;
 }
 
 fn encode(frame: &ResponseFrame, buf: &mut Vec<u8>) {

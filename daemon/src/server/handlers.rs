@@ -44,6 +44,10 @@ pub fn status(shared: &Shared) -> Response {
     })
 }
 
+pub fn gateway_info(shared: &Shared) -> Response {
+    Response::Gateway(shared.gateway.clone())
+}
+
 pub fn pause(shared: &Shared, pause: Pause) -> Response {
     if pause.model.trim().is_empty() {
         return error(ErrorKind::InvalidRequest, "the model name is empty".into());

@@ -1,10 +1,11 @@
 //! The state every connection task and the timer share.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
-use pacer_protocol::message::{Event, ResponseFrame};
+use pacer_protocol::message::{Event, GatewayInfo, ResponseFrame};
 use tokio::sync::{Notify, broadcast, mpsc};
 
 use crate::broker::{Broker, ConnId, Output};
@@ -20,6 +21,9 @@ pub struct Shared {
     /// Wakes the timer task when the broker's next wakeup may have moved earlier.
     pub timer: Notify,
     events: broadcast::Sender<Event>,
+    next_conn: AtomicU64,
+    /// Where the HTTP gateway listens, for `pacer run`.
+    pub gateway: GatewayInfo,
 }
 
 pub struct State {
@@ -31,7 +35,7 @@ pub struct State {
 }
 
 impl Shared {
-    pub fn new(broker: Broker) -> Self {
+    pub fn new(broker: Broker, gateway: GatewayInfo) -> Self {
         Self {
             state: Mutex::new(State {
                 broker,
@@ -41,7 +45,14 @@ impl Shared {
             }),
             timer: Notify::new(),
             events: broadcast::channel(EVENT_BACKLOG).0,
+            next_conn: AtomicU64::new(1),
+            gateway,
         }
+    }
+
+    /// A number for a new connection or in-process session.
+    pub fn new_conn_id(&self) -> ConnId {
+        ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
     }
 
     pub fn lock(&self) -> MutexGuard<'_, State> {

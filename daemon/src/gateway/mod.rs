@@ -1,0 +1,271 @@
+//! The local HTTP gateway: Claude Code and every SDK through pacer, unchanged.
+//!
+//! They all honour `ANTHROPIC_BASE_URL`, so `pacer run` points it here. Every method and path is
+//! forwarded to the upstream API; `POST /v1/messages` and `POST /v1/messages/count_tokens` are
+//! first gated by the same budgets as socket permits (the gateway is an in-process client of the
+//! broker), so gateway and library clients share one budget and pause together.
+//!
+//! - [`route`]: the `/s/<client>~<priority>/` prefix and which endpoint a request is.
+//! - [`gated`]: permit, forward, hold-and-retry on 429, backoff on 529, the spend cap.
+//! - [`forward`]: which headers cross, and streaming the answer back.
+//! - [`metered`]: reading usage off the response as it streams, and settling the permit.
+//! - [`calibration`]: input-token estimates from body sizes, learned per client.
+//! - [`reply`]: the gateway's own answers, in the API's error shape.
+
+mod calibration;
+mod forward;
+mod gated;
+mod metered;
+mod reply;
+pub mod route;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use pacer_protocol::KeyFingerprint;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::GatewayConfig;
+use crate::server::{Session, Shared};
+use calibration::Calibration;
+use forward::Upstream;
+use gated::{Forward, Gate, SpendCap};
+use reply::GatewayBody;
+use route::{Endpoint, Route};
+
+/// The largest request body accepted.
+pub const MAX_BODY: usize = 32 << 20;
+/// The budget `count_tokens` calls draw on (per key); only its request limit is enforced.
+pub const COUNT_TOKENS_BUDGET: &str = "count_tokens";
+
+pub struct Gateway {
+    shared: Arc<Shared>,
+    upstream: Upstream,
+    max_hold: Duration,
+    calibration: Arc<Mutex<Calibration>>,
+    /// Keys whose spend cap was reached, with the 429 to replay to their requests.
+    spend_caps: Mutex<HashMap<KeyFingerprint, SpendCap>>,
+}
+
+impl Gateway {
+    pub fn new(shared: Arc<Shared>, config: &GatewayConfig) -> anyhow::Result<Arc<Gateway>> {
+        Ok(Arc::new(Gateway {
+            shared,
+            upstream: Upstream::new(config.upstream.clone())?,
+            max_hold: config.max_hold,
+            calibration: Arc::default(),
+            spend_caps: Mutex::default(),
+        }))
+    }
+
+    fn spend_cap_reply(&self, key: KeyFingerprint) -> Option<Response<GatewayBody>> {
+        let mut caps = self.spend_caps.lock().unwrap_or_else(|p| p.into_inner());
+        match caps.get(&key) {
+            Some(cap) if cap.until > Instant::now() => Some(cap.reply()),
+            Some(_) => {
+                caps.remove(&key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn record_spend_cap(
+        &self,
+        session: &Session,
+        key: KeyFingerprint,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) {
+        tracing::warn!(%key, "spend cap reached: failing this key's requests fast for {}s", gated::SPEND_CAP_BLOCK.as_secs());
+        self.spend_caps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, SpendCap::new(status, headers, body));
+        session.block_key(
+            key,
+            gated::SPEND_CAP_BLOCK,
+            "the API key's spend cap is reached (enforced_spend_limit_reached)".into(),
+        );
+    }
+
+    /// Answers one HTTP request.
+    pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<GatewayBody> {
+        let (parts, body) = request.into_parts();
+        let route = Route::parse(&parts.method, parts.uri.path());
+        let declared = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|len| len > MAX_BODY) {
+            discard(body).await;
+            return reply::too_large(MAX_BODY);
+        }
+        let mut body = body;
+        let body = match read_body(&mut body).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => {
+                discard(body).await;
+                return reply::too_large(MAX_BODY);
+            }
+            Err(e) => {
+                return reply::error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    format!("pacer gateway: cannot read the request body: {e}"),
+                );
+            }
+        };
+        let gated = route.endpoint != Endpoint::Other;
+        let forward = Forward {
+            method: parts.method.clone(),
+            url: self.upstream.url(&route.path, parts.uri.query()),
+            headers: forward::request_headers(&parts.headers, gated),
+            body,
+        };
+        match self.gate(&route, &parts.headers, &forward.body) {
+            Some(gate) => gated::handle(&self, gate, forward).await,
+            None => self.pass_through(forward).await,
+        }
+    }
+
+    /// What gates a request, or `None` to pass it straight through.
+    fn gate(&self, route: &Route, headers: &HeaderMap, body: &Bytes) -> Option<Gate> {
+        let (client_id, priority) = route::identity(route, headers);
+        let key = api_key(headers).map_or(KeyFingerprint::ANONYMOUS, KeyFingerprint::of);
+        match route.endpoint {
+            Endpoint::Other => None,
+            Endpoint::CountTokens => Some(Gate {
+                key,
+                model: COUNT_TOKENS_BUDGET.into(),
+                client_id,
+                priority,
+                input_tokens: 0,
+                max_tokens: Some(0),
+                calibrate_bytes: None,
+            }),
+            Endpoint::Messages => {
+                // A body that is not a Messages request is the API's to refuse.
+                let fields: MessagesFields = serde_json::from_slice(body).ok()?;
+                let model = fields.model.filter(|m| !m.trim().is_empty())?;
+                let input_tokens = self
+                    .calibration
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .estimate(&client_id, body.len());
+                Some(Gate {
+                    key,
+                    model,
+                    client_id,
+                    priority,
+                    input_tokens,
+                    max_tokens: fields.max_tokens,
+                    calibrate_bytes: Some(body.len()),
+                })
+            }
+        }
+    }
+
+    async fn pass_through(&self, forward: Forward) -> Response<GatewayBody> {
+        match self
+            .upstream
+            .send(forward.method, forward.url, forward.headers, forward.body)
+            .await
+        {
+            Ok(upstream) => forward::stream_response(upstream, None),
+            Err(e) => reply::bad_gateway(&self.upstream.base, &e),
+        }
+    }
+}
+
+/// Reads a request body whole; `None` if it exceeds [`MAX_BODY`].
+async fn read_body(body: &mut Incoming) -> Result<Option<Bytes>, hyper::Error> {
+    let mut out = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            if out.len() + data.len() > MAX_BODY {
+                return Ok(None);
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(Some(out.freeze()))
+}
+
+/// Reads and drops what is left of a refused request body (up to a bound), so that the client,
+/// still sending, gets to read the refusal instead of a broken connection.
+async fn discard(mut body: Incoming) {
+    const MAX_DISCARD: usize = 4 * MAX_BODY;
+    let mut discarded = 0;
+    let drain = async {
+        while let Some(Ok(frame)) = body.frame().await {
+            discarded += frame.data_ref().map_or(0, Bytes::len);
+            if discarded > MAX_DISCARD {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(30), drain).await;
+}
+
+/// The fields of a Messages request body the gateway needs; the rest is skipped unread.
+#[derive(Deserialize)]
+struct MessagesFields {
+    model: Option<String>,
+    max_tokens: Option<u64>,
+}
+
+/// The API key or OAuth token a request carries.
+fn api_key(headers: &HeaderMap) -> Option<&str> {
+    if let Some(key) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return Some(key);
+    }
+    let auth = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    auth.strip_prefix("Bearer ")
+        .or_else(|| auth.strip_prefix("bearer "))
+}
+
+/// Serves the gateway on `listener` until `stop` fires.
+pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let gateway = gateway.clone();
+                    let service = hyper::service::service_fn(move |request| {
+                        let gateway = gateway.clone();
+                        async move { Ok::<_, Infallible>(gateway.handle(request).await) }
+                    });
+                    connections.spawn(async move {
+                        let connection = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service);
+                        if let Err(e) = connection.await {
+                            tracing::debug!("gateway connection ended: {e}");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!("gateway cannot accept a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = stop.changed() => break,
+        }
+    }
+    connections.shutdown().await;
+}

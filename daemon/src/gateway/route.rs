@@ -1,0 +1,161 @@
+//! What a gateway request is: which endpoint, and on whose behalf.
+//!
+//! `pacer run` gives each wrapped process a base URL with a path prefix,
+//! `http://127.0.0.1:4141/s/<client>~<priority>/`, so that the gateway can tell processes apart
+//! without any cooperation from them. The prefix is stripped before forwarding.
+
+use http::HeaderMap;
+use pacer_protocol::{Priority, gateway};
+
+/// The endpoints the gateway treats specially.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /v1/messages`: gated by the key × model class budget.
+    Messages,
+    /// `POST /v1/messages/count_tokens`: gated by a requests-only budget of its own.
+    CountTokens,
+    /// Everything else passes straight through.
+    Other,
+}
+
+/// A request's path after the client prefix is taken off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The path to forward (always starting with `/`).
+    pub path: String,
+    pub endpoint: Endpoint,
+    /// From the `/s/<token>/` prefix, if any.
+    pub client_id: Option<String>,
+    pub priority: Option<Priority>,
+}
+
+/// The header a client may set to choose its priority.
+pub const PRIORITY_HEADER: &str = "x-pacer-priority";
+/// The header a client may set to name itself.
+pub const CLIENT_HEADER: &str = "x-pacer-client";
+/// Claude Code's per-session header, used as the client id when present.
+pub const SESSION_HEADER: &str = "x-claude-code-session-id";
+
+impl Route {
+    pub fn parse(method: &http::Method, path: &str) -> Route {
+        let (token, path) = match path.strip_prefix(gateway::PREFIX) {
+            Some(rest) => match rest.split_once('/') {
+                Some((token, rest)) => (Some(token), format!("/{rest}")),
+                None => (Some(rest), "/".to_owned()),
+            },
+            None => (None, path.to_owned()),
+        };
+        let (client_id, priority) = token.map(gateway::parse_client_token).unwrap_or_default();
+        let trimmed = path.trim_end_matches('/');
+        let endpoint = match (method, trimmed) {
+            (&http::Method::POST, "/v1/messages") => Endpoint::Messages,
+            (&http::Method::POST, "/v1/messages/count_tokens") => Endpoint::CountTokens,
+            _ => Endpoint::Other,
+        };
+        Route {
+            path,
+            endpoint,
+            client_id,
+            priority,
+        }
+    }
+}
+
+/// Who is asking and how urgently: headers win over the path prefix; Claude Code's session id
+/// names the client when no header does.
+pub fn identity(route: &Route, headers: &HeaderMap) -> (String, Priority) {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let client = header(CLIENT_HEADER)
+        .or_else(|| header(SESSION_HEADER))
+        .map(str::to_owned)
+        .or_else(|| route.client_id.clone())
+        .unwrap_or_else(|| "gateway".to_owned());
+    let priority = header(PRIORITY_HEADER)
+        .and_then(|p| p.parse().ok())
+        .or(route.priority)
+        .unwrap_or_default();
+    (client, priority)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Method;
+
+    #[test]
+    fn the_prefix_is_stripped_and_names_the_client() {
+        let route = Route::parse(&Method::POST, "/s/claude-42~interactive/v1/messages");
+        assert_eq!(route.path, "/v1/messages");
+        assert_eq!(route.endpoint, Endpoint::Messages);
+        assert_eq!(route.client_id.as_deref(), Some("claude-42"));
+        assert_eq!(route.priority, Some(Priority::Interactive));
+    }
+
+    #[test]
+    fn paths_without_a_prefix_pass_as_they_are() {
+        let route = Route::parse(&Method::POST, "/v1/messages/count_tokens");
+        assert_eq!(route.endpoint, Endpoint::CountTokens);
+        assert_eq!(route.client_id, None);
+        let route = Route::parse(&Method::GET, "/v1/models");
+        assert_eq!(
+            (route.path.as_str(), route.endpoint),
+            ("/v1/models", Endpoint::Other)
+        );
+        let route = Route::parse(&Method::HEAD, "/");
+        assert_eq!(route.endpoint, Endpoint::Other);
+    }
+
+    #[test]
+    fn a_bare_prefix_and_odd_tokens() {
+        let route = Route::parse(&Method::HEAD, "/s/abc");
+        assert_eq!(route.path, "/");
+        assert_eq!(route.client_id.as_deref(), Some("abc"));
+        assert_eq!(route.priority, None);
+        let route = Route::parse(&Method::POST, "/s/a~b~batch/v1/messages/");
+        assert_eq!(route.client_id.as_deref(), Some("a~b"));
+        assert_eq!(route.priority, Some(Priority::Batch));
+        assert_eq!(route.endpoint, Endpoint::Messages);
+        // Only POST is gated.
+        assert_eq!(
+            Route::parse(&Method::GET, "/v1/messages").endpoint,
+            Endpoint::Other
+        );
+    }
+
+    #[test]
+    fn tokens_from_pacer_run_are_understood() {
+        let token = gateway::client_token("my job/1", Priority::Batch);
+        let route = Route::parse(&Method::POST, &format!("/s/{token}/v1/messages"));
+        assert_eq!(route.client_id.as_deref(), Some("my_job_1"));
+        assert_eq!(route.priority, Some(Priority::Batch));
+    }
+
+    #[test]
+    fn headers_win_over_the_prefix() {
+        let route = Route::parse(&Method::POST, "/s/job~batch/v1/messages");
+        let mut headers = HeaderMap::new();
+        assert_eq!(identity(&route, &headers), ("job".into(), Priority::Batch));
+        headers.insert(SESSION_HEADER, "session-1".parse().unwrap());
+        assert_eq!(
+            identity(&route, &headers),
+            ("session-1".into(), Priority::Batch)
+        );
+        headers.insert(CLIENT_HEADER, "named".parse().unwrap());
+        headers.insert(PRIORITY_HEADER, "interactive".parse().unwrap());
+        assert_eq!(
+            identity(&route, &headers),
+            ("named".into(), Priority::Interactive)
+        );
+        let bare = Route::parse(&Method::POST, "/v1/messages");
+        assert_eq!(
+            identity(&bare, &HeaderMap::new()),
+            ("gateway".into(), Priority::Normal)
+        );
+    }
+}

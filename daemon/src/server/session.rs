@@ -1,0 +1,86 @@
+//! An in-process client of the broker, for the HTTP gateway: the same tickets, answers and
+//! lease bookkeeping as a socket connection, without the socket. Dropping a session is a
+//! connection closing: its waiter leaves the queue and its lease settles as "unknown outcome".
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use pacer_protocol::ratelimit::RateLimitHeaders;
+
+use pacer_protocol::KeyFingerprint;
+use pacer_protocol::message::{
+    Acquire, ErrorKind, LeaseId, Outcome, Release, Report, Response, ResponseFrame,
+};
+use tokio::sync::mpsc;
+
+use super::handlers;
+use super::shared::Shared;
+use crate::broker::{ConnId, Ticket};
+
+pub struct Session {
+    shared: Arc<Shared>,
+    conn: ConnId,
+    answers: mpsc::UnboundedReceiver<ResponseFrame>,
+    next_request: u64,
+}
+
+impl Session {
+    pub fn open(shared: &Arc<Shared>) -> Session {
+        let conn = shared.new_conn_id();
+        let (tx, answers) = mpsc::unbounded_channel();
+        shared.register(conn, tx);
+        Session {
+            shared: shared.clone(),
+            conn,
+            answers,
+            next_request: 1,
+        }
+    }
+
+    /// Waits for the answer to an acquire: granted, timed out, rejected, or the daemon stopping.
+    pub async fn acquire(&mut self, acquire: &Acquire) -> Response {
+        let request = self.next_request;
+        self.next_request += 1;
+        let ticket = Ticket {
+            conn: self.conn,
+            request,
+        };
+        handlers::acquire(&self.shared, ticket, acquire);
+        while let Some(frame) = self.answers.recv().await {
+            if frame.id == request {
+                return frame.response;
+            }
+        }
+        handlers::error(ErrorKind::Stopping, "pacerd is stopping".into())
+    }
+
+    pub fn report(&self, lease: LeaseId, outcome: Outcome) {
+        handlers::report(&self.shared, Report { lease, outcome });
+    }
+
+    pub fn release(&self, lease: LeaseId) {
+        handlers::release(&self.shared, Release { lease });
+    }
+
+    /// Feeds a response's rate-limit headers to the broker as soon as they arrive.
+    pub fn observe(&self, key: KeyFingerprint, model: &str, headers: &[(String, String)]) {
+        let headers = RateLimitHeaders::parse(
+            headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+            SystemTime::now(),
+        );
+        self.shared
+            .update(|broker, now| (broker.observe(now, key, model, &headers), ()));
+    }
+
+    /// Fails every acquire for `key` fast for `duration` (a spend cap was reached).
+    pub fn block_key(&self, key: KeyFingerprint, duration: Duration, reason: String) {
+        self.shared
+            .update(|broker, now| (broker.block_key(now, key, now + duration, reason), ()));
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.shared.unregister(self.conn);
+    }
+}

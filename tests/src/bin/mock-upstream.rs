@@ -1,0 +1,46 @@
+//! The mock Anthropic API as a process: `mock-upstream [--listen ADDR] [--rpm N] [--itpm N]
+//! [--otpm N] [--latency-ms MS] [--output-tokens N] [--event-gap-ms MS]`. Prints its base URL on
+//! the first line of stdout, then serves until killed.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use pacer_tests::mock::{MockConfig, MockUpstream};
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    #[arg(long, default_value_t = 120)]
+    rpm: u64,
+    #[arg(long, default_value_t = 100_000)]
+    itpm: u64,
+    #[arg(long, default_value_t = 100_000)]
+    otpm: u64,
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    #[arg(long, default_value_t = 16)]
+    output_tokens: u64,
+    #[arg(long, default_value_t = 0)]
+    event_gap_ms: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let config = MockConfig {
+        rpm: args.rpm,
+        itpm: args.itpm,
+        otpm: args.otpm,
+        latency: Duration::from_millis(args.latency_ms),
+        output_tokens: args.output_tokens,
+        event_gap: Duration::from_millis(args.event_gap_ms),
+    };
+    let mock = MockUpstream::start_on(args.listen, config).await?;
+    println!("{}", mock.url());
+    std::io::stdout().flush()?;
+    std::future::pending::<()>().await;
+    Ok(())
+}
