@@ -589,10 +589,14 @@ impl Drop for InProgress {
     }
 }
 
+/// The answer's text: one word per output token, "Hello from the mock API." repeated.
 fn text_for(output: u64) -> String {
-    let words = ["Hello", " from", " the", " mock", " API", "."];
+    const WORDS: [&str; 5] = ["Hello", " from", " the", " mock", " API."];
     (0..output as usize)
-        .map(|i| words[i % words.len()])
+        .map(|i| match (i, WORDS[i % WORDS.len()]) {
+            (i, word) if i > 0 && i % WORDS.len() == 0 => format!(" {word}"),
+            (_, word) => word.to_owned(),
+        })
         .collect()
 }
 

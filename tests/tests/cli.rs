@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
+use pacer_protocol::KeyFingerprint;
 use pacer_tests::binary;
 use serde_json::Value;
 
@@ -211,4 +212,122 @@ fn sigterm_stops_the_daemon_cleanly() {
         assert!(status.success(), "{status:?}");
         assert!(!daemon.socket.exists(), "the socket is removed on exit");
     }
+}
+
+#[test]
+fn pacer_run_points_the_command_at_the_gateway_and_passes_its_exit_code() {
+    let daemon = Daemon::start();
+    let out = daemon.pacer(
+        &[
+            "run",
+            "--priority",
+            "batch",
+            "--name",
+            "nightly job",
+            "--",
+            "sh",
+            "-c",
+            "echo \"$ANTHROPIC_BASE_URL\"; exit 7",
+        ],
+        "sk",
+    );
+    assert_eq!(out.status.code(), Some(7));
+    let url = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    assert!(url.ends_with("/s/nightly_job~batch"), "{url}");
+
+    let env = stdout(&daemon.pacer(&["env", "--priority", "interactive", "--name", "me"], "sk"));
+    assert!(
+        env.starts_with("export ANTHROPIC_BASE_URL='http://127.0.0.1:"),
+        "{env}"
+    );
+    assert!(env.ends_with("/s/me~interactive'"), "{env}");
+}
+
+#[cfg(unix)]
+#[test]
+fn pacer_run_passes_signals_through() {
+    let daemon = Daemon::start();
+    let out = daemon.pacer(&["run", "--", "sh", "-c", "kill -TERM $$"], "sk");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGTERM));
+}
+
+#[test]
+fn pacer_run_starts_a_daemon_when_none_is_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("pacer.sock");
+    let out = Command::new(binary("pacer"))
+        .args(["run", "--", "sh", "-c", "echo \"$ANTHROPIC_BASE_URL\""])
+        .env("PACER_SOCKET", &socket)
+        .env("PACER_GATEWAY", "127.0.0.1:0")
+        .env("XDG_STATE_HOME", dir.path())
+        .env("XDG_CONFIG_HOME", dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let pid: Option<i32> = stderr
+        .split("(pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|pid| pid.parse().ok());
+    let stop = |pid: Option<i32>| {
+        #[cfg(unix)]
+        if let Some(pid) = pid {
+            // SAFETY: signalling the daemon this test started.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+    };
+    let url = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let status = pacer_at(&socket, &["status"], "k");
+    stop(pid);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("started pacerd"), "{stderr}");
+    assert!(pid.is_some(), "{stderr}");
+    assert!(url.contains("/s/sh-"), "{url}");
+    assert!(status.status.success(), "the daemon it started answers");
+    assert!(dir.path().join("pacer").join("pacerd.log").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_shows_the_limits_and_teaches_them_to_the_daemon() {
+    let mock = pacer_tests::mock::MockUpstream::start(pacer_tests::mock::MockConfig {
+        rpm: 50,
+        itpm: 30_000,
+        otpm: 8_000,
+        ..Default::default()
+    })
+    .await;
+    let url = mock.url();
+    let (table, status) = tokio::task::spawn_blocking(move || {
+        let daemon = Daemon::start();
+        let out = Command::new(binary("pacer"))
+            .args(["probe", "--upstream", &url, "--model", "claude-haiku-4-5"])
+            .env("PACER_SOCKET", &daemon.socket)
+            .env("ANTHROPIC_API_KEY", "sk-probe")
+            .output()
+            .unwrap();
+        (stdout(&out), daemon.status())
+    })
+    .await
+    .unwrap();
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("200"), "{table}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("requests") && l.contains("50") && l.contains("49")),
+        "{table}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("input tokens") && l.contains("30000")),
+        "{table}"
+    );
+    let key = KeyFingerprint::of("sk-probe").to_string();
+    let haiku = budget(&status, &key, "haiku");
+    assert_eq!(haiku["limits"]["rpm"], 50);
+    assert_eq!(haiku["limits"]["otpm"], 8000);
+    assert_eq!(haiku["granted"], 1);
 }

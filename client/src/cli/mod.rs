@@ -1,6 +1,8 @@
 //! The `pacer` commands.
 
 mod lease;
+mod probe;
+mod run;
 mod status;
 
 use std::path::PathBuf;
@@ -25,6 +27,13 @@ pub struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a command (such as `claude`) with ANTHROPIC_BASE_URL pointing at pacerd's gateway,
+    /// starting pacerd first if it is not running.
+    Run(run::RunArgs),
+    /// Print the `export ANTHROPIC_BASE_URL=…` line for a shell.
+    Env(run::EnvArgs),
+    /// Make one minimal API call and show the key's rate limits from its headers.
+    Probe(probe::ProbeArgs),
     /// Show every budget: limits, what is available now, calls in flight and waiting, pauses.
     Status {
         /// Print JSON instead of a table.
@@ -63,6 +72,11 @@ pub struct KeyArgs {
 impl KeyArgs {
     /// The key's fingerprint; the key itself goes no further than this process.
     pub fn fingerprint(&self) -> anyhow::Result<KeyFingerprint> {
+        Ok(KeyFingerprint::of(&self.value()?))
+    }
+
+    /// The key itself (for `pacer probe`, which calls the API with it).
+    pub fn value(&self) -> anyhow::Result<String> {
         let key = std::env::var(&self.api_key_env).with_context(|| {
             format!(
                 "${} is not set: pacer needs the API key to know which budget to use \
@@ -71,7 +85,7 @@ impl KeyArgs {
             )
         })?;
         anyhow::ensure!(!key.trim().is_empty(), "${} is empty", self.api_key_env);
-        Ok(KeyFingerprint::of(&key))
+        Ok(key.trim().to_owned())
     }
 }
 
@@ -88,6 +102,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     match args.command {
+        Command::Run(run) => run::run(socket, run).await,
+        Command::Env(env) => run::env(socket, env).await,
+        Command::Probe(probe) => probe::probe(&connect(FailMode::Open).await?, probe).await,
         Command::Status { json } => status::status(&connect(FailMode::Closed).await?, json).await,
         Command::Acquire(acquire) => {
             let mode = if acquire.fail_closed {

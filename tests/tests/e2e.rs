@@ -1,0 +1,183 @@
+//! End to end with real clients: the official `anthropic` Python SDK and Claude Code, against
+//! the mock API, with and without pacer.
+//!
+//! They need a Python with `anthropic` installed (`$PACER_E2E_PYTHON`) and the `claude` command
+//! (`$PACER_E2E_CLAUDE`); `.ci/run` installs both (see `.ci/e2e-setup`) and sets
+//! `PACER_E2E_REQUIRED=1`, which makes their absence a failure rather than a skip.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use pacer_tests::mock::{MockConfig, MockUpstream};
+use pacer_tests::{TestDaemon, binary};
+use serde_json::Value;
+
+/// The path in `var`, or `None` (with a note) when end-to-end tools are not installed here.
+fn tool(var: &str) -> Option<PathBuf> {
+    match std::env::var_os(var).filter(|v| !v.is_empty()) {
+        Some(path) => Some(PathBuf::from(path)),
+        None if std::env::var_os("PACER_E2E_REQUIRED").is_some() => {
+            panic!("${var} is not set, but PACER_E2E_REQUIRED is: .ci/e2e-setup installs it")
+        }
+        None => {
+            eprintln!(
+                "skipped: ${var} is not set (run .ci/e2e-setup to install the end-to-end tools)"
+            );
+            None
+        }
+    }
+}
+
+fn script(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("e2e")
+        .join(name)
+}
+
+async fn python(python: &PathBuf, args: &[&str]) -> Value {
+    let output = tokio::time::timeout(
+        Duration::from_secs(300),
+        tokio::process::Command::new(python)
+            .args(args)
+            .stderr(Stdio::inherit())
+            .output(),
+    )
+    .await
+    .expect("the Python client finishes")
+    .expect("python runs");
+    assert!(
+        output.status.success(),
+        "python failed: {:?}",
+        output.status
+    );
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_fails_under_load_directly_and_succeeds_through_the_gateway() {
+    let Some(python_bin) = tool("PACER_E2E_PYTHON") else {
+        return;
+    };
+    let load = script("sdk_load.py");
+    let load = load.to_str().unwrap();
+    let mock_config = MockConfig {
+        rpm: 60,
+        latency: Duration::from_millis(50),
+        ..MockConfig::default()
+    };
+
+    // Directly: twelve threads and the SDK's own retries against 60 requests per minute.
+    let direct_mock = MockUpstream::start(mock_config.clone()).await;
+    let direct = python(&python_bin, &[load, &direct_mock.url(), "12", "20"]).await;
+    let direct_stats = direct_mock.stats();
+
+    // Through the gateway: the same load, the same limit.
+    let mock = MockUpstream::start(mock_config).await;
+    let upstream = mock.url().parse().unwrap();
+    let daemon = TestDaemon::start_with("", |config| config.gateway.upstream = upstream).await;
+    let gateway = format!("{}/s/sdk-load~batch", daemon.gateway_url().await);
+    let paced = python(&python_bin, &[load, &gateway, "12", "20"]).await;
+    let paced_stats = mock.stats();
+
+    println!("direct:  {direct} upstream {direct_stats:?}");
+    println!("gateway: {paced} upstream {paced_stats:?}");
+    assert!(
+        direct["failed"].as_u64().unwrap() > 0,
+        "without pacer the SDK should give up on some calls: {direct}"
+    );
+    assert!(
+        direct["errors"]["RateLimitError"].as_u64().unwrap_or(0) > 0,
+        "{direct}"
+    );
+    assert_eq!(paced["failed"], 0, "through pacer no call fails: {paced}");
+    assert!(paced["ok"].as_u64().unwrap() >= 60, "{paced}");
+    assert!(
+        paced_stats.rate_limited <= 1,
+        "at most one upstream 429 through pacer: {paced_stats:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_streams_through_the_gateway_intact() {
+    let Some(python_bin) = tool("PACER_E2E_PYTHON") else {
+        return;
+    };
+    let mock = MockUpstream::start(MockConfig {
+        output_tokens: 12,
+        event_gap: Duration::from_millis(20),
+        ..MockConfig::default()
+    })
+    .await;
+    let upstream = mock.url().parse().unwrap();
+    let daemon = TestDaemon::start_with("", |config| config.gateway.upstream = upstream).await;
+    let gateway = daemon.gateway_url().await;
+    let stream = script("sdk_stream.py");
+    let result = python(&python_bin, &[stream.to_str().unwrap(), &gateway]).await;
+    println!("stream: {result}");
+    assert_eq!(
+        result["text"],
+        "Hello from the mock API. Hello from the mock API. Hello from"
+    );
+    assert_eq!(result["text"], result["final_text"]);
+    assert!(result["events"].as_u64().unwrap() > 5, "{result}");
+    assert_eq!(result["output_tokens"], 12);
+    assert!(result["input_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(mock.stats().ok, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_claude_code_sessions_share_two_requests_per_minute_without_a_429() {
+    let Some(claude) = tool("PACER_E2E_CLAUDE") else {
+        return;
+    };
+    let mock = MockUpstream::start(MockConfig {
+        rpm: 2,
+        ..MockConfig::default()
+    })
+    .await;
+    let upstream = mock.url().parse().unwrap();
+    let limits = "[limits.opus]\nrpm = 2\n[limits.sonnet]\nrpm = 2\n[limits.haiku]\nrpm = 2\n";
+    let daemon = TestDaemon::start_with(limits, |config| config.gateway.upstream = upstream).await;
+    let homes = tempfile::tempdir().unwrap();
+    let mut sessions = Vec::new();
+    for i in 0..4 {
+        let home = homes.path().join(format!("home-{i}"));
+        std::fs::create_dir_all(&home).unwrap();
+        let mut command = tokio::process::Command::new(binary("pacer"));
+        command
+            .args(["run", "--priority", "interactive", "--"])
+            .arg(&claude)
+            .args(["-p", "say hi"])
+            .current_dir(&home)
+            .env("PACER_SOCKET", daemon.socket())
+            .env("HOME", &home)
+            .env("ANTHROPIC_API_KEY", "sk-ant-e2e-claude")
+            .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+            .env_remove("ANTHROPIC_BASE_URL")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        sessions.push(tokio::spawn(async move {
+            tokio::time::timeout(Duration::from_secs(400), command.output())
+                .await
+                .expect("claude finishes")
+                .expect("claude runs")
+        }));
+    }
+    for (i, session) in sessions.into_iter().enumerate() {
+        let output = session.await.unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        println!("session {i}: {:?} stdout={stdout:?}", output.status);
+        assert!(output.status.success(), "session {i}: {stdout} {stderr}");
+        assert!(
+            stdout.contains("mock"),
+            "session {i} printed the mock's answer: {stdout}"
+        );
+    }
+    let stats = mock.stats();
+    println!("upstream: {stats:?}");
+    assert_eq!(stats.rate_limited, 0, "no upstream 429: {stats:?}");
+    assert!(stats.ok >= 4, "{stats:?}");
+}
