@@ -33,12 +33,17 @@ pub enum FailMode {
 
 /// How often a failing-open client tries to reach the daemon again.
 const RECONNECT_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a request whose daemon went away keeps trying to reach it again, by default.
+pub const DEFAULT_RECONNECT_WINDOW: Duration = Duration::from_secs(30);
+const RECONNECT_BACKOFF_START: Duration = Duration::from_millis(25);
+const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Configures a [`Client`].
 #[derive(Debug, Clone, Default)]
 pub struct ClientBuilder {
     endpoint: Option<PathBuf>,
     fail_mode: FailMode,
+    reconnect_window: Option<Duration>,
     client_id: Option<String>,
     client_name: Option<String>,
 }
@@ -52,6 +57,13 @@ impl ClientBuilder {
 
     pub fn fail_mode(mut self, mode: FailMode) -> Self {
         self.fail_mode = mode;
+        self
+    }
+
+    /// How long a request keeps trying to reach a daemon that went away under it (a restart)
+    /// before the fail mode applies (default 30 s).
+    pub fn reconnect_window(mut self, window: Duration) -> Self {
+        self.reconnect_window = Some(window);
         self
     }
 
@@ -85,6 +97,7 @@ impl ClientBuilder {
                     .endpoint
                     .unwrap_or_else(pacer_protocol::endpoint::default_endpoint),
                 fail_mode: self.fail_mode,
+                reconnect_window: self.reconnect_window.unwrap_or(DEFAULT_RECONNECT_WINDOW),
                 client_id: self
                     .client_id
                     .unwrap_or_else(|| format!("{program}-{}", std::process::id())),
@@ -92,9 +105,10 @@ impl ClientBuilder {
                 current: Mutex::new(None),
                 reconnect: tokio::sync::Mutex::new(None),
                 warned: AtomicBool::new(false),
+                outage: Mutex::default(),
             }),
         };
-        match client.connection().await {
+        match client.connection(false).await {
             Ok(_) => Ok(client),
             Err(e) if e.is_unreachable() && client.inner.fail_mode == FailMode::Open => {
                 client.warn_once(&e);
@@ -114,6 +128,7 @@ pub struct Client {
 struct Inner {
     endpoint: PathBuf,
     fail_mode: FailMode,
+    reconnect_window: Duration,
     client_id: String,
     client_name: String,
     /// The live connection, if any.
@@ -122,6 +137,16 @@ struct Inner {
     reconnect: tokio::sync::Mutex<Option<(Instant, String)>>,
     /// Whether the "proceeding without pacing" warning was given for the current outage.
     warned: AtomicBool,
+    outage: Mutex<Outage>,
+}
+
+/// What the client knows of the daemon's absence.
+#[derive(Debug, Default)]
+struct Outage {
+    /// A daemon answered before (so its absence is probably a restart).
+    known_daemon: bool,
+    /// When it was first found missing.
+    since: Option<Instant>,
 }
 
 impl Client {
@@ -148,7 +173,9 @@ impl Client {
     }
 
     /// The live connection, connecting if there is none.
-    async fn connection(&self) -> Result<Arc<Connection>, Error> {
+    /// The live connection, connecting if there is none. `retrying` skips the fail-open
+    /// throttle: the caller is waiting for a daemon that was there a moment ago.
+    async fn connection(&self, retrying: bool) -> Result<Arc<Connection>, Error> {
         if let Some(connection) = self.live() {
             return Ok(connection);
         }
@@ -157,6 +184,7 @@ impl Client {
             return Ok(connection);
         }
         if self.inner.fail_mode == FailMode::Open
+            && !retrying
             && let Some((at, reason)) = last_failure.as_ref()
             && at.elapsed() < RECONNECT_INTERVAL
         {
@@ -168,6 +196,10 @@ impl Client {
         match Connection::open(&self.inner.endpoint, &self.inner.client_name).await {
             Ok(connection) => {
                 *last_failure = None;
+                *self.inner.outage.lock().unwrap_or_else(|p| p.into_inner()) = Outage {
+                    known_daemon: true,
+                    since: None,
+                };
                 if self.inner.warned.swap(false, Ordering::Relaxed) {
                     tracing::warn!(
                         "pacerd is reachable again at {}: pacing resumes",
@@ -189,6 +221,21 @@ impl Client {
         }
     }
 
+    /// Whether a daemon this client was connected to went away less than the reconnect window
+    /// ago (worth waiting for); once the window has passed, the daemon counts as gone.
+    fn in_outage_window(&self) -> bool {
+        let mut outage = self.inner.outage.lock().unwrap_or_else(|p| p.into_inner());
+        if !outage.known_daemon {
+            return false;
+        }
+        let since = *outage.since.get_or_insert_with(Instant::now);
+        if since.elapsed() < self.inner.reconnect_window {
+            return true;
+        }
+        *outage = Outage::default();
+        false
+    }
+
     fn live(&self) -> Option<Arc<Connection>> {
         let current = self.inner.current.lock().unwrap_or_else(|p| p.into_inner());
         current.as_ref().filter(|c| !c.is_closed()).cloned()
@@ -201,23 +248,40 @@ impl Client {
     }
 
     /// Sends a request, reconnecting once if the connection had been lost.
+    ///
+    /// If the daemon goes away while the request is under way (it stopped, crashed, or is
+    /// restarting), the client reconnects with backoff and sends the request again — an acquire
+    /// that was waiting takes its place in the new daemon's queue — for up to the reconnect
+    /// window; after that the fail mode decides.
     async fn call(
         &self,
         request: impl Fn() -> Request,
     ) -> Result<(Response, Arc<Connection>), Error> {
-        let mut retried = false;
+        let mut retrying = false;
+        let mut backoff = RECONNECT_BACKOFF_START;
         loop {
-            let connection = self.connection().await?;
-            match connection.call(request()).await {
-                Ok(Response::Error(e)) if e.kind == ErrorKind::Stopping && !retried => {
-                    // The daemon closes every connection as it stops; reconnect after that.
-                    let _ = tokio::time::timeout(Duration::from_secs(2), connection.closed()).await;
-                    retried = true;
-                }
-                Ok(response) => return Ok((response, connection)),
-                Err(e) if e.is_unreachable() && !retried => retried = true,
-                Err(e) => return Err(e),
+            let connected = self.connection(retrying).await;
+            let error = match connected {
+                Ok(connection) => match connection.call(request()).await {
+                    Ok(Response::Error(e)) if e.kind == ErrorKind::Stopping => {
+                        // The daemon closes every connection as it stops; reconnect after that.
+                        let _ =
+                            tokio::time::timeout(Duration::from_secs(2), connection.closed()).await;
+                        Error::Disconnected {
+                            path: self.inner.endpoint.clone(),
+                        }
+                    }
+                    Ok(response) => return Ok((response, connection)),
+                    Err(e) => e,
+                },
+                Err(e) => e,
+            };
+            if !error.is_unreachable() || !self.in_outage_window() {
+                return Err(error);
             }
+            retrying = true;
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
         }
     }
 
@@ -311,7 +375,7 @@ impl Client {
 
     /// A stream of the daemon's events, for as long as the connection lasts.
     pub async fn subscribe(&self) -> Result<Subscription, Error> {
-        let connection = self.connection().await?;
+        let connection = self.connection(false).await?;
         let events = connection.stream(Request::Subscribe)?;
         Ok(Subscription { events })
     }
@@ -326,7 +390,7 @@ impl Client {
 
     /// The daemon's version, as it said in the handshake.
     pub async fn daemon_version(&self) -> Result<String, Error> {
-        Ok(self.connection().await?.daemon_version().to_owned())
+        Ok(self.connection(false).await?.daemon_version().to_owned())
     }
 }
 

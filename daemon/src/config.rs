@@ -50,8 +50,22 @@ pub const CONFIG_ENV: &str = "PACER_CONFIG";
 pub struct Config {
     pub broker: BrokerConfig,
     pub gateway: GatewayConfig,
+    /// Where state is saved across restarts; `None` keeps it in memory only. [`Config::load`] and
+    /// [`Config::parse`] default it to `$XDG_STATE_HOME/pacer/state`; `Config::default()` has
+    /// none (for tests and embedding).
+    pub state_file: Option<PathBuf>,
+    pub log: LogConfig,
     /// The file it came from, if any, for messages and reloads.
     pub path: Option<PathBuf>,
+}
+
+/// Where and what pacerd logs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LogConfig {
+    /// The directory of the daily log files; `None` logs to stderr only.
+    pub dir: Option<PathBuf>,
+    /// A `tracing` filter such as `info` or `info,pacer_daemon::gateway=debug` (`RUST_LOG` wins).
+    pub filter: Option<String>,
 }
 
 /// The HTTP gateway's settings.
@@ -130,10 +144,11 @@ impl Config {
         };
         match std::fs::read_to_string(&path) {
             Ok(text) => Config::parse(&text, &path),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(Config {
-                path: Some(path),
-                ..Config::default()
-            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                let mut config = Config::parse("", &path)?;
+                config.path = Some(path);
+                Ok(config)
+            }
             Err(source) => Err(ConfigError::Read { path, source }),
         }
     }
@@ -154,9 +169,26 @@ impl Config {
             invalid(inner.span().map(|s| s.start), key, inner.message().into())
         })?;
         let gateway = raw.gateway.take().unwrap_or_default().into_config();
+        let state = raw.state.take().unwrap_or_default();
+        let state_file = match state.enabled {
+            Some(false) => None,
+            _ => state.file.or_else(crate::persist::default_path),
+        };
+        let log = raw.log.take().unwrap_or_default();
+        let log = LogConfig {
+            dir: match log.enabled {
+                Some(false) => None,
+                _ => log
+                    .dir
+                    .or_else(|| crate::persist::state_dir().map(|d| d.join("logs"))),
+            },
+            filter: log.filter.map(|f| f.0),
+        };
         Ok(Config {
             broker: raw.into_broker_config(),
             gateway,
+            state_file,
+            log,
             path: Some(path.to_owned()),
         })
     }
@@ -176,6 +208,36 @@ struct RawConfig {
     #[serde(default)]
     keys: BTreeMap<Fingerprint, RawKey>,
     gateway: Option<RawGateway>,
+    state: Option<RawState>,
+    log: Option<RawLog>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    enabled: Option<bool>,
+    file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    enabled: Option<bool>,
+    dir: Option<PathBuf>,
+    filter: Option<Filter>,
+}
+
+/// A `tracing` filter directive, checked when the file is read.
+#[derive(Debug)]
+struct Filter(String);
+
+impl<'de> Deserialize<'de> for Filter {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        tracing_subscriber::EnvFilter::try_new(&s)
+            .map(|_| Filter(s.clone()))
+            .map_err(|e| serde::de::Error::custom(format!("`{s}` is not a log filter: {e}")))
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -454,6 +516,21 @@ rpm = 4000
         assert!(e.contains("gateway.upstream"), "{e}");
         let e = error("[gateway]\nmax_hold = -1\n");
         assert!(e.contains("gateway.max_hold"), "{e}");
+    }
+
+    #[test]
+    fn state_and_log_settings() {
+        let config = parse("[state]\nfile = \"/var/lib/pacer/state\"\n[log]\ndir = \"/var/log/pacer\"\nfilter = \"debug\"\n").unwrap();
+        assert_eq!(
+            config.state_file,
+            Some(PathBuf::from("/var/lib/pacer/state"))
+        );
+        assert_eq!(config.log.dir, Some(PathBuf::from("/var/log/pacer")));
+        assert_eq!(config.log.filter.as_deref(), Some("debug"));
+        let off = parse("[state]\nenabled = false\n[log]\nenabled = false\n").unwrap();
+        assert_eq!((off.state_file, off.log.dir), (None, None));
+        let e = error("[log]\nfilter = \"info,[[\"\n");
+        assert!(e.contains("log.filter"), "{e}");
     }
 
     #[test]

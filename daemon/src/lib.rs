@@ -13,14 +13,19 @@
 //!   broker, so Claude Code and the SDKs share the budgets unchanged.
 //! - [`listener`]: claiming the endpoint (socket permissions, stale sockets, a second daemon).
 //! - [`config`]: the TOML configuration and its error messages.
+//! - [`persist`]: the state file that carries pauses, limits and bucket levels across restarts.
 //! - [`signals`]: SIGINT/SIGTERM as a future.
 
+#[cfg(unix)]
+pub mod activation;
 pub mod broker;
 pub mod config;
 pub mod gateway;
 pub mod listener;
+pub mod logging;
+pub mod persist;
 pub mod server;
 pub mod signals;
 
 pub use config::Config;
-pub use server::run;
+pub use server::{Setup, run, serve};

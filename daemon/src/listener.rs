@@ -77,6 +77,14 @@ pub async fn bind(path: &Path) -> Result<Listener, BindError> {
     create(path)
 }
 
+/// Adopts a listening Unix socket handed over by the service manager (socket activation). Its
+/// file belongs to the service manager and is left in place on exit.
+#[cfg(unix)]
+pub fn from_fd(fd: std::os::fd::OwnedFd) -> io::Result<Listener> {
+    use interprocess::os::unix::uds_local_socket::tokio::Listener as UdsListener;
+    Ok(UdsListener::try_from(fd)?.into())
+}
+
 /// Whether a daemon answers at `path`.
 pub async fn is_live(path: &Path) -> bool {
     connect(path).await.is_ok()

@@ -3,11 +3,14 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// `pacerd` without its HTTP gateway (tests run in parallel; they cannot all have port 4141).
-fn pacerd() -> Command {
+/// `pacerd` without its HTTP gateway (tests run in parallel; they cannot all have port 4141),
+/// keeping its state and logs in the test's own directory.
+fn pacerd(dir: &std::path::Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_pacerd"));
     command
         .arg("--no-gateway")
+        .env("XDG_STATE_HOME", dir)
+        .env("XDG_CONFIG_HOME", dir)
         .env_remove("PACER_CONFIG")
         .env_remove("PACER_SOCKET")
         .env_remove("PACER_GATEWAY");
@@ -38,7 +41,7 @@ fn a_second_daemon_on_the_same_socket_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("pacer.sock");
     let _first = Running(
-        pacerd()
+        pacerd(dir.path())
             .arg("--socket")
             .arg(&socket)
             .stderr(Stdio::null())
@@ -46,7 +49,11 @@ fn a_second_daemon_on_the_same_socket_refuses_to_start() {
             .unwrap(),
     );
     wait_for_socket(&socket);
-    let second = pacerd().arg("--socket").arg(&socket).output().unwrap();
+    let second = pacerd(dir.path())
+        .arg("--socket")
+        .arg(&socket)
+        .output()
+        .unwrap();
     assert!(!second.status.success());
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(
@@ -70,7 +77,7 @@ fn a_stale_socket_is_replaced_and_permissions_are_private() {
     .unwrap();
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
     let _daemon = Running(
-        pacerd()
+        pacerd(dir.path())
             .arg("--socket")
             .arg(&socket)
             .stderr(Stdio::null())
@@ -87,7 +94,7 @@ fn an_invalid_config_names_the_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
     std::fs::write(&config, "[limits.sonnet]\nrpm = 50\notpm = -3\n").unwrap();
-    let out = pacerd()
+    let out = pacerd(dir.path())
         .arg("--socket")
         .arg(dir.path().join("pacer.sock"))
         .arg("--config")
@@ -106,7 +113,7 @@ fn the_config_file_can_come_from_the_environment() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("elsewhere.toml");
     std::fs::write(&config, "[limits.opus]\nrpm = 0\n").unwrap();
-    let out = pacerd()
+    let out = pacerd(dir.path())
         .arg("--socket")
         .arg(dir.path().join("pacer.sock"))
         .env("PACER_CONFIG", &config)

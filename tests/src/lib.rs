@@ -44,6 +44,8 @@ impl TestDaemon {
         if config.gateway.listen.is_some() {
             config.gateway.listen = Some("127.0.0.1:0".parse().expect("address"));
         }
+        config.state_file = Some(dir.path().join("state"));
+        config.log.dir = None;
         edit(&mut config);
         let listener = pacer_daemon::listener::bind(&socket)
             .await

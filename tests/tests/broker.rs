@@ -371,10 +371,19 @@ async fn subscribers_see_grants_and_pauses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiters_hear_when_the_daemon_stops() {
     let daemon = TestDaemon::start("").await;
-    let closed = daemon.client().await;
+    // Clients wait a while for a daemon that went away to come back; not here.
+    let window = Duration::from_millis(300);
+    let closed = Client::builder()
+        .endpoint(daemon.socket())
+        .fail_mode(FailMode::Closed)
+        .reconnect_window(window)
+        .connect()
+        .await
+        .unwrap();
     let open = Client::builder()
         .endpoint(daemon.socket())
         .fail_mode(FailMode::Open)
+        .reconnect_window(window)
         .connect()
         .await
         .unwrap();

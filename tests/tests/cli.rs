@@ -24,6 +24,7 @@ impl Daemon {
             .args(["--gateway", "127.0.0.1:0"])
             .env_remove("PACER_CONFIG")
             .env("XDG_CONFIG_HOME", dir.path())
+            .env("XDG_STATE_HOME", dir.path())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();

@@ -103,6 +103,16 @@ impl Bucket {
         self.level = self.level.min(0.0);
     }
 
+    /// Sets the level to one saved `ago`, refilled for the time since.
+    pub fn restore(&mut self, level: f64, ago: Duration, now: Instant) {
+        if !level.is_finite() {
+            return;
+        }
+        let refilled = level + ago.as_secs_f64() * self.rate_per_sec();
+        self.level = refilled.min(self.capacity);
+        self.updated = now;
+    }
+
     /// Changes the limit, keeping the level (clamped to the new capacity).
     pub fn set_limit(&mut self, limit: u64, now: Instant) {
         self.refill(now);

@@ -47,8 +47,8 @@ pub struct Budget {
     /// Every peer waits until then: a 429's retry-after, or an administrator's pause.
     pub paused_until: Option<Instant>,
     pub queue: FairQueue,
-    input_average: RunningAverage,
-    output_average: RunningAverage,
+    pub input_average: RunningAverage,
+    pub output_average: RunningAverage,
     pub granted: u64,
     pub rate_limited: u64,
 }
@@ -89,6 +89,29 @@ impl Budget {
             max_in_flight: None,
         };
         self.configured.or(learned)
+    }
+
+    /// The limits learned from headers, per [`LimitKind::index`].
+    pub fn learned_limits(&self) -> [Option<u64>; 3] {
+        self.learned
+    }
+
+    /// What each bucket holds at `now`, per [`LimitKind::index`].
+    pub fn levels(&self, now: Instant) -> [Option<f64>; 3] {
+        std::array::from_fn(|i| self.buckets[i].as_ref().map(|b| b.level_at(now)))
+    }
+
+    /// Sets a bucket to a level saved `downtime` ago, refilled for that time.
+    pub fn restore_level(
+        &mut self,
+        kind: LimitKind,
+        level: f64,
+        downtime: std::time::Duration,
+        now: Instant,
+    ) {
+        if let Some(bucket) = &mut self.buckets[kind.index()] {
+            bucket.restore(level, downtime, now);
+        }
     }
 
     /// Applies a new configuration; buckets keep their levels (clamped to new capacities).

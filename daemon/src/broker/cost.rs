@@ -26,7 +26,7 @@ impl Costs {
 
 /// A running average of real token counts, used where the caller gave no estimate. Exponentially
 /// weighted so it follows a workload that changes, seeded by the first sample.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RunningAverage {
     value: f64,
     samples: u64,

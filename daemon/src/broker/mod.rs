@@ -12,6 +12,7 @@ mod cost;
 mod lease;
 mod limits;
 mod queue;
+mod snapshot;
 
 #[cfg(test)]
 mod tests;
@@ -32,6 +33,7 @@ pub use cost::Costs;
 use lease::{Lease, Waiter};
 pub use limits::{LimitSet, LimitTable, ModelClasses};
 use queue::WaiterId;
+pub use snapshot::BrokerState;
 
 /// The broker's share of the configuration.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -60,6 +62,15 @@ pub enum Output {
     /// An event for logs and subscribers. [`Event::Granted`] is only produced while
     /// [`Broker::set_events`] is on; the rest are rare and always produced.
     Event(Event),
+}
+
+/// Totals from [`Broker::summary`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub budgets: usize,
+    pub in_flight: usize,
+    pub waiting: usize,
+    pub paused: usize,
 }
 
 /// How a permitted call went, as the broker needs it (response headers already parsed).
@@ -167,6 +178,8 @@ pub struct Broker {
     blocked: HashMap<KeyFingerprint, (Instant, String)>,
     next_waiter: WaiterId,
     next_lease: u64,
+    /// Set when the daemon stops: acquires are refused while leases in flight get time to report.
+    stopping: bool,
     /// Grant events cost allocations on the hot path; they are only built while someone listens.
     grant_events: bool,
     out: Vec<Output>,
@@ -192,6 +205,7 @@ impl Broker {
             blocked: HashMap::new(),
             next_waiter: 0,
             next_lease: first_lease.max(1),
+            stopping: false,
             grant_events: false,
             out: Vec::new(),
         }
@@ -234,6 +248,15 @@ impl Broker {
     /// The budget of a key and model, created on first use; `None` past [`MAX_BUDGETS`].
     fn budget_for(&mut self, key: KeyFingerprint, model: &str, now: Instant) -> Option<usize> {
         let class = self.classify(model);
+        self.budget_for_class(key, class, now)
+    }
+
+    fn budget_for_class(
+        &mut self,
+        key: KeyFingerprint,
+        class: Arc<str>,
+        now: Instant,
+    ) -> Option<usize> {
         if let Some(&index) = self.budget_index.get(&(key, class.clone())) {
             return Some(index);
         }
@@ -266,6 +289,13 @@ impl Broker {
 
     /// Asks for a permit. The answer comes back in the outputs, now or from a later call.
     pub fn acquire(&mut self, now: Instant, ticket: Ticket, req: &Acquire) -> Vec<Output> {
+        if self.stopping {
+            self.out.push(Output::Answer {
+                ticket,
+                response: stopping(),
+            });
+            return self.take_output();
+        }
         if let Some(reason) = self
             .invalid(ticket, req)
             .or_else(|| self.blocked_reason(req.key, now))
@@ -753,16 +783,18 @@ impl Broker {
         self.serve(b, now);
     }
 
-    /// Answers every waiting acquire with a "stopping" error: the daemon is going away.
-    pub fn stop_all_waiters(&mut self) -> Vec<Output> {
+    /// The daemon is stopping: every waiting acquire, and every acquire from now on, is answered
+    /// with a "stopping" error. Reports and releases are still taken.
+    pub fn stop(&mut self) -> Vec<Output> {
+        self.stopping = true;
         let ids = self.waiters.keys().copied().collect();
-        self.answer_waiters(ids, |_| {
-            Response::Error(ErrorReply {
-                kind: ErrorKind::Stopping,
-                message: "pacerd is stopping; retry once it is back".to_owned(),
-            })
-        });
+        self.answer_waiters(ids, |_| stopping());
         self.take_output()
+    }
+
+    /// Leases held by live connections (detached leases, which outlive them, not counted).
+    pub fn leases_in_flight(&self) -> usize {
+        self.leases.values().filter(|l| l.owner.is_some()).count()
     }
 
     /// When time alone will next change something, if ever.
@@ -817,6 +849,20 @@ impl Broker {
         out
     }
 
+    /// Totals over every budget, for the service manager's status line.
+    pub fn summary(&self, now: Instant) -> Summary {
+        let budgets = &self.budgets;
+        Summary {
+            budgets: budgets.len(),
+            in_flight: budgets.iter().map(|b| b.in_flight as usize).sum(),
+            waiting: self.waiters.len(),
+            paused: budgets
+                .iter()
+                .filter(|b| b.paused_until.is_some_and(|until| until > now))
+                .count(),
+        }
+    }
+
     /// The number of waiters and leases, for logs and tests.
     pub fn counts(&self) -> (usize, usize) {
         (self.waiters.len(), self.leases.len())
@@ -833,6 +879,13 @@ impl Broker {
     fn take_output(&mut self) -> Vec<Output> {
         std::mem::take(&mut self.out)
     }
+}
+
+fn stopping() -> Response {
+    Response::Error(ErrorReply {
+        kind: ErrorKind::Stopping,
+        message: "pacerd is stopping; retry once it is back".to_owned(),
+    })
 }
 
 /// What [`Broker::grant`] needs to know of the acquire being granted.

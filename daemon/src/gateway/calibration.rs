@@ -15,7 +15,7 @@ const WEIGHT: f64 = 0.3;
 /// The most clients remembered (each Claude Code session is a new one).
 const MAX_CLIENTS: usize = 10_000;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Ratio {
     tokens_per_byte: f64,
     samples: u64,
@@ -36,7 +36,8 @@ impl Ratio {
     }
 }
 
-#[derive(Debug, Default)]
+/// Serialized as is into the state file, so estimates stay calibrated across restarts.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Calibration {
     clients: HashMap<String, Ratio>,
     overall: Ratio,

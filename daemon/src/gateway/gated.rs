@@ -75,7 +75,7 @@ pub async fn handle(gateway: &Arc<Gateway>, gate: Gate, forward: Forward) -> Res
     let mut held: Option<Held> = None;
     let mut overloads = 0;
     loop {
-        let hold_left = gateway.max_hold.saturating_sub(started.elapsed());
+        let hold_left = gateway.max_hold().saturating_sub(started.elapsed());
         let acquire = Acquire {
             key: gate.key,
             model: gate.model.clone(),

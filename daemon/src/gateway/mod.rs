@@ -12,7 +12,7 @@
 //! - [`calibration`]: input-token estimates from body sizes, learned per client.
 //! - [`reply`]: the gateway's own answers, in the API's error shape.
 
-mod calibration;
+pub mod calibration;
 mod forward;
 mod gated;
 mod metered;
@@ -21,6 +21,7 @@ pub mod route;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -51,21 +52,36 @@ pub const COUNT_TOKENS_BUDGET: &str = "count_tokens";
 pub struct Gateway {
     shared: Arc<Shared>,
     upstream: Upstream,
-    max_hold: Duration,
+    /// In milliseconds; a configuration reload may change it.
+    max_hold_ms: AtomicU64,
     calibration: Arc<Mutex<Calibration>>,
     /// Keys whose spend cap was reached, with the 429 to replay to their requests.
     spend_caps: Mutex<HashMap<KeyFingerprint, SpendCap>>,
 }
 
 impl Gateway {
-    pub fn new(shared: Arc<Shared>, config: &GatewayConfig) -> anyhow::Result<Arc<Gateway>> {
+    pub fn new(
+        shared: Arc<Shared>,
+        config: &GatewayConfig,
+        calibration: Arc<Mutex<Calibration>>,
+    ) -> anyhow::Result<Arc<Gateway>> {
         Ok(Arc::new(Gateway {
             shared,
             upstream: Upstream::new(config.upstream.clone())?,
-            max_hold: config.max_hold,
-            calibration: Arc::default(),
+            max_hold_ms: AtomicU64::new(config.max_hold.as_millis() as u64),
+            calibration,
             spend_caps: Mutex::default(),
         }))
+    }
+
+    /// How long a request may be held waiting for the budget.
+    pub fn max_hold(&self) -> Duration {
+        Duration::from_millis(self.max_hold_ms.load(Ordering::Relaxed))
+    }
+
+    pub fn set_max_hold(&self, max_hold: Duration) {
+        self.max_hold_ms
+            .store(max_hold.as_millis() as u64, Ordering::Relaxed);
     }
 
     fn spend_cap_reply(&self, key: KeyFingerprint) -> Option<Response<GatewayBody>> {
@@ -237,8 +253,14 @@ fn api_key(headers: &HeaderMap) -> Option<&str> {
         .or_else(|| auth.strip_prefix("bearer "))
 }
 
-/// Serves the gateway on `listener` until `stop` fires.
-pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
+/// Serves the gateway on `listener`: accepts until `draining` fires, then lets requests in
+/// progress finish until `closing` fires.
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    mut draining: watch::Receiver<bool>,
+    mut closing: watch::Receiver<bool>,
+) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -264,8 +286,13 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, mut stop: watch
                 }
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            _ = stop.changed() => break,
+            _ = draining.changed() => break,
         }
+    }
+    drop(listener);
+    tokio::select! {
+        () = async { while connections.join_next().await.is_some() {} } => {}
+        _ = closing.changed() => {}
     }
     connections.shutdown().await;
 }

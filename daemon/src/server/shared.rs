@@ -22,6 +22,10 @@ pub struct Shared {
     pub timer: Notify,
     events: broadcast::Sender<Event>,
     next_conn: AtomicU64,
+    /// Counts broker operations, so the saver can tell whether anything changed.
+    generation: AtomicU64,
+    /// Wakes the saver when a pause or backoff starts or ends.
+    pub pause_changed: Notify,
     /// Where the HTTP gateway listens, for `pacer run`.
     pub gateway: GatewayInfo,
 }
@@ -46,6 +50,8 @@ impl Shared {
             timer: Notify::new(),
             events: broadcast::channel(EVENT_BACKLOG).0,
             next_conn: AtomicU64::new(1),
+            generation: AtomicU64::new(0),
+            pause_changed: Notify::new(),
             gateway,
         }
     }
@@ -69,7 +75,8 @@ impl Shared {
         let mut state = self.lock();
         let now = super::now();
         let (outputs, result) = f(&mut state.broker, now);
-        state.deliver(outputs, &self.events);
+        self.generation.fetch_add(1, Ordering::Relaxed);
+        state.deliver(outputs, &self.events, &self.pause_changed);
         let next = state.broker.next_wakeup(now);
         if next.is_some_and(|next| state.scheduled.is_none_or(|s| next < s)) {
             self.timer.notify_one();
@@ -82,7 +89,10 @@ impl Shared {
         let mut state = self.lock();
         let now = super::now();
         let outputs = state.broker.tick(now);
-        state.deliver(outputs, &self.events);
+        if !outputs.is_empty() {
+            self.generation.fetch_add(1, Ordering::Relaxed);
+        }
+        state.deliver(outputs, &self.events, &self.pause_changed);
         let next = state.broker.next_wakeup(now);
         state.scheduled = next;
         next
@@ -112,14 +122,42 @@ impl Shared {
         }
     }
 
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// The broker's durable state, as of now.
+    pub fn snapshot(&self) -> crate::broker::BrokerState {
+        self.lock().broker.snapshot(super::now())
+    }
+
+    /// Leases held by open connections and gateway requests.
+    pub fn leases_in_flight(&self) -> usize {
+        self.lock().broker.leases_in_flight()
+    }
+
+    /// One line for the service manager's STATUS.
+    pub fn summary(&self) -> String {
+        let summary = self.lock().broker.summary(super::now());
+        format!(
+            "{} budgets, {} calls in flight, {} waiting, {} paused",
+            summary.budgets, summary.in_flight, summary.waiting, summary.paused
+        )
+    }
+
     /// The daemon is stopping: every waiting acquire is told so.
     pub fn stop(&self) {
-        self.update(|broker, _| (broker.stop_all_waiters(), ()));
+        self.update(|broker, _| (broker.stop(), ()));
     }
 }
 
 impl State {
-    fn deliver(&mut self, outputs: Vec<Output>, events: &broadcast::Sender<Event>) {
+    fn deliver(
+        &mut self,
+        outputs: Vec<Output>,
+        events: &broadcast::Sender<Event>,
+        pause_changed: &Notify,
+    ) {
         for output in outputs {
             match output {
                 Output::Answer { ticket, response } => {
@@ -131,6 +169,9 @@ impl State {
                     }
                 }
                 Output::Event(event) => {
+                    if !matches!(event, Event::Granted { .. } | Event::LimitLearned { .. }) {
+                        pause_changed.notify_one();
+                    }
                     log_event(&event);
                     if self.subscribers > 0 {
                         let _ = events.send(event);
