@@ -3,6 +3,7 @@
 mod lease;
 mod probe;
 mod run;
+mod service;
 mod status;
 
 use std::path::PathBuf;
@@ -59,6 +60,9 @@ enum Command {
     },
     /// Print the fingerprint of an API key, as the configuration and status show it.
     KeyId(KeyArgs),
+    /// Run pacerd as a user service (systemd on Linux, launchd on macOS).
+    #[command(subcommand)]
+    Service(service::ServiceCommand),
 }
 
 /// Where the API key comes from.
@@ -125,6 +129,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::Pause(pause) => lease::pause(&connect(FailMode::Closed).await?, pause).await,
         Command::Watch { json } => status::watch(&connect(FailMode::Closed).await?, json).await,
+        Command::Service(command) => service::service(socket, command).await,
         Command::KeyId(key) => {
             println!("{}", key.fingerprint()?);
             Ok(ExitCode::SUCCESS)

@@ -1,0 +1,289 @@
+//! `pacer service install|uninstall|status`: run pacerd as a user service — systemd units on
+//! Linux (socket-activated), a launchd LaunchAgent on macOS.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+
+const SYSTEMD_SOCKET: &str = include_str!("../../../systemd/pacerd.socket");
+const SYSTEMD_SERVICE: &str = include_str!("../../../systemd/pacerd.service");
+const LAUNCHD_PLIST: &str = include_str!("../../../systemd/dev.pacer.pacerd.plist");
+/// The path of pacerd in the unit templates, replaced on install.
+const TEMPLATE_PACERD: &str = "/usr/local/bin/pacerd";
+const LAUNCHD_LABEL: &str = "dev.pacer.pacerd";
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Write the unit files (or LaunchAgent) for this user, pointing at this pacerd, and enable
+    /// them with systemctl / launchctl when available (else print the commands).
+    Install {
+        /// Only write the files.
+        #[arg(long)]
+        no_start: bool,
+    },
+    /// Stop and disable the service, and remove its files.
+    Uninstall {
+        /// Only remove the files.
+        #[arg(long)]
+        no_stop: bool,
+    },
+    /// Show whether the service is installed and running.
+    Status,
+}
+
+pub async fn service(socket: Option<PathBuf>, command: ServiceCommand) -> anyhow::Result<ExitCode> {
+    let platform = Platform::detect()?;
+    match command {
+        ServiceCommand::Install { no_start } => platform.install(!no_start),
+        ServiceCommand::Uninstall { no_stop } => platform.uninstall(!no_stop),
+        ServiceCommand::Status => platform.status(socket).await,
+    }
+}
+
+enum Platform {
+    /// systemd user units in this directory.
+    Systemd { dir: PathBuf },
+    /// A LaunchAgent plist in this directory; logs in `logs`.
+    Launchd { dir: PathBuf, logs: PathBuf },
+}
+
+impl Platform {
+    fn detect() -> anyhow::Result<Platform> {
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        if cfg!(target_os = "macos") {
+            let home = home.context("$HOME is not set")?;
+            return Ok(Platform::Launchd {
+                dir: home.join("Library/LaunchAgents"),
+                logs: home.join("Library/Logs/pacer"),
+            });
+        }
+        if cfg!(target_os = "linux") {
+            let config = std::env::var_os("XDG_CONFIG_HOME")
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+                .or_else(|| home.map(|h| h.join(".config")))
+                .context("neither $XDG_CONFIG_HOME nor $HOME is set")?;
+            return Ok(Platform::Systemd {
+                dir: config.join("systemd/user"),
+            });
+        }
+        bail!("pacer service supports systemd (Linux) and launchd (macOS); run pacerd by hand here")
+    }
+
+    fn files(&self) -> Vec<PathBuf> {
+        match self {
+            Platform::Systemd { dir } => {
+                vec![dir.join("pacerd.socket"), dir.join("pacerd.service")]
+            }
+            Platform::Launchd { dir, .. } => vec![dir.join(format!("{LAUNCHD_LABEL}.plist"))],
+        }
+    }
+
+    fn install(&self, start: bool) -> anyhow::Result<ExitCode> {
+        let pacerd = pacerd_path()?;
+        let pacerd_text = pacerd.to_string_lossy();
+        match self {
+            Platform::Systemd { dir } => {
+                write(&dir.join("pacerd.socket"), SYSTEMD_SOCKET)?;
+                write(
+                    &dir.join("pacerd.service"),
+                    &SYSTEMD_SERVICE.replace(TEMPLATE_PACERD, &pacerd_text),
+                )?;
+                run_or_print(
+                    start,
+                    &[
+                        &["systemctl", "--user", "daemon-reload"],
+                        &["systemctl", "--user", "enable", "--now", "pacerd.socket"],
+                    ],
+                )?;
+            }
+            Platform::Launchd { dir, logs } => {
+                std::fs::create_dir_all(logs)
+                    .with_context(|| format!("cannot create {}", logs.display()))?;
+                let home = dir.parent().and_then(Path::parent).unwrap_or(dir);
+                let plist = LAUNCHD_PLIST
+                    .replace(TEMPLATE_PACERD, &pacerd_text)
+                    .replace("/Users/USER", &home.to_string_lossy());
+                let path = dir.join(format!("{LAUNCHD_LABEL}.plist"));
+                write(&path, &plist)?;
+                let domain = launchd_domain();
+                run_or_print(
+                    start,
+                    &[&["launchctl", "bootstrap", &domain, &path.to_string_lossy()]],
+                )?;
+            }
+        }
+        println!("pacerd: {}", pacerd.display());
+        Ok(ExitCode::SUCCESS)
+    }
+
+    fn uninstall(&self, stop: bool) -> anyhow::Result<ExitCode> {
+        match self {
+            Platform::Systemd { .. } => run_or_print(
+                stop,
+                &[&[
+                    "systemctl",
+                    "--user",
+                    "disable",
+                    "--now",
+                    "pacerd.socket",
+                    "pacerd.service",
+                ]],
+            )?,
+            Platform::Launchd { .. } => {
+                let target = format!("{}/{LAUNCHD_LABEL}", launchd_domain());
+                run_or_print(stop, &[&["launchctl", "bootout", &target]])?;
+            }
+        }
+        for file in self.files() {
+            match std::fs::remove_file(&file) {
+                Ok(()) => println!("removed {}", file.display()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot remove {}", file.display()));
+                }
+            }
+        }
+        if let Platform::Systemd { .. } = self {
+            run_or_print(stop, &[&["systemctl", "--user", "daemon-reload"]])?;
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
+    async fn status(&self, socket: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+        let mut installed = true;
+        for file in self.files() {
+            let present = file.exists();
+            installed &= present;
+            println!(
+                "{:<9} {}",
+                if present { "installed" } else { "missing" },
+                file.display()
+            );
+        }
+        let manager = match self {
+            Platform::Systemd { .. } => output(&[
+                "systemctl",
+                "--user",
+                "is-active",
+                "pacerd.socket",
+                "pacerd.service",
+            ]),
+            Platform::Launchd { .. } => output(&[
+                "launchctl",
+                "print",
+                &format!("{}/{LAUNCHD_LABEL}", launchd_domain()),
+            ])
+            .map(|text| {
+                text.lines()
+                    .find(|l| l.trim_start().starts_with("state"))
+                    .unwrap_or("loaded")
+                    .trim()
+                    .to_owned()
+            }),
+        };
+        match manager {
+            Some(text) => println!(
+                "manager   {}",
+                text.split_whitespace().collect::<Vec<_>>().join(" ")
+            ),
+            None => println!("manager   (not available)"),
+        }
+        let mut builder = pacer_client::Client::builder().fail_mode(pacer_client::FailMode::Closed);
+        if let Some(path) = socket {
+            builder = builder.endpoint(path);
+        }
+        match builder.connect().await {
+            Ok(client) => println!(
+                "daemon    pacerd {} answers at {}",
+                client.daemon_version().await?,
+                client.endpoint().display()
+            ),
+            Err(e) => println!("daemon    not answering: {e}"),
+        }
+        Ok(if installed {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(3)
+        })
+    }
+}
+
+/// pacerd next to this pacer, else on `PATH`; always an absolute path.
+fn pacerd_path() -> anyhow::Result<PathBuf> {
+    let name = format!("pacerd{}", std::env::consts::EXE_SUFFIX);
+    let beside = std::env::current_exe()?.with_file_name(&name);
+    if beside.exists() {
+        return Ok(beside);
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .map(|dir| dir.join(&name))
+        .find(|candidate| candidate.is_file())
+        .context("cannot find pacerd next to pacer or on PATH (cargo install --path daemon)")
+}
+
+fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+/// Runs each command in turn when `run` is set and the tool exists; otherwise (or when one fails)
+/// prints the commands left for the user to run.
+fn run_or_print(run: bool, commands: &[&[&str]]) -> anyhow::Result<()> {
+    for (i, command) in commands.iter().enumerate() {
+        let available = run && which(command[0]);
+        let failure = if available {
+            match Command::new(command[0]).args(&command[1..]).output() {
+                Ok(out) if out.status.success() => {
+                    println!("ran {}", command.join(" "));
+                    continue;
+                }
+                Ok(out) => Some(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
+                Err(e) => Some(e.to_string()),
+            }
+        } else {
+            None
+        };
+        if let Some(reason) = failure {
+            eprintln!("pacer: `{}` failed: {reason}", command.join(" "));
+        }
+        println!("to finish, run:");
+        for rest in &commands[i..] {
+            println!("  {}", rest.join(" "));
+        }
+        return Ok(());
+    }
+    Ok(())
+}
+
+fn which(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
+        .unwrap_or(false)
+}
+
+fn output(command: &[&str]) -> Option<String> {
+    if !which(command[0]) {
+        return None;
+    }
+    let out = Command::new(command[0]).args(&command[1..]).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (!text.is_empty()).then_some(text)
+}
+
+fn launchd_domain() -> String {
+    #[cfg(unix)]
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    #[cfg(not(unix))]
+    let uid = 0;
+    format!("gui/{uid}")
+}

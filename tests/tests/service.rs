@@ -1,0 +1,553 @@
+//! pacerd as a long-running service: restarts, signals, state, logs, socket activation, units.
+#![cfg(unix)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use pacer_client::{AcquireRequest, Client, FailMode, Outcome, Usage};
+use pacer_protocol::KeyFingerprint;
+use pacer_tests::{binary, wait_until};
+use tokio::sync::mpsc;
+
+const KEY: &str = "sk-ant-service-test-secret";
+
+/// A real pacerd process with its socket, state and logs in `dir`.
+struct Pacerd {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Pacerd {
+    fn start(dir: &Path, args: &[&str]) -> Pacerd {
+        let socket = dir.join("pacer.sock");
+        let child = Command::new(binary("pacerd"))
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--no-gateway")
+            .args(args)
+            .env("XDG_STATE_HOME", dir)
+            .env("XDG_CONFIG_HOME", dir)
+            .env_remove("PACER_CONFIG")
+            .env_remove("RUST_LOG")
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(Instant::now() < deadline, "pacerd did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Pacerd { child, socket }
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: signalling our own child process.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+    }
+
+    fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Pacerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn client(socket: &Path, id: &str) -> Client {
+    Client::builder()
+        .endpoint(socket)
+        .fail_mode(FailMode::Closed)
+        .client_id(id)
+        .connect()
+        .await
+        .unwrap()
+}
+
+fn request() -> AcquireRequest {
+    AcquireRequest::new(KEY, "claude-sonnet-4-5")
+}
+
+fn rate_limited(retry_after: Duration) -> Outcome {
+    Outcome::RateLimited {
+        retry_after: Some(retry_after),
+        headers: vec![("anthropic-ratelimit-requests-limit".into(), "600".into())],
+        message: Some("This request would exceed the rate limit of 600 requests per minute".into()),
+    }
+}
+
+async fn sonnet(client: &Client) -> pacer_protocol::message::BudgetStatus {
+    client
+        .status()
+        .await
+        .unwrap()
+        .budgets
+        .into_iter()
+        .find(|b| b.budget.key == KeyFingerprint::of(KEY) && b.budget.model_class == "sonnet")
+        .expect("the sonnet budget")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_daemon_comes_back_with_its_pause_and_serves_the_waiting_clients_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Pacerd::start(dir.path(), &[]);
+    let first = client(&daemon.socket, "reporter").await;
+    let permit = first.acquire(request()).await.unwrap();
+    permit
+        .report(rate_limited(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    let pause_ends = Instant::now() + Duration::from_secs(5);
+
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    for i in 0..32 {
+        let client = client(&daemon.socket, &format!("waiter-{i}")).await;
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let permit = client.acquire(request()).await;
+            let _ = tx.send((Instant::now(), permit.map(|p| p.is_brokered())));
+        });
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            sonnet(&first).await.waiting == 32
+        })
+        .await
+    );
+
+    daemon.child.kill().unwrap(); // SIGKILL: no chance to save anything now
+    daemon.wait();
+    let daemon = Pacerd::start(dir.path(), &[]);
+    let observer = client(&daemon.socket, "observer").await;
+    let status = sonnet(&observer).await;
+    let paused_until = status.paused_until.expect("the pause survived the crash");
+    let left = paused_until
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    assert!(
+        left > Duration::from_secs(1) && left <= Duration::from_secs(5),
+        "{left:?}"
+    );
+    assert_eq!(
+        status.limits.rpm,
+        Some(600),
+        "the learned limit survived too"
+    );
+
+    let mut served = Vec::new();
+    while served.len() < 32 {
+        let (at, result) = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .expect("every waiter is served")
+            .unwrap();
+        assert!(
+            result.expect("granted, not failed"),
+            "granted by the new daemon"
+        );
+        served.push(at);
+    }
+    for at in served {
+        assert!(
+            at >= pause_ends,
+            "a client got in {:?} early",
+            pause_ends - at
+        );
+    }
+    let status = sonnet(&observer).await;
+    assert_eq!(status.granted, 32);
+}
+
+fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A raw connection that holds one waiting acquire, to prove it is never dropped.
+async fn raw_waiting_acquire(socket: &Path) -> tokio::net::UnixStream {
+    use pacer_protocol::codec;
+    use pacer_protocol::message::{Acquire, Hello, Request, RequestFrame};
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::UnixStream::connect(socket).await.unwrap();
+    let mut bytes = Vec::new();
+    for frame in [
+        RequestFrame {
+            id: 1,
+            request: Request::Hello(Hello {
+                protocol_version: pacer_protocol::PROTOCOL_VERSION,
+                client_name: "raw".into(),
+                pid: std::process::id(),
+            }),
+        },
+        RequestFrame {
+            id: 2,
+            request: Request::Acquire(Acquire {
+                key: KeyFingerprint::of(KEY),
+                model: "claude-sonnet-4-5".into(),
+                priority: pacer_protocol::Priority::Normal,
+                client_id: "raw".into(),
+                input_tokens: None,
+                output_tokens: None,
+                max_tokens: None,
+                deadline: None,
+                detached_ttl: None,
+            }),
+        },
+    ] {
+        codec::encode(&frame, &mut bytes).unwrap();
+    }
+    stream.write_all(&bytes).await.unwrap();
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_new_limits_to_waiting_clients_and_refuses_a_broken_file() {
+    use pacer_protocol::codec;
+    use pacer_protocol::message::{Response, ResponseFrame};
+    use tokio::io::AsyncReadExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "[limits.sonnet]\nrpm = 1\n");
+    let config_arg = config.to_str().unwrap().to_owned();
+    let daemon = Pacerd::start(dir.path(), &["--config", &config_arg]);
+    let observer = client(&daemon.socket, "observer").await;
+    observer
+        .acquire(request())
+        .await
+        .unwrap()
+        .release()
+        .await
+        .ok();
+    observer.acquire(request()).await.unwrap().detach();
+    // Now the bucket is empty: at 1 rpm the next permit is a minute away.
+    let mut raw = raw_waiting_acquire(&daemon.socket).await;
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            sonnet(&observer).await.waiting == 1
+        })
+        .await
+    );
+
+    // A broken file is refused; the old limits stay.
+    write_config(dir.path(), "[limits.sonnet]\nrpm = \"lots\"\n");
+    daemon.signal(libc::SIGHUP);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sonnet(&observer).await.limits.rpm, Some(1));
+
+    write_config(dir.path(), "[limits.sonnet]\nrpm = 600\n");
+    daemon.signal(libc::SIGHUP);
+    // The waiter is granted on its own connection, which was never closed.
+    let mut bytes = Vec::new();
+    let granted = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let mut chunk = [0u8; 1024];
+            let n = raw.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the connection was closed");
+            bytes.extend_from_slice(&chunk[..n]);
+            let mut at = 0;
+            while let Some((frame, used)) = codec::decode::<ResponseFrame>(&bytes[at..]).unwrap() {
+                at += used;
+                if frame.id == 2 {
+                    return frame.response;
+                }
+            }
+        }
+    })
+    .await
+    .expect("granted under the new limit");
+    assert!(matches!(granted, Response::Granted(_)), "{granted:?}");
+    assert_eq!(sonnet(&observer).await.limits.rpm, Some(600));
+    let logs = read_logs(&dir.path().join("pacer/logs"));
+    assert!(logs.contains("configuration not reloaded"), "{logs}");
+    assert!(logs.contains("configuration reloaded"), "{logs}");
+}
+
+fn read_logs(dir: &Path) -> String {
+    let mut text = String::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        text.push_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap());
+    }
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_calls_in_flight_report_then_exits_0_with_a_loadable_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Pacerd::start(dir.path(), &[]);
+    let client = client(&daemon.socket, "c").await;
+    let paused = client.acquire(request()).await.unwrap();
+    paused
+        .report(rate_limited(Duration::from_secs(300)))
+        .await
+        .unwrap();
+    let in_flight = client
+        .acquire(AcquireRequest::new(KEY, "claude-haiku-4-5"))
+        .await
+        .unwrap();
+    daemon.signal(libc::SIGTERM);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The daemon waits for the call in flight: its report still gets through.
+    let usage = Usage {
+        input_tokens: 10,
+        output_tokens: 5,
+        ..Default::default()
+    };
+    in_flight
+        .report(Outcome::Success {
+            usage,
+            headers: Vec::new(),
+        })
+        .await
+        .expect("a report during the grace period is taken");
+    let status = tokio::task::spawn_blocking(move || daemon.wait())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let state = pacer_daemon::persist::load(&dir.path().join("pacer/state")).expect("a state file");
+    let sonnet = state
+        .broker
+        .budgets
+        .iter()
+        .find(|b| b.model_class == "sonnet")
+        .unwrap();
+    assert!(sonnet.paused_until.unwrap() > SystemTime::now() + Duration::from_secs(200));
+    assert_eq!(sonnet.learned[0], Some(600));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_state_file_is_set_aside_and_the_daemon_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("pacer")).unwrap();
+    std::fs::write(dir.path().join("pacer/state"), b"\x00\x01 not json").unwrap();
+    let daemon = Pacerd::start(dir.path(), &[]);
+    client(&daemon.socket, "c").await.status().await.unwrap();
+    let names: Vec<String> = std::fs::read_dir(dir.path().join("pacer"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("state.corrupt-")),
+        "{names:?}"
+    );
+    let logs = read_logs(&dir.path().join("pacer/logs"));
+    assert!(logs.contains("state file set aside"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_rotate_in_their_directory_and_never_hold_an_api_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("my-logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    // Twenty old daily files: only the 13 newest are kept beside today's.
+    for day in 1..=20 {
+        std::fs::write(logs.join(format!("pacerd.2025-01-{day:02}.log")), "old\n").unwrap();
+    }
+    let mut daemon = Pacerd::start(dir.path(), &["--log-dir", logs.to_str().unwrap()]);
+    let client = client(&daemon.socket, "c").await;
+    let permit = client.acquire(request()).await.unwrap();
+    permit
+        .report(rate_limited(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    daemon.signal(libc::SIGTERM);
+    tokio::task::spawn_blocking(move || daemon.wait())
+        .await
+        .unwrap();
+
+    let files: Vec<String> = std::fs::read_dir(&logs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files.len(), pacer_daemon::logging::KEEP_FILES, "{files:?}");
+    let today = humantime::format_rfc3339(SystemTime::now()).to_string()[..10].to_owned();
+    let current = logs.join(format!("pacerd.{today}.log"));
+    let text = std::fs::read_to_string(&current).unwrap();
+    for line in [
+        "pacerd listening",
+        "pause started",
+        "pause ended",
+        "limit learned",
+        "stopped",
+    ] {
+        assert!(text.contains(line), "no `{line}` in {text}");
+    }
+    assert!(text.contains(&KeyFingerprint::of(KEY).to_string()));
+    assert!(!read_logs(&logs).contains(KEY), "an API key was logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_activation_serves_on_inherited_sockets() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("activated.sock");
+    let unix = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gateway = tcp.local_addr().unwrap();
+    let (unix_fd, tcp_fd) = (unix.as_raw_fd(), tcp.as_raw_fd());
+    let mut command = Command::new("/bin/sh");
+    // The shell sets LISTEN_PID to its own pid and then becomes pacerd (same pid), as systemd
+    // would have it.
+    command
+        .args([
+            "-c",
+            "LISTEN_PID=$$ LISTEN_FDS=2 exec \"$0\" --socket /nonexistent/unused.sock",
+        ])
+        .arg(binary("pacerd"))
+        .env("XDG_STATE_HOME", dir.path())
+        .env("XDG_CONFIG_HOME", dir.path())
+        .stderr(Stdio::null());
+    // SAFETY: only async-signal-safe calls (dup2) between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            for (from, to) in [(unix_fd, 3), (tcp_fd, 4)] {
+                if libc::dup2(from, to) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn().unwrap();
+    let daemon = Pacerd {
+        child,
+        socket: socket.clone(),
+    };
+    drop((unix, tcp));
+    let client = Client::builder()
+        .endpoint(&daemon.socket)
+        .fail_mode(FailMode::Closed)
+        .reconnect_window(Duration::from_secs(10))
+        .connect()
+        .await;
+    let client = match client {
+        Ok(client) => client,
+        Err(_) => {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            Client::builder()
+                .endpoint(&daemon.socket)
+                .fail_mode(FailMode::Closed)
+                .connect()
+                .await
+                .expect("pacerd serves on the inherited Unix socket")
+        }
+    };
+    let info = client.gateway_info().await.unwrap();
+    assert_eq!(
+        info.listen,
+        Some(gateway.to_string()),
+        "and the gateway on the inherited TCP socket"
+    );
+    let response = reqwest::get(format!("http://{gateway}/v1/models"))
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        502,
+        "the gateway answers (its upstream is unreachable here)"
+    );
+    assert!(!Path::new("/nonexistent/unused.sock").exists());
+}
+
+#[test]
+fn service_install_writes_units_that_systemd_accepts_and_a_valid_launchd_plist() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(binary("pacer"))
+        .args(["service", "install", "--no-start"])
+        .env("XDG_CONFIG_HOME", dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let units = dir.path().join("systemd/user");
+    let service = std::fs::read_to_string(units.join("pacerd.service")).unwrap();
+    let pacerd = binary("pacerd");
+    assert!(
+        service.contains(&format!("ExecStart={}", pacerd.display())),
+        "{service}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("systemctl --user enable --now pacerd.socket"),
+        "{stdout}"
+    );
+
+    let has_systemd = Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !has_systemd {
+        assert!(
+            std::env::var_os("PACER_E2E_REQUIRED").is_none(),
+            "systemd-analyze is needed to check the units (.ci/run installs it)"
+        );
+        eprintln!("skipped the unit checks: systemd-analyze is not installed");
+        return;
+    }
+    let verify = Command::new("systemd-analyze")
+        .args(["--user", "verify"])
+        .arg(units.join("pacerd.socket"))
+        .arg(units.join("pacerd.service"))
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .output()
+        .unwrap();
+    let complaints = String::from_utf8_lossy(&verify.stderr);
+    assert!(
+        verify.status.success() && complaints.trim().is_empty(),
+        "{complaints}"
+    );
+
+    // The system-wide variant, with the real binary in ExecStart.
+    let system = dir.path().join("system");
+    std::fs::create_dir_all(&system).unwrap();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../systemd/system");
+    let unit = std::fs::read_to_string(root.join("pacerd.service"))
+        .unwrap()
+        .replace("/usr/local/bin/pacerd", &pacerd.to_string_lossy());
+    std::fs::write(system.join("pacerd.service"), unit).unwrap();
+    std::fs::copy(root.join("pacerd.socket"), system.join("pacerd.socket")).unwrap();
+    let verify = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(system.join("pacerd.socket"))
+        .arg(system.join("pacerd.service"))
+        .output()
+        .unwrap();
+    let complaints = String::from_utf8_lossy(&verify.stderr);
+    assert!(
+        verify.status.success() && complaints.trim().is_empty(),
+        "{complaints}"
+    );
+
+    let plist = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../systemd/dev.pacer.pacerd.plist");
+    let check = Command::new("python3")
+        .args([
+            "-c",
+            "import plistlib, sys; p = plistlib.load(open(sys.argv[1], 'rb')); \
+             assert p['Label'] == 'dev.pacer.pacerd' and p['KeepAlive'] is True, p",
+        ])
+        .arg(&plist)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    let out = Command::new(binary("pacer"))
+        .args(["service", "uninstall", "--no-stop"])
+        .env("XDG_CONFIG_HOME", dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(!units.join("pacerd.service").exists());
+}
