@@ -377,7 +377,10 @@ impl Client {
     pub async fn subscribe(&self) -> Result<Subscription, Error> {
         let connection = self.connection(false).await?;
         let events = connection.stream(Request::Subscribe)?;
-        Ok(Subscription { events })
+        Ok(Subscription {
+            events,
+            _connection: connection,
+        })
     }
 
     /// Where the daemon's HTTP gateway listens (`None` when it runs without one).
@@ -404,6 +407,8 @@ fn expect_ack(response: Response) -> Result<(), Error> {
 /// Events from [`Client::subscribe`].
 pub struct Subscription {
     events: mpsc::UnboundedReceiver<Response>,
+    /// Keeps the connection open for as long as the subscription lives.
+    _connection: Arc<Connection>,
 }
 
 impl Subscription {

@@ -17,8 +17,10 @@ use pacer_protocol::message::{
     ErrorKind, Hello, Release, Request, RequestFrame, Response, ResponseFrame,
 };
 use pacer_protocol::{PROTOCOL_VERSION, codec};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::outbox::{self, Outbox};
 
 /// How long a daemon may take to answer the handshake before it is taken for unreachable.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -45,7 +47,7 @@ pub struct Connection {
     path: PathBuf,
     /// Becomes true when the reader sees the connection end.
     closed: watch::Receiver<bool>,
-    outgoing: mpsc::UnboundedSender<RequestFrame>,
+    outbox: Arc<Outbox>,
     pending: Arc<Mutex<PendingTable>>,
     next_id: AtomicU64,
     daemon_version: String,
@@ -62,21 +64,21 @@ impl Connection {
             .to_owned()
             .to_fs_name::<GenericFilePath>()
             .map_err(unreachable)?;
-        let stream = Arc::new(Stream::connect(name).await.map_err(unreachable)?);
-        let (outgoing, rx) = mpsc::unbounded_channel();
+        let stream = Stream::connect(name).await.map_err(unreachable)?;
+        let (reader, outbox) = outbox::split(stream);
         let pending = Arc::new(Mutex::new(PendingTable::default()));
         let (closed_tx, closed) = watch::channel(false);
         let pending_for_reader = pending.clone();
-        let outgoing_for_reader = outgoing.clone().downgrade();
-        tokio::spawn(write_requests(StreamHalf(stream.clone()), rx));
+        let outbox_for_reader = Arc::downgrade(&outbox);
+        tokio::spawn(outbox.clone().flush());
         tokio::spawn(async move {
-            read_responses(StreamHalf(stream), pending_for_reader, outgoing_for_reader).await;
+            read_responses(reader, pending_for_reader, outbox_for_reader).await;
             let _ = closed_tx.send(true);
         });
         let mut connection = Connection {
             path: path.to_owned(),
             closed,
-            outgoing,
+            outbox,
             pending,
             next_id: AtomicU64::new(1),
             daemon_version: String::new(),
@@ -127,9 +129,10 @@ impl Connection {
             }
             table.waiting.insert(id, pending);
         }
-        self.outgoing
-            .send(RequestFrame { id, request })
-            .map_err(|_| self.disconnected())?;
+        if !self.outbox.send(&RequestFrame { id, request }) {
+            self.table().waiting.remove(&id);
+            return Err(self.disconnected());
+        }
         Ok(id)
     }
 
@@ -211,37 +214,18 @@ pub fn unexpected(response: Response) -> Error {
     }
 }
 
-async fn write_requests(
-    mut writer: impl AsyncWrite + Unpin,
-    mut rx: mpsc::UnboundedReceiver<RequestFrame>,
-) {
-    let mut buf = Vec::with_capacity(1024);
-    while let Some(frame) = rx.recv().await {
-        buf.clear();
-        let mut next = Some(frame);
-        while let Some(frame) = next {
-            if let Err(e) = codec::encode(&frame, &mut buf) {
-                tracing::error!("cannot encode a request for pacerd: {e}");
-            }
-            next = if buf.len() < 64 * 1024 {
-                rx.try_recv().ok()
-            } else {
-                None
-            };
-        }
-        if writer.write_all(&buf).await.is_err() {
-            return;
-        }
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // Closing the writing side tells the daemon this client is gone: it settles whatever
+        // the connection still held.
+        self.outbox.close();
     }
-    // Every sender is gone: the client dropped the connection. Tell the daemon, which settles
-    // whatever the connection still held.
-    let _ = writer.shutdown().await;
 }
 
 async fn read_responses(
     mut reader: impl AsyncRead + Unpin,
     pending: Arc<Mutex<PendingTable>>,
-    outgoing: mpsc::WeakUnboundedSender<RequestFrame>,
+    outbox: std::sync::Weak<Outbox>,
 ) {
     let mut buf = BytesMut::with_capacity(8 * 1024);
     'read: loop {
@@ -250,9 +234,9 @@ async fn read_responses(
                 Ok(Some((frame, used))) => {
                     buf.advance(used);
                     if let Some(release) = dispatch(&pending, frame)
-                        && let Some(outgoing) = outgoing.upgrade()
+                        && let Some(outbox) = outbox.upgrade()
                     {
-                        let _ = outgoing.send(release);
+                        outbox.send(&release);
                     }
                 }
                 Ok(None) => break,
@@ -312,9 +296,12 @@ fn dispatch(pending: &Mutex<PendingTable>, frame: ResponseFrame) -> Option<Reque
     }
 }
 
-/// One side of the connection (`&Stream` reads and writes, so the halves need no lock).
-struct StreamHalf(Arc<Stream>);
+/// One side of the connection where no native split is used (`&Stream` reads and writes, so the
+/// halves need no lock).
+#[cfg(not(unix))]
+pub(crate) struct StreamHalf(pub(crate) Arc<Stream>);
 
+#[cfg(not(unix))]
 impl AsyncRead for StreamHalf {
     fn poll_read(
         self: std::pin::Pin<&mut Self>,
@@ -325,7 +312,8 @@ impl AsyncRead for StreamHalf {
     }
 }
 
-impl AsyncWrite for StreamHalf {
+#[cfg(not(unix))]
+impl tokio::io::AsyncWrite for StreamHalf {
     fn poll_write(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,

@@ -30,6 +30,7 @@ pub mod blocking;
 mod client;
 mod connection;
 mod error;
+mod outbox;
 pub mod outcome;
 mod permit;
 mod request;

@@ -11,10 +11,12 @@ use interprocess::local_socket::{GenericFilePath, ListenerOptions};
 
 pub use interprocess::local_socket::tokio::{Listener, Stream};
 
-/// One side of a connection: the reading task and the writing task each hold one. (`&Stream` reads
-/// and writes, so two handles to one stream need no lock.)
+/// One side of a connection where no native split is used: the reading task and the writing
+/// task each hold one. (`&Stream` reads and writes, so two handles to one stream need no lock.)
+#[cfg(not(unix))]
 pub struct StreamHalf(pub std::sync::Arc<Stream>);
 
+#[cfg(not(unix))]
 impl tokio::io::AsyncRead for StreamHalf {
     fn poll_read(
         self: std::pin::Pin<&mut Self>,
@@ -25,6 +27,7 @@ impl tokio::io::AsyncRead for StreamHalf {
     }
 }
 
+#[cfg(not(unix))]
 impl tokio::io::AsyncWrite for StreamHalf {
     fn poll_write(
         self: std::pin::Pin<&mut Self>,

@@ -7,6 +7,7 @@
 //! - [`wait_until`] waits for a condition with a deadline instead of sleeping.
 //! - [`mock`]: a mock of the Anthropic Messages API (also the `mock-upstream` binary).
 
+pub mod bench;
 pub mod mock;
 
 use std::future::Future;

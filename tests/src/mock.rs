@@ -144,10 +144,13 @@ struct State {
     cached: HashSet<(String, u64)>,
     seen: VecDeque<Seen>,
     in_progress: u64,
+    /// Every `/v1/messages` answer: when (since the mock started) and its status.
+    timeline: Vec<(Duration, u16)>,
 }
 
 struct Mock {
     config: MockConfig,
+    started: Instant,
     state: Mutex<State>,
     next_id: std::sync::atomic::AtomicU64,
 }
@@ -178,6 +181,7 @@ impl MockUpstream {
         let addr = listener.local_addr()?;
         let mock = Arc::new(Mock {
             config,
+            started: Instant::now(),
             state: Mutex::default(),
             next_id: Default::default(),
         });
@@ -204,6 +208,11 @@ impl MockUpstream {
     /// `/v1/messages` requests being answered right now.
     pub fn in_progress(&self) -> u64 {
         self.mock.lock().in_progress
+    }
+
+    /// Every `/v1/messages` answer so far: time since the mock started, and status.
+    pub fn timeline(&self) -> Vec<(Duration, u16)> {
+        self.mock.lock().timeline.clone()
     }
 
     /// The requests seen most recently (up to 100), oldest first.
@@ -500,6 +509,12 @@ async fn messages(mock: &Arc<Mock>, headers: &HeaderMap, body: &Bytes) -> Respon
     if !config.latency.is_zero() {
         tokio::time::sleep(config.latency).await;
     }
+    let status = match &verdict {
+        Verdict::Overloaded => 529,
+        Verdict::SpendCap | Verdict::Limited { .. } => 429,
+        Verdict::Serve { .. } => 200,
+    };
+    mock.lock().timeline.push((mock.started.elapsed(), status));
     match verdict {
         Verdict::Overloaded => json_response(
             StatusCode::from_u16(529).expect("529"),

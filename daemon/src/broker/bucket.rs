@@ -92,9 +92,11 @@ impl Bucket {
     }
 
     /// The server says only `remaining` is left: believe it when it is less than we think.
-    pub fn lower_to(&mut self, remaining: u64, now: Instant) {
+    pub fn lower_to(&mut self, remaining: f64, now: Instant) {
         self.refill(now);
-        self.level = self.level.min(remaining as f64);
+        if remaining.is_finite() {
+            self.level = self.level.min(remaining);
+        }
     }
 
     /// Empties the bucket (keeping any debt), so that grants resume at the refill pace.
@@ -190,9 +192,9 @@ mod tests {
     fn lower_to_only_lowers() {
         let t0 = Instant::now();
         let mut b = Bucket::full(100, t0);
-        b.lower_to(40, t0);
+        b.lower_to(40.0, t0);
         assert_eq!(b.level_at(t0), 40.0);
-        b.lower_to(90, t0);
+        b.lower_to(90.0, t0);
         assert_eq!(b.level_at(t0), 40.0);
     }
 

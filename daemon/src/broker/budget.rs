@@ -51,6 +51,26 @@ pub struct Budget {
     pub output_average: RunningAverage,
     pub granted: u64,
     pub rate_limited: u64,
+    /// Everything ever reserved, so that a response's `remaining` (counted by the server when
+    /// the call arrived) can be corrected for the grants made since.
+    pub taken: Costs,
+}
+
+/// A limit learned from headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Learned {
+    pub kind: LimitKind,
+    pub limit: u64,
+    /// The limit was not enforced before: its bucket is new.
+    pub new_bucket: bool,
+}
+
+/// How stale a response's `remaining` headers are: what was granted after the call they answer,
+/// and how long ago that call was granted.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Staleness {
+    pub taken_since: Costs,
+    pub age: std::time::Duration,
 }
 
 impl Budget {
@@ -68,6 +88,7 @@ impl Budget {
             output_average: RunningAverage::default(),
             granted: 0,
             rate_limited: 0,
+            taken: Costs::default(),
         };
         budget.sync_buckets(now);
         budget
@@ -227,6 +248,7 @@ impl Budget {
         });
         self.in_flight += 1;
         self.granted += 1;
+        self.taken = self.taken.plus(cost);
         charged
     }
 
@@ -273,23 +295,34 @@ impl Budget {
 
     /// Learns limits from response headers and believes the server's `remaining` counts where
     /// they are lower than the buckets'. Returns the limits whose value in force changed.
+    ///
+    /// The server counted `remaining` when the call arrived; calls granted since then have
+    /// spent some of it, and time has refilled some: `staleness` corrects for both.
     pub fn apply_headers(
         &mut self,
         headers: &RateLimitHeaders,
+        staleness: Staleness,
         now: Instant,
-    ) -> Vec<(LimitKind, u64)> {
+    ) -> Vec<Learned> {
         let mut changed = Vec::new();
         for kind in LimitKind::ALL {
             let window = headers.window(kind);
+            let existed = self.buckets[kind.index()].is_some();
             if let Some(limit) = window.limit
                 && self.learn(kind, limit, now)
             {
-                changed.push((kind, limit));
+                changed.push(Learned {
+                    kind,
+                    limit,
+                    new_bucket: !existed,
+                });
             }
             if let (Some(remaining), Some(bucket)) =
                 (window.remaining, &mut self.buckets[kind.index()])
             {
-                bucket.lower_to(remaining, now);
+                let refilled = bucket.limit() as f64 / 60.0 * staleness.age.as_secs_f64();
+                let spent_since = staleness.taken_since.get(kind) as f64;
+                bucket.lower_to(remaining as f64 - spent_since + refilled, now);
             }
         }
         changed

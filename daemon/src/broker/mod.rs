@@ -28,7 +28,7 @@ use pacer_protocol::message::{
 use pacer_protocol::ratelimit::{RateLimitHeaders, limit_named_in};
 use pacer_protocol::{KeyFingerprint, LimitKind, Priority};
 
-use budget::{Budget, Readiness, Reservation};
+use budget::{Budget, Learned, Readiness, Reservation, Staleness};
 pub use cost::Costs;
 use lease::{Lease, Waiter};
 pub use limits::{LimitSet, LimitTable, ModelClasses};
@@ -392,6 +392,7 @@ impl Broker {
     fn grant(&mut self, b: usize, grant: Grant<'_>, now: Instant) {
         let lease = LeaseId(self.next_lease);
         self.next_lease += 1;
+        let taken_before = self.budgets[b].taken;
         let charged = self.budgets[b].take(&grant.cost, now);
         let expires = grant.detached_ttl.map(|ttl| later(now, ttl));
         match expires {
@@ -413,6 +414,8 @@ impl Broker {
                     cost: grant.cost,
                     charged,
                 },
+                granted_at: now,
+                taken_before,
             },
         );
         let response = Response::Granted(Granted {
@@ -501,6 +504,7 @@ impl Broker {
     ) -> Result<Vec<Output>, BrokerError> {
         let held = self.take_lease(lease)?;
         let b = held.budget;
+        let staleness = self.staleness(&held, now);
         let reserved = held.reservation;
         let rate_limited = matches!(settlement, Settlement::RateLimited { .. });
         match settlement {
@@ -524,7 +528,7 @@ impl Broker {
                     .or(headers.retry_after)
                     .unwrap_or(DEFAULT_RATE_LIMIT_PAUSE);
                 // Learn first: the 429's own headers may create the bucket it names.
-                self.learn(b, headers, now);
+                self.learn(b, headers, staleness, now);
                 let limit = message.as_deref().and_then(limit_named_in);
                 let budget = &mut self.budgets[b];
                 budget.rate_limited += 1;
@@ -545,7 +549,7 @@ impl Broker {
         }
         if !rate_limited {
             // After settling: the server's `remaining` already counts this call.
-            self.learn(b, headers, now);
+            self.learn(b, headers, staleness, now);
         }
         self.budgets[b].finish();
         self.serve(b, now);
@@ -634,19 +638,44 @@ impl Broker {
     pub fn observe(
         &mut self,
         now: Instant,
-        key: KeyFingerprint,
-        model: &str,
+        lease: LeaseId,
         headers: &RateLimitHeaders,
     ) -> Vec<Output> {
-        if let Some(b) = self.budget_for(key, model, now) {
-            self.learn(b, headers, now);
+        if let Some(held) = self.leases.get(&lease) {
+            let (b, staleness) = (held.budget, self.staleness(held, now));
+            self.learn(b, headers, staleness, now);
             self.serve(b, now);
         }
         self.take_output()
     }
 
-    fn learn(&mut self, b: usize, headers: &RateLimitHeaders, now: Instant) {
-        for (kind, limit) in self.budgets[b].apply_headers(headers, now) {
+    /// How stale the headers of the call under `lease` are by now.
+    fn staleness(&self, lease: &Lease, now: Instant) -> Staleness {
+        let budget = &self.budgets[lease.budget];
+        Staleness {
+            taken_since: budget
+                .taken
+                .minus(&lease.taken_before)
+                .minus(&lease.reservation.cost),
+            age: now.saturating_duration_since(lease.granted_at),
+        }
+    }
+
+    fn learn(&mut self, b: usize, headers: &RateLimitHeaders, staleness: Staleness, now: Instant) {
+        for Learned {
+            kind,
+            limit,
+            new_bucket,
+        } in self.budgets[b].apply_headers(headers, staleness, now)
+        {
+            if new_bucket {
+                // The new bucket starts from the server's `remaining`, which counts (or, via the
+                // staleness correction, subtracts) every call in flight: they are now charged
+                // to it, and their settlement refunds or charges it like any other.
+                for lease in self.leases.values_mut().filter(|l| l.budget == b) {
+                    lease.reservation.charged[kind.index()] = true;
+                }
+            }
             self.out.push(Output::Event(Event::LimitLearned {
                 budget: self.budgets[b].id(),
                 kind,

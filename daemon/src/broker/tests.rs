@@ -413,6 +413,26 @@ fn remaining_headers_lower_a_bucket_but_never_raise_it() {
 }
 
 #[test]
+fn remaining_is_corrected_for_grants_made_after_the_call_it_answers() {
+    // Limits not known yet: ten calls go out at once. The first answer says 50 rpm, 49 left —
+    // counted when that call arrived, before the nine others did.
+    let mut h = Harness::new(BrokerConfig::default());
+    let tickets: Vec<_> = (0..10).map(|i| h.acquire(i, |_| {})).collect();
+    let mut headers = RateLimitHeaders::default();
+    headers.requests.limit = Some(50);
+    headers.requests.remaining = Some(49);
+    h.report_with(
+        h.lease(tickets[0]).unwrap(),
+        Settlement::Success {
+            usage: Usage::default(),
+        },
+        headers,
+    );
+    // 49 − the 9 granted after it = 40, not 49.
+    assert_eq!(h.status().available.requests, Some(40));
+}
+
+#[test]
 fn release_refunds_everything() {
     let mut h = Harness::with_limits(
         "sonnet",
@@ -877,12 +897,12 @@ fn absurd_durations_are_clamped_not_fatal() {
 }
 
 #[test]
-fn a_limit_learned_after_a_grant_charges_the_real_use_and_refunds_nothing() {
+fn a_limit_learned_mid_flight_accounts_for_the_calls_in_flight() {
     let mut h = Harness::new(BrokerConfig::default());
     let t = h.acquire(1, |r| r.input_tokens = Some(10_000));
     let other = h.acquire(2, |r| r.input_tokens = Some(10_000));
-    // A response teaches itpm = 30,000 with 29,000 left: the new bucket never held the
-    // reservations of the two permits already granted.
+    // A response teaches itpm = 30,000 with 29,000 left when call 1 arrived. Call 2 was
+    // granted after it: its 10,000 come off too.
     let mut headers = RateLimitHeaders::default();
     headers.input_tokens.limit = Some(30_000);
     headers.input_tokens.remaining = Some(29_000);
@@ -896,8 +916,8 @@ fn a_limit_learned_after_a_grant_charges_the_real_use_and_refunds_nothing() {
         },
         headers,
     );
-    assert_eq!(h.status().available.input_tokens, Some(29_000));
-    // Released unused: nothing to give back to a bucket that never held it.
+    assert_eq!(h.status().available.input_tokens, Some(19_000));
+    // Call 2 is given back unused: its reservation returns, and no more.
     let out = h.broker.release(h.now, h.lease(other).unwrap()).unwrap();
     h.collect(out);
     assert_eq!(h.status().available.input_tokens, Some(29_000));

@@ -147,7 +147,7 @@ pub async fn handle(gateway: &Arc<Gateway>, gate: Gate, forward: Forward) -> Res
         let status = upstream.status();
         // Learn from the headers now, not when the body ends: the client may send its next
         // request the moment it has read this one.
-        session.observe(gate.key, &gate.model, &header_list(upstream.headers()));
+        session.observe(lease, &header_list(upstream.headers()));
         if status.is_success() {
             let settle = Settle {
                 // Already applied above.

@@ -1,60 +1,52 @@
 //! One client connection: the handshake, then requests until it closes.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use pacer_protocol::message::{
     ErrorKind, Hello, Request, RequestFrame, Response, ResponseFrame, Welcome,
 };
 use pacer_protocol::{PROTOCOL_VERSION, codec};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinSet;
 
 use super::handlers::{self, DAEMON_VERSION};
+use super::outbox::{self, Outbox};
 use super::shared::{Shared, Writer};
 use crate::broker::{ConnId, Ticket};
 use crate::listener::Stream;
-use crate::listener::StreamHalf;
-
-/// Bytes of responses gathered into one write when several are ready at once.
-const WRITE_BATCH: usize = 64 * 1024;
-
-/// How long a write may block before the client is taken for gone (it stopped reading).
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn serve(stream: Stream, conn: ConnId, shared: Arc<Shared>, stop: watch::Receiver<bool>) {
-    let stream = Arc::new(stream);
-    let (tx, rx) = mpsc::unbounded_channel();
-    let mut writer = tokio::spawn(write_responses(StreamHalf(stream.clone()), rx));
-    let registration = Registration::new(&shared, conn, tx.clone());
+    let (reader, outbox) = outbox::split(stream);
+    let mut flush = tokio::spawn(outbox.clone().flush());
+    let registration = Registration::new(&shared, conn, Writer::Socket(outbox.clone()));
     let mut session = Session {
         conn,
         shared: shared.clone(),
-        tx,
+        outbox: outbox.clone(),
         greeted: false,
         subscriptions: JoinSet::new(),
     };
-    let mut writer_done = false;
+    let mut flush_done = false;
     tokio::select! {
-        result = session.read_requests(StreamHalf(stream), stop) => {
+        result = session.read_requests(reader, stop) => {
             if let Err(reason) = result {
                 tracing::debug!(conn = conn.0, "closing connection: {reason}");
             }
         }
-        _ = &mut writer => {
-            writer_done = true;
+        _ = &mut flush => {
+            flush_done = true;
             tracing::debug!(conn = conn.0, "closing connection: the client stopped reading");
         }
     }
     session.subscriptions.abort_all();
-    // Settle what the connection held and close the response channel, then let the writer
-    // flush what is left.
+    // Settle what the connection held, then let the flush task write what is left and close.
     drop(session);
     drop(registration);
-    if !writer_done {
-        let _ = writer.await;
+    outbox.close();
+    if !flush_done {
+        let _ = flush.await;
     }
 }
 
@@ -81,8 +73,8 @@ impl Drop for Registration<'_> {
 struct Session {
     conn: ConnId,
     shared: Arc<Shared>,
-    /// This connection's writer, for answers given at once.
-    tx: Writer,
+    /// This connection's outbox, for answers given at once.
+    outbox: Arc<Outbox>,
     greeted: bool,
     /// Tasks forwarding events to this connection.
     subscriptions: JoinSet<()>,
@@ -126,7 +118,7 @@ impl Session {
     }
 
     fn send(&self, id: u64, response: Response) {
-        let _ = self.tx.send(ResponseFrame { id, response });
+        self.outbox.send(&ResponseFrame { id, response });
     }
 
     fn handle(&mut self, frame: RequestFrame) -> Result<(), String> {
@@ -191,7 +183,7 @@ impl Session {
 
     fn subscribe(&mut self, id: u64) {
         let shared = self.shared.clone();
-        let tx = self.tx.clone();
+        let outbox = self.outbox.clone();
         self.subscriptions.spawn(async move {
             let mut subscription = shared.subscribe();
             loop {
@@ -201,9 +193,7 @@ impl Session {
                             id,
                             response: Response::Event(event),
                         };
-                        if tx.send(frame).is_err() {
-                            return;
-                        }
+                        outbox.send(&frame);
                     }
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::warn!("a subscriber fell behind and missed {missed} events");
@@ -220,41 +210,4 @@ fn welcome(_hello: &Hello) -> Response {
         protocol_version: PROTOCOL_VERSION,
         daemon_version: DAEMON_VERSION.to_owned(),
     })
-}
-
-/// Sends responses as they come, gathering those already waiting into one write.
-async fn write_responses(
-    mut writer: impl AsyncWrite + Unpin,
-    mut rx: mpsc::UnboundedReceiver<ResponseFrame>,
-) {
-    let mut buf = Vec::with_capacity(4 * 1024);
-    while let Some(frame) = rx.recv().await {
-        buf.clear();
-        encode(&frame, &mut buf);
-        while buf.len() < WRITE_BATCH {
-            match rx.try_recv() {
-                Ok(frame) => encode(&frame, &mut buf),
-                Err(_) => break,
-            }
-        }
-        match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&buf)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) | Err(_) => return,
-        }
-    }
-    let _ = tokio::time::timeout(WRITE_TIMEOUT, writer.shutdown()).await;
-}
-
-fn encode(frame: &ResponseFrame, buf: &mut Vec<u8>) {
-    if let Err(e) = codec::encode(frame, buf) {
-        tracing::error!("cannot encode a response: {e}");
-        let fallback = ResponseFrame {
-            id: frame.id,
-            response: handlers::error(
-                ErrorKind::InvalidRequest,
-                format!("the response could not be sent: {e}"),
-            ),
-        };
-        codec::encode(&fallback, buf).expect("a short error always encodes");
-    }
 }

@@ -10,6 +10,7 @@
 mod connection;
 mod handlers;
 mod notify;
+mod outbox;
 mod saver;
 mod session;
 mod shared;

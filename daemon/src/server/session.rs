@@ -28,7 +28,7 @@ impl Session {
     pub fn open(shared: &Arc<Shared>) -> Session {
         let conn = shared.new_conn_id();
         let (tx, answers) = mpsc::unbounded_channel();
-        shared.register(conn, tx);
+        shared.register(conn, super::shared::Writer::Session(tx));
         Session {
             shared: shared.clone(),
             conn,
@@ -62,14 +62,15 @@ impl Session {
         handlers::release(&self.shared, Release { lease });
     }
 
-    /// Feeds a response's rate-limit headers to the broker as soon as they arrive.
-    pub fn observe(&self, key: KeyFingerprint, model: &str, headers: &[(String, String)]) {
+    /// Feeds the rate-limit headers of the response to the call under `lease` as soon as they
+    /// arrive.
+    pub fn observe(&self, lease: LeaseId, headers: &[(String, String)]) {
         let headers = RateLimitHeaders::parse(
             headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
             SystemTime::now(),
         );
         self.shared
-            .update(|broker, now| (broker.observe(now, key, model, &headers), ()));
+            .update(|broker, now| (broker.observe(now, lease, &headers), ()));
     }
 
     /// Fails every acquire for `key` fast for `duration` (a spend cap was reached).

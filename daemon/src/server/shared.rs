@@ -2,16 +2,34 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use pacer_protocol::message::{Event, GatewayInfo, ResponseFrame};
 use tokio::sync::{Notify, broadcast, mpsc};
 
+use super::outbox::Outbox;
 use crate::broker::{Broker, ConnId, Output};
 
-/// Where a connection's responses go: its writer task.
-pub type Writer = mpsc::UnboundedSender<ResponseFrame>;
+/// Where a connection's responses go.
+#[derive(Clone)]
+pub enum Writer {
+    /// A socket connection.
+    Socket(Arc<Outbox>),
+    /// An in-process session (the gateway), which reads its answers from a channel.
+    Session(mpsc::UnboundedSender<ResponseFrame>),
+}
+
+impl Writer {
+    pub fn send(&self, frame: ResponseFrame) {
+        match self {
+            Writer::Socket(outbox) => outbox.send(&frame),
+            Writer::Session(tx) => {
+                let _ = tx.send(frame);
+            }
+        }
+    }
+}
 
 /// How many events a slow subscriber may fall behind before it misses some.
 const EVENT_BACKLOG: usize = 4096;
@@ -72,29 +90,38 @@ impl Shared {
     /// Runs one broker operation and delivers its outputs; `f` returns the outputs and whatever
     /// the caller wants back.
     pub fn update<R>(&self, f: impl FnOnce(&mut Broker, Instant) -> (Vec<Output>, R)) -> R {
-        let mut state = self.lock();
-        let now = super::now();
-        let (outputs, result) = f(&mut state.broker, now);
-        self.generation.fetch_add(1, Ordering::Relaxed);
-        state.deliver(outputs, &self.events, &self.pause_changed);
-        let next = state.broker.next_wakeup(now);
-        if next.is_some_and(|next| state.scheduled.is_none_or(|s| next < s)) {
-            self.timer.notify_one();
-        }
+        let (result, deliveries) = {
+            let mut state = self.lock();
+            let now = super::now();
+            let (outputs, result) = f(&mut state.broker, now);
+            self.generation.fetch_add(1, Ordering::Relaxed);
+            let deliveries = state.route(outputs, &self.events, &self.pause_changed);
+            let next = state.broker.next_wakeup(now);
+            if next.is_some_and(|next| state.scheduled.is_none_or(|s| next < s)) {
+                self.timer.notify_one();
+            }
+            (result, deliveries)
+        };
+        // Written after the lock is released: other connections need not wait for the sockets.
+        deliver(deliveries);
         result
     }
 
     /// Applies what time alone has changed; returns when to come back.
     pub fn tick(&self) -> Option<Instant> {
-        let mut state = self.lock();
-        let now = super::now();
-        let outputs = state.broker.tick(now);
-        if !outputs.is_empty() {
-            self.generation.fetch_add(1, Ordering::Relaxed);
-        }
-        state.deliver(outputs, &self.events, &self.pause_changed);
-        let next = state.broker.next_wakeup(now);
-        state.scheduled = next;
+        let (next, deliveries) = {
+            let mut state = self.lock();
+            let now = super::now();
+            let outputs = state.broker.tick(now);
+            if !outputs.is_empty() {
+                self.generation.fetch_add(1, Ordering::Relaxed);
+            }
+            let deliveries = state.route(outputs, &self.events, &self.pause_changed);
+            let next = state.broker.next_wakeup(now);
+            state.scheduled = next;
+            (next, deliveries)
+        };
+        deliver(deliveries);
         next
     }
 
@@ -151,21 +178,31 @@ impl Shared {
     }
 }
 
+/// Sends answers to their connections.
+fn deliver(deliveries: Vec<(Writer, ResponseFrame)>) {
+    for (writer, frame) in deliveries {
+        writer.send(frame);
+    }
+}
+
 impl State {
-    fn deliver(
+    /// Publishes events, and pairs each answer with the connection it goes to.
+    fn route(
         &mut self,
         outputs: Vec<Output>,
         events: &broadcast::Sender<Event>,
         pause_changed: &Notify,
-    ) {
+    ) -> Vec<(Writer, ResponseFrame)> {
+        let mut deliveries = Vec::new();
         for output in outputs {
             match output {
                 Output::Answer { ticket, response } => {
                     if let Some(writer) = self.writers.get(&ticket.conn) {
-                        let _ = writer.send(ResponseFrame {
+                        let frame = ResponseFrame {
                             id: ticket.request,
                             response,
-                        });
+                        };
+                        deliveries.push((writer.clone(), frame));
                     }
                 }
                 Output::Event(event) => {
@@ -179,6 +216,7 @@ impl State {
                 }
             }
         }
+        deliveries
     }
 }
 
