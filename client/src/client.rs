@@ -271,7 +271,17 @@ impl Client {
                             path: self.inner.endpoint.clone(),
                         }
                     }
-                    Ok(response) => return Ok((response, connection)),
+                    Ok(response) => {
+                        if retrying {
+                            // The daemon is back: any later outage is a new one.
+                            self.inner
+                                .outage
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .since = None;
+                        }
+                        return Ok((response, connection));
+                    }
                     Err(e) => e,
                 },
                 Err(e) => e,

@@ -70,7 +70,17 @@ impl Connection {
         let (closed_tx, closed) = watch::channel(false);
         let pending_for_reader = pending.clone();
         let outbox_for_reader = Arc::downgrade(&outbox);
-        tokio::spawn(outbox.clone().flush());
+        {
+            let (outbox, pending) = (outbox.clone(), pending.clone());
+            tokio::spawn(async move {
+                outbox.clone().flush().await;
+                if outbox.is_broken() {
+                    // The daemon stopped reading (or the socket failed): whoever waits for an
+                    // answer is told now, and the next call reconnects.
+                    close(&pending);
+                }
+            });
+        }
         tokio::spawn(async move {
             read_responses(reader, pending_for_reader, outbox_for_reader).await;
             let _ = closed_tx.send(true);
@@ -252,6 +262,11 @@ async fn read_responses(
             Ok(_) => {}
         }
     }
+    close(&pending);
+}
+
+/// Marks the connection closed: no request may wait on it any more.
+fn close(pending: &Mutex<PendingTable>) {
     let mut table = pending.lock().unwrap_or_else(|p| p.into_inner());
     table.closed = true;
     // Dropping the senders tells every waiting caller the connection is gone.

@@ -238,9 +238,11 @@ async fn interactive_requests_wait_less_than_batch_ones_under_saturation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_429_is_held_and_retried_when_the_pause_ends() {
     // 60 requests per minute upstream; pacer does not know it yet. A burst of 64 overruns the
-    // bucket: the excess gets 429s, which pause everyone, and are retried after.
+    // bucket (the answers that would teach pacer the limit take 300 ms to come back): the
+    // excess gets 429s, which pause everyone, and are retried after.
     let mock = MockUpstream::start(MockConfig {
         rpm: 60,
+        latency: Duration::from_millis(300),
         ..MockConfig::default()
     })
     .await;
@@ -434,20 +436,29 @@ async fn a_client_that_disconnects_mid_stream_cancels_the_upstream_call_and_sett
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cache_heavy_bodies_stop_reserving_their_size_in_tokens() {
-    // ITPM 30,000. A 90 KB body reserves ~22,500 tokens before calibration; it really counts a
+async fn cache_heavy_streamed_bodies_stop_reserving_their_size_in_tokens() {
+    cache_heavy_bodies_stop_reserving_their_size(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_heavy_json_bodies_stop_reserving_their_size_in_tokens() {
+    cache_heavy_bodies_stop_reserving_their_size(false).await;
+}
+
+async fn cache_heavy_bodies_stop_reserving_their_size(stream: bool) {
+    // ITPM 60,000. A 90 KB body reserves ~22,500 tokens before calibration; it really counts a
     // few dozen (the big prompt is cached). Ten in a row only go through quickly if the
-    // estimate learns that.
+    // estimate learns that — which it does from each response's usage, streamed or not.
     let mock = MockUpstream::start(MockConfig::default()).await;
     let daemon = daemon_for(
         &mock,
-        "[limits.sonnet]\nitpm = 30000\n",
+        "[limits.sonnet]\nitpm = 60000\n",
         Duration::from_secs(600),
     )
     .await;
     let base = format!("{}/s/claude-code~interactive", daemon.gateway_url().await);
     let system = json!([{"type": "text", "text": "x".repeat(90_000), "cache_control": {"type": "ephemeral"}}]);
-    let mut body = message("claude-sonnet-4-5", true);
+    let mut body = message("claude-sonnet-4-5", stream);
     body["system"] = system;
     for _ in 0..10 {
         let response = tokio::time::timeout(Duration::from_secs(60), post(&base, KEY, &body))
@@ -455,8 +466,14 @@ async fn cache_heavy_bodies_stop_reserving_their_size_in_tokens() {
             .expect("requests keep flowing");
         assert_eq!(response.status(), 200);
         response.text().await.unwrap();
+        if !stream {
+            // A body of known length settles as its last byte goes out, not later.
+            assert_eq!(budget(&daemon, KEY, "sonnet").await.unwrap().in_flight, 0);
+        }
     }
     let sonnet = budget(&daemon, KEY, "sonnet").await.unwrap();
     let available = sonnet.available.input_tokens.unwrap();
-    assert!(available > 20_000, "{available} input tokens left");
+    // Uncalibrated, ten reservations of ~22,500 would have left the bucket empty (each waiting
+    // for the refill); calibrated, only the first call's cache write (~22,500) is spent.
+    assert!(available > 30_000, "{available} input tokens left");
 }

@@ -51,9 +51,6 @@ pub struct Budget {
     pub output_average: RunningAverage,
     pub granted: u64,
     pub rate_limited: u64,
-    /// Everything ever reserved, so that a response's `remaining` (counted by the server when
-    /// the call arrived) can be corrected for the grants made since.
-    pub taken: Costs,
 }
 
 /// A limit learned from headers.
@@ -63,14 +60,6 @@ pub struct Learned {
     pub limit: u64,
     /// The limit was not enforced before: its bucket is new.
     pub new_bucket: bool,
-}
-
-/// How stale a response's `remaining` headers are: what was granted after the call they answer,
-/// and how long ago that call was granted.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Staleness {
-    pub taken_since: Costs,
-    pub age: std::time::Duration,
 }
 
 impl Budget {
@@ -88,7 +77,6 @@ impl Budget {
             output_average: RunningAverage::default(),
             granted: 0,
             rate_limited: 0,
-            taken: Costs::default(),
         };
         budget.sync_buckets(now);
         budget
@@ -248,7 +236,6 @@ impl Budget {
         });
         self.in_flight += 1;
         self.granted += 1;
-        self.taken = self.taken.plus(cost);
         charged
     }
 
@@ -296,12 +283,13 @@ impl Budget {
     /// Learns limits from response headers and believes the server's `remaining` counts where
     /// they are lower than the buckets'. Returns the limits whose value in force changed.
     ///
-    /// The server counted `remaining` when the call arrived; calls granted since then have
-    /// spent some of it, and time has refilled some: `staleness` corrects for both.
+    /// A bucket created by this (the limit was not known before) starts from the server's
+    /// `remaining` less `in_flight_elsewhere`: calls granted while the limit was unknown that the
+    /// server may not have counted yet. (An existing bucket already counts them.)
     pub fn apply_headers(
         &mut self,
         headers: &RateLimitHeaders,
-        staleness: Staleness,
+        in_flight_elsewhere: &Costs,
         now: Instant,
     ) -> Vec<Learned> {
         let mut changed = Vec::new();
@@ -320,9 +308,12 @@ impl Budget {
             if let (Some(remaining), Some(bucket)) =
                 (window.remaining, &mut self.buckets[kind.index()])
             {
-                let refilled = bucket.limit() as f64 / 60.0 * staleness.age.as_secs_f64();
-                let spent_since = staleness.taken_since.get(kind) as f64;
-                bucket.lower_to(remaining as f64 - spent_since + refilled, now);
+                let uncounted = if existed {
+                    0.0
+                } else {
+                    in_flight_elsewhere.get(kind) as f64
+                };
+                bucket.lower_to(remaining as f64 - uncounted, now);
             }
         }
         changed

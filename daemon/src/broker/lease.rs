@@ -36,7 +36,4 @@ pub struct Lease {
     pub expires: Option<Instant>,
     /// What was reserved, to be refunded or charged when the real usage is reported.
     pub reservation: Reservation,
-    pub granted_at: Instant,
-    /// The budget's total reserved before this grant, to tell what was granted after it.
-    pub taken_before: Costs,
 }

@@ -28,7 +28,7 @@ use pacer_protocol::message::{
 use pacer_protocol::ratelimit::{RateLimitHeaders, limit_named_in};
 use pacer_protocol::{KeyFingerprint, LimitKind, Priority};
 
-use budget::{Budget, Learned, Readiness, Reservation, Staleness};
+use budget::{Budget, Learned, Readiness, Reservation};
 pub use cost::Costs;
 use lease::{Lease, Waiter};
 pub use limits::{LimitSet, LimitTable, ModelClasses};
@@ -326,11 +326,7 @@ impl Broker {
         }
         let deadline = req.deadline.map(|d| later(now, d));
         if deadline.is_some_and(|d| d <= now) {
-            let budget = &self.budgets[b];
-            let ahead = budget
-                .queue
-                .cost_ahead(req.priority, budget.queue.mark(req.priority));
-            let retry_after = budget.wait_estimate(&ahead, &cost, self.gate(b), now);
+            let retry_after = self.estimate_wait(now, req);
             let response = Response::TimedOut(TimedOut { retry_after });
             self.out.push(Output::Answer { ticket, response });
             return self.take_output();
@@ -365,6 +361,24 @@ impl Broker {
         self.take_output()
     }
 
+    /// How long an acquire made now would wait, as far as the broker can tell (zero if it would
+    /// be granted at once): the gateway answers 429 straight away rather than hold a request it
+    /// cannot serve in time.
+    pub fn estimate_wait(&mut self, now: Instant, req: &Acquire) -> Duration {
+        let Some(b) = self.budget_for(req.key, &req.model, now) else {
+            return Duration::ZERO;
+        };
+        let budget = &self.budgets[b];
+        let cost = budget.cost_of(req);
+        if budget.queue.is_empty() && budget.readiness(&cost, self.gate(b), now) == Readiness::Now {
+            return Duration::ZERO;
+        }
+        let ahead = budget
+            .queue
+            .cost_ahead(req.priority, budget.queue.mark(req.priority));
+        budget.wait_estimate(&ahead, &cost, self.gate(b), now)
+    }
+
     fn invalid(&self, ticket: Ticket, req: &Acquire) -> Option<String> {
         if req.model.trim().is_empty() {
             return Some("the model name is empty".into());
@@ -392,7 +406,6 @@ impl Broker {
     fn grant(&mut self, b: usize, grant: Grant<'_>, now: Instant) {
         let lease = LeaseId(self.next_lease);
         self.next_lease += 1;
-        let taken_before = self.budgets[b].taken;
         let charged = self.budgets[b].take(&grant.cost, now);
         let expires = grant.detached_ttl.map(|ttl| later(now, ttl));
         match expires {
@@ -414,8 +427,6 @@ impl Broker {
                     cost: grant.cost,
                     charged,
                 },
-                granted_at: now,
-                taken_before,
             },
         );
         let response = Response::Granted(Granted {
@@ -504,7 +515,6 @@ impl Broker {
     ) -> Result<Vec<Output>, BrokerError> {
         let held = self.take_lease(lease)?;
         let b = held.budget;
-        let staleness = self.staleness(&held, now);
         let reserved = held.reservation;
         let rate_limited = matches!(settlement, Settlement::RateLimited { .. });
         match settlement {
@@ -528,7 +538,7 @@ impl Broker {
                     .or(headers.retry_after)
                     .unwrap_or(DEFAULT_RATE_LIMIT_PAUSE);
                 // Learn first: the 429's own headers may create the bucket it names.
-                self.learn(b, headers, staleness, now);
+                self.learn(b, headers, None, now);
                 let limit = message.as_deref().and_then(limit_named_in);
                 let budget = &mut self.budgets[b];
                 budget.rate_limited += 1;
@@ -549,7 +559,7 @@ impl Broker {
         }
         if !rate_limited {
             // After settling: the server's `remaining` already counts this call.
-            self.learn(b, headers, staleness, now);
+            self.learn(b, headers, None, now);
         }
         self.budgets[b].finish();
         self.serve(b, now);
@@ -642,31 +652,41 @@ impl Broker {
         headers: &RateLimitHeaders,
     ) -> Vec<Output> {
         if let Some(held) = self.leases.get(&lease) {
-            let (b, staleness) = (held.budget, self.staleness(held, now));
-            self.learn(b, headers, staleness, now);
+            let b = held.budget;
+            self.learn(b, headers, Some(lease), now);
             self.serve(b, now);
         }
         self.take_output()
     }
 
-    /// How stale the headers of the call under `lease` are by now.
-    fn staleness(&self, lease: &Lease, now: Instant) -> Staleness {
-        let budget = &self.budgets[lease.budget];
-        Staleness {
-            taken_since: budget
-                .taken
-                .minus(&lease.taken_before)
-                .minus(&lease.reservation.cost),
-            age: now.saturating_duration_since(lease.granted_at),
-        }
-    }
-
-    fn learn(&mut self, b: usize, headers: &RateLimitHeaders, staleness: Staleness, now: Instant) {
+    /// Applies a response's headers to budget `b`; `answering` is the lease of the call they
+    /// answer, if it is still held.
+    fn learn(
+        &mut self,
+        b: usize,
+        headers: &RateLimitHeaders,
+        answering: Option<LeaseId>,
+        now: Instant,
+    ) {
+        let creates_bucket = LimitKind::ALL.iter().any(|&kind| {
+            headers.window(kind).limit.is_some() && self.budgets[b].limits().get(kind).is_none()
+        });
+        // Only a new bucket needs this (rare): the calls granted while its limit was unknown.
+        let in_flight_elsewhere = if creates_bucket {
+            self.leases
+                .iter()
+                .filter(|(id, l)| l.budget == b && Some(**id) != answering)
+                .fold(Costs::default(), |sum, (_, l)| {
+                    sum.plus(&l.reservation.cost)
+                })
+        } else {
+            Costs::default()
+        };
         for Learned {
             kind,
             limit,
             new_bucket,
-        } in self.budgets[b].apply_headers(headers, staleness, now)
+        } in self.budgets[b].apply_headers(headers, &in_flight_elsewhere, now)
         {
             if new_bucket {
                 // The new bucket starts from the server's `remaining`, which counts (or, via the

@@ -413,9 +413,9 @@ fn remaining_headers_lower_a_bucket_but_never_raise_it() {
 }
 
 #[test]
-fn remaining_is_corrected_for_grants_made_after_the_call_it_answers() {
+fn a_new_bucket_starts_from_remaining_less_the_other_calls_in_flight() {
     // Limits not known yet: ten calls go out at once. The first answer says 50 rpm, 49 left —
-    // counted when that call arrived, before the nine others did.
+    // counted when that call arrived, perhaps before the nine others did.
     let mut h = Harness::new(BrokerConfig::default());
     let tickets: Vec<_> = (0..10).map(|i| h.acquire(i, |_| {})).collect();
     let mut headers = RateLimitHeaders::default();
@@ -428,7 +428,18 @@ fn remaining_is_corrected_for_grants_made_after_the_call_it_answers() {
         },
         headers,
     );
-    // 49 − the 9 granted after it = 40, not 49.
+    // 49 − the 9 others in flight = 40, not 49.
+    assert_eq!(h.status().available.requests, Some(40));
+    // Once the bucket exists it counts every grant itself: later answers only lower it.
+    let mut headers = RateLimitHeaders::default();
+    headers.requests.remaining = Some(45);
+    h.report_with(
+        h.lease(tickets[1]).unwrap(),
+        Settlement::Success {
+            usage: Usage::default(),
+        },
+        headers,
+    );
     assert_eq!(h.status().available.requests, Some(40));
 }
 

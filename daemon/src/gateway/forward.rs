@@ -37,7 +37,11 @@ pub struct Upstream {
 impl Upstream {
     pub fn new(base: reqwest::Url) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
+            // Redirects are the client's to follow, not the gateway's.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(std::time::Duration::from_secs(10))
+            // A stalled upstream must not hold a permit for ever (Claude Code gives up at 600 s).
+            .read_timeout(std::time::Duration::from_secs(600))
             .tcp_nodelay(true)
             .pool_idle_timeout(std::time::Duration::from_secs(90))
             .build()?;
@@ -58,7 +62,7 @@ impl Upstream {
         method: Method,
         url: reqwest::Url,
         headers: HeaderMap,
-        body: Bytes,
+        body: impl Into<reqwest::Body>,
     ) -> Result<reqwest::Response, reqwest::Error> {
         self.client
             .request(method, url)
@@ -79,14 +83,15 @@ fn is_hop_by_hop(name: &HeaderName, connection: &HeaderMap) -> bool {
     HOP_BY_HOP.contains(&name.as_str()) || listed_in_connection
 }
 
-/// The headers to send upstream: everything but hop-by-hop headers, `content-length` and the
-/// gateway's own `x-pacer-*`. For gated requests, `accept-encoding` is narrowed to encodings the
-/// gateway can read usage through (the client still gets the upstream's bytes unchanged).
+/// The headers to send upstream: everything but hop-by-hop headers and the gateway's own
+/// `x-pacer-*`. For gated requests (whose body is re-sent from memory), `content-length` is left
+/// to the HTTP client, and `accept-encoding` is narrowed to encodings the gateway can read usage
+/// through (the client still gets the upstream's bytes unchanged).
 pub fn request_headers(incoming: &HeaderMap, gated: bool) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(incoming.len());
     for (name, value) in incoming {
         if is_hop_by_hop(name, incoming)
-            || name == header::CONTENT_LENGTH
+            || (gated && name == header::CONTENT_LENGTH)
             || name == PRIORITY_HEADER
             || name == CLIENT_HEADER
         {
@@ -150,10 +155,12 @@ pub fn stream_response(
         header_text(header::CONTENT_TYPE),
         header_text(header::CONTENT_ENCODING),
     );
+    let length = upstream.content_length();
     let body = MeteredBody::new(
         Box::pin(upstream.bytes_stream().map_err(Into::into)),
         tap,
         settle,
+        length,
     );
     let mut response = Response::new(body.boxed_unsync());
     *response.status_mut() = status;

@@ -87,6 +87,23 @@ pub async fn handle(gateway: &Arc<Gateway>, gate: Gate, forward: Forward) -> Res
             deadline: Some(hold_left),
             detached_ttl: None,
         };
+        // A wait already known to outlast the hold is answered now, not after holding.
+        let expected = session.estimate_wait(&acquire);
+        if expected > hold_left {
+            return match held {
+                Some(held) => held.into_response(Some(expected)),
+                None => reply::rate_limited(
+                    expected,
+                    format!(
+                        "pacer: the shared rate limit for {} is spent; the wait (about {}s) would \
+                         exceed the gateway's max_hold ({}s)",
+                        gate.model,
+                        expected.as_secs_f64().ceil(),
+                        gateway.max_hold().as_secs()
+                    ),
+                ),
+            };
+        }
         let lease = match session.acquire(&acquire).await {
             Answer::Granted(granted) => granted.lease,
             Answer::TimedOut(timed_out) => {
@@ -138,8 +155,13 @@ pub async fn handle(gateway: &Arc<Gateway>, gate: Gate, forward: Forward) -> Res
         let upstream = match sent {
             Ok(upstream) => upstream,
             Err(e) => {
-                // The call never reached the API: nothing was spent.
-                session.release(lease);
+                if e.is_connect() {
+                    // The call never reached the API: nothing was spent.
+                    session.release(lease);
+                } else {
+                    // It may have reached the API before the connection broke.
+                    session.report(lease, Outcome::Unknown);
+                }
                 tracing::warn!(upstream = %gateway.upstream.base, "upstream unreachable: {e}");
                 return reply::bad_gateway(&gateway.upstream.base, &e);
             }

@@ -231,10 +231,9 @@ impl UsageTap {
     }
 
     /// What to report for a body that ended this way.
-    pub fn outcome(&mut self, ended: Ended, headers: Headers) -> Outcome {
-        if ended == Ended::Complete {
-            self.finish_json();
-        }
+    pub fn outcome(&mut self, headers: Headers) -> Outcome {
+        // A JSON body cut short does not parse: trying costs nothing.
+        self.finish_json();
         match &self.error {
             Some((kind, _)) if kind == "overloaded_error" => {
                 return Outcome::Overloaded { retry_after: None };
@@ -274,7 +273,7 @@ pub struct Settle {
 
 impl Settle {
     fn finish(self, tap: &mut UsageTap, ended: Ended) {
-        let outcome = tap.outcome(ended, self.headers);
+        let outcome = tap.outcome(self.headers);
         if let (Outcome::Success { usage, .. }, Some((calibration, client, bytes))) =
             (&outcome, &self.calibration)
             && ended == Ended::Complete
@@ -295,14 +294,25 @@ pub struct MeteredBody {
     upstream: ByteStream,
     tap: UsageTap,
     settle: Option<Settle>,
+    /// The declared `content-length`, if any, and the bytes passed so far: a body of known
+    /// length is complete when its last byte goes out (hyper does not poll it again after that).
+    length: Option<u64>,
+    passed: u64,
 }
 
 impl MeteredBody {
-    pub fn new(upstream: ByteStream, tap: UsageTap, settle: Option<Settle>) -> Self {
+    pub fn new(
+        upstream: ByteStream,
+        tap: UsageTap,
+        settle: Option<Settle>,
+        length: Option<u64>,
+    ) -> Self {
         Self {
             upstream,
             tap,
             settle,
+            length,
+            passed: 0,
         }
     }
 
@@ -324,6 +334,10 @@ impl Body for MeteredBody {
         match self.upstream.as_mut().poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
                 self.tap.feed(&chunk);
+                self.passed += chunk.len() as u64;
+                if self.length.is_some_and(|length| self.passed >= length) {
+                    self.finish(Ended::Complete);
+                }
                 Poll::Ready(Some(Ok(Frame::data(chunk))))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -372,7 +386,7 @@ data: {\"type\":\"message_stop\"}\n\n";
             for chunk in STREAM.as_bytes().chunks(chunk_size) {
                 tap.feed(chunk);
             }
-            let usage = success_usage(tap.outcome(Ended::Complete, Vec::new()));
+            let usage = success_usage(tap.outcome(Vec::new()));
             assert_eq!(usage.input_tokens, 25);
             assert_eq!(usage.cache_creation_input_tokens, 5);
             assert_eq!(usage.cache_read_input_tokens, 9000);
@@ -384,23 +398,17 @@ data: {\"type\":\"message_stop\"}\n\n";
     fn crlf_lines_work_too() {
         let mut tap = UsageTap::new(Some("text/event-stream"), None);
         tap.feed(STREAM.replace('\n', "\r\n").as_bytes());
-        assert_eq!(
-            success_usage(tap.outcome(Ended::Complete, Vec::new())).output_tokens,
-            15
-        );
+        assert_eq!(success_usage(tap.outcome(Vec::new())).output_tokens, 15);
     }
 
     #[test]
     fn an_abandoned_stream_reports_what_was_seen() {
         let mut tap = UsageTap::new(Some("text/event-stream"), None);
         tap.feed(&STREAM.as_bytes()[..STREAM.find("event: content_block_delta").unwrap()]);
-        let usage = success_usage(tap.outcome(Ended::Abandoned, Vec::new()));
+        let usage = success_usage(tap.outcome(Vec::new()));
         assert_eq!((usage.input_tokens, usage.output_tokens), (25, 1));
         let mut nothing = UsageTap::new(Some("text/event-stream"), None);
-        assert_eq!(
-            nothing.outcome(Ended::Abandoned, Vec::new()),
-            Outcome::Unknown
-        );
+        assert_eq!(nothing.outcome(Vec::new()), Outcome::Unknown);
     }
 
     #[test]
@@ -408,7 +416,7 @@ data: {\"type\":\"message_stop\"}\n\n";
         let mut tap = UsageTap::new(Some("text/event-stream"), None);
         tap.feed(b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n");
         assert_eq!(
-            tap.outcome(Ended::Complete, Vec::new()),
+            tap.outcome(Vec::new()),
             Outcome::Overloaded { retry_after: None }
         );
     }
@@ -420,20 +428,14 @@ data: {\"type\":\"message_stop\"}\n\n";
         for chunk in body.chunks(5) {
             tap.feed(chunk);
         }
-        assert_eq!(
-            success_usage(tap.outcome(Ended::Complete, Vec::new())).output_tokens,
-            34
-        );
+        assert_eq!(success_usage(tap.outcome(Vec::new())).output_tokens, 34);
 
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         std::io::Write::write_all(&mut gz, body).unwrap();
         let compressed = gz.finish().unwrap();
         let mut tap = UsageTap::new(Some("application/json"), Some("gzip"));
         tap.feed(&compressed);
-        assert_eq!(
-            success_usage(tap.outcome(Ended::Complete, Vec::new())).input_tokens,
-            12
-        );
+        assert_eq!(success_usage(tap.outcome(Vec::new())).input_tokens, 12);
     }
 
     #[test]
@@ -445,16 +447,13 @@ data: {\"type\":\"message_stop\"}\n\n";
         for chunk in compressed.chunks(10) {
             tap.feed(chunk);
         }
-        assert_eq!(
-            success_usage(tap.outcome(Ended::Complete, Vec::new())).output_tokens,
-            15
-        );
+        assert_eq!(success_usage(tap.outcome(Vec::new())).output_tokens, 15);
     }
 
     #[test]
     fn unknown_encodings_settle_as_unknown() {
         let mut tap = UsageTap::new(Some("application/json"), Some("br"));
         tap.feed(b"\x0b\x02\x80");
-        assert_eq!(tap.outcome(Ended::Complete, Vec::new()), Outcome::Unknown);
+        assert_eq!(tap.outcome(Vec::new()), Outcome::Unknown);
     }
 }

@@ -120,6 +120,15 @@ impl Gateway {
     pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<GatewayBody> {
         let (parts, body) = request.into_parts();
         let route = Route::parse(&parts.method, parts.uri.path());
+        let url = self.upstream.url(&route.path, parts.uri.query());
+        if route.endpoint == Endpoint::Other {
+            // Not gated: the body streams through unread, whatever its size (batches, files).
+            let headers = forward::request_headers(&parts.headers, false);
+            let body = reqwest::Body::wrap_stream(http_body_util::BodyDataStream::new(body));
+            return self.pass_through(parts.method, url, headers, body).await;
+        }
+        // Gated: the body is read whole (to find the model, and to retry it after a 429), up to
+        // the API's own request limit.
         let declared = parts
             .headers
             .get(http::header::CONTENT_LENGTH)
@@ -144,16 +153,23 @@ impl Gateway {
                 );
             }
         };
-        let gated = route.endpoint != Endpoint::Other;
         let forward = Forward {
             method: parts.method.clone(),
-            url: self.upstream.url(&route.path, parts.uri.query()),
-            headers: forward::request_headers(&parts.headers, gated),
+            url,
+            headers: forward::request_headers(&parts.headers, true),
             body,
         };
         match self.gate(&route, &parts.headers, &forward.body) {
             Some(gate) => gated::handle(&self, gate, forward).await,
-            None => self.pass_through(forward).await,
+            None => {
+                let Forward {
+                    method,
+                    url,
+                    headers,
+                    body,
+                } = forward;
+                self.pass_through(method, url, headers, body.into()).await
+            }
         }
     }
 
@@ -194,12 +210,14 @@ impl Gateway {
         }
     }
 
-    async fn pass_through(&self, forward: Forward) -> Response<GatewayBody> {
-        match self
-            .upstream
-            .send(forward.method, forward.url, forward.headers, forward.body)
-            .await
-        {
+    async fn pass_through(
+        &self,
+        method: http::Method,
+        url: reqwest::Url,
+        headers: HeaderMap,
+        body: reqwest::Body,
+    ) -> Response<GatewayBody> {
+        match self.upstream.send(method, url, headers, body).await {
             Ok(upstream) => forward::stream_response(upstream, None),
             Err(e) => reply::bad_gateway(&self.upstream.base, &e),
         }

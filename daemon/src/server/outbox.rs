@@ -91,20 +91,22 @@ impl Outbox {
     fn write_now(&self, pending: &mut Pending) {
         while !pending.bytes.is_empty() {
             match try_write(&self.half, &pending.bytes) {
-                Ok(0) => {
-                    pending.broken = true;
-                    pending.bytes.clear();
-                }
+                Ok(0) => self.break_down(pending),
                 Ok(n) => {
                     pending.bytes.drain(..n);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                Err(_) => {
-                    pending.broken = true;
-                    pending.bytes.clear();
-                }
+                Err(_) => self.break_down(pending),
             }
         }
+    }
+
+    /// The socket failed: drop what is queued and wake the flush task, which ends (and with it
+    /// the connection).
+    fn break_down(&self, pending: &mut Pending) {
+        pending.broken = true;
+        pending.bytes.clear();
+        self.flush.notify_one();
     }
 
     /// No more responses: the flush task writes what is left, then ends (closing the socket's
@@ -135,9 +137,7 @@ impl Outbox {
                 .await
                 .is_err()
             {
-                let mut pending = self.lock();
-                pending.broken = true;
-                pending.bytes.clear();
+                self.break_down(&mut self.lock());
                 return;
             }
         }

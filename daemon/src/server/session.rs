@@ -54,6 +54,12 @@ impl Session {
         handlers::error(ErrorKind::Stopping, "pacerd is stopping".into())
     }
 
+    /// How long an acquire made now would wait (zero: granted at once).
+    pub fn estimate_wait(&self, acquire: &Acquire) -> Duration {
+        self.shared
+            .update(|broker, now| (Vec::new(), broker.estimate_wait(now, acquire)))
+    }
+
     pub fn report(&self, lease: LeaseId, outcome: Outcome) {
         handlers::report(&self.shared, Report { lease, outcome });
     }

@@ -162,10 +162,8 @@ async fn run(strategy: Strategy, args: &Args) -> anyhow::Result<Outcome> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .build()?;
-    let start = Instant::now();
-    let deadline = start + Duration::from_secs_f64(args.duration);
-    let calls = Arc::new(Mutex::new(Vec::<(usize, Call)>::new()));
-    let mut tasks = Vec::new();
+    // Every client connects first; then they all start together.
+    let mut callers = Vec::new();
     for i in 0..args.clients {
         let interactive = args.scenario == Scenario::Mixed && i == 0;
         let client = match &daemon {
@@ -196,6 +194,13 @@ async fn run(strategy: Strategy, args: &Args) -> anyhow::Result<Outcome> {
                 Priority::Batch
             },
         };
+        callers.push((i, interactive, caller));
+    }
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(args.duration);
+    let calls = Arc::new(Mutex::new(Vec::<(usize, Call)>::new()));
+    let mut tasks = Vec::new();
+    for (i, interactive, caller) in callers {
         let calls = calls.clone();
         tasks.push(tokio::spawn(async move {
             loop {
