@@ -99,6 +99,14 @@ impl Bucket {
         }
     }
 
+    /// Sets the level (within capacity), up or down: a fresh estimate of what the server has.
+    pub fn set_level(&mut self, level: f64, now: Instant) {
+        self.refill(now);
+        if level.is_finite() {
+            self.level = level.min(self.capacity);
+        }
+    }
+
     /// Empties the bucket (keeping any debt), so that grants resume at the refill pace.
     pub fn drain(&mut self, now: Instant) {
         self.refill(now);

@@ -51,6 +51,11 @@ pub struct Budget {
     pub output_average: RunningAverage,
     pub granted: u64,
     pub rate_limited: u64,
+    /// Per kind: the bucket was created while calls granted without it (its limit unknown)
+    /// were still in flight. Until they have all been answered, the server's `remaining` counts
+    /// some of them and not others, so each answer re-estimates the level (see
+    /// [`Budget::apply_headers`]).
+    pub calibrating: [bool; 3],
 }
 
 /// A limit learned from headers.
@@ -77,6 +82,7 @@ impl Budget {
             output_average: RunningAverage::default(),
             granted: 0,
             rate_limited: 0,
+            calibrating: [false; 3],
         };
         budget.sync_buckets(now);
         budget
@@ -283,9 +289,11 @@ impl Budget {
     /// Learns limits from response headers and believes the server's `remaining` counts where
     /// they are lower than the buckets'. Returns the limits whose value in force changed.
     ///
-    /// A bucket created by this (the limit was not known before) starts from the server's
-    /// `remaining` less `in_flight_elsewhere`: calls granted while the limit was unknown that the
-    /// server may not have counted yet. (An existing bucket already counts them.)
+    /// While a kind is being calibrated (its bucket is new, and calls granted before it existed
+    /// are still in flight), its level is instead set to `remaining` less `in_flight_elsewhere`:
+    /// the server may not have counted those calls yet. That errs on the safe side, and each
+    /// later answer (with fewer calls left in flight) corrects it, up or down. Afterwards the
+    /// bucket counts every grant itself and `remaining` only ever lowers it.
     pub fn apply_headers(
         &mut self,
         headers: &RateLimitHeaders,
@@ -304,16 +312,19 @@ impl Budget {
                     limit,
                     new_bucket: !existed,
                 });
+                if !existed {
+                    self.calibrating[kind.index()] = true;
+                }
             }
             if let (Some(remaining), Some(bucket)) =
                 (window.remaining, &mut self.buckets[kind.index()])
             {
-                let uncounted = if existed {
-                    0.0
+                if self.calibrating[kind.index()] {
+                    let uncounted = in_flight_elsewhere.get(kind) as f64;
+                    bucket.set_level(remaining as f64 - uncounted, now);
                 } else {
-                    in_flight_elsewhere.get(kind) as f64
-                };
-                bucket.lower_to(remaining as f64 - uncounted, now);
+                    bucket.lower_to(remaining as f64, now);
+                }
             }
         }
         changed

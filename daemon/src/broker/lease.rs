@@ -36,4 +36,7 @@ pub struct Lease {
     pub expires: Option<Instant>,
     /// What was reserved, to be refunded or charged when the real usage is reported.
     pub reservation: Reservation,
+    /// Per kind: no bucket existed when this was granted (the limit was unknown), so the call
+    /// went out unmetered. While such calls are in flight, a new bucket is still calibrating.
+    pub unmetered: [bool; 3],
 }

@@ -427,6 +427,7 @@ impl Broker {
                     cost: grant.cost,
                     charged,
                 },
+                unmetered: charged.map(|charged| !charged),
             },
         );
         let response = Response::Granted(Granted {
@@ -659,8 +660,8 @@ impl Broker {
         self.take_output()
     }
 
-    /// Applies a response's headers to budget `b`; `answering` is the lease of the call they
-    /// answer, if it is still held.
+    /// Applies the headers of an answer to budget `b`; `answering` is the lease of the call
+    /// answered, if it is still held.
     fn learn(
         &mut self,
         b: usize,
@@ -668,20 +669,24 @@ impl Broker {
         answering: Option<LeaseId>,
         now: Instant,
     ) {
-        let creates_bucket = LimitKind::ALL.iter().any(|&kind| {
-            headers.window(kind).limit.is_some() && self.budgets[b].limits().get(kind).is_none()
+        let budget = &self.budgets[b];
+        let calibrating = LimitKind::ALL.iter().any(|&kind| {
+            budget.calibrating[kind.index()]
+                || (headers.window(kind).limit.is_some() && budget.limits().get(kind).is_none())
         });
-        // Only a new bucket needs this (rare): the calls granted while its limit was unknown.
-        let in_flight_elsewhere = if creates_bucket {
-            self.leases
-                .iter()
-                .filter(|(id, l)| l.budget == b && Some(**id) != answering)
-                .fold(Costs::default(), |sum, (_, l)| {
-                    sum.plus(&l.reservation.cost)
-                })
-        } else {
-            Costs::default()
-        };
+        // Only while a bucket calibrates (rare and brief): what else is in flight.
+        let mut in_flight_elsewhere = Costs::default();
+        let mut unmetered_left = [false; 3];
+        if calibrating {
+            for (id, lease) in &self.leases {
+                if lease.budget == b && Some(*id) != answering {
+                    in_flight_elsewhere = in_flight_elsewhere.plus(&lease.reservation.cost);
+                    for (left, unmetered) in unmetered_left.iter_mut().zip(lease.unmetered) {
+                        *left |= unmetered;
+                    }
+                }
+            }
+        }
         for Learned {
             kind,
             limit,
@@ -689,9 +694,9 @@ impl Broker {
         } in self.budgets[b].apply_headers(headers, &in_flight_elsewhere, now)
         {
             if new_bucket {
-                // The new bucket starts from the server's `remaining`, which counts (or, via the
-                // staleness correction, subtracts) every call in flight: they are now charged
-                // to it, and their settlement refunds or charges it like any other.
+                // The new bucket's level accounts for every call in flight (counted by the
+                // server, or subtracted): they are now charged to it, and their settlement
+                // refunds or charges it like any other.
                 for lease in self.leases.values_mut().filter(|l| l.budget == b) {
                     lease.reservation.charged[kind.index()] = true;
                 }
@@ -701,6 +706,13 @@ impl Broker {
                 kind,
                 limit,
             }));
+        }
+        // Calibration ends once no call granted without the bucket is left in flight.
+        let budget = &mut self.budgets[b];
+        for kind in LimitKind::ALL {
+            if !unmetered_left[kind.index()] {
+                budget.calibrating[kind.index()] = false;
+            }
         }
     }
 

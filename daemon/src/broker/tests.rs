@@ -413,34 +413,50 @@ fn remaining_headers_lower_a_bucket_but_never_raise_it() {
 }
 
 #[test]
-fn a_new_bucket_starts_from_remaining_less_the_other_calls_in_flight() {
+fn a_new_bucket_calibrates_while_calls_granted_without_it_are_in_flight() {
     // Limits not known yet: ten calls go out at once. The first answer says 50 rpm, 49 left —
     // counted when that call arrived, perhaps before the nine others did.
     let mut h = Harness::new(BrokerConfig::default());
     let tickets: Vec<_> = (0..10).map(|i| h.acquire(i, |_| {})).collect();
-    let mut headers = RateLimitHeaders::default();
-    headers.requests.limit = Some(50);
-    headers.requests.remaining = Some(49);
-    h.report_with(
-        h.lease(tickets[0]).unwrap(),
-        Settlement::Success {
-            usage: Usage::default(),
-        },
-        headers,
-    );
-    // 49 − the 9 others in flight = 40, not 49.
+    let answer = |h: &mut Harness, i: usize, remaining: u64| {
+        let mut headers = RateLimitHeaders::default();
+        headers.requests.limit = Some(50);
+        headers.requests.remaining = Some(remaining);
+        h.report_with(
+            h.lease(tickets[i]).unwrap(),
+            Settlement::Success {
+                usage: Usage::default(),
+            },
+            headers,
+        );
+    };
+    answer(&mut h, 0, 49);
+    // 49 less the 9 still in flight: 40, on the safe side.
     assert_eq!(h.status().available.requests, Some(40));
-    // Once the bucket exists it counts every grant itself: later answers only lower it.
+    // Had the server counted all ten, the next answer says 40 left with 8 in flight: the
+    // estimate is corrected up as well as down while calibrating.
+    answer(&mut h, 1, 40);
+    assert_eq!(h.status().available.requests, Some(32));
+    answer(&mut h, 2, 45);
+    assert_eq!(h.status().available.requests, Some(38));
+    for i in 3..10 {
+        answer(&mut h, i, 40);
+    }
+    assert_eq!(h.status().available.requests, Some(40));
+    // Calibration is over: from now on the bucket counts every grant itself and answers only
+    // ever lower it.
+    let t = h.acquire(20, |_| {});
+    assert_eq!(h.status().available.requests, Some(39));
     let mut headers = RateLimitHeaders::default();
     headers.requests.remaining = Some(45);
     h.report_with(
-        h.lease(tickets[1]).unwrap(),
+        h.lease(t).unwrap(),
         Settlement::Success {
             usage: Usage::default(),
         },
         headers,
     );
-    assert_eq!(h.status().available.requests, Some(40));
+    assert_eq!(h.status().available.requests, Some(39));
 }
 
 #[test]
