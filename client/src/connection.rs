@@ -20,7 +20,7 @@ use pacer_protocol::{PROTOCOL_VERSION, codec};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::outbox::{self, Outbox};
+use pacer_protocol::io::{self, Outbox};
 
 /// How long a daemon may take to answer the handshake before it is taken for unreachable.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -65,7 +65,7 @@ impl Connection {
             .to_fs_name::<GenericFilePath>()
             .map_err(unreachable)?;
         let stream = Stream::connect(name).await.map_err(unreachable)?;
-        let (reader, outbox) = outbox::split(stream);
+        let (reader, outbox) = io::split(stream);
         let pending = Arc::new(Mutex::new(PendingTable::default()));
         let (closed_tx, closed) = watch::channel(false);
         let pending_for_reader = pending.clone();
@@ -139,7 +139,7 @@ impl Connection {
             }
             table.waiting.insert(id, pending);
         }
-        if !self.outbox.send(&RequestFrame { id, request }) {
+        if self.outbox.send(&RequestFrame { id, request }).is_err() {
             self.table().waiting.remove(&id);
             return Err(self.disconnected());
         }
@@ -246,7 +246,7 @@ async fn read_responses(
                     if let Some(release) = dispatch(&pending, frame)
                         && let Some(outbox) = outbox.upgrade()
                     {
-                        outbox.send(&release);
+                        let _ = outbox.send(&release);
                     }
                 }
                 Ok(None) => break,
@@ -308,46 +308,5 @@ fn dispatch(pending: &Mutex<PendingTable>, frame: ResponseFrame) -> Option<Reque
         },
         // The answer to a request sent without waiting for it.
         _ => None,
-    }
-}
-
-/// One side of the connection where no native split is used (`&Stream` reads and writes, so the
-/// halves need no lock).
-#[cfg(not(unix))]
-pub(crate) struct StreamHalf(pub(crate) Arc<Stream>);
-
-#[cfg(not(unix))]
-impl AsyncRead for StreamHalf {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut &*self.0).poll_read(cx, buf)
-    }
-}
-
-#[cfg(not(unix))]
-impl tokio::io::AsyncWrite for StreamHalf {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut &*self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut &*self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut &*self.0).poll_shutdown(cx)
     }
 }

@@ -30,7 +30,6 @@ pub mod blocking;
 mod client;
 mod connection;
 mod error;
-mod outbox;
 pub mod outcome;
 mod permit;
 mod request;

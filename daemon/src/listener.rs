@@ -11,47 +11,6 @@ use interprocess::local_socket::{GenericFilePath, ListenerOptions};
 
 pub use interprocess::local_socket::tokio::{Listener, Stream};
 
-/// One side of a connection where no native split is used: the reading task and the writing
-/// task each hold one. (`&Stream` reads and writes, so two handles to one stream need no lock.)
-#[cfg(not(unix))]
-pub struct StreamHalf(pub std::sync::Arc<Stream>);
-
-#[cfg(not(unix))]
-impl tokio::io::AsyncRead for StreamHalf {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        std::pin::Pin::new(&mut &*self.0).poll_read(cx, buf)
-    }
-}
-
-#[cfg(not(unix))]
-impl tokio::io::AsyncWrite for StreamHalf {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<io::Result<usize>> {
-        std::pin::Pin::new(&mut &*self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        std::pin::Pin::new(&mut &*self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        std::pin::Pin::new(&mut &*self.0).poll_shutdown(cx)
-    }
-}
-
 /// Why the endpoint could not be claimed.
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {

@@ -9,11 +9,13 @@
 //! - [`codec`]: framing (a 4-byte length prefix, 1 MiB cap) and bincode encoding.
 //! - [`endpoint`]: where the daemon listens on this machine.
 //! - [`gateway`]: how `pacer run` names a wrapped process in the HTTP gateway's URL.
+//! - `io` (feature `io`): frames over a local socket with tokio — the reading half and a
+//!   non-blocking outbox — shared by the daemon and the client library.
 //! - [`ratelimit`]: the parser for `retry-after` and `anthropic-ratelimit-*` / `x-ratelimit-*`
 //!   response headers, shared by the daemon's report handling and its HTTP gateway.
 //!
-//! The crate is deliberately free of any async runtime so that any client, blocking or async, can
-//! speak the protocol.
+//! Without the `io` feature the crate is free of any async runtime, so that any client, blocking
+//! or async, can speak the protocol.
 //!
 //! # Evolving the wire format
 //! bincode encodes enum variants by index and struct fields by position. So: the handshake
@@ -25,6 +27,8 @@ pub mod budget;
 pub mod codec;
 pub mod endpoint;
 pub mod gateway;
+#[cfg(feature = "io")]
+pub mod io;
 pub mod message;
 pub mod ratelimit;
 

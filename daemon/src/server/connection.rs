@@ -12,13 +12,13 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinSet;
 
 use super::handlers::{self, DAEMON_VERSION};
-use super::outbox::{self, Outbox};
 use super::shared::{Shared, Writer};
 use crate::broker::{ConnId, Ticket};
 use crate::listener::Stream;
+use pacer_protocol::io::{self, Outbox};
 
 pub async fn serve(stream: Stream, conn: ConnId, shared: Arc<Shared>, stop: watch::Receiver<bool>) {
-    let (reader, outbox) = outbox::split(stream);
+    let (reader, outbox) = io::split(stream);
     let mut flush = tokio::spawn(outbox.clone().flush());
     let registration = Registration::new(&shared, conn, Writer::Socket(outbox.clone()));
     let mut session = Session {
@@ -118,7 +118,7 @@ impl Session {
     }
 
     fn send(&self, id: u64, response: Response) {
-        self.outbox.send(&ResponseFrame { id, response });
+        super::shared::send(&self.outbox, &ResponseFrame { id, response });
     }
 
     fn handle(&mut self, frame: RequestFrame) -> Result<(), String> {
@@ -193,7 +193,7 @@ impl Session {
                             id,
                             response: Response::Event(event),
                         };
-                        outbox.send(&frame);
+                        super::shared::send(&outbox, &frame);
                     }
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::warn!("a subscriber fell behind and missed {missed} events");

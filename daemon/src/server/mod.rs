@@ -10,7 +10,6 @@
 mod connection;
 mod handlers;
 mod notify;
-mod outbox;
 mod saver;
 mod session;
 mod shared;

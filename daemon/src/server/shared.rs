@@ -8,7 +8,9 @@ use std::time::Instant;
 use pacer_protocol::message::{Event, GatewayInfo, ResponseFrame};
 use tokio::sync::{Notify, broadcast, mpsc};
 
-use super::outbox::Outbox;
+use pacer_protocol::io::{Outbox, SendError};
+use pacer_protocol::message::ErrorKind;
+
 use crate::broker::{Broker, ConnId, Output};
 
 /// Where a connection's responses go.
@@ -23,7 +25,7 @@ pub enum Writer {
 impl Writer {
     pub fn send(&self, frame: ResponseFrame) {
         match self {
-            Writer::Socket(outbox) => outbox.send(&frame),
+            Writer::Socket(outbox) => send(outbox, &frame),
             Writer::Session(tx) => {
                 let _ = tx.send(frame);
             }
@@ -175,6 +177,22 @@ impl Shared {
     /// The daemon is stopping: every waiting acquire is told so.
     pub fn stop(&self) {
         self.update(|broker, _| (broker.stop(), ()));
+    }
+}
+
+/// Sends a response on a connection; one that cannot be encoded is replaced by an error saying
+/// so. (A closed connection needs no answer.)
+pub fn send(outbox: &Outbox, frame: &ResponseFrame) {
+    if let Err(SendError::Encode(e)) = outbox.send(frame) {
+        tracing::error!("cannot encode a response: {e}");
+        let fallback = ResponseFrame {
+            id: frame.id,
+            response: super::handlers::error(
+                ErrorKind::InvalidRequest,
+                format!("the response could not be sent: {e}"),
+            ),
+        };
+        let _ = outbox.send(&fallback);
     }
 }
 

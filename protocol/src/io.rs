@@ -1,30 +1,37 @@
-//! Sending responses to one connection.
+//! Frames over a local socket, for the daemon and its clients alike (feature `io`).
 //!
-//! A response is written straight away, from whichever task produced it, with a non-blocking
-//! write — no hand-over to another task, which would cost a wakeup on the hot path. Only when the
-//! socket is full does the rest wait in a buffer for the flush task, which writes it as the
-//! client reads (and gives up on a client that stops reading).
+//! [`split`] divides a connection into its reading half and an [`Outbox`] for its writing half.
+//! A frame sent to the outbox is written straight away by whoever sends it, with a non-blocking
+//! write — no hand-over to a writer task, which would cost a wakeup on every message. Only when the
+//! socket is full does the rest wait in a buffer for the flush task, which writes it as the peer
+//! reads and gives up on a peer that stops reading. Frames can be sent from synchronous code (a
+//! dropped permit's report; an answer produced under the broker's lock).
+//!
+//! On Unix the connection is split natively (closing the writing half tells the peer); elsewhere
+//! both halves share the stream and every write goes through the flush task.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pacer_protocol::codec;
-use pacer_protocol::message::{ErrorKind, ResponseFrame};
+use interprocess::local_socket::tokio::Stream;
+use serde::Serialize;
 use tokio::sync::Notify;
 
-use crate::listener::Stream;
+use crate::codec::{self, FrameError};
 
-/// How long the flush task waits for a client to read before taking it for gone.
+/// How long the flush task waits for the peer to read before taking it for gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The reading side of a connection.
 #[cfg(unix)]
 pub type ReadHalf = tokio::net::unix::OwnedReadHalf;
 #[cfg(unix)]
 type WriteHalf = tokio::net::unix::OwnedWriteHalf;
+/// The reading side of a connection.
 #[cfg(not(unix))]
-pub type ReadHalf = crate::listener::StreamHalf;
+pub type ReadHalf = StreamHalf;
 #[cfg(not(unix))]
-type WriteHalf = tokio::sync::Mutex<crate::listener::StreamHalf>;
+type WriteHalf = tokio::sync::Mutex<StreamHalf>;
 
 /// Splits a connection into its reading side and an outbox for its writing side.
 pub fn split(stream: Stream) -> (ReadHalf, Arc<Outbox>) {
@@ -37,8 +44,8 @@ pub fn split(stream: Stream) -> (ReadHalf, Arc<Outbox>) {
     let (read, write) = {
         let stream = Arc::new(stream);
         (
-            crate::listener::StreamHalf(stream.clone()),
-            tokio::sync::Mutex::new(crate::listener::StreamHalf(stream)),
+            StreamHalf(stream.clone()),
+            tokio::sync::Mutex::new(StreamHalf(stream)),
         )
     };
     let outbox = Arc::new(Outbox {
@@ -49,6 +56,18 @@ pub fn split(stream: Stream) -> (ReadHalf, Arc<Outbox>) {
     (read, outbox)
 }
 
+/// Why a frame was not sent.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The connection is closing, or failed.
+    #[error("the connection is closed")]
+    Closed,
+    /// The frame could not be encoded (it would exceed the size cap).
+    #[error(transparent)]
+    Encode(#[from] FrameError),
+}
+
+/// The writing side of a connection (see the module documentation).
 pub struct Outbox {
     half: WriteHalf,
     pending: Mutex<Pending>,
@@ -71,20 +90,24 @@ impl Outbox {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues a response, writing it at once if the socket takes it.
-    pub fn send(&self, frame: &ResponseFrame) {
+    /// Queues a frame, writing it at once if the socket takes it.
+    pub fn send<T: Serialize>(&self, frame: &T) -> Result<(), SendError> {
         let mut pending = self.lock();
         if pending.broken || pending.closing {
-            return;
+            return Err(SendError::Closed);
         }
         let was_empty = pending.bytes.is_empty();
-        encode(frame, &mut pending.bytes);
+        codec::encode(frame, &mut pending.bytes)?;
         if was_empty {
             self.write_now(&mut pending);
         }
         if !pending.bytes.is_empty() {
             self.flush.notify_one();
         }
+        if pending.broken {
+            return Err(SendError::Closed);
+        }
+        Ok(())
     }
 
     /// Writes as much as the socket takes without waiting.
@@ -109,15 +132,20 @@ impl Outbox {
         self.flush.notify_one();
     }
 
-    /// No more responses: the flush task writes what is left, then ends (closing the socket's
-    /// writing side).
+    /// Whether the socket failed or the peer stopped reading.
+    pub fn is_broken(&self) -> bool {
+        self.lock().broken
+    }
+
+    /// No more frames: the flush task writes what is left, then ends, closing the socket's
+    /// writing side — which tells the peer.
     pub fn close(&self) {
         self.lock().closing = true;
         self.flush.notify_one();
     }
 
     /// Writes queued bytes as the client reads them, until closed or broken. Ends early (and
-    /// marks the outbox broken) when the client stops reading for [`WRITE_TIMEOUT`].
+    /// marks the outbox broken) when the peer stops reading for [`WRITE_TIMEOUT`].
     pub async fn flush(self: Arc<Self>) {
         loop {
             let (done, idle) = {
@@ -141,20 +169,6 @@ impl Outbox {
                 return;
             }
         }
-    }
-}
-
-fn encode(frame: &ResponseFrame, buf: &mut Vec<u8>) {
-    if let Err(e) = codec::encode(frame, buf) {
-        tracing::error!("cannot encode a response: {e}");
-        let fallback = ResponseFrame {
-            id: frame.id,
-            response: super::handlers::error(
-                ErrorKind::InvalidRequest,
-                format!("the response could not be sent: {e}"),
-            ),
-        };
-        codec::encode(&fallback, buf).expect("a short error always encodes");
     }
 }
 
@@ -190,4 +204,45 @@ fn try_write(half: &WriteHalf, bytes: &[u8]) -> std::io::Result<usize> {
 #[cfg(not(unix))]
 fn try_write(_: &WriteHalf, _: &[u8]) -> std::io::Result<usize> {
     Err(std::io::ErrorKind::WouldBlock.into())
+}
+
+/// One side of a connection where no native split is used (`&Stream` reads and writes, so the
+/// halves need no lock).
+#[cfg(not(unix))]
+pub struct StreamHalf(pub Arc<Stream>);
+
+#[cfg(not(unix))]
+impl tokio::io::AsyncRead for StreamHalf {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut &*self.0).poll_read(cx, buf)
+    }
+}
+
+#[cfg(not(unix))]
+impl tokio::io::AsyncWrite for StreamHalf {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut &*self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut &*self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut &*self.0).poll_shutdown(cx)
+    }
 }
