@@ -528,6 +528,14 @@ fn service_install_writes_units_that_systemd_accepts_and_a_valid_launchd_plist()
     );
 
     let plist = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../systemd/dev.pacer.pacerd.plist");
+    if Command::new("python3").arg("--version").output().is_err() {
+        assert!(
+            std::env::var_os("PACER_E2E_REQUIRED").is_none(),
+            "python3 is needed to check the plist (.ci/run installs it)"
+        );
+        eprintln!("skipped the plist check: python3 is not installed");
+        return;
+    }
     let check = Command::new("python3")
         .args([
             "-c",
