@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use pacer_protocol::message::{
-    Acquire, BudgetId, BudgetStatus, ErrorKind, ErrorReply, Event, Granted, LeaseId, Rejected,
-    Response, TimedOut, Usage,
+    Acquire, BudgetStatus, ErrorKind, ErrorReply, Event, Granted, LeaseId, Rejected, Response,
+    TimedOut, Usage,
 };
 use pacer_protocol::ratelimit::{RateLimitHeaders, limit_named_in};
 use pacer_protocol::{KeyFingerprint, LimitKind, Priority};
@@ -927,14 +927,6 @@ impl Broker {
     /// The number of waiters and leases, for logs and tests.
     pub fn counts(&self) -> (usize, usize) {
         (self.waiters.len(), self.leases.len())
-    }
-
-    /// The budget id for a key and model, as the status shows it.
-    pub fn budget_id(&mut self, key: KeyFingerprint, model: &str) -> BudgetId {
-        BudgetId {
-            key,
-            model_class: self.classify(model).to_string(),
-        }
     }
 
     fn take_output(&mut self) -> Vec<Output> {
