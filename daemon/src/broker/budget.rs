@@ -56,6 +56,10 @@ pub struct Budget {
     /// some of them and not others, so each answer re-estimates the level (see
     /// [`Budget::apply_headers`]).
     pub calibrating: [bool; 3],
+    /// While calibrating: the lowest `remaining` seen. Every call the server processed before
+    /// the one that reported it is counted in it; every call processed after that one is still
+    /// in flight (its answer would have reported less).
+    calibration_floor: [f64; 3],
 }
 
 /// A limit learned from headers.
@@ -83,6 +87,7 @@ impl Budget {
             granted: 0,
             rate_limited: 0,
             calibrating: [false; 3],
+            calibration_floor: [f64::INFINITY; 3],
         };
         budget.sync_buckets(now);
         budget
@@ -290,10 +295,10 @@ impl Budget {
     /// they are lower than the buckets'. Returns the limits whose value in force changed.
     ///
     /// While a kind is being calibrated (its bucket is new, and calls granted before it existed
-    /// are still in flight), its level is instead set to `remaining` less `in_flight_elsewhere`:
-    /// the server may not have counted those calls yet. That errs on the safe side, and each
-    /// later answer (with fewer calls left in flight) corrects it, up or down. Afterwards the
-    /// bucket counts every grant itself and `remaining` only ever lowers it.
+    /// are still in flight), its level is instead set to the lowest `remaining` seen so far less
+    /// `in_flight_elsewhere`, the calls the server may not have counted in it yet. That errs on
+    /// the safe side, and rises again as those calls come back. Afterwards the bucket counts
+    /// every grant itself and `remaining` only ever lowers it.
     pub fn apply_headers(
         &mut self,
         headers: &RateLimitHeaders,
@@ -314,14 +319,17 @@ impl Budget {
                 });
                 if !existed {
                     self.calibrating[kind.index()] = true;
+                    self.calibration_floor[kind.index()] = f64::INFINITY;
                 }
             }
             if let (Some(remaining), Some(bucket)) =
                 (window.remaining, &mut self.buckets[kind.index()])
             {
                 if self.calibrating[kind.index()] {
+                    let floor = &mut self.calibration_floor[kind.index()];
+                    *floor = floor.min(remaining as f64);
                     let uncounted = in_flight_elsewhere.get(kind) as f64;
-                    bucket.set_level(remaining as f64 - uncounted, now);
+                    bucket.set_level(*floor - uncounted, now);
                 } else {
                     bucket.lower_to(remaining as f64, now);
                 }

@@ -433,15 +433,17 @@ fn a_new_bucket_calibrates_while_calls_granted_without_it_are_in_flight() {
     answer(&mut h, 0, 49);
     // 49 less the 9 still in flight: 40, on the safe side.
     assert_eq!(h.status().available.requests, Some(40));
-    // Had the server counted all ten, the next answer says 40 left with 8 in flight: the
-    // estimate is corrected up as well as down while calibrating.
+    // Had the server counted all ten, the next answer says 40 left, with 8 still in flight.
     answer(&mut h, 1, 40);
     assert_eq!(h.status().available.requests, Some(32));
+    // A higher `remaining` (an answer to a call processed earlier) does not raise the floor;
+    // one call fewer in flight does raise the estimate.
     answer(&mut h, 2, 45);
-    assert_eq!(h.status().available.requests, Some(38));
+    assert_eq!(h.status().available.requests, Some(33));
     for i in 3..10 {
         answer(&mut h, i, 40);
     }
+    // Everything is back: the server's lowest word stands.
     assert_eq!(h.status().available.requests, Some(40));
     // Calibration is over: from now on the bucket counts every grant itself and answers only
     // ever lower it.
