@@ -118,30 +118,16 @@ async fn main() -> anyhow::Result<()> {
         for task in tasks {
             latencies.extend(task.await??);
         }
-        let elapsed = started.elapsed();
         let permits = latencies.len();
-        let rate = permits as f64 / elapsed.as_secs_f64();
-        let (p50, p99, p999) = (
-            percentile(&mut latencies, 0.5),
-            percentile(&mut latencies, 0.99),
-            percentile(&mut latencies, 0.999),
-        );
+        let summary = Summary::of(latencies, started.elapsed());
         if args.json {
-            println!(
-                "{}",
-                json!({"clients": clients, "permits": permits, "permits_per_s": rate.round(),
-                       "p50_us": p50.as_secs_f64() * 1e6, "p99_us": p99.as_secs_f64() * 1e6,
-                       "p999_us": p999.as_secs_f64() * 1e6})
-            );
+            let mut line = json!({"clients": clients, "permits": permits});
+            summary.add_to(&mut line, "permits_per_s");
+            println!("{line}");
         }
-        rows.push(vec![
-            clients.to_string(),
-            permits.to_string(),
-            format!("{rate:.0}"),
-            us(p50),
-            us(p99),
-            us(p999),
-        ]);
+        let mut row = vec![clients.to_string(), permits.to_string()];
+        row.extend(summary.cells());
+        rows.push(row);
     }
     if !args.json {
         println!(
@@ -170,6 +156,43 @@ async fn main() -> anyhow::Result<()> {
         memory(&args).await?;
     }
     Ok(())
+}
+
+/// Throughput and latency percentiles of a set of acquire + report round trips.
+struct Summary {
+    per_second: f64,
+    p50: Duration,
+    p99: Duration,
+    p999: Duration,
+}
+
+impl Summary {
+    fn of(mut latencies: Vec<Duration>, elapsed: Duration) -> Summary {
+        Summary {
+            per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
+            p50: percentile(&mut latencies, 0.5),
+            p99: percentile(&mut latencies, 0.99),
+            p999: percentile(&mut latencies, 0.999),
+        }
+    }
+
+    /// Adds the figures to a JSON line, the rate under `rate_key`.
+    fn add_to(&self, line: &mut serde_json::Value, rate_key: &str) {
+        line[rate_key] = json!(self.per_second.round());
+        line["p50_us"] = json!(self.p50.as_secs_f64() * 1e6);
+        line["p99_us"] = json!(self.p99.as_secs_f64() * 1e6);
+        line["p999_us"] = json!(self.p999.as_secs_f64() * 1e6);
+    }
+
+    /// Table cells: rate, p50, p99, p99.9.
+    fn cells(&self) -> [String; 4] {
+        [
+            format!("{:.0}", self.per_second),
+            us(self.p50),
+            us(self.p99),
+            us(self.p999),
+        ]
+    }
 }
 
 /// What one round trip over a Unix socket costs on this machine with no runtime, no protocol and
@@ -242,28 +265,15 @@ async fn paced(args: &Args, daemon: &DaemonProcess) -> anyhow::Result<()> {
         for task in tasks {
             latencies.extend(task.await??);
         }
-        let achieved = latencies.len() as f64 / started.elapsed().as_secs_f64();
-        let (p50, p99, p999) = (
-            percentile(&mut latencies, 0.5),
-            percentile(&mut latencies, 0.99),
-            percentile(&mut latencies, 0.999),
-        );
+        let summary = Summary::of(latencies, started.elapsed());
         if args.json {
-            println!(
-                "{}",
-                json!({"paced_clients": clients, "offered_per_s": rate, "achieved_per_s": achieved.round(),
-                       "p50_us": p50.as_secs_f64() * 1e6, "p99_us": p99.as_secs_f64() * 1e6,
-                       "p999_us": p999.as_secs_f64() * 1e6})
-            );
+            let mut line = json!({"paced_clients": clients, "offered_per_s": rate});
+            summary.add_to(&mut line, "achieved_per_s");
+            println!("{line}");
         }
-        rows.push(vec![
-            clients.to_string(),
-            rate.to_string(),
-            format!("{achieved:.0}"),
-            us(p50),
-            us(p99),
-            us(p999),
-        ]);
+        let mut row = vec![clients.to_string(), rate.to_string()];
+        row.extend(summary.cells());
+        rows.push(row);
     }
     if !args.json {
         println!("acquire + report latency at a fixed offered load");
