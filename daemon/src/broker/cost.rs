@@ -1,26 +1,17 @@
 //! What a call costs against each limit, and how unknown costs are estimated.
 
-use pacer_protocol::LimitKind;
+use super::PerKind;
 
-/// An amount per limit kind, indexed by [`LimitKind::index`]: requests, input tokens, output tokens.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Costs(pub [u64; 3]);
+/// An amount per limit kind: requests, input tokens, output tokens.
+pub type Costs = PerKind<u64>;
 
 impl Costs {
-    pub fn get(&self, kind: LimitKind) -> u64 {
-        self.0[kind.index()]
-    }
-
     pub fn plus(&self, other: &Costs) -> Costs {
-        Costs(std::array::from_fn(|i| {
-            self.0[i].saturating_add(other.0[i])
-        }))
+        Costs::from_fn(|kind| self[kind].saturating_add(other[kind]))
     }
 
     pub fn minus(&self, other: &Costs) -> Costs {
-        Costs(std::array::from_fn(|i| {
-            self.0[i].saturating_sub(other.0[i])
-        }))
+        Costs::from_fn(|kind| self[kind].saturating_sub(other[kind]))
     }
 }
 
@@ -58,10 +49,10 @@ mod tests {
 
     #[test]
     fn costs_add_and_subtract_without_wrapping() {
-        let a = Costs([1, 10, 5]);
-        let b = Costs([2, 3, 9]);
-        assert_eq!(a.plus(&b), Costs([3, 13, 14]));
-        assert_eq!(a.minus(&b), Costs([0, 7, 0]));
+        let a = Costs::new(1, 10, 5);
+        let b = Costs::new(2, 3, 9);
+        assert_eq!(a.plus(&b), Costs::new(3, 13, 14));
+        assert_eq!(a.minus(&b), Costs::new(0, 7, 0));
     }
 
     #[test]

@@ -158,7 +158,7 @@ mod tests {
     }
 
     fn cost(tokens: u64) -> Costs {
-        Costs([1, tokens, 0])
+        Costs::new(1, tokens, 0)
     }
 
     fn drain(q: &mut FairQueue) -> Vec<WaiterId> {
@@ -248,12 +248,12 @@ mod tests {
         let mark = q.push(3, &b, Normal, cost(20));
         q.push(4, &b, Normal, cost(40));
         // Ahead of waiter 3: the interactive 100 and the normal 10 that came before it.
-        assert_eq!(q.cost_ahead(Normal, mark), Costs([2, 110, 0]));
+        assert_eq!(q.cost_ahead(Normal, mark), Costs::new(2, 110, 0));
         q.pop_head(); // the interactive one
-        assert_eq!(q.cost_ahead(Normal, mark), Costs([1, 10, 0]));
+        assert_eq!(q.cost_ahead(Normal, mark), Costs::new(1, 10, 0));
         // A newcomer at batch would wait behind everything queued.
         let newcomer = q.mark(Batch);
-        assert_eq!(q.cost_ahead(Batch, newcomer), Costs([3, 70, 0]));
+        assert_eq!(q.cost_ahead(Batch, newcomer), Costs::new(3, 70, 0));
     }
 
     #[test]

@@ -7,11 +7,13 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use pacer_protocol::{KeyFingerprint, LimitKind};
+use pacer_protocol::KeyFingerprint;
 use serde::{Deserialize, Serialize};
 
+use super::budget::SavedBudget;
 use super::cost::RunningAverage;
-use super::{Broker, Overload, later};
+use super::overload::Overload;
+use super::{Broker, PerKind, later};
 
 /// The broker's durable state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -31,9 +33,9 @@ pub struct BudgetState {
     pub key: String,
     pub model_class: String,
     /// Limits learned from headers, per kind (requests, input tokens, output tokens).
-    pub learned: [Option<u64>; 3],
+    pub learned: PerKind<Option<u64>>,
     /// Bucket levels when saved, per kind.
-    pub levels: [Option<f64>; 3],
+    pub levels: PerKind<Option<f64>>,
     pub paused_until: Option<SystemTime>,
     pub input_average: RunningAverage,
     pub output_average: RunningAverage,
@@ -62,14 +64,17 @@ impl Broker {
             budgets: self
                 .budgets
                 .iter()
-                .map(|budget| BudgetState {
-                    key: budget.key.to_string(),
-                    model_class: budget.class.to_string(),
-                    learned: budget.learned_limits(),
-                    levels: budget.levels(now),
-                    paused_until: future(&budget.paused_until),
-                    input_average: budget.input_average,
-                    output_average: budget.output_average,
+                .map(|(_, budget)| {
+                    let saved = budget.saved(now);
+                    BudgetState {
+                        key: budget.key().to_string(),
+                        model_class: budget.class().to_string(),
+                        learned: saved.learned,
+                        levels: saved.levels,
+                        paused_until: future(&budget.paused_until()),
+                        input_average: saved.input_average,
+                        output_average: saved.output_average,
+                    }
                 })
                 .collect(),
             overloads: self
@@ -82,16 +87,15 @@ impl Broker {
                 })
                 .collect(),
             blocked: self
-                .blocked
-                .iter()
-                .filter(|(_, (until, _))| *until > now)
-                .map(|(key, (until, reason))| BlockState {
+                .blocks
+                .in_force(now)
+                .map(|(key, until, reason)| BlockState {
                     key: key.to_string(),
-                    until: wall(*until),
-                    reason: reason.clone(),
+                    until: wall(until),
+                    reason: reason.to_owned(),
                 })
                 .collect(),
-            next_lease: self.next_lease,
+            next_lease: self.leases.next_id(),
         }
     }
 
@@ -113,28 +117,25 @@ impl Broker {
             let Ok(key) = saved.key.parse::<KeyFingerprint>() else {
                 continue;
             };
-            let Some(b) = self.budget_for_class(key, Arc::from(saved.model_class.as_str()), now)
-            else {
+            let class = Arc::from(saved.model_class.as_str());
+            let Some(b) = self.budgets.get_or_create(&self.config, key, class, now) else {
                 break;
             };
             let budget = &mut self.budgets[b];
-            for kind in LimitKind::ALL {
-                if let Some(limit) = saved.learned[kind.index()] {
-                    budget.learn(kind, limit, now);
-                }
-                if let Some(level) = saved.levels[kind.index()] {
-                    budget.restore_level(kind, level, downtime, now);
-                }
-            }
-            budget.input_average = saved.input_average;
-            budget.output_average = saved.output_average;
+            let kept = SavedBudget {
+                learned: saved.learned,
+                levels: saved.levels,
+                input_average: saved.input_average,
+                output_average: saved.output_average,
+            };
+            budget.restore(&kept, downtime, now);
             if let Some(until) = saved.paused_until.and_then(instant) {
                 budget.extend_pause(until);
             }
-            self.touch(b);
+            self.budgets.touch(b);
         }
         for saved in state.overloads {
-            self.overloads.insert(
+            self.overloads.restore(
                 Arc::from(saved.model_class.as_str()),
                 Overload {
                     consecutive: saved.consecutive,
@@ -144,9 +145,9 @@ impl Broker {
         }
         for saved in state.blocked {
             if let (Ok(key), Some(until)) = (saved.key.parse(), instant(saved.until)) {
-                self.blocked.insert(key, (until, saved.reason));
+                self.blocks.block(key, until, saved.reason, now);
             }
         }
-        self.next_lease = self.next_lease.max(state.next_lease);
+        self.leases.set_next(state.next_lease);
     }
 }

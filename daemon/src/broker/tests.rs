@@ -2,9 +2,9 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use pacer_protocol::message::{Acquire, ErrorKind, Event, LeaseId, Response, Usage};
+use pacer_protocol::message::{Acquire, BudgetStatus, ErrorKind, Event, LeaseId, Response, Usage};
 use pacer_protocol::ratelimit::RateLimitHeaders;
-use pacer_protocol::{KeyFingerprint, Priority};
+use pacer_protocol::{KeyFingerprint, LimitKind, Priority};
 
 use super::*;
 

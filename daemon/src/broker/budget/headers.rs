@@ -1,0 +1,87 @@
+//! What response headers teach a budget: limits learned, and the server's `remaining` believed
+//! where it is lower than the buckets' — with care while a new bucket calibrates.
+
+use std::time::Instant;
+
+use pacer_protocol::LimitKind;
+use pacer_protocol::ratelimit::RateLimitHeaders;
+
+use super::{Budget, Learned};
+use crate::broker::{Costs, PerKind};
+
+impl Budget {
+    /// Records a limit read from response headers. Returns whether the limit in force changed.
+    pub fn learn(&mut self, kind: LimitKind, limit: u64, now: Instant) -> bool {
+        if limit == 0 || self.learned[kind] == Some(limit) {
+            return false;
+        }
+        let before = self.limits().get(kind);
+        self.learned[kind] = Some(limit);
+        self.sync_buckets(now);
+        before != self.limits().get(kind)
+    }
+
+    /// Whether headers would change what this budget knows of `kind`'s limit, or a bucket of
+    /// that kind is still calibrating: either way the caller must tell
+    /// [`Budget::apply_headers`] what else is in flight.
+    pub fn needs_in_flight_for(&self, headers: &RateLimitHeaders) -> bool {
+        LimitKind::ALL.into_iter().any(|kind| {
+            self.calibrating[kind]
+                || (headers.window(kind).limit.is_some() && self.limits().get(kind).is_none())
+        })
+    }
+
+    /// Learns limits from response headers and believes the server's `remaining` counts where
+    /// they are lower than the buckets'. Returns the limits whose value in force changed.
+    ///
+    /// While a kind is calibrating (its bucket is new, and calls granted before it existed
+    /// are still in flight), its level is instead set to the lowest `remaining` seen so far less
+    /// `in_flight_elsewhere`, the calls the server may not have counted in it yet. That errs on
+    /// the safe side, and rises again as those calls come back. Afterwards the bucket counts
+    /// every grant itself and `remaining` only ever lowers it.
+    pub fn apply_headers(
+        &mut self,
+        headers: &RateLimitHeaders,
+        in_flight_elsewhere: &Costs,
+        now: Instant,
+    ) -> Vec<Learned> {
+        let mut changed = Vec::new();
+        for kind in LimitKind::ALL {
+            let window = headers.window(kind);
+            let existed = self.buckets[kind].is_some();
+            if let Some(limit) = window.limit
+                && self.learn(kind, limit, now)
+            {
+                changed.push(Learned {
+                    kind,
+                    limit,
+                    new_bucket: !existed,
+                });
+                if !existed {
+                    self.calibrating[kind] = true;
+                    self.calibration_floor[kind] = f64::INFINITY;
+                }
+            }
+            if let (Some(remaining), Some(bucket)) = (window.remaining, &mut self.buckets[kind]) {
+                if self.calibrating[kind] {
+                    let floor = &mut self.calibration_floor[kind];
+                    *floor = floor.min(remaining as f64);
+                    let uncounted = in_flight_elsewhere[kind] as f64;
+                    bucket.set_level(*floor - uncounted, now);
+                } else {
+                    bucket.lower_to(remaining as f64, now);
+                }
+            }
+        }
+        changed
+    }
+
+    /// Calibration of a kind ends once no call granted without its bucket is left in flight.
+    pub fn end_calibration(&mut self, unmetered_left: PerKind<bool>) {
+        for (kind, calibrating) in self.calibrating.iter_mut() {
+            if !unmetered_left[kind] {
+                *calibrating = false;
+            }
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! One budget: an API key × a model class, with its buckets, pause, in-flight count and queue.
+//! Its state changes only through its own methods: here, in `reserve` (grants and their
+//! settlement) and in `headers` (what response headers teach it).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pacer_protocol::message::{Acquire, Available, BudgetId, Limits};
+use pacer_protocol::{KeyFingerprint, LimitKind, Priority};
+
+use crate::broker::bucket::Bucket;
+use crate::broker::cost::{Costs, RunningAverage};
+use crate::broker::limits::LimitSet;
+use crate::broker::queue::{FairQueue, Mark, WaiterId};
+use crate::broker::{PerKind, later};
+
+mod headers;
+mod reserve;
+
+/// Which buckets a grant's reservation was taken from.
+pub type Charged = PerKind<bool>;
+
+/// What a grant reserved, and from which buckets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reservation {
+    pub cost: Costs,
+    pub charged: Charged,
+}
+
+/// Whether a cost can be granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    Now,
+    /// Not before this moment (a bucket refills, a pause or backoff ends).
+    At(Instant),
+    /// Not until a call in flight settles (`max_in_flight` is reached).
+    AfterSettlement,
+}
+
+#[derive(Debug)]
+pub struct Budget {
+    key: KeyFingerprint,
+    class: Arc<str>,
+    /// From the configuration; wins over what is learned.
+    configured: LimitSet,
+    /// From response headers.
+    learned: PerKind<Option<u64>>,
+    /// One per enforced limit.
+    buckets: PerKind<Option<Bucket>>,
+    /// Calls granted and not yet settled.
+    in_flight: u32,
+    /// Every peer waits until then: a 429's retry-after, or an administrator's pause.
+    paused_until: Option<Instant>,
+    queue: FairQueue,
+    /// Real usage, for acquires that bring no estimate.
+    input_average: RunningAverage,
+    output_average: RunningAverage,
+    /// Since the daemon started, for `pacer status`.
+    granted: u64,
+    rate_limited: u64,
+    /// Per kind: the bucket was created while calls granted without it (its limit unknown)
+    /// were still in flight. Until they have all been answered, the server's `remaining` counts
+    /// some of them and not others, so each answer re-estimates the level (see
+    /// [`Budget::apply_headers`]).
+    calibrating: PerKind<bool>,
+    /// While calibrating: the lowest `remaining` seen. Every call the server processed before
+    /// the one that reported it is counted in it; every call processed after that one is still
+    /// in flight (its answer would have reported less).
+    calibration_floor: PerKind<f64>,
+}
+
+/// A limit learned from headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Learned {
+    pub kind: LimitKind,
+    pub limit: u64,
+    /// The limit was not enforced before: its bucket is new.
+    pub new_bucket: bool,
+}
+
+impl Budget {
+    pub fn new(key: KeyFingerprint, class: Arc<str>, configured: LimitSet, now: Instant) -> Self {
+        let mut budget = Self {
+            key,
+            class,
+            configured,
+            learned: PerKind::default(),
+            buckets: PerKind::default(),
+            in_flight: 0,
+            paused_until: None,
+            queue: FairQueue::default(),
+            input_average: RunningAverage::default(),
+            output_average: RunningAverage::default(),
+            granted: 0,
+            rate_limited: 0,
+            calibrating: PerKind::default(),
+            calibration_floor: PerKind::splat(f64::INFINITY),
+        };
+        budget.sync_buckets(now);
+        budget
+    }
+
+    pub fn id(&self) -> BudgetId {
+        BudgetId {
+            key: self.key,
+            model_class: self.class.to_string(),
+        }
+    }
+
+    pub fn key(&self) -> KeyFingerprint {
+        self.key
+    }
+
+    pub fn class(&self) -> &Arc<str> {
+        &self.class
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight
+    }
+
+    pub fn paused_until(&self) -> Option<Instant> {
+        self.paused_until
+    }
+
+    /// Whether time alone can change this budget (a pause to end, waiters to serve).
+    pub fn needs_attention(&self) -> bool {
+        !self.queue.is_empty() || self.paused_until.is_some()
+    }
+
+    /// The limits in force: configured, else learned.
+    pub fn limits(&self) -> LimitSet {
+        let learned = LimitSet {
+            rpm: self.learned[LimitKind::Requests],
+            itpm: self.learned[LimitKind::InputTokens],
+            otpm: self.learned[LimitKind::OutputTokens],
+            max_in_flight: None,
+        };
+        self.configured.or(learned)
+    }
+
+    /// Applies a new configuration; buckets keep their levels (clamped to new capacities).
+    pub fn set_configured(&mut self, configured: LimitSet, now: Instant) {
+        self.configured = configured;
+        self.sync_buckets(now);
+    }
+
+    /// Creates, resizes or removes buckets to match the limits in force. A new bucket starts full.
+    fn sync_buckets(&mut self, now: Instant) {
+        let limits = self.limits();
+        for (kind, slot) in self.buckets.iter_mut() {
+            match (limits.get(kind), slot.as_mut()) {
+                (None, _) => *slot = None,
+                (Some(limit), None) => *slot = Some(Bucket::full(limit, now)),
+                (Some(limit), Some(bucket)) if bucket.limit() != limit => {
+                    bucket.set_limit(limit, now)
+                }
+                (Some(_), Some(_)) => {}
+            }
+        }
+    }
+
+    /// What an acquire will reserve: one request; the caller's input estimate, else the running
+    /// average of real input; the caller's output estimate, else the running average of real
+    /// output — either capped at `max_tokens`, which is never reserved itself.
+    pub fn cost_of(&self, acquire: &Acquire) -> Costs {
+        let input = acquire
+            .input_tokens
+            .unwrap_or_else(|| self.input_average.estimate());
+        let output = acquire
+            .output_tokens
+            .unwrap_or_else(|| self.output_average.estimate());
+        let output = acquire.max_tokens.map_or(output, |max| output.min(max));
+        Costs::new(1, input, output)
+    }
+
+    fn at_in_flight_cap(&self) -> bool {
+        self.limits()
+            .max_in_flight
+            .is_some_and(|max| self.in_flight >= max)
+    }
+
+    /// Whether `cost` can be granted now; `gate` is a moment decided outside the budget (the model
+    /// class's overload backoff) before which nothing is granted.
+    pub fn readiness(&self, cost: &Costs, gate: Option<Instant>, now: Instant) -> Readiness {
+        if self.at_in_flight_cap() {
+            return Readiness::AfterSettlement;
+        }
+        let mut at = now;
+        for until in [self.paused_until, gate].into_iter().flatten() {
+            at = at.max(until);
+        }
+        for (kind, bucket) in self.buckets() {
+            at = at.max(later(now, bucket.time_until_cost(cost[kind], now)));
+        }
+        if at <= now {
+            Readiness::Now
+        } else {
+            Readiness::At(at)
+        }
+    }
+
+    /// Whether the queue is empty and `cost` could be granted at once.
+    pub fn grants_at_once(&self, cost: &Costs, gate: Option<Instant>, now: Instant) -> bool {
+        self.queue.is_empty() && self.readiness(cost, gate, now) == Readiness::Now
+    }
+
+    /// An estimate of how long a waiter with `cost` and `ahead` queued before it still has to
+    /// wait.
+    pub fn wait_estimate(
+        &self,
+        ahead: &Costs,
+        cost: &Costs,
+        gate: Option<Instant>,
+        now: Instant,
+    ) -> Duration {
+        let mut wait = Duration::ZERO;
+        for until in [self.paused_until, gate].into_iter().flatten() {
+            wait = wait.max(until.saturating_duration_since(now));
+        }
+        for (kind, bucket) in self.buckets() {
+            wait = wait.max(bucket.time_until_after(ahead[kind], cost[kind], now));
+        }
+        if wait.is_zero() && self.at_in_flight_cap() {
+            // The wait depends on when calls in flight finish, which nobody knows: suggest a
+            // short retry rather than claiming none is needed.
+            wait = Duration::from_secs(1);
+        }
+        wait
+    }
+
+    /// How long a newcomer at `priority` with `cost` would wait behind the current queue.
+    pub fn newcomer_wait(
+        &self,
+        priority: Priority,
+        cost: &Costs,
+        gate: Option<Instant>,
+        now: Instant,
+    ) -> Duration {
+        let ahead = self.queue.cost_ahead(priority, self.queue.mark(priority));
+        self.wait_estimate(&ahead, cost, gate, now)
+    }
+
+    /// How long a queued waiter that joined at `mark` still has to wait.
+    pub fn waiter_wait(
+        &self,
+        priority: Priority,
+        mark: Mark,
+        cost: &Costs,
+        gate: Option<Instant>,
+        now: Instant,
+    ) -> Duration {
+        let ahead = self.queue.cost_ahead(priority, mark);
+        self.wait_estimate(&ahead, cost, gate, now)
+    }
+
+    pub fn waiting(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Queues a waiter; returns where it stands.
+    pub fn enqueue(
+        &mut self,
+        id: WaiterId,
+        client: &Arc<str>,
+        priority: Priority,
+        cost: Costs,
+    ) -> Mark {
+        self.queue.push(id, client, priority, cost)
+    }
+
+    /// Takes a waiter out of the queue wherever it stands.
+    pub fn dequeue(&mut self, id: WaiterId, client: &str, priority: Priority) {
+        self.queue.remove(id, client, priority);
+    }
+
+    /// The head of the queue, taken out if it can be served now.
+    pub fn pop_ready(&mut self, gate: Option<Instant>, now: Instant) -> Option<(WaiterId, Costs)> {
+        let (id, cost) = self.queue.head()?;
+        if self.readiness(&cost, gate, now) != Readiness::Now {
+            return None;
+        }
+        self.queue.pop_head();
+        Some((id, cost))
+    }
+
+    /// When time alone will let the head of the queue be served, if it will.
+    pub fn head_ready_at(&self, gate: Option<Instant>, now: Instant) -> Option<Instant> {
+        let (_, cost) = self.queue.head()?;
+        match self.readiness(&cost, gate, now) {
+            Readiness::Now => Some(now),
+            Readiness::At(at) => Some(at),
+            Readiness::AfterSettlement => None,
+        }
+    }
+
+    /// Pauses every peer until `until`, unless already paused for longer. Returns whether the
+    /// pause was extended.
+    pub fn extend_pause(&mut self, until: Instant) -> bool {
+        if self.paused_until.is_some_and(|current| current >= until) {
+            return false;
+        }
+        self.paused_until = Some(until);
+        true
+    }
+
+    /// Sets the pause to exactly `until`, shorter or longer (an administrator's pause).
+    pub fn set_pause(&mut self, until: Instant) {
+        self.paused_until = Some(until);
+    }
+
+    /// Lifts the pause. Returns whether there was one.
+    pub fn end_pause(&mut self) -> bool {
+        self.paused_until.take().is_some()
+    }
+
+    fn buckets(&self) -> impl Iterator<Item = (LimitKind, &Bucket)> {
+        self.buckets
+            .iter()
+            .filter_map(|(kind, bucket)| Some((kind, bucket.as_ref()?)))
+    }
+
+    fn buckets_mut(&mut self) -> impl Iterator<Item = (LimitKind, &mut Bucket)> {
+        self.buckets
+            .iter_mut()
+            .filter_map(|(kind, bucket)| Some((kind, bucket.as_mut()?)))
+    }
+
+    pub fn limits_snapshot(&self) -> Limits {
+        let limits = self.limits();
+        Limits {
+            rpm: limits.rpm,
+            itpm: limits.itpm,
+            otpm: limits.otpm,
+            max_in_flight: limits.max_in_flight,
+        }
+    }
+
+    pub fn available(&self, now: Instant) -> Available {
+        let level = |kind: LimitKind| {
+            self.buckets[kind]
+                .as_ref()
+                .map(|b| b.level_at(now).floor() as i64)
+        };
+        Available {
+            requests: level(LimitKind::Requests),
+            input_tokens: level(LimitKind::InputTokens),
+            output_tokens: level(LimitKind::OutputTokens),
+        }
+    }
+
+    pub fn granted(&self) -> u64 {
+        self.granted
+    }
+
+    pub fn rate_limited_count(&self) -> u64 {
+        self.rate_limited
+    }
+
+    /// What a restart must not forget: learned limits, levels, averages.
+    pub fn saved(&self, now: Instant) -> SavedBudget {
+        SavedBudget {
+            learned: self.learned,
+            levels: PerKind::from_fn(|kind| self.buckets[kind].as_ref().map(|b| b.level_at(now))),
+            input_average: self.input_average,
+            output_average: self.output_average,
+        }
+    }
+
+    /// Restores what [`Budget::saved`] gave, `downtime` ago: buckets are refilled for that time.
+    pub fn restore(&mut self, saved: &SavedBudget, downtime: Duration, now: Instant) {
+        for (kind, limit) in saved.learned.iter() {
+            if let Some(limit) = *limit {
+                self.learn(kind, limit, now);
+            }
+        }
+        for (kind, level) in saved.levels.iter() {
+            if let (Some(level), Some(bucket)) = (level, &mut self.buckets[kind]) {
+                bucket.restore(*level, downtime, now);
+            }
+        }
+        self.input_average = saved.input_average;
+        self.output_average = saved.output_average;
+    }
+}
+
+/// The part of a budget that survives a restart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SavedBudget {
+    pub learned: PerKind<Option<u64>>,
+    pub levels: PerKind<Option<f64>>,
+    pub input_average: RunningAverage,
+    pub output_average: RunningAverage,
+}

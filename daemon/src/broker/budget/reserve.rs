@@ -1,0 +1,91 @@
+//! Reservations: what a grant takes from the buckets, and how its settlement refunds or charges
+//! the difference.
+
+use std::time::Instant;
+
+use pacer_protocol::LimitKind;
+
+use super::{Budget, Charged, Reservation};
+use crate::broker::Costs;
+
+impl Budget {
+    /// Reserves `cost` for a granted call. Returns which buckets the reservation was taken from
+    /// (a limit learned later has no reservation to refund).
+    pub fn take(&mut self, cost: &Costs, now: Instant) -> Charged {
+        let mut charged = Charged::default();
+        for (kind, bucket) in self.buckets_mut() {
+            bucket.take(cost[kind], now);
+            charged[kind] = true;
+        }
+        self.in_flight += 1;
+        self.granted += 1;
+        charged
+    }
+
+    /// Frees a call's in-flight slot.
+    pub fn finish(&mut self) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+    }
+
+    /// Settles a reservation against what the call really used: the difference is refunded or
+    /// charged (possibly into debt). Also feeds the running averages.
+    pub fn settle_usage(
+        &mut self,
+        reservation: &Reservation,
+        used_input: u64,
+        used_output: u64,
+        now: Instant,
+    ) {
+        self.input_average.record(used_input);
+        self.output_average.record(used_output);
+        self.adjust(LimitKind::InputTokens, reservation, used_input, now);
+        self.adjust(LimitKind::OutputTokens, reservation, used_output, now);
+    }
+
+    /// Refunds everything a reservation took (the call was never made).
+    pub fn refund(&mut self, reservation: &Reservation, now: Instant) {
+        for kind in LimitKind::ALL {
+            self.adjust(kind, reservation, 0, now);
+        }
+    }
+
+    /// Refunds the output reservation of a call that produced no output (it failed).
+    pub fn refund_output(&mut self, reservation: &Reservation, now: Instant) {
+        self.adjust(LimitKind::OutputTokens, reservation, 0, now);
+    }
+
+    /// Refunds the part of a reservation that was not used, or charges what was used beyond it.
+    /// A bucket created after the grant held no reservation: it is charged all that was used.
+    fn adjust(&mut self, kind: LimitKind, reservation: &Reservation, used: u64, now: Instant) {
+        let reserved = if reservation.charged[kind] {
+            reservation.cost[kind]
+        } else {
+            0
+        };
+        if let Some(bucket) = &mut self.buckets[kind] {
+            if reserved > used {
+                bucket.give(reserved - used, now);
+            } else {
+                bucket.take(used - reserved, now);
+            }
+        }
+    }
+
+    /// A 429 was answered: count it, refund the output reservation (a rejected call produces
+    /// none) and drain the bucket the error names (every bucket if it names none), so that
+    /// grants resume at the refill pace.
+    pub fn rate_limited(
+        &mut self,
+        reservation: &Reservation,
+        named: Option<LimitKind>,
+        now: Instant,
+    ) {
+        self.rate_limited += 1;
+        self.refund_output(reservation, now);
+        for (kind, bucket) in self.buckets_mut() {
+            if named.is_none_or(|named| named == kind) {
+                bucket.drain(now);
+            }
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! Granted permits not yet settled: what each reserved, who holds it, and when a detached one
+//! settles by itself.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::Instant;
+
+use pacer_protocol::message::LeaseId;
+
+use super::budget::Reservation;
+use super::budgets::BudgetIdx;
+use super::{BrokerError, ConnId, PerKind};
+
+/// A granted permit that has not been settled yet.
+#[derive(Debug)]
+pub struct Lease {
+    pub budget: BudgetIdx,
+    /// The connection whose closing settles the lease; `None` for a detached lease.
+    pub owner: Option<ConnId>,
+    /// When a detached lease settles by itself.
+    pub expires: Option<Instant>,
+    /// What was reserved, to be refunded or charged when the real usage is reported.
+    pub reservation: Reservation,
+    /// Per kind: no bucket existed when this was granted (the limit was unknown), so the call
+    /// went out unmetered. While such calls are in flight, a new bucket is still calibrating.
+    pub unmetered: PerKind<bool>,
+}
+
+#[derive(Debug)]
+pub struct Leases {
+    by_id: HashMap<LeaseId, Lease>,
+    /// Detached leases' expiry times in time order.
+    expiries: BTreeSet<(Instant, LeaseId)>,
+    /// Each connection's leases, settled as "unknown outcome" when it closes.
+    by_conn: HashMap<ConnId, HashSet<LeaseId>>,
+    /// Never reused, even across restarts (see [`Leases::set_next`]).
+    next: u64,
+}
+
+impl Leases {
+    pub fn new(first: u64) -> Self {
+        Self {
+            by_id: HashMap::new(),
+            expiries: BTreeSet::new(),
+            by_conn: HashMap::new(),
+            next: first.max(1),
+        }
+    }
+
+    /// Records a new lease and returns its id.
+    pub fn issue(&mut self, lease: Lease) -> LeaseId {
+        let id = LeaseId(self.next);
+        self.next += 1;
+        if let Some(at) = lease.expires {
+            self.expiries.insert((at, id));
+        }
+        if let Some(owner) = lease.owner {
+            self.by_conn.entry(owner).or_default().insert(id);
+        }
+        self.by_id.insert(id, lease);
+        id
+    }
+
+    pub fn get(&self, id: LeaseId) -> Option<&Lease> {
+        self.by_id.get(&id)
+    }
+
+    /// Takes a lease out to settle it.
+    pub fn take(&mut self, id: LeaseId) -> Result<Lease, BrokerError> {
+        let lease = self
+            .by_id
+            .remove(&id)
+            .ok_or(BrokerError::UnknownLease(id))?;
+        if let Some(at) = lease.expires {
+            self.expiries.remove(&(at, id));
+        }
+        if let Some(owner) = lease.owner
+            && let Some(ids) = self.by_conn.get_mut(&owner)
+        {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.by_conn.remove(&owner);
+            }
+        }
+        Ok(lease)
+    }
+
+    /// Takes out every lease a connection held.
+    pub fn take_conn(&mut self, conn: ConnId) -> Vec<Lease> {
+        let ids = self.by_conn.remove(&conn).unwrap_or_default();
+        ids.into_iter()
+            .filter_map(|id| self.by_id.remove(&id))
+            .collect()
+    }
+
+    /// Takes out one detached lease whose time is up at `now`, if any.
+    pub fn take_expired(&mut self, now: Instant) -> Option<Lease> {
+        let &(at, id) = self.expiries.first()?;
+        if at > now {
+            return None;
+        }
+        self.take(id).ok()
+    }
+
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.expiries.first().map(|&(at, _)| at)
+    }
+
+    /// The leases of one budget.
+    pub fn of_budget(&self, budget: BudgetIdx) -> impl Iterator<Item = (LeaseId, &Lease)> {
+        self.by_id
+            .iter()
+            .filter(move |(_, l)| l.budget == budget)
+            .map(|(&id, l)| (id, l))
+    }
+
+    pub fn of_budget_mut(&mut self, budget: BudgetIdx) -> impl Iterator<Item = &mut Lease> {
+        self.by_id.values_mut().filter(move |l| l.budget == budget)
+    }
+
+    /// Leases held by live connections (detached leases, which outlive them, not counted).
+    pub fn owned(&self) -> usize {
+        self.by_id.values().filter(|l| l.owner.is_some()).count()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// The id the next lease will get.
+    pub fn next_id(&self) -> u64 {
+        self.next
+    }
+
+    /// Moves the next id forward (never back): a restored daemon continues where the last one
+    /// stopped.
+    pub fn set_next(&mut self, next: u64) {
+        self.next = self.next.max(next);
+    }
+}

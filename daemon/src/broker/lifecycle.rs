@@ -1,0 +1,147 @@
+//! What happens around the calls themselves: an administrator's pause, keys blocked by a spend
+//! cap, connections closing, time passing, the daemon stopping.
+
+use std::time::Instant;
+
+use pacer_protocol::KeyFingerprint;
+use pacer_protocol::message::{Event, Rejected, Response, TimedOut};
+
+use super::queue::WaiterId;
+use super::{Broker, Output, stopping};
+
+impl Broker {
+    /// An administrator's pause: sets the budget's pause to exactly `until` (a time not after
+    /// `now` lifts it).
+    pub fn pause(
+        &mut self,
+        now: Instant,
+        key: KeyFingerprint,
+        model: &str,
+        until: Instant,
+    ) -> Vec<Output> {
+        let Some(b) = self.budget_for(key, model, now) else {
+            return Vec::new();
+        };
+        if until <= now {
+            self.end_pause(b);
+        } else {
+            self.budgets[b].set_pause(until);
+            self.out.push(Output::Event(Event::PauseStarted {
+                budget: self.budgets[b].id(),
+                until: self.time_base.to_wall(until),
+                reason: "paused by administrator".into(),
+            }));
+        }
+        self.serve(b, now);
+        self.take_output()
+    }
+
+    fn end_pause(&mut self, b: super::BudgetIdx) {
+        if self.budgets[b].end_pause() {
+            self.out.push(Output::Event(Event::PauseEnded {
+                budget: self.budgets[b].id(),
+            }));
+        }
+    }
+
+    /// Makes every acquire for `key` fail fast until `until` (the API said its spend cap is
+    /// reached: retrying cannot help). Waiters of that key are answered at once.
+    pub fn block_key(
+        &mut self,
+        now: Instant,
+        key: KeyFingerprint,
+        until: Instant,
+        reason: String,
+    ) -> Vec<Output> {
+        self.blocks.block(key, until, reason.clone(), now);
+        let budgets = &self.budgets;
+        let ids = self.waiters.ids_where(|w| budgets[w.budget].key() == key);
+        self.answer_waiters(ids, |_| {
+            Response::Rejected(Rejected {
+                reason: reason.clone(),
+            })
+        });
+        self.take_output()
+    }
+
+    /// A connection closed: its waiters leave the queues, and the leases it held settle as
+    /// "unknown outcome" (the reservation stays spent; the in-flight slot is freed). Detached
+    /// leases are not affected.
+    pub fn disconnect(&mut self, now: Instant, conn: super::ConnId) -> Vec<Output> {
+        let mut touched = Vec::new();
+        for id in self.waiters.ids_of_conn(conn) {
+            if let Some(waiter) = self.drop_waiter(id) {
+                touched.push(waiter.budget);
+            }
+        }
+        for lease in self.leases.take_conn(conn) {
+            self.budgets[lease.budget].finish();
+            touched.push(lease.budget);
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for b in touched {
+            self.serve(b, now);
+        }
+        self.take_output()
+    }
+
+    /// Applies everything that time alone changes: pauses and backoffs that ended, detached leases
+    /// that expired, waiters that can now be granted, deadlines that passed.
+    pub fn tick(&mut self, now: Instant) -> Vec<Output> {
+        for b in self.budgets.indices() {
+            if self.budgets[b]
+                .paused_until()
+                .is_some_and(|until| until <= now)
+            {
+                self.end_pause(b);
+            }
+        }
+        self.overloads.expire(now);
+        while let Some(lease) = self.leases.take_expired(now) {
+            self.budgets[lease.budget].finish();
+        }
+        self.serve_all(now);
+        while let Some(id) = self.waiters.first_expired(now) {
+            self.time_out(id, now);
+        }
+        self.take_output()
+    }
+
+    fn time_out(&mut self, id: WaiterId, now: Instant) {
+        let Some(w) = self.waiters.get(id) else {
+            return;
+        };
+        let b = w.budget;
+        let retry_after =
+            self.budgets[b].waiter_wait(w.priority, w.mark, &w.cost, self.gate(b), now);
+        self.answer_waiters(vec![id], |_| Response::TimedOut(TimedOut { retry_after }));
+        // The head may have left: whoever is next may be servable.
+        self.serve(b, now);
+    }
+
+    /// The daemon is stopping: every waiting acquire, and every acquire from now on, is answered
+    /// with a "stopping" error. Reports and releases are still taken.
+    pub fn stop(&mut self) -> Vec<Output> {
+        self.stopping = true;
+        let ids = self.waiters.ids_where(|_| true);
+        self.answer_waiters(ids, |_| stopping());
+        self.take_output()
+    }
+
+    /// When time alone will next change something, if ever.
+    pub fn next_wakeup(&self, now: Instant) -> Option<Instant> {
+        let budgets = self.budgets.needing_attention().flat_map(|b| {
+            let budget = &self.budgets[b];
+            [
+                budget.paused_until(),
+                budget.head_ready_at(self.gate(b), now),
+            ]
+        });
+        [self.waiters.next_deadline(), self.leases.next_expiry()]
+            .into_iter()
+            .chain(budgets)
+            .flatten()
+            .min()
+    }
+}
