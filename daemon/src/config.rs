@@ -172,7 +172,9 @@ impl Config {
         let state = raw.state.take().unwrap_or_default();
         let state_file = match state.enabled {
             Some(false) => None,
-            _ => state.file.or_else(crate::persist::default_path),
+            _ => state
+                .file
+                .or_else(|| pacer_protocol::endpoint::state_dir().map(|d| d.join("state"))),
         };
         let log = raw.log.take().unwrap_or_default();
         let log = LogConfig {
@@ -180,7 +182,7 @@ impl Config {
                 Some(false) => None,
                 _ => log
                     .dir
-                    .or_else(|| crate::persist::state_dir().map(|d| d.join("logs"))),
+                    .or_else(|| pacer_protocol::endpoint::state_dir().map(|d| d.join("logs"))),
             },
             filter: log.filter.map(|f| f.0),
         };

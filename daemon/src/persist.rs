@@ -12,8 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::broker::BrokerState;
-use crate::gateway::calibration::Calibration;
+use crate::broker::{BrokerState, Calibration};
 
 /// Bumped when the file's meaning changes; a file of another version is moved aside.
 pub const STATE_VERSION: u32 = 1;
@@ -31,18 +30,7 @@ pub struct StateFile {
 
 /// The default state file: `$XDG_STATE_HOME/pacer/state`, else `~/.local/state/pacer/state`.
 pub fn default_path() -> Option<PathBuf> {
-    state_dir().map(|dir| dir.join("state"))
-}
-
-/// `$XDG_STATE_HOME/pacer`, else `~/.local/state/pacer`.
-pub fn state_dir() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_STATE_HOME")
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/state"))
-        })?;
-    Some(base.join("pacer"))
+    pacer_protocol::endpoint::state_dir().map(|dir| dir.join("state"))
 }
 
 /// Reads the state file. `None` when there is none, or when it was unreadable and has been moved

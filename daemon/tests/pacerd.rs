@@ -1,10 +1,10 @@
-//! Starting the real `pacerd` binary: sockets, a second daemon, bad configuration.
+//! The real `pacerd` binary refusing a bad configuration before it serves anything. (Tests of a
+//! running `pacerd` use the fixture in `pacer-tests`; these need none, and keeping them here
+//! makes cargo build `pacerd` for the workspace's tests.)
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-/// `pacerd` without its HTTP gateway (tests run in parallel; they cannot all have port 4141),
-/// keeping its state and logs in the test's own directory.
+/// `pacerd` without its HTTP gateway, keeping its state and logs in the test's own directory.
 fn pacerd(dir: &std::path::Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_pacerd"));
     command
@@ -15,78 +15,6 @@ fn pacerd(dir: &std::path::Path) -> Command {
         .env_remove("PACER_SOCKET")
         .env_remove("PACER_GATEWAY");
     command
-}
-
-/// Waits until something accepts connections at `path`.
-fn wait_for_socket(path: &std::path::Path) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    #[cfg(unix)]
-    while std::os::unix::net::UnixStream::connect(path).is_err() {
-        assert!(Instant::now() < deadline, "pacerd did not come up");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-#[test]
-fn a_second_daemon_on_the_same_socket_refuses_to_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("pacer.sock");
-    let _first = Running(
-        pacerd(dir.path())
-            .arg("--socket")
-            .arg(&socket)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for_socket(&socket);
-    let second = pacerd(dir.path())
-        .arg("--socket")
-        .arg(&socket)
-        .output()
-        .unwrap();
-    assert!(!second.status.success());
-    let stderr = String::from_utf8_lossy(&second.stderr);
-    assert!(
-        stderr.contains(&format!("already running at {}", socket.display())),
-        "{stderr}"
-    );
-}
-
-#[cfg(unix)]
-#[test]
-fn a_stale_socket_is_replaced_and_permissions_are_private() {
-    use std::os::unix::fs::PermissionsExt;
-
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("run").join("pacer.sock");
-    std::fs::create_dir(socket.parent().unwrap()).unwrap();
-    std::fs::set_permissions(
-        socket.parent().unwrap(),
-        std::fs::Permissions::from_mode(0o700),
-    )
-    .unwrap();
-    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
-    let _daemon = Running(
-        pacerd(dir.path())
-            .arg("--socket")
-            .arg(&socket)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for_socket(&socket);
-    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o600);
 }
 
 #[test]

@@ -5,6 +5,9 @@
 //! mode 0700 and the socket with 0600, so only the user who runs it can ask for permits.
 //!
 //! On Windows the endpoint is the named pipe `\\.\pipe\pacer-<user>` (or `$PACER_SOCKET`).
+//!
+//! [`state_dir`] is where pacer keeps its files (the daemon's state and logs, the log of a
+//! daemon `pacer run` starts): both sides must agree on it.
 
 use std::env;
 use std::path::PathBuf;
@@ -18,6 +21,15 @@ pub fn default_endpoint() -> PathBuf {
         return PathBuf::from(path);
     }
     platform_default()
+}
+
+/// Where pacer keeps its files: `$XDG_STATE_HOME/pacer`, else `~/.local/state/pacer`.
+pub fn state_dir() -> Option<PathBuf> {
+    let base = env::var_os("XDG_STATE_HOME")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/state")))?;
+    Some(base.join("pacer"))
 }
 
 #[cfg(unix)]

@@ -1,124 +1,33 @@
 //! Fixtures for pacer's integration and end-to-end tests.
 //!
-//! - [`TestDaemon`] runs a real daemon in this process, on a socket in a temporary directory
-//!   (the way pueue's tests do), so tests can reach it through the real socket protocol.
-//! - [`binary`] finds the real `pacerd` and `pacer` executables, for tests that run them as
-//!   processes.
+//! - [`TestDaemon`] (in `daemon`) runs a real daemon in this process, through
+//!   [`pacer_daemon::run`] on a socket in a temporary directory (the way pueue's tests do), so
+//!   tests reach it through the real socket protocol and can control its clock.
+//! - [`Pacerd`] (in `process`) runs the real `pacerd` binary as a process, isolated in a
+//!   directory of its own, for tests of signals, restarts, files and the command line; [`pacer`]
+//!   runs the real `pacer` command against it.
+//! - [`budget_status`] and [`budget_json`] find one budget in what `pacer status` shows.
+//! - [`binary`] finds the real `pacerd` and `pacer` executables.
 //! - [`wait_until`] waits for a condition with a deadline instead of sleeping.
 //! - [`mock`]: a mock of the Anthropic Messages API (also the `mock-upstream` binary).
+//! - [`bench`]: what the benchmark binaries share.
 
 pub mod bench;
+mod daemon;
 pub mod mock;
+mod process;
+
+pub use daemon::TestDaemon;
+pub use process::{Pacerd, pacer};
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pacer_client::{Client, FailMode};
-use pacer_daemon::Config;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-
-/// A daemon running in this process on a private socket.
-pub struct TestDaemon {
-    /// Holds the socket's directory for the daemon's lifetime.
-    dir: tempfile::TempDir,
-    socket: PathBuf,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
-}
-
-impl TestDaemon {
-    /// Starts a daemon with the given TOML configuration (may be empty), its gateway on an
-    /// ephemeral port.
-    pub async fn start(config_toml: &str) -> TestDaemon {
-        Self::start_with(config_toml, |_| {}).await
-    }
-
-    /// Starts a daemon with the given configuration, changed by `edit` (after the gateway is
-    /// moved to an ephemeral port).
-    pub async fn start_with(config_toml: &str, edit: impl FnOnce(&mut Config)) -> TestDaemon {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let socket = dir.path().join("pacer.sock");
-        let mut config =
-            Config::parse(config_toml, &dir.path().join("config.toml")).expect("valid config");
-        if config.gateway.listen.is_some() {
-            config.gateway.listen = Some("127.0.0.1:0".parse().expect("address"));
-        }
-        config.state_file = Some(dir.path().join("state"));
-        config.log.dir = None;
-        edit(&mut config);
-        let listener = pacer_daemon::listener::bind(&socket)
-            .await
-            .expect("bind the test socket");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let shutdown = async {
-                let _ = stopped.await;
-            };
-            pacer_daemon::run(config, listener, shutdown)
-                .await
-                .expect("daemon runs");
-        });
-        TestDaemon {
-            dir,
-            socket,
-            stop: Some(stop),
-            task: Some(task),
-        }
-    }
-
-    pub fn socket(&self) -> &Path {
-        &self.socket
-    }
-
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// A client that fails closed (tests want to know when the daemon is not there).
-    pub async fn client(&self) -> Client {
-        self.client_named("test-client").await
-    }
-
-    /// A client with its own identity for fair turns.
-    pub async fn client_named(&self, id: &str) -> Client {
-        Client::builder()
-            .endpoint(&self.socket)
-            .fail_mode(FailMode::Closed)
-            .client_id(id)
-            .connect()
-            .await
-            .expect("connect to the test daemon")
-    }
-
-    /// The gateway's base URL, `http://127.0.0.1:PORT`.
-    pub async fn gateway_url(&self) -> String {
-        let info = self
-            .client()
-            .await
-            .gateway_info()
-            .await
-            .expect("gateway info");
-        format!("http://{}", info.listen.expect("the gateway is enabled"))
-    }
-
-    /// Stops the daemon as SIGTERM would, and waits until it has.
-    pub async fn stop(mut self) {
-        self.stop.take().map(|tx| tx.send(()));
-        if let Some(task) = self.task.take() {
-            task.await.expect("daemon task");
-        }
-    }
-}
-
-impl Drop for TestDaemon {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-}
+use pacer_client::Client;
+use pacer_protocol::KeyFingerprint;
+use pacer_protocol::message::BudgetStatus;
+use serde_json::Value;
 
 /// Polls `condition` until it holds or `deadline` passes; returns whether it held.
 pub async fn wait_until<F, Fut>(deadline: Duration, mut condition: F) -> bool
@@ -138,8 +47,31 @@ where
     }
 }
 
+/// The budget of the key `api_key` and `class`, as the daemon's status shows it.
+pub async fn budget_status(client: &Client, api_key: &str, class: &str) -> BudgetStatus {
+    let key = KeyFingerprint::of(api_key);
+    client
+        .status()
+        .await
+        .expect("status")
+        .budgets
+        .into_iter()
+        .find(|b| b.budget.key == key && b.budget.model_class == class)
+        .unwrap_or_else(|| panic!("no budget {key}/{class}"))
+}
+
+/// The budget of the key fingerprint `key` and `class` in `pacer status --json` output.
+pub fn budget_json<'a>(status: &'a Value, key: &str, class: &str) -> &'a Value {
+    status["budgets"]
+        .as_array()
+        .expect("a budgets array")
+        .iter()
+        .find(|b| b["key"] == key && b["model_class"] == class)
+        .unwrap_or_else(|| panic!("no budget {key}/{class} in {status}"))
+}
+
 /// The path of one of the workspace's executables (`pacerd`, `pacer`), built by `cargo test`
-/// alongside the tests (the daemon and client crates have integration tests, which makes cargo
+/// alongside the tests (the daemon and CLI crates have integration tests, which makes cargo
 /// build their binaries first).
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use pacer_client::{AcquireRequest, Client, Error, Event, FailMode, Outcome, Priority, Usage};
-use pacer_tests::{TestDaemon, wait_until};
+use pacer_tests::{TestDaemon, budget_status, wait_until};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -33,17 +33,7 @@ fn rate_limited(retry_after: Duration) -> Outcome {
 }
 
 async fn sonnet_status(client: &Client) -> pacer_protocol::message::BudgetStatus {
-    client
-        .status()
-        .await
-        .unwrap()
-        .budgets
-        .into_iter()
-        .find(|b| {
-            b.budget.model_class == "sonnet"
-                && b.budget.key == pacer_protocol::KeyFingerprint::of("sk-ant-test")
-        })
-        .expect("the sonnet budget of the test key")
+    budget_status(client, "sk-ant-test", "sonnet").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -433,16 +423,13 @@ async fn a_fail_open_client_proceeds_without_a_daemon_and_reconnects_when_one_ap
         .await;
     assert!(matches!(closed, Err(Error::Unreachable { .. })));
 
-    // Start a daemon on that socket: the client finds it by itself.
-    let listener = pacer_daemon::listener::bind(&socket).await.unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let daemon = tokio::spawn(pacer_daemon::run(
-        pacer_daemon::Config::default(),
-        listener,
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    // Start a daemon on that socket (without a gateway: no test binds a fixed port): the
+    // client finds it by itself.
+    let mut config = pacer_daemon::Config::default();
+    config.gateway.listen = None;
+    let (controller, control) = pacer_daemon::service::control();
+    let setup = pacer_daemon::Setup::new(config, Some(socket.clone()));
+    let daemon = tokio::spawn(pacer_daemon::run(setup, control));
     assert!(
         wait_until(Duration::from_secs(10), || async {
             let permit = client.acquire(request()).await.unwrap();
@@ -452,7 +439,7 @@ async fn a_fail_open_client_proceeds_without_a_daemon_and_reconnects_when_one_ap
         })
         .await
     );
-    let _ = stop.send(());
+    controller.stop().await;
     daemon.await.unwrap().unwrap();
 }
 

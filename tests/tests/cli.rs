@@ -1,76 +1,10 @@
 //! The real `pacerd` and `pacer` binaries, as a user runs them.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant, SystemTime};
 
 use pacer_protocol::KeyFingerprint;
-use pacer_tests::binary;
-use serde_json::Value;
-
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Daemon {
-    fn start() -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("pacer.sock");
-        let child = Command::new(binary("pacerd"))
-            .arg("--socket")
-            .arg(&socket)
-            .args(["--gateway", "127.0.0.1:0"])
-            .env_remove("PACER_CONFIG")
-            .env("XDG_CONFIG_HOME", dir.path())
-            .env("XDG_STATE_HOME", dir.path())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let daemon = Daemon {
-            child,
-            socket,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !daemon.pacer(&["status"], "k").status.success() {
-            assert!(Instant::now() < deadline, "pacerd did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        daemon
-    }
-
-    fn pacer(&self, args: &[&str], api_key: &str) -> Output {
-        pacer_at(&self.socket, args, api_key)
-    }
-
-    fn status(&self) -> Value {
-        let out = self.pacer(&["status", "--json"], "k");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn pacer_at(socket: &Path, args: &[&str], api_key: &str) -> Output {
-    Command::new(binary("pacer"))
-        .args(args)
-        .env("PACER_SOCKET", socket)
-        .env("ANTHROPIC_API_KEY", api_key)
-        .output()
-        .unwrap()
-}
+use pacer_tests::{Pacerd, binary, budget_json, pacer};
 
 fn stdout(out: &Output) -> String {
     assert!(
@@ -82,18 +16,9 @@ fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-fn budget<'a>(status: &'a Value, key: &str, class: &str) -> &'a Value {
-    status["budgets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["key"] == key && b["model_class"] == class)
-        .unwrap_or_else(|| panic!("no budget {key}/{class} in {status}"))
-}
-
 #[test]
 fn a_429_reported_from_the_shell_pauses_that_budget_only() {
-    let daemon = Daemon::start();
+    let daemon = Pacerd::start_in_temp_dir(&[]);
     let key = stdout(&daemon.pacer(&["key-id"], "sk-ant-one"));
     assert_eq!(key.len(), 16);
 
@@ -105,7 +30,7 @@ fn a_429_reported_from_the_shell_pauses_that_budget_only() {
     ));
 
     let status = daemon.status();
-    let sonnet = budget(&status, &key, "sonnet");
+    let sonnet = budget_json(&status, &key, "sonnet");
     let until = humantime::parse_rfc3339(sonnet["paused_until"].as_str().unwrap()).unwrap();
     let left = until.duration_since(SystemTime::now()).unwrap();
     assert!(
@@ -145,12 +70,12 @@ fn a_429_reported_from_the_shell_pauses_that_budget_only() {
         "sk-ant-two",
     ));
     let status = daemon.status();
-    assert_eq!(budget(&status, &key, "haiku")["in_flight"], 0);
+    assert_eq!(budget_json(&status, &key, "haiku")["in_flight"], 0);
 }
 
 #[test]
 fn a_report_reads_curl_headers_and_the_response_body() {
-    let daemon = Daemon::start();
+    let daemon = Pacerd::start_in_temp_dir(&[]);
     let dir = tempfile::tempdir().unwrap();
     let headers = dir.path().join("headers");
     let body = dir.path().join("body.json");
@@ -179,7 +104,7 @@ fn a_report_reads_curl_headers_and_the_response_body() {
     ));
     let key = stdout(&daemon.pacer(&["key-id"], "sk"));
     let status = daemon.status();
-    let opus = budget(&status, &key, "opus");
+    let opus = budget_json(&status, &key, "opus");
     assert_eq!(opus["limits"]["rpm"], 50);
     assert_eq!(opus["limits"]["itpm"], 30000);
     assert_eq!(opus["limits"]["otpm"], 8000);
@@ -191,33 +116,31 @@ fn a_report_reads_curl_headers_and_the_response_body() {
 
 #[test]
 fn an_administrator_pauses_and_lifts_a_budget() {
-    let daemon = Daemon::start();
+    let daemon = Pacerd::start_in_temp_dir(&[]);
     stdout(&daemon.pacer(&["pause", "--model", "opus", "--for", "2m"], "sk"));
     let key = stdout(&daemon.pacer(&["key-id"], "sk"));
-    assert!(budget(&daemon.status(), &key, "opus")["paused_until"].is_string());
+    assert!(budget_json(&daemon.status(), &key, "opus")["paused_until"].is_string());
     let table = stdout(&daemon.pacer(&["status"], "sk"));
     assert!(table.contains("opus") && table.contains("more"), "{table}");
     stdout(&daemon.pacer(&["pause", "--model", "opus", "--for", "0"], "sk"));
-    assert!(budget(&daemon.status(), &key, "opus")["paused_until"].is_null());
+    assert!(budget_json(&daemon.status(), &key, "opus")["paused_until"].is_null());
 }
 
 #[test]
 fn sigterm_stops_the_daemon_cleanly() {
-    let mut daemon = Daemon::start();
+    let mut daemon = Pacerd::start_in_temp_dir(&[]);
     #[cfg(unix)]
     {
-        let pid = daemon.child.id() as i32;
-        // SAFETY: sending a signal to our own child process.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-        let status = daemon.child.wait().unwrap();
+        daemon.signal(libc::SIGTERM);
+        let status = daemon.wait();
         assert!(status.success(), "{status:?}");
-        assert!(!daemon.socket.exists(), "the socket is removed on exit");
+        assert!(!daemon.socket().exists(), "the socket is removed on exit");
     }
 }
 
 #[test]
 fn pacer_run_points_the_command_at_the_gateway_and_passes_its_exit_code() {
-    let daemon = Daemon::start();
+    let daemon = Pacerd::start_in_temp_dir(&[]);
     let out = daemon.pacer(
         &[
             "run",
@@ -248,7 +171,7 @@ fn pacer_run_points_the_command_at_the_gateway_and_passes_its_exit_code() {
 #[cfg(unix)]
 #[test]
 fn pacer_run_passes_signals_through() {
-    let daemon = Daemon::start();
+    let daemon = Pacerd::start_in_temp_dir(&[]);
     let out = daemon.pacer(&["run", "--", "sh", "-c", "kill -TERM $$"], "sk");
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(out.status.signal(), Some(libc::SIGTERM));
@@ -280,7 +203,7 @@ fn pacer_run_starts_a_daemon_when_none_is_running() {
         }
     };
     let url = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let status = pacer_at(&socket, &["status"], "k");
+    let status = pacer(&socket, &["status"], "k");
     stop(pid);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("started pacerd"), "{stderr}");
@@ -301,10 +224,10 @@ async fn probe_shows_the_limits_and_teaches_them_to_the_daemon() {
     .await;
     let url = mock.url();
     let (table, status) = tokio::task::spawn_blocking(move || {
-        let daemon = Daemon::start();
+        let daemon = Pacerd::start_in_temp_dir(&[]);
         let out = Command::new(binary("pacer"))
             .args(["probe", "--upstream", &url, "--model", "claude-haiku-4-5"])
-            .env("PACER_SOCKET", &daemon.socket)
+            .env("PACER_SOCKET", daemon.socket())
             .env("ANTHROPIC_API_KEY", "sk-probe")
             .output()
             .unwrap();
@@ -327,7 +250,7 @@ async fn probe_shows_the_limits_and_teaches_them_to_the_daemon() {
         "{table}"
     );
     let key = KeyFingerprint::of("sk-probe").to_string();
-    let haiku = budget(&status, &key, "haiku");
+    let haiku = budget_json(&status, &key, "haiku");
     assert_eq!(haiku["limits"]["rpm"], 50);
     assert_eq!(haiku["limits"]["otpm"], 8000);
     assert_eq!(haiku["granted"], 1);

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use pacer_client::{AcquireRequest, Error, KeyFingerprint};
+use pacer_client::{AcquireRequest, Error};
 use pacer_tests::mock::{Inject, MockConfig, MockUpstream};
-use pacer_tests::{TestDaemon, wait_until};
+use pacer_tests::{TestDaemon, budget_status, wait_until};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -38,18 +38,6 @@ async fn post(base: &str, key: &str, body: &Value) -> reqwest::Response {
         .send()
         .await
         .unwrap()
-}
-
-async fn budget(
-    daemon: &TestDaemon,
-    key: &str,
-    class: &str,
-) -> Option<pacer_protocol::message::BudgetStatus> {
-    let status = daemon.client().await.status().await.unwrap();
-    status
-        .budgets
-        .into_iter()
-        .find(|b| b.budget.key == KeyFingerprint::of(key) && b.budget.model_class == class)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,13 +106,14 @@ async fn everything_passes_through_with_the_prefix_stripped() {
     // The call was gated and settled, and the limits were learned from the headers.
     assert!(
         wait_until(Duration::from_secs(5), || async {
-            budget(&daemon, KEY, "sonnet").await.unwrap().in_flight == 0
+            budget_status(&daemon.client().await, KEY, "sonnet")
+                .await
+                .in_flight
+                == 0
         })
         .await
     );
-    let sonnet = budget(&daemon, KEY, "sonnet")
-        .await
-        .expect("a budget for the key");
+    let sonnet = budget_status(&daemon.client().await, KEY, "sonnet").await;
     assert_eq!(sonnet.granted, 1);
     assert_eq!(sonnet.limits.rpm, Some(120));
     assert_eq!(sonnet.limits.itpm, Some(100_000));
@@ -151,7 +140,9 @@ async fn streams_reach_the_client_event_by_event_and_settle_with_their_usage() {
     // The first event arrives while the upstream is still streaming: nothing is buffered.
     let first = response.chunk().await.unwrap().unwrap();
     assert!(String::from_utf8_lossy(&first).contains("message_start"));
-    let in_flight = budget(&daemon, KEY, "haiku").await.unwrap().in_flight;
+    let in_flight = budget_status(&daemon.client().await, KEY, "haiku")
+        .await
+        .in_flight;
     assert_eq!(in_flight, 1, "the permit is held while the stream runs");
     let mut rest = Vec::new();
     while let Some(chunk) = response.chunk().await.unwrap() {
@@ -161,7 +152,10 @@ async fn streams_reach_the_client_event_by_event_and_settle_with_their_usage() {
     assert!(text.contains("message_stop"), "{text}");
     assert!(
         wait_until(Duration::from_secs(5), || async {
-            budget(&daemon, KEY, "haiku").await.unwrap().in_flight == 0
+            budget_status(&daemon.client().await, KEY, "haiku")
+                .await
+                .in_flight
+                == 0
         })
         .await
     );
@@ -219,7 +213,10 @@ async fn interactive_requests_wait_less_than_batch_ones_under_saturation() {
     }
     assert!(
         wait_until(Duration::from_secs(5), || async {
-            budget(&daemon, KEY, "sonnet").await.unwrap().waiting == 4
+            budget_status(&daemon.client().await, KEY, "sonnet")
+                .await
+                .waiting
+                == 4
         })
         .await
     );
@@ -264,7 +261,7 @@ async fn an_upstream_429_is_held_and_retried_when_the_pause_ends() {
     let stats = mock.stats();
     assert!(stats.rate_limited >= 1, "{stats:?}");
     assert_eq!(stats.ok, 64);
-    let sonnet = budget(&daemon, KEY, "sonnet").await.unwrap();
+    let sonnet = budget_status(&daemon.client().await, KEY, "sonnet").await;
     assert_eq!(sonnet.rate_limited, stats.rate_limited);
 }
 
@@ -381,7 +378,7 @@ async fn a_dead_upstream_gives_a_502_naming_it() {
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains(&upstream), "{message}");
     // Nothing was spent: the permit was given back.
-    let sonnet = budget(&daemon, KEY, "sonnet").await.unwrap();
+    let sonnet = budget_status(&daemon.client().await, KEY, "sonnet").await;
     assert_eq!(sonnet.in_flight, 0);
     let models = http()
         .get(format!("{base}/v1/models"))
@@ -429,7 +426,10 @@ async fn a_client_that_disconnects_mid_stream_cancels_the_upstream_call_and_sett
     assert!(wait_until(Duration::from_secs(5), || async { mock.in_progress() == 0 }).await);
     assert!(
         wait_until(Duration::from_secs(5), || async {
-            budget(&daemon, KEY, "sonnet").await.unwrap().in_flight == 0
+            budget_status(&daemon.client().await, KEY, "sonnet")
+                .await
+                .in_flight
+                == 0
         })
         .await
     );
@@ -468,10 +468,15 @@ async fn cache_heavy_bodies_stop_reserving_their_size(stream: bool) {
         response.text().await.unwrap();
         if !stream {
             // A body of known length settles as its last byte goes out, not later.
-            assert_eq!(budget(&daemon, KEY, "sonnet").await.unwrap().in_flight, 0);
+            assert_eq!(
+                budget_status(&daemon.client().await, KEY, "sonnet")
+                    .await
+                    .in_flight,
+                0
+            );
         }
     }
-    let sonnet = budget(&daemon, KEY, "sonnet").await.unwrap();
+    let sonnet = budget_status(&daemon.client().await, KEY, "sonnet").await;
     let available = sonnet.available.input_tokens.unwrap();
     // Uncalibrated, ten reservations of ~22,500 would have left the bucket empty (each waiting
     // for the refill); calibrated, only the first call's cache write (~22,500) is spent.

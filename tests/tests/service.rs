@@ -2,61 +2,15 @@
 #![cfg(unix)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use pacer_client::{AcquireRequest, Client, FailMode, Outcome, Usage};
 use pacer_protocol::KeyFingerprint;
-use pacer_tests::{binary, wait_until};
+use pacer_tests::{Pacerd, binary, budget_status, wait_until};
 use tokio::sync::mpsc;
 
 const KEY: &str = "sk-ant-service-test-secret";
-
-/// A real pacerd process with its socket, state and logs in `dir`.
-struct Pacerd {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl Pacerd {
-    fn start(dir: &Path, args: &[&str]) -> Pacerd {
-        let socket = dir.join("pacer.sock");
-        let child = Command::new(binary("pacerd"))
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--no-gateway")
-            .args(args)
-            .env("XDG_STATE_HOME", dir)
-            .env("XDG_CONFIG_HOME", dir)
-            .env_remove("PACER_CONFIG")
-            .env_remove("RUST_LOG")
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-            assert!(Instant::now() < deadline, "pacerd did not come up");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Pacerd { child, socket }
-    }
-
-    fn signal(&self, signal: i32) {
-        // SAFETY: signalling our own child process.
-        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
-    }
-
-    fn wait(&mut self) -> std::process::ExitStatus {
-        self.child.wait().unwrap()
-    }
-}
-
-impl Drop for Pacerd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 async fn client(socket: &Path, id: &str) -> Client {
     Client::builder()
@@ -81,21 +35,14 @@ fn rate_limited(retry_after: Duration) -> Outcome {
 }
 
 async fn sonnet(client: &Client) -> pacer_protocol::message::BudgetStatus {
-    client
-        .status()
-        .await
-        .unwrap()
-        .budgets
-        .into_iter()
-        .find(|b| b.budget.key == KeyFingerprint::of(KEY) && b.budget.model_class == "sonnet")
-        .expect("the sonnet budget")
+    budget_status(client, KEY, "sonnet").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_daemon_comes_back_with_its_pause_and_serves_the_waiting_clients_after_it() {
     let dir = tempfile::tempdir().unwrap();
-    let mut daemon = Pacerd::start(dir.path(), &[]);
-    let first = client(&daemon.socket, "reporter").await;
+    let mut daemon = Pacerd::start(dir.path(), &["--no-gateway"]);
+    let first = client(daemon.socket(), "reporter").await;
     let permit = first.acquire(request()).await.unwrap();
     permit
         .report(rate_limited(Duration::from_secs(5)))
@@ -105,7 +52,7 @@ async fn a_killed_daemon_comes_back_with_its_pause_and_serves_the_waiting_client
 
     let (tx, mut rx) = mpsc::unbounded_channel();
     for i in 0..32 {
-        let client = client(&daemon.socket, &format!("waiter-{i}")).await;
+        let client = client(daemon.socket(), &format!("waiter-{i}")).await;
         let tx = tx.clone();
         tokio::spawn(async move {
             let permit = client.acquire(request()).await;
@@ -119,10 +66,9 @@ async fn a_killed_daemon_comes_back_with_its_pause_and_serves_the_waiting_client
         .await
     );
 
-    daemon.child.kill().unwrap(); // SIGKILL: no chance to save anything now
-    daemon.wait();
-    let daemon = Pacerd::start(dir.path(), &[]);
-    let observer = client(&daemon.socket, "observer").await;
+    daemon.kill(); // SIGKILL: no chance to save anything now
+    let daemon = Pacerd::start(dir.path(), &["--no-gateway"]);
+    let observer = client(daemon.socket(), "observer").await;
     let status = sonnet(&observer).await;
     let paused_until = status.paused_until.expect("the pause survived the crash");
     let left = paused_until
@@ -213,8 +159,8 @@ async fn sighup_applies_new_limits_to_waiting_clients_and_refuses_a_broken_file(
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "[limits.sonnet]\nrpm = 1\n");
     let config_arg = config.to_str().unwrap().to_owned();
-    let daemon = Pacerd::start(dir.path(), &["--config", &config_arg]);
-    let observer = client(&daemon.socket, "observer").await;
+    let daemon = Pacerd::start(dir.path(), &["--no-gateway", "--config", &config_arg]);
+    let observer = client(daemon.socket(), "observer").await;
     observer
         .acquire(request())
         .await
@@ -224,7 +170,7 @@ async fn sighup_applies_new_limits_to_waiting_clients_and_refuses_a_broken_file(
         .ok();
     observer.acquire(request()).await.unwrap().detach();
     // Now the bucket is empty: at 1 rpm the next permit is a minute away.
-    let mut raw = raw_waiting_acquire(&daemon.socket).await;
+    let mut raw = raw_waiting_acquire(daemon.socket()).await;
     assert!(
         wait_until(Duration::from_secs(5), || async {
             sonnet(&observer).await.waiting == 1
@@ -277,8 +223,8 @@ fn read_logs(dir: &Path) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_calls_in_flight_report_then_exits_0_with_a_loadable_state() {
     let dir = tempfile::tempdir().unwrap();
-    let mut daemon = Pacerd::start(dir.path(), &[]);
-    let client = client(&daemon.socket, "c").await;
+    let mut daemon = Pacerd::start(dir.path(), &["--no-gateway"]);
+    let client = client(daemon.socket(), "c").await;
     let paused = client.acquire(request()).await.unwrap();
     paused
         .report(rate_limited(Duration::from_secs(300)))
@@ -315,7 +261,10 @@ async fn sigterm_lets_calls_in_flight_report_then_exits_0_with_a_loadable_state(
         .find(|b| b.model_class == "sonnet")
         .unwrap();
     assert!(sonnet.paused_until.unwrap() > SystemTime::now() + Duration::from_secs(200));
-    assert_eq!(sonnet.learned[0], Some(600));
+    assert_eq!(
+        sonnet.learned[pacer_protocol::LimitKind::Requests],
+        Some(600)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -323,8 +272,8 @@ async fn a_corrupt_state_file_is_set_aside_and_the_daemon_starts() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("pacer")).unwrap();
     std::fs::write(dir.path().join("pacer/state"), b"\x00\x01 not json").unwrap();
-    let daemon = Pacerd::start(dir.path(), &[]);
-    client(&daemon.socket, "c").await.status().await.unwrap();
+    let daemon = Pacerd::start(dir.path(), &["--no-gateway"]);
+    client(daemon.socket(), "c").await.status().await.unwrap();
     let names: Vec<String> = std::fs::read_dir(dir.path().join("pacer"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -346,8 +295,11 @@ async fn logs_rotate_in_their_directory_and_never_hold_an_api_key() {
     for day in 1..=20 {
         std::fs::write(logs.join(format!("pacerd.2025-01-{day:02}.log")), "old\n").unwrap();
     }
-    let mut daemon = Pacerd::start(dir.path(), &["--log-dir", logs.to_str().unwrap()]);
-    let client = client(&daemon.socket, "c").await;
+    let mut daemon = Pacerd::start(
+        dir.path(),
+        &["--no-gateway", "--log-dir", logs.to_str().unwrap()],
+    );
+    let client = client(daemon.socket(), "c").await;
     let permit = client.acquire(request()).await.unwrap();
     permit
         .report(rate_limited(Duration::from_secs(1)))
@@ -363,7 +315,11 @@ async fn logs_rotate_in_their_directory_and_never_hold_an_api_key() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(files.len(), pacer_daemon::logging::KEEP_FILES, "{files:?}");
+    assert_eq!(
+        files.len(),
+        pacer_daemon::service::logging::KEEP_FILES,
+        "{files:?}"
+    );
     let today = humantime::format_rfc3339(SystemTime::now()).to_string()[..10].to_owned();
     let current = logs.join(format!("pacerd.{today}.log"));
     let text = std::fs::read_to_string(&current).unwrap();
@@ -415,13 +371,10 @@ async fn socket_activation_serves_on_inherited_sockets() {
         });
     }
     let child = command.spawn().unwrap();
-    let daemon = Pacerd {
-        child,
-        socket: socket.clone(),
-    };
+    let daemon = Pacerd::adopt(child, &socket);
     drop((unix, tcp));
     let client = Client::builder()
-        .endpoint(&daemon.socket)
+        .endpoint(daemon.socket())
         .fail_mode(FailMode::Closed)
         .reconnect_window(Duration::from_secs(10))
         .connect()
@@ -431,7 +384,7 @@ async fn socket_activation_serves_on_inherited_sockets() {
         Err(_) => {
             tokio::time::sleep(Duration::from_millis(500)).await;
             Client::builder()
-                .endpoint(&daemon.socket)
+                .endpoint(daemon.socket())
                 .fail_mode(FailMode::Closed)
                 .connect()
                 .await

@@ -32,6 +32,8 @@ pub struct Leases {
     expiries: BTreeSet<(Instant, LeaseId)>,
     /// Each connection's leases, settled as "unknown outcome" when it closes.
     by_conn: HashMap<ConnId, HashSet<LeaseId>>,
+    /// How many leases have an owner (read on every operation, so kept rather than counted).
+    owned: usize,
     /// Never reused, even across restarts (see [`Leases::set_next`]).
     next: u64,
 }
@@ -42,6 +44,7 @@ impl Leases {
             by_id: HashMap::new(),
             expiries: BTreeSet::new(),
             by_conn: HashMap::new(),
+            owned: 0,
             next: first.max(1),
         }
     }
@@ -55,6 +58,7 @@ impl Leases {
         }
         if let Some(owner) = lease.owner {
             self.by_conn.entry(owner).or_default().insert(id);
+            self.owned += 1;
         }
         self.by_id.insert(id, lease);
         id
@@ -73,12 +77,13 @@ impl Leases {
         if let Some(at) = lease.expires {
             self.expiries.remove(&(at, id));
         }
-        if let Some(owner) = lease.owner
-            && let Some(ids) = self.by_conn.get_mut(&owner)
-        {
-            ids.remove(&id);
-            if ids.is_empty() {
-                self.by_conn.remove(&owner);
+        if let Some(owner) = lease.owner {
+            self.owned -= 1;
+            if let Some(ids) = self.by_conn.get_mut(&owner) {
+                ids.remove(&id);
+                if ids.is_empty() {
+                    self.by_conn.remove(&owner);
+                }
             }
         }
         Ok(lease)
@@ -87,9 +92,12 @@ impl Leases {
     /// Takes out every lease a connection held.
     pub fn take_conn(&mut self, conn: ConnId) -> Vec<Lease> {
         let ids = self.by_conn.remove(&conn).unwrap_or_default();
-        ids.into_iter()
+        let leases: Vec<Lease> = ids
+            .into_iter()
             .filter_map(|id| self.by_id.remove(&id))
-            .collect()
+            .collect();
+        self.owned -= leases.len();
+        leases
     }
 
     /// Takes out one detached lease whose time is up at `now`, if any.
@@ -119,7 +127,7 @@ impl Leases {
 
     /// Leases held by live connections (detached leases, which outlive them, not counted).
     pub fn owned(&self) -> usize {
-        self.by_id.values().filter(|l| l.owner.is_some()).count()
+        self.owned
     }
 
     pub fn len(&self) -> usize {

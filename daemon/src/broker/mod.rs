@@ -14,12 +14,15 @@
 //! - the tables the broker ties together: `budgets` (each a `budget`: buckets, pause, `queue`),
 //!   `waiters`, `leases`, `overload` (per class), `blocks` (per key);
 //! - the parts: `bucket`, `cost`, `limits` (configured limits and model classes), `per_kind`,
-//!   `time`, and `snapshot` (the state file's share).
+//!   `time`, and `snapshot` (the state file's share);
+//! - `calibration`: input-token estimates for gateway requests from their size, learned from
+//!   real usage (kept by the hub beside the broker).
 
 mod blocks;
 mod bucket;
 mod budget;
 mod budgets;
+mod calibration;
 mod cost;
 mod leases;
 mod lifecycle;
@@ -48,6 +51,7 @@ use pacer_protocol::{KeyFingerprint, Priority};
 use blocks::Blocks;
 use budget::Reservation;
 use budgets::{BudgetIdx, Budgets, MAX_BUDGETS};
+pub use calibration::Calibration;
 pub use cost::Costs;
 use leases::{Lease, Leases};
 pub use limits::{LimitSet, LimitTable, ModelClasses};

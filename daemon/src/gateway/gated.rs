@@ -1,32 +1,32 @@
-//! A gated request: wait for a permit, forward, and deal with what the API says.
+//! A gated request's cycle: acquire a permit, forward once, and deal with what the API says.
 //!
 //! - 2xx: stream the answer through; settle the permit with the real usage when it ends.
-//! - 429: report it (every peer pauses), then hold the request and retry it when the pause
-//!   ends, for as long as the hold allows; past that, pass the 429 on with a `retry-after` that
-//!   tells the truth about the remaining wait.
-//! - 429 for a spend cap: retrying cannot help. Pass it on, and answer every request for that
-//!   key with the same error for a minute.
-//! - 529: the model class backs off together; up to three retries, then pass it on.
+//! - 429 ([`Cycle::on_429`]): report it (every peer pauses), then hold the request and go round
+//!   again when the pause ends, for as long as the hold allows; past that, pass the 429 on with
+//!   a `retry-after` that tells the truth about the remaining wait. A spend-cap 429 is passed on
+//!   at once (see [`super::spend_cap`]).
+//! - 529 ([`Cycle::on_529`]): the model class backs off together; up to three rounds, then
+//!   pass it on.
+//! - anything else: pass it on.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Response, StatusCode};
-use pacer_protocol::message::{Acquire, Outcome, Response as Answer};
+use pacer_protocol::message::{Acquire, LeaseId, Outcome, Response as Answer};
 use pacer_protocol::ratelimit::parse_retry_after;
 use pacer_protocol::{KeyFingerprint, Priority};
+use tokio::time::Instant;
 
 use super::Gateway;
 use super::forward::{buffered_response, header_list, stream_response};
 use super::metered::Settle;
 use super::reply::{self, GatewayBody};
-use crate::server::Session;
+use crate::hub::Session;
 
 /// How many 529 answers are retried before the last one is passed on.
 const MAX_OVERLOAD_RETRIES: u32 = 3;
-/// How long every request of a key fails fast after a spend-cap 429.
-pub const SPEND_CAP_BLOCK: Duration = Duration::from_secs(60);
 
 /// What the gateway knows of a request it gates.
 pub struct Gate {
@@ -57,6 +57,14 @@ struct Held {
 }
 
 impl Held {
+    async fn read(upstream: reqwest::Response) -> Held {
+        Held {
+            status: upstream.status(),
+            headers: upstream.headers().clone(),
+            body: upstream.bytes().await.unwrap_or_default(),
+        }
+    }
+
     fn into_response(self, retry_after: Option<Duration>) -> Response<GatewayBody> {
         let mut response = buffered_response(self.status, &self.headers, self.body);
         if let Some(wait) = retry_after {
@@ -66,85 +74,141 @@ impl Held {
     }
 }
 
+/// What a step decided.
+enum Step<T> {
+    /// Carry on with this.
+    Next(T),
+    /// Answer the client with this.
+    Done(Response<GatewayBody>),
+}
+
+/// One gated request, from its first acquire to its answer.
+struct Cycle<'a> {
+    gateway: &'a Arc<Gateway>,
+    gate: Gate,
+    session: Session,
+    started: Instant,
+    /// The last 429 or 529, passed on if the hold runs out.
+    held: Option<Held>,
+    overloads: u32,
+}
+
 pub async fn handle(gateway: &Arc<Gateway>, gate: Gate, forward: Forward) -> Response<GatewayBody> {
-    if let Some(replay) = gateway.spend_cap_reply(gate.key) {
+    if let Some(replay) = gateway.spend_caps.replay(gate.key) {
         return replay;
     }
-    let started = Instant::now();
-    let mut session = Session::open(&gateway.shared);
-    let mut held: Option<Held> = None;
-    let mut overloads = 0;
+    let mut cycle = Cycle {
+        gateway,
+        session: Session::open(&gateway.hub),
+        gate,
+        started: Instant::now(),
+        held: None,
+        overloads: 0,
+    };
     loop {
-        let hold_left = gateway.max_hold().saturating_sub(started.elapsed());
+        let lease = match cycle.acquire().await {
+            Step::Next(lease) => lease,
+            Step::Done(response) => return response,
+        };
+        let upstream = match cycle.forward_once(lease, &forward).await {
+            Step::Next(upstream) => upstream,
+            Step::Done(response) => return response,
+        };
+        let status = upstream.status();
+        let step = if status.is_success() {
+            return cycle.stream(lease, upstream);
+        } else if status == StatusCode::TOO_MANY_REQUESTS {
+            cycle.on_429(lease, upstream).await
+        } else if status.as_u16() == 529 {
+            cycle.on_529(lease, upstream).await
+        } else {
+            cycle.session.report(lease, Outcome::Failed);
+            return stream_response(upstream, None);
+        };
+        if let Step::Done(response) = step {
+            return response;
+        }
+    }
+}
+
+impl Cycle<'_> {
+    /// Waits for a permit, for what is left of the hold. A wait already known to outlast the
+    /// hold is answered at once rather than after holding.
+    async fn acquire(&mut self) -> Step<LeaseId> {
+        let gateway = self.gateway;
+        let hold_left = gateway.max_hold().saturating_sub(self.started.elapsed());
         let acquire = Acquire {
-            key: gate.key,
-            model: gate.model.clone(),
-            priority: gate.priority,
-            client_id: gate.client_id.clone(),
-            input_tokens: Some(gate.input_tokens),
+            key: self.gate.key,
+            model: self.gate.model.clone(),
+            priority: self.gate.priority,
+            client_id: self.gate.client_id.clone(),
+            input_tokens: Some(self.gate.input_tokens),
             output_tokens: None,
-            max_tokens: gate.max_tokens,
+            max_tokens: self.gate.max_tokens,
             deadline: Some(hold_left),
             detached_ttl: None,
         };
-        // A wait already known to outlast the hold is answered now, not after holding.
-        let expected = session.estimate_wait(&acquire);
+        let expected = self.session.estimate_wait(&acquire);
         if expected > hold_left {
-            return match held {
-                Some(held) => held.into_response(Some(expected)),
-                None => reply::rate_limited(
-                    expected,
-                    format!(
-                        "pacer: the shared rate limit for {} is spent; the wait (about {}s) would \
-                         exceed the gateway's max_hold ({}s)",
-                        gate.model,
-                        expected.as_secs_f64().ceil(),
-                        gateway.max_hold().as_secs()
-                    ),
-                ),
-            };
+            let message = format!(
+                "pacer: the shared rate limit for {} is spent; the wait (about {}s) would \
+                 exceed the gateway's max_hold ({}s)",
+                self.gate.model,
+                expected.as_secs_f64().ceil(),
+                gateway.max_hold().as_secs()
+            );
+            return Step::Done(self.give_up(expected, message));
         }
-        let lease = match session.acquire(&acquire).await {
-            Answer::Granted(granted) => granted.lease,
+        match self.session.acquire(&acquire).await {
+            Answer::Granted(granted) => Step::Next(granted.lease),
             Answer::TimedOut(timed_out) => {
-                return match held {
-                    Some(held) => held.into_response(Some(timed_out.retry_after)),
-                    None => reply::rate_limited(
-                        timed_out.retry_after,
-                        format!(
-                            "pacer: the shared rate limit for {} is spent; this request waited {}s \
-                             (the gateway's max_hold) and would wait about {}s more",
-                            gate.model,
-                            started.elapsed().as_secs(),
-                            timed_out.retry_after.as_secs_f64().ceil()
-                        ),
-                    ),
-                };
+                let message = format!(
+                    "pacer: the shared rate limit for {} is spent; this request waited {}s \
+                     (the gateway's max_hold) and would wait about {}s more",
+                    self.gate.model,
+                    self.started.elapsed().as_secs(),
+                    timed_out.retry_after.as_secs_f64().ceil()
+                );
+                Step::Done(self.give_up(timed_out.retry_after, message))
             }
             Answer::Rejected(rejected) => {
-                return gateway.spend_cap_reply(gate.key).unwrap_or_else(|| {
+                Step::Done(gateway.spend_caps.replay(self.gate.key).unwrap_or_else(|| {
                     reply::error(
                         StatusCode::TOO_MANY_REQUESTS,
                         "rate_limit_error",
                         format!("pacer: {}", rejected.reason),
                     )
-                });
+                }))
             }
             other => {
                 let message = match other {
                     Answer::Error(e) => e.message,
                     other => format!("unexpected answer {other:?}"),
                 };
-                return reply::error(
+                Step::Done(reply::error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "api_error",
                     format!("pacer gateway: {message}"),
-                );
+                ))
             }
-        };
+        }
+    }
 
-        let sent = gateway
-            .upstream
+    /// The answer when the hold runs out: the last upstream error if there was one (with the
+    /// real wait), else a 429 of the gateway's own.
+    fn give_up(&mut self, wait: Duration, message: String) -> Response<GatewayBody> {
+        match self.held.take() {
+            Some(held) => held.into_response(Some(wait)),
+            None => reply::rate_limited(wait, message),
+        }
+    }
+
+    /// Sends the request upstream once, and feeds the rate-limit headers of the answer to the
+    /// broker as soon as they arrive (the client may send its next request the moment it has
+    /// read this one).
+    async fn forward_once(&mut self, lease: LeaseId, forward: &Forward) -> Step<reqwest::Response> {
+        let upstream = &self.gateway.upstream;
+        let sent = upstream
             .send(
                 forward.method.clone(),
                 forward.url.clone(),
@@ -152,89 +216,80 @@ pub async fn handle(gateway: &Arc<Gateway>, gate: Gate, forward: Forward) -> Res
                 forward.body.clone(),
             )
             .await;
-        let upstream = match sent {
-            Ok(upstream) => upstream,
+        match sent {
+            Ok(response) => {
+                self.session
+                    .observe(lease, &header_list(response.headers()));
+                Step::Next(response)
+            }
             Err(e) => {
                 if e.is_connect() {
                     // The call never reached the API: nothing was spent.
-                    session.release(lease);
+                    self.session.release(lease);
                 } else {
                     // It may have reached the API before the connection broke.
-                    session.report(lease, Outcome::Unknown);
+                    self.session.report(lease, Outcome::Unknown);
                 }
-                tracing::warn!(upstream = %gateway.upstream.base, "upstream unreachable: {e}");
-                return reply::bad_gateway(&gateway.upstream.base, &e);
-            }
-        };
-        let status = upstream.status();
-        // Learn from the headers now, not when the body ends: the client may send its next
-        // request the moment it has read this one.
-        session.observe(lease, &header_list(upstream.headers()));
-        if status.is_success() {
-            let settle = Settle {
-                // Already applied above.
-                headers: Vec::new(),
-                session,
-                lease,
-                calibration: gate
-                    .calibrate_bytes
-                    .map(|bytes| (gateway.calibration.clone(), gate.client_id.clone(), bytes)),
-            };
-            return stream_response(upstream, Some(settle));
-        }
-        match status {
-            StatusCode::TOO_MANY_REQUESTS => {
-                let headers = upstream.headers().clone();
-                let body = upstream.bytes().await.unwrap_or_default();
-                if is_spend_cap(&body) {
-                    session.report(lease, Outcome::Failed);
-                    gateway.record_spend_cap(&session, gate.key, status, &headers, body.clone());
-                    return buffered_response(status, &headers, body);
-                }
-                session.report(
-                    lease,
-                    Outcome::RateLimited {
-                        retry_after: None,
-                        headers: header_list(&headers),
-                        message: error_message(&body),
-                    },
-                );
-                held = Some(Held {
-                    status,
-                    headers,
-                    body,
-                });
-            }
-            _ if status.as_u16() == 529 => {
-                let headers = upstream.headers().clone();
-                let body = upstream.bytes().await.unwrap_or_default();
-                let retry_after = headers
-                    .get(http::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
-                session.report(lease, Outcome::Overloaded { retry_after });
-                overloads += 1;
-                if overloads > MAX_OVERLOAD_RETRIES {
-                    return buffered_response(status, &headers, body);
-                }
-                held = Some(Held {
-                    status,
-                    headers,
-                    body,
-                });
-            }
-            _ => {
-                session.report(lease, Outcome::Failed);
-                return stream_response(upstream, None);
+                tracing::warn!(upstream = %upstream.base, "upstream unreachable: {e}");
+                Step::Done(reply::bad_gateway(&upstream.base, &e))
             }
         }
     }
-}
 
-/// Whether a 429 body is the spend cap's: `"error_code": "enforced_spend_limit_reached"`.
-fn is_spend_cap(body: &[u8]) -> bool {
-    const MARK: &[u8] = b"enforced_spend_limit_reached";
-    body.windows(MARK.len()).any(|w| w == MARK)
+    /// A success streams through; the permit settles when the body ends.
+    fn stream(self, lease: LeaseId, upstream: reqwest::Response) -> Response<GatewayBody> {
+        let settle = Settle {
+            // Already applied by `forward_once`.
+            headers: Vec::new(),
+            calibrate: self
+                .gate
+                .calibrate_bytes
+                .map(|bytes| (self.gate.client_id.clone(), bytes)),
+            session: self.session,
+            lease,
+        };
+        stream_response(upstream, Some(settle))
+    }
+
+    /// A 429: a spend cap is passed on at once; a rate limit pauses every peer, and the request
+    /// goes round again.
+    async fn on_429(&mut self, lease: LeaseId, upstream: reqwest::Response) -> Step<()> {
+        let held = Held::read(upstream).await;
+        let caps = &self.gateway.spend_caps;
+        if let Some(response) = caps.check(&self.session, self.gate.key, &held.headers, &held.body)
+        {
+            self.session.report(lease, Outcome::Failed);
+            return Step::Done(response);
+        }
+        self.session.report(
+            lease,
+            Outcome::RateLimited {
+                retry_after: None,
+                headers: header_list(&held.headers),
+                message: error_message(&held.body),
+            },
+        );
+        self.held = Some(held);
+        Step::Next(())
+    }
+
+    /// A 529: the class backs off together; after [`MAX_OVERLOAD_RETRIES`] it is passed on.
+    async fn on_529(&mut self, lease: LeaseId, upstream: reqwest::Response) -> Step<()> {
+        let held = Held::read(upstream).await;
+        let retry_after = held
+            .headers
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        self.session
+            .report(lease, Outcome::Overloaded { retry_after });
+        self.overloads += 1;
+        if self.overloads > MAX_OVERLOAD_RETRIES {
+            return Step::Done(held.into_response(None));
+        }
+        self.held = Some(held);
+        Step::Next(())
+    }
 }
 
 fn error_message(body: &[u8]) -> Option<String> {
@@ -246,41 +301,16 @@ fn error_message(body: &[u8]) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// A spend-cap 429 being replayed to every request of its key.
-pub struct SpendCap {
-    pub until: Instant,
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl SpendCap {
-    pub fn new(status: StatusCode, headers: &HeaderMap, body: Bytes) -> Self {
-        Self {
-            until: Instant::now() + SPEND_CAP_BLOCK,
-            status,
-            headers: headers.clone(),
-            body,
-        }
-    }
-
-    pub fn reply(&self) -> Response<GatewayBody> {
-        buffered_response(self.status, &self.headers, self.body.clone())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn spend_cap_bodies_are_recognised() {
-        let body = br#"{"type":"error","error":{"type":"rate_limit_error","message":"You have reached your specified API usage limits.","details":{"error_code":"enforced_spend_limit_reached"}}}"#;
-        assert!(is_spend_cap(body));
-        assert!(!is_spend_cap(br#"{"type":"error","error":{"type":"rate_limit_error","message":"50 requests per minute"}}"#));
+    fn the_error_message_is_read_from_the_body() {
         assert_eq!(
             error_message(br#"{"error":{"message":"50 requests per minute"}}"#).as_deref(),
             Some("50 requests per minute")
         );
+        assert_eq!(error_message(b"not json"), None);
     }
 }

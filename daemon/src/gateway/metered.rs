@@ -4,7 +4,6 @@
 
 use std::io::Write;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -14,8 +13,7 @@ use pacer_protocol::message::{ApiUsage, Headers, LeaseId, Outcome, Usage};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::calibration::Calibration;
-use crate::server::Session;
+use crate::hub::Session;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -267,21 +265,18 @@ pub struct Settle {
     pub session: Session,
     pub lease: LeaseId,
     pub headers: Headers,
-    /// Where to record the request's size and real input, to calibrate later estimates.
-    pub calibration: Option<(Arc<Mutex<Calibration>>, String, usize)>,
+    /// The client and the request's size, to calibrate later estimates with its real input.
+    pub calibrate: Option<(String, usize)>,
 }
 
 impl Settle {
     fn finish(self, tap: &mut UsageTap, ended: Ended) {
         let outcome = tap.outcome(self.headers);
-        if let (Outcome::Success { usage, .. }, Some((calibration, client, bytes))) =
-            (&outcome, &self.calibration)
+        if let (Outcome::Success { usage, .. }, Some((client, bytes))) = (&outcome, &self.calibrate)
             && ended == Ended::Complete
         {
-            calibration
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .record(client, *bytes, usage.counted_input_tokens());
+            self.session
+                .calibrate(client, *bytes, usage.counted_input_tokens());
         }
         self.session.report(self.lease, outcome);
     }

@@ -5,25 +5,26 @@
 //! first gated by the same budgets as socket permits (the gateway is an in-process client of the
 //! broker), so gateway and library clients share one budget and pause together.
 //!
-//! - [`route`]: the `/s/<client>~<priority>/` prefix and which endpoint a request is.
-//! - [`gated`]: permit, forward, hold-and-retry on 429, backoff on 529, the spend cap.
-//! - [`forward`]: which headers cross, and streaming the answer back.
-//! - [`metered`]: reading usage off the response as it streams, and settling the permit.
-//! - [`calibration`]: input-token estimates from body sizes, learned per client.
-//! - [`reply`]: the gateway's own answers, in the API's error shape.
+//! - this file: the HTTP server, and which requests are gated and how (the model, the client,
+//!   the input estimate);
+//! - [`route`]: the `/s/<client>~<priority>/` prefix and which endpoint a request is;
+//! - `gated`: a gated request's cycle in named steps: acquire, forward once, on 429, on 529;
+//! - `spend_cap`: the spend cap's 429, replayed to every request of its key for a while;
+//! - `forward`: which headers cross, and streaming the answer back;
+//! - `metered`: reading usage off the response as it streams, and settling the permit;
+//! - `reply`: the gateway's own answers, in the API's error shape.
 
-pub mod calibration;
 mod forward;
 mod gated;
 mod metered;
 mod reply;
 pub mod route;
+mod spend_cap;
 
-use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
@@ -37,12 +38,12 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::GatewayConfig;
-use crate::server::{Session, Shared};
-use calibration::Calibration;
+use crate::hub::Hub;
 use forward::Upstream;
-use gated::{Forward, Gate, SpendCap};
+use gated::{Forward, Gate};
 use reply::GatewayBody;
 use route::{Endpoint, Route};
+use spend_cap::SpendCaps;
 
 /// The largest request body accepted.
 pub const MAX_BODY: usize = 32 << 20;
@@ -50,27 +51,21 @@ pub const MAX_BODY: usize = 32 << 20;
 pub const COUNT_TOKENS_BUDGET: &str = "count_tokens";
 
 pub struct Gateway {
-    shared: Arc<Shared>,
+    hub: Arc<Hub>,
     upstream: Upstream,
     /// In milliseconds; a configuration reload may change it.
     max_hold_ms: AtomicU64,
-    calibration: Arc<Mutex<Calibration>>,
-    /// Keys whose spend cap was reached, with the 429 to replay to their requests.
-    spend_caps: Mutex<HashMap<KeyFingerprint, SpendCap>>,
+    /// Keys whose spend cap was reached.
+    spend_caps: SpendCaps,
 }
 
 impl Gateway {
-    pub fn new(
-        shared: Arc<Shared>,
-        config: &GatewayConfig,
-        calibration: Arc<Mutex<Calibration>>,
-    ) -> anyhow::Result<Arc<Gateway>> {
+    pub fn new(hub: Arc<Hub>, config: &GatewayConfig) -> anyhow::Result<Arc<Gateway>> {
         Ok(Arc::new(Gateway {
-            shared,
+            hub,
             upstream: Upstream::new(config.upstream.clone())?,
             max_hold_ms: AtomicU64::new(config.max_hold.as_millis() as u64),
-            calibration,
-            spend_caps: Mutex::default(),
+            spend_caps: SpendCaps::default(),
         }))
     }
 
@@ -82,38 +77,6 @@ impl Gateway {
     pub fn set_max_hold(&self, max_hold: Duration) {
         self.max_hold_ms
             .store(max_hold.as_millis() as u64, Ordering::Relaxed);
-    }
-
-    fn spend_cap_reply(&self, key: KeyFingerprint) -> Option<Response<GatewayBody>> {
-        let mut caps = self.spend_caps.lock().unwrap_or_else(|p| p.into_inner());
-        match caps.get(&key) {
-            Some(cap) if cap.until > Instant::now() => Some(cap.reply()),
-            Some(_) => {
-                caps.remove(&key);
-                None
-            }
-            None => None,
-        }
-    }
-
-    fn record_spend_cap(
-        &self,
-        session: &Session,
-        key: KeyFingerprint,
-        status: StatusCode,
-        headers: &HeaderMap,
-        body: Bytes,
-    ) {
-        tracing::warn!(%key, "spend cap reached: failing this key's requests fast for {}s", gated::SPEND_CAP_BLOCK.as_secs());
-        self.spend_caps
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, SpendCap::new(status, headers, body));
-        session.block_key(
-            key,
-            gated::SPEND_CAP_BLOCK,
-            "the API key's spend cap is reached (enforced_spend_limit_reached)".into(),
-        );
     }
 
     /// Answers one HTTP request.
@@ -192,11 +155,7 @@ impl Gateway {
                 // A body that is not a Messages request is the API's to refuse.
                 let fields: MessagesFields = serde_json::from_slice(body).ok()?;
                 let model = fields.model.filter(|m| !m.trim().is_empty())?;
-                let input_tokens = self
-                    .calibration
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .estimate(&client_id, body.len());
+                let input_tokens = self.hub.estimate_input(&client_id, body.len());
                 Some(Gate {
                     key,
                     model,

@@ -11,19 +11,19 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinSet;
 
-use super::handlers::{self, DAEMON_VERSION};
-use super::shared::{Shared, Writer};
+use super::listener::Stream;
 use crate::broker::{ConnId, Ticket};
-use crate::listener::Stream;
+use crate::hub::handlers::{self, DAEMON_VERSION};
+use crate::hub::{self, Hub, Writer};
 use pacer_protocol::io::{self, Outbox};
 
-pub async fn serve(stream: Stream, conn: ConnId, shared: Arc<Shared>, stop: watch::Receiver<bool>) {
+pub async fn serve(stream: Stream, conn: ConnId, hub: Arc<Hub>, stop: watch::Receiver<bool>) {
     let (reader, outbox) = io::split(stream);
     let mut flush = tokio::spawn(outbox.clone().flush());
-    let registration = Registration::new(&shared, conn, Writer::Socket(outbox.clone()));
+    let registration = Registration::new(&hub, conn, Writer::Socket(outbox.clone()));
     let mut session = Session {
         conn,
-        shared: shared.clone(),
+        hub: hub.clone(),
         outbox: outbox.clone(),
         greeted: false,
         subscriptions: JoinSet::new(),
@@ -53,26 +53,26 @@ pub async fn serve(stream: Stream, conn: ConnId, shared: Arc<Shared>, stop: watc
 /// A connection's place in the shared state; leaving it (even by a panic) settles its leases
 /// and drops its waiters.
 struct Registration<'a> {
-    shared: &'a Shared,
+    hub: &'a Hub,
     conn: ConnId,
 }
 
 impl<'a> Registration<'a> {
-    fn new(shared: &'a Arc<Shared>, conn: ConnId, writer: Writer) -> Self {
-        shared.register(conn, writer);
-        Self { shared, conn }
+    fn new(hub: &'a Arc<Hub>, conn: ConnId, writer: Writer) -> Self {
+        hub.register(conn, writer);
+        Self { hub, conn }
     }
 }
 
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
-        self.shared.unregister(self.conn);
+        self.hub.unregister(self.conn);
     }
 }
 
 struct Session {
     conn: ConnId,
-    shared: Arc<Shared>,
+    hub: Arc<Hub>,
     /// This connection's outbox, for answers given at once.
     outbox: Arc<Outbox>,
     greeted: bool,
@@ -118,7 +118,7 @@ impl Session {
     }
 
     fn send(&self, id: u64, response: Response) {
-        super::shared::send(&self.outbox, &ResponseFrame { id, response });
+        hub::send(&self.outbox, &ResponseFrame { id, response });
     }
 
     fn handle(&mut self, frame: RequestFrame) -> Result<(), String> {
@@ -132,12 +132,12 @@ impl Session {
         };
         let response = match frame.request {
             Request::Hello(hello) => Some(welcome(&hello)),
-            Request::Acquire(acquire) => handlers::acquire(&self.shared, ticket, &acquire),
-            Request::Report(report) => Some(handlers::report(&self.shared, report)),
-            Request::Release(release) => Some(handlers::release(&self.shared, release)),
-            Request::Status => Some(handlers::status(&self.shared)),
-            Request::Pause(pause) => Some(handlers::pause(&self.shared, pause)),
-            Request::GatewayInfo => Some(handlers::gateway_info(&self.shared)),
+            Request::Acquire(acquire) => handlers::acquire(&self.hub, ticket, &acquire),
+            Request::Report(report) => Some(handlers::report(&self.hub, report)),
+            Request::Release(release) => Some(handlers::release(&self.hub, release)),
+            Request::Status => Some(handlers::status(&self.hub)),
+            Request::Pause(pause) => Some(handlers::pause(&self.hub, pause)),
+            Request::GatewayInfo => Some(handlers::gateway_info(&self.hub)),
             Request::Subscribe => {
                 self.subscribe(id);
                 None
@@ -182,10 +182,10 @@ impl Session {
     }
 
     fn subscribe(&mut self, id: u64) {
-        let shared = self.shared.clone();
+        let hub = self.hub.clone();
         let outbox = self.outbox.clone();
         self.subscriptions.spawn(async move {
-            let mut subscription = shared.subscribe();
+            let mut subscription = hub.subscribe();
             loop {
                 match subscription.events.recv().await {
                     Ok(event) => {
@@ -193,7 +193,7 @@ impl Session {
                             id,
                             response: Response::Event(event),
                         };
-                        super::shared::send(&outbox, &frame);
+                        hub::send(&outbox, &frame);
                     }
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::warn!("a subscriber fell behind and missed {missed} events");

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::shared::Shared;
+use crate::hub::Hub;
 
 /// How often the STATUS line is refreshed when no watchdog asks for more.
 const STATUS_INTERVAL: Duration = Duration::from_secs(10);
@@ -22,14 +22,14 @@ fn send(states: &[sd_notify::NotifyState]) {
     }
 }
 
-pub fn ready(shared: &Shared) {
+pub fn ready(hub: &Hub) {
     #[cfg(unix)]
     send(&[
         sd_notify::NotifyState::Ready,
-        sd_notify::NotifyState::Status(&shared.summary()),
+        sd_notify::NotifyState::Status(&hub.summary()),
     ]);
     #[cfg(not(unix))]
-    let _ = shared;
+    let _ = hub;
 }
 
 pub fn stopping() {
@@ -41,7 +41,7 @@ pub fn stopping() {
 }
 
 /// Pings the watchdog (when systemd set one) and refreshes the STATUS line until `stop`.
-pub async fn keep_alive(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+pub async fn keep_alive(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
     #[cfg(unix)]
     {
         if std::env::var_os("NOTIFY_SOCKET").is_none() {
@@ -57,7 +57,7 @@ pub async fn keep_alive(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 _ = stop.changed() => return,
             }
             // Taking the broker's lock is the liveness check: a deadlocked daemon never gets here.
-            let summary = shared.summary();
+            let summary = hub.summary();
             let mut states = vec![sd_notify::NotifyState::Status(&summary)];
             if watchdog.is_some() {
                 states.push(sd_notify::NotifyState::Watchdog);
@@ -67,6 +67,6 @@ pub async fn keep_alive(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     }
     #[cfg(not(unix))]
     {
-        let _ = (shared, stop.changed().await, STATUS_INTERVAL);
+        let _ = (hub, stop.changed().await, STATUS_INTERVAL);
     }
 }

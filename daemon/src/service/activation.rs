@@ -7,14 +7,7 @@
 use std::net::TcpListener;
 use std::os::fd::{FromRawFd, OwnedFd};
 
-/// Sockets inherited from the service manager.
-#[derive(Debug, Default)]
-pub struct Inherited {
-    /// The pacer protocol's Unix socket.
-    pub socket: Option<OwnedFd>,
-    /// The HTTP gateway's TCP socket.
-    pub gateway: Option<TcpListener>,
-}
+use super::listeners::Inherited;
 
 /// Takes the sockets passed in `LISTEN_FDS` and unsets the variables.
 ///

@@ -1,6 +1,21 @@
-//! `pacer`: the command line for pacerd. See `cli` for the commands.
+//! `pacer`: the command line for pacerd.
+//!
+//! - `commands`: the command line and which module runs each command;
+//! - `run`: `pacer run` and `pacer env` (a command pointed at the gateway);
+//! - `status`: `pacer status` and `pacer watch`;
+//! - `lease`: `pacer acquire`, `report`, `release`, `pause` (permits for shell scripts);
+//! - `probe`: `pacer probe`;
+//! - `service`: `pacer service install|uninstall|status`;
+//! - `args`: arguments several commands share; `pacerd`: finding the daemon's executable.
 
-mod cli;
+mod args;
+mod commands;
+mod lease;
+mod pacerd;
+mod probe;
+mod run;
+mod service;
+mod status;
 
 use std::process::ExitCode;
 
@@ -8,7 +23,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let args = cli::Args::parse();
+    let args = commands::Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
@@ -27,7 +42,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cli::run(args)) {
+    match runtime.block_on(commands::run(args)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("pacer: {e:#}");

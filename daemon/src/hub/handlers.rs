@@ -1,4 +1,5 @@
-//! One function per request: translate it for the broker and say what to answer.
+//! One function per request: translate it for the broker and say what to answer. Socket
+//! connections and the gateway's sessions both come through here.
 //!
 //! A handler returns `None` when the answer comes later from the broker (an acquire that waits).
 
@@ -9,19 +10,19 @@ use pacer_protocol::message::{
 };
 use pacer_protocol::ratelimit::RateLimitHeaders;
 
-use super::shared::Shared;
+use super::Hub;
 use crate::broker::{BrokerError, Settlement, Ticket};
 
 pub const DAEMON_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-pub fn acquire(shared: &Shared, ticket: Ticket, acquire: &Acquire) -> Option<Response> {
-    shared.update(|broker, now| (broker.acquire(now, ticket, acquire), ()));
+pub fn acquire(hub: &Hub, ticket: Ticket, acquire: &Acquire) -> Option<Response> {
+    hub.update(|broker, now| (broker.acquire(now, ticket, acquire), ()));
     None
 }
 
-pub fn report(shared: &Shared, report: Report) -> Response {
+pub fn report(hub: &Hub, report: Report) -> Response {
     let (settlement, headers) = settlement(report.outcome, SystemTime::now());
-    shared.update(
+    hub.update(
         |broker, now| match broker.report(now, report.lease, settlement, &headers) {
             Ok(outputs) => (outputs, Response::Ack),
             Err(e) => (Vec::new(), refused(e)),
@@ -29,30 +30,30 @@ pub fn report(shared: &Shared, report: Report) -> Response {
     )
 }
 
-pub fn release(shared: &Shared, release: Release) -> Response {
-    shared.update(|broker, now| match broker.release(now, release.lease) {
+pub fn release(hub: &Hub, release: Release) -> Response {
+    hub.update(|broker, now| match broker.release(now, release.lease) {
         Ok(outputs) => (outputs, Response::Ack),
         Err(e) => (Vec::new(), refused(e)),
     })
 }
 
-pub fn status(shared: &Shared) -> Response {
-    let budgets = shared.update(|broker, now| (Vec::new(), broker.status(now)));
+pub fn status(hub: &Hub) -> Response {
+    let budgets = hub.update(|broker, now| (Vec::new(), broker.status(now)));
     Response::Status(StatusSnapshot {
         daemon_version: DAEMON_VERSION.to_owned(),
         budgets,
     })
 }
 
-pub fn gateway_info(shared: &Shared) -> Response {
-    Response::Gateway(shared.gateway.clone())
+pub fn gateway_info(hub: &Hub) -> Response {
+    Response::Gateway(hub.gateway_info().clone())
 }
 
-pub fn pause(shared: &Shared, pause: Pause) -> Response {
+pub fn pause(hub: &Hub, pause: Pause) -> Response {
     if pause.model.trim().is_empty() {
         return error(ErrorKind::InvalidRequest, "the model name is empty".into());
     }
-    shared.update(|broker, now| {
+    hub.update(|broker, now| {
         let until = broker.time_base().to_instant(pause.until);
         let outputs = broker.pause(now, pause.key, &pause.model, until);
         (outputs, Response::Ack)

@@ -9,7 +9,7 @@ use pacer_client::{AcquireRequest, Client, outcome};
 use pacer_protocol::ratelimit::{RateLimitHeaders, Window};
 use serde_json::{Value, json};
 
-use super::KeyArgs;
+use crate::args::KeyArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct ProbeArgs {

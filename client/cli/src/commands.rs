@@ -1,18 +1,13 @@
-//! The `pacer` commands.
-
-mod lease;
-mod probe;
-mod run;
-mod service;
-mod status;
+//! The `pacer` commands: the command line, and which module runs each command.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use pacer_client::{Client, FailMode, KeyFingerprint};
+use pacer_client::{Client, FailMode};
+
+use crate::args::KeyArgs;
+use crate::{lease, probe, run, service, status};
 
 /// Share one Anthropic API budget between every Claude Code session and script on this machine.
 #[derive(Debug, Parser)]
@@ -65,34 +60,6 @@ enum Command {
     Service(service::ServiceCommand),
 }
 
-/// Where the API key comes from.
-#[derive(Debug, clap::Args)]
-pub struct KeyArgs {
-    /// The environment variable holding the API key.
-    #[arg(long, value_name = "VAR", default_value = "ANTHROPIC_API_KEY")]
-    api_key_env: String,
-}
-
-impl KeyArgs {
-    /// The key's fingerprint; the key itself goes no further than this process.
-    pub fn fingerprint(&self) -> anyhow::Result<KeyFingerprint> {
-        Ok(KeyFingerprint::of(&self.value()?))
-    }
-
-    /// The key itself (for `pacer probe`, which calls the API with it).
-    pub fn value(&self) -> anyhow::Result<String> {
-        let key = std::env::var(&self.api_key_env).with_context(|| {
-            format!(
-                "${} is not set: pacer needs the API key to know which budget to use \
-                 (only its fingerprint leaves this process)",
-                self.api_key_env
-            )
-        })?;
-        anyhow::ensure!(!key.trim().is_empty(), "${} is empty", self.api_key_env);
-        Ok(key.trim().to_owned())
-    }
-}
-
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let socket = args.socket;
     let connect = |fail_mode: FailMode| {
@@ -135,21 +102,4 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-/// Parses a duration: plain seconds (`30`, `1.5`) or with units (`2m`, `1h30m`, `500ms`).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    if let Ok(secs) = text.parse::<f64>() {
-        return if secs.is_finite() && secs >= 0.0 {
-            Ok(Duration::from_secs_f64(secs))
-        } else {
-            Err(format!(
-                "`{text}` is not a duration: it must be zero or more seconds"
-            ))
-        };
-    }
-    humantime::parse_duration(text).map_err(|e| {
-        format!("`{text}` is not a duration ({e}): use seconds, or units like 30s, 2m")
-    })
 }

@@ -98,8 +98,8 @@ async fn ensure_daemon(socket: Option<PathBuf>) -> anyhow::Result<Client> {
         Err(e) if e.is_unreachable() => {}
         Err(e) => return Err(e.into()),
     }
-    let pacerd = pacerd_path();
-    let log = start_log();
+    let pacerd = crate::pacerd::path().context("no pacerd is running, and none can be started")?;
+    let log = crate::pacerd::start_log();
     let mut command = std::process::Command::new(&pacerd);
     if let Some(path) = &socket {
         command.arg("--socket").arg(path);
@@ -147,36 +147,6 @@ async fn ensure_daemon(socket: Option<PathBuf>) -> anyhow::Result<Client> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// `pacerd` next to this `pacer`, else from `PATH`.
-fn pacerd_path() -> PathBuf {
-    let name = format!("pacerd{}", std::env::consts::EXE_SUFFIX);
-    std::env::current_exe()
-        .ok()
-        .map(|exe| exe.with_file_name(&name))
-        .filter(|path| path.exists())
-        .unwrap_or_else(|| PathBuf::from(name))
-}
-
-/// Where a daemon started by `pacer run` writes its output: `$XDG_STATE_HOME/pacer/pacerd.log`
-/// (`~/.local/state/pacer/pacerd.log`).
-fn start_log() -> Option<(PathBuf, std::fs::File)> {
-    let state = std::env::var_os("XDG_STATE_HOME")
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/state"))
-        })?;
-    let dir = state.join("pacer");
-    std::fs::create_dir_all(&dir).ok()?;
-    let path = dir.join("pacerd.log");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .ok()?;
-    Some((path, file))
 }
 
 /// Keeps the daemon out of the terminal's process group, so Ctrl-C in the terminal reaches the

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use pacer_client::{AcquireRequest, Client, Error, LeaseId, Outcome, Priority, outcome};
 
-use super::{KeyArgs, parse_duration};
+use crate::args::{KeyArgs, parse_duration};
 
 #[derive(Debug, clap::Args)]
 pub struct AcquireArgs {

@@ -5,14 +5,15 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::shared::Shared;
+use super::Hub;
 
 /// The shortest sleep between ticks, so that a wakeup in the past can never spin the loop.
 const MIN_SLEEP: Duration = Duration::from_millis(1);
 
-pub async fn drive(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+/// Ticks the broker whenever its next wakeup comes, until `stop` fires.
+pub async fn drive(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
     loop {
-        let next = shared.tick();
+        let next = hub.tick();
         let sleep = async {
             match next {
                 Some(at) => {
@@ -24,7 +25,7 @@ pub async fn drive(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         };
         tokio::select! {
             () = sleep => {}
-            () = shared.timer.notified() => {}
+            () = hub.timer.notified() => {}
             _ = stop.changed() => return,
         }
     }

@@ -82,7 +82,7 @@ impl Platform {
     }
 
     fn install(&self, start: bool) -> anyhow::Result<ExitCode> {
-        let pacerd = pacerd_path()?;
+        let pacerd = crate::pacerd::path()?;
         let pacerd_text = pacerd.to_string_lossy();
         match self {
             Platform::Systemd { dir } => {
@@ -209,21 +209,6 @@ impl Platform {
             ExitCode::from(3)
         })
     }
-}
-
-/// pacerd next to this pacer, else on `PATH`; always an absolute path.
-fn pacerd_path() -> anyhow::Result<PathBuf> {
-    let name = format!("pacerd{}", std::env::consts::EXE_SUFFIX);
-    let beside = std::env::current_exe()?.with_file_name(&name);
-    if beside.exists() {
-        return Ok(beside);
-    }
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .map(|dir| dir.join(&name))
-        .find(|candidate| candidate.is_file())
-        .context("cannot find pacerd next to pacer or on PATH (cargo install --path daemon)")
 }
 
 fn write(path: &Path, text: &str) -> anyhow::Result<()> {

@@ -14,23 +14,23 @@ use pacer_protocol::message::{
 use tokio::sync::mpsc;
 
 use super::handlers;
-use super::shared::Shared;
+use super::{Hub, Writer};
 use crate::broker::{ConnId, Ticket};
 
 pub struct Session {
-    shared: Arc<Shared>,
+    hub: Arc<Hub>,
     conn: ConnId,
     answers: mpsc::UnboundedReceiver<ResponseFrame>,
     next_request: u64,
 }
 
 impl Session {
-    pub fn open(shared: &Arc<Shared>) -> Session {
-        let conn = shared.new_conn_id();
+    pub fn open(hub: &Arc<Hub>) -> Session {
+        let conn = hub.new_conn_id();
         let (tx, answers) = mpsc::unbounded_channel();
-        shared.register(conn, super::shared::Writer::Session(tx));
+        hub.register(conn, Writer::Session(tx));
         Session {
-            shared: shared.clone(),
+            hub: hub.clone(),
             conn,
             answers,
             next_request: 1,
@@ -45,7 +45,7 @@ impl Session {
             conn: self.conn,
             request,
         };
-        handlers::acquire(&self.shared, ticket, acquire);
+        handlers::acquire(&self.hub, ticket, acquire);
         while let Some(frame) = self.answers.recv().await {
             if frame.id == request {
                 return frame.response;
@@ -56,16 +56,16 @@ impl Session {
 
     /// How long an acquire made now would wait (zero: granted at once).
     pub fn estimate_wait(&self, acquire: &Acquire) -> Duration {
-        self.shared
+        self.hub
             .update(|broker, now| (Vec::new(), broker.estimate_wait(now, acquire)))
     }
 
     pub fn report(&self, lease: LeaseId, outcome: Outcome) {
-        handlers::report(&self.shared, Report { lease, outcome });
+        handlers::report(&self.hub, Report { lease, outcome });
     }
 
     pub fn release(&self, lease: LeaseId) {
-        handlers::release(&self.shared, Release { lease });
+        handlers::release(&self.hub, Release { lease });
     }
 
     /// Feeds the rate-limit headers of the response to the call under `lease` as soon as they
@@ -75,19 +75,25 @@ impl Session {
             headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
             SystemTime::now(),
         );
-        self.shared
+        self.hub
             .update(|broker, now| (broker.observe(now, lease, &headers), ()));
+    }
+
+    /// Learns from a settled call: its body size and the input tokens that counted, so later
+    /// estimates for this client reserve what its calls really use.
+    pub fn calibrate(&self, client: &str, bytes: usize, counted_input: u64) {
+        self.hub.calibrate(client, bytes, counted_input);
     }
 
     /// Fails every acquire for `key` fast for `duration` (a spend cap was reached).
     pub fn block_key(&self, key: KeyFingerprint, duration: Duration, reason: String) {
-        self.shared
+        self.hub
             .update(|broker, now| (broker.block_key(now, key, now + duration, reason), ()));
     }
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
-        self.shared.unregister(self.conn);
+        self.hub.unregister(self.conn);
     }
 }

@@ -3,46 +3,39 @@
 //! when something changed.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use tokio::sync::watch;
 
-use super::shared::Shared;
-use crate::gateway::calibration::Calibration;
+use crate::hub::Hub;
 use crate::persist::{self, SAVE_INTERVAL, STATE_VERSION, StateFile};
 
-pub async fn keep_saved(
-    shared: Arc<Shared>,
-    calibration: Arc<Mutex<Calibration>>,
-    path: PathBuf,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut saved = shared.generation();
+/// Saves whenever something changed, until `stop` fires.
+pub async fn keep_saved(hub: Arc<Hub>, path: PathBuf, mut stop: watch::Receiver<bool>) {
+    let mut saved = hub.generation();
     loop {
         let urgent = tokio::select! {
-            () = shared.pause_changed.notified() => true,
+            () = hub.pause_changed() => true,
             () = tokio::time::sleep(SAVE_INTERVAL) => false,
             _ = stop.changed() => return,
         };
-        let generation = shared.generation();
+        let generation = hub.generation();
         if urgent || generation != saved {
-            save_now(&shared, &calibration, &path).await;
+            save_now(&hub, &path).await;
             saved = generation;
         }
     }
 }
 
 /// Writes the state file now (off the async threads: it fsyncs).
-pub async fn save_now(shared: &Shared, calibration: &Mutex<Calibration>, path: &Path) {
+pub async fn save_now(hub: &Hub, path: &Path) {
+    let (broker, calibration) = hub.snapshot();
     let state = StateFile {
         version: STATE_VERSION,
         saved_at: SystemTime::now(),
-        broker: shared.snapshot(),
-        calibration: calibration
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone(),
+        broker,
+        calibration,
     };
     let path = path.to_owned();
     let written =

@@ -1,0 +1,116 @@
+//! Where the broker's outputs go: answers to their connection's writer, events to the log and
+//! to subscribers.
+
+use std::sync::Arc;
+
+use pacer_protocol::io::{Outbox, SendError};
+use pacer_protocol::message::{ErrorKind, Event, ResponseFrame};
+use tokio::sync::mpsc;
+
+use super::handlers;
+use super::{Hub, State};
+use crate::broker::Output;
+
+/// Where a connection's responses go.
+#[derive(Clone)]
+pub enum Writer {
+    /// A socket connection.
+    Socket(Arc<Outbox>),
+    /// An in-process session (the gateway), which reads its answers from a channel.
+    Session(mpsc::UnboundedSender<ResponseFrame>),
+}
+
+impl Writer {
+    pub fn send(&self, frame: ResponseFrame) {
+        match self {
+            Writer::Socket(outbox) => send(outbox, &frame),
+            Writer::Session(tx) => {
+                let _ = tx.send(frame);
+            }
+        }
+    }
+}
+
+/// Sends a response on a connection; one that cannot be encoded is replaced by an error saying
+/// so. (A closed connection needs no answer.)
+pub fn send(outbox: &Outbox, frame: &ResponseFrame) {
+    if let Err(SendError::Encode(e)) = outbox.send(frame) {
+        tracing::error!("cannot encode a response: {e}");
+        let fallback = ResponseFrame {
+            id: frame.id,
+            response: handlers::error(
+                ErrorKind::InvalidRequest,
+                format!("the response could not be sent: {e}"),
+            ),
+        };
+        let _ = outbox.send(&fallback);
+    }
+}
+
+/// Sends answers to their connections.
+pub(super) fn deliver(deliveries: Vec<(Writer, ResponseFrame)>) {
+    for (writer, frame) in deliveries {
+        writer.send(frame);
+    }
+}
+
+impl Hub {
+    /// Publishes events, and pairs each answer with the connection it goes to.
+    pub(super) fn route(
+        &self,
+        state: &mut State,
+        outputs: Vec<Output>,
+    ) -> Vec<(Writer, ResponseFrame)> {
+        let mut deliveries = Vec::new();
+        for output in outputs {
+            match output {
+                Output::Answer { ticket, response } => {
+                    if let Some(writer) = state.writers.get(&ticket.conn) {
+                        let frame = ResponseFrame {
+                            id: ticket.request,
+                            response,
+                        };
+                        deliveries.push((writer.clone(), frame));
+                    }
+                }
+                Output::Event(event) => {
+                    if !matches!(event, Event::Granted { .. } | Event::LimitLearned { .. }) {
+                        self.pause_changed.notify_one();
+                    }
+                    log_event(&event);
+                    if state.subscribers > 0 {
+                        let _ = self.events.send(event);
+                    }
+                }
+            }
+        }
+        deliveries
+    }
+}
+
+fn log_event(event: &Event) {
+    match event {
+        Event::Granted { .. } => {}
+        Event::PauseStarted {
+            budget,
+            until,
+            reason,
+        } => tracing::info!(
+            %budget,
+            until = %humantime::format_rfc3339_seconds(*until),
+            reason = %reason,
+            "pause started"
+        ),
+        Event::PauseEnded { budget } => tracing::info!(%budget, "pause ended"),
+        Event::LimitLearned {
+            budget,
+            kind,
+            limit,
+        } => tracing::info!(%budget, kind = kind.short_name(), limit, "limit learned"),
+        Event::Overloaded { model_class, until } => tracing::info!(
+            model_class,
+            until = %humantime::format_rfc3339_seconds(*until),
+            "model class overloaded: backing off"
+        ),
+    }
+}

@@ -1,0 +1,251 @@
+//! The hub: the broker shared by every front end, and what delivers its answers.
+//!
+//! The socket server and the gateway both use the hub and neither owns it. Every broker
+//! operation runs under one mutex (each is short and never awaits while holding it); answers to
+//! acquires that waited may come out of any operation and are routed to their connection's
+//! writer once the lock is released. One timer task calls [`Broker::tick`] when the broker's
+//! next wakeup comes.
+//!
+//! - this file: [`Hub`]: mutating operations ([`Hub::update`]), read-only ones ([`Hub::read`],
+//!   which leave the state clean for the saver), the timer's tick, connections joining and
+//!   leaving, event subscriptions;
+//! - `deliver`: where answers and events go (a socket's outbox, a gateway session, the log,
+//!   subscribers);
+//! - `handlers`: one function per request, shared by socket connections and sessions;
+//! - `session`: an in-process client of the broker, for the gateway;
+//! - `timer`: the task that ticks the broker.
+
+mod deliver;
+pub mod handlers;
+mod session;
+mod timer;
+
+pub use deliver::{Writer, send};
+pub use session::Session;
+pub use timer::drive as drive_timer;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use pacer_protocol::message::{Event, GatewayInfo};
+use tokio::sync::{Notify, broadcast, watch};
+
+use crate::broker::{Broker, BrokerState, Calibration, ConnId, Output};
+
+/// How many events a slow subscriber may fall behind before it misses some.
+const EVENT_BACKLOG: usize = 4096;
+
+/// The moment, from tokio's clock (so that tests can pause and advance it).
+pub fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+pub struct Hub {
+    state: Mutex<State>,
+    /// Wakes the timer task when the broker's next wakeup may have moved earlier.
+    timer: Notify,
+    events: broadcast::Sender<Event>,
+    next_conn: AtomicU64,
+    /// Counts changes to what the state file holds, so the saver can tell whether to write.
+    generation: AtomicU64,
+    /// Wakes the saver when a pause or backoff starts or ends.
+    pause_changed: Notify,
+    /// Leases held by connections, published so that a stopping daemon can wait for them.
+    in_flight: watch::Sender<usize>,
+    /// Where the HTTP gateway listens, for `pacer run`.
+    gateway: GatewayInfo,
+}
+
+struct State {
+    broker: Broker,
+    /// Input-token estimates for gateway requests, learned from real usage.
+    calibration: Calibration,
+    writers: HashMap<ConnId, Writer>,
+    /// When the timer task will next tick, so that only an earlier wakeup disturbs it.
+    scheduled: Option<Instant>,
+    subscribers: usize,
+}
+
+impl Hub {
+    pub fn new(broker: Broker, calibration: Calibration, gateway: GatewayInfo) -> Self {
+        Self {
+            state: Mutex::new(State {
+                broker,
+                calibration,
+                writers: HashMap::new(),
+                scheduled: None,
+                subscribers: 0,
+            }),
+            timer: Notify::new(),
+            events: broadcast::channel(EVENT_BACKLOG).0,
+            next_conn: AtomicU64::new(1),
+            generation: AtomicU64::new(0),
+            pause_changed: Notify::new(),
+            in_flight: watch::channel(0).0,
+            gateway,
+        }
+    }
+
+    /// A number for a new connection or in-process session.
+    pub fn new_conn_id(&self) -> ConnId {
+        ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock is a bug that already aborted that connection; the
+        // broker's state is still consistent between operations, so carry on with it.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs one broker operation that may change the state, and delivers its outputs; `f`
+    /// returns the outputs and whatever the caller wants back.
+    pub fn update<R>(&self, f: impl FnOnce(&mut Broker, Instant) -> (Vec<Output>, R)) -> R {
+        let (result, deliveries) = {
+            let mut state = self.lock();
+            let now = now();
+            let (outputs, result) = f(&mut state.broker, now);
+            self.generation.fetch_add(1, Ordering::Relaxed);
+            let deliveries = self.route(&mut state, outputs);
+            let next = state.broker.next_wakeup(now);
+            if next.is_some_and(|next| state.scheduled.is_none_or(|s| next < s)) {
+                self.timer.notify_one();
+            }
+            self.in_flight
+                .send_if_modified(|held| replace(held, state.broker.leases_in_flight()));
+            (result, deliveries)
+        };
+        // Written after the lock is released: other connections need not wait for the sockets.
+        deliver::deliver(deliveries);
+        result
+    }
+
+    /// Reads the broker without changing what the state file holds (`pacer status`, the
+    /// service manager's summary): the saver is not woken for it.
+    pub fn read<R>(&self, f: impl FnOnce(&Broker, Instant) -> R) -> R {
+        let state = self.lock();
+        f(&state.broker, now())
+    }
+
+    /// Applies what time alone has changed; returns when to come back.
+    fn tick(&self) -> Option<Instant> {
+        let (next, deliveries) = {
+            let mut state = self.lock();
+            let now = now();
+            let outputs = state.broker.tick(now);
+            if !outputs.is_empty() {
+                self.generation.fetch_add(1, Ordering::Relaxed);
+            }
+            let deliveries = self.route(&mut state, outputs);
+            let next = state.broker.next_wakeup(now);
+            state.scheduled = next;
+            self.in_flight
+                .send_if_modified(|held| replace(held, state.broker.leases_in_flight()));
+            (next, deliveries)
+        };
+        deliver::deliver(deliveries);
+        next
+    }
+
+    /// A connection joins: its answers go to `writer`.
+    pub fn register(&self, conn: ConnId, writer: Writer) {
+        self.lock().writers.insert(conn, writer);
+    }
+
+    /// A connection closed: forget its writer and settle what it held.
+    pub fn unregister(&self, conn: ConnId) {
+        self.update(|broker, now| (broker.disconnect(now, conn), ()));
+        self.lock().writers.remove(&conn);
+    }
+
+    /// Starts a subscription to events; the broker produces grant events while any is open.
+    pub fn subscribe(&self) -> Subscription<'_> {
+        let mut state = self.lock();
+        state.subscribers += 1;
+        state.broker.set_events(true);
+        Subscription {
+            hub: self,
+            events: self.events.subscribe(),
+        }
+    }
+
+    /// The input tokens to reserve for a gateway request of `bytes` from `client`.
+    pub fn estimate_input(&self, client: &str, bytes: usize) -> u64 {
+        self.lock().calibration.estimate(client, bytes)
+    }
+
+    /// Learns from a settled gateway request: its size and the input tokens that counted.
+    pub fn calibrate(&self, client: &str, bytes: usize, counted_input: u64) {
+        self.lock().calibration.record(client, bytes, counted_input);
+        self.generation.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts changes to the durable state.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// Completes the next time a pause or backoff starts or ends.
+    pub async fn pause_changed(&self) {
+        self.pause_changed.notified().await
+    }
+
+    /// The durable state as of now: the broker's and the gateway's calibration.
+    pub fn snapshot(&self) -> (BrokerState, Calibration) {
+        let state = self.lock();
+        (state.broker.snapshot(now()), state.calibration.clone())
+    }
+
+    /// Completes once no connection holds a lease (calls in flight have all reported).
+    pub async fn settled(&self) {
+        let mut in_flight = self.in_flight.subscribe();
+        let _ = in_flight.wait_for(|&held| held == 0).await;
+    }
+
+    /// Leases held by open connections and gateway requests.
+    pub fn leases_in_flight(&self) -> usize {
+        *self.in_flight.borrow()
+    }
+
+    /// One line for the service manager's STATUS.
+    pub fn summary(&self) -> String {
+        let summary = self.read(|broker, now| broker.summary(now));
+        format!(
+            "{} budgets, {} calls in flight, {} waiting, {} paused",
+            summary.budgets, summary.in_flight, summary.waiting, summary.paused
+        )
+    }
+
+    /// Where the HTTP gateway listens.
+    pub fn gateway_info(&self) -> &GatewayInfo {
+        &self.gateway
+    }
+
+    /// The daemon is stopping: every waiting acquire is told so.
+    pub fn stop(&self) {
+        self.update(|broker, _| (broker.stop(), ()));
+    }
+}
+
+/// Sets `*slot` to `value`; whether it changed.
+fn replace(slot: &mut usize, value: usize) -> bool {
+    std::mem::replace(slot, value) != value
+}
+
+/// An open subscription; dropping it ends it.
+pub struct Subscription<'a> {
+    hub: &'a Hub,
+    pub events: broadcast::Receiver<Event>,
+}
+
+impl Drop for Subscription<'_> {
+    fn drop(&mut self) {
+        let mut state = self.hub.lock();
+        state.subscribers -= 1;
+        let on = state.subscribers > 0;
+        state.broker.set_events(on);
+    }
+}

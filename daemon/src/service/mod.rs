@@ -1,0 +1,212 @@
+//! The composition root: [`run`] builds the daemon from its parts, serves until told to stop,
+//! and takes it down in order. `pacerd` and the tests call it alike.
+//!
+//! - this file: [`Setup`] and [`run`];
+//! - `control`: stop / reload commands and readiness ([`control()`], [`forward_signals`]);
+//! - `listeners`: claiming the socket and the gateway's port (or taking them from systemd);
+//! - `activation`: the sockets systemd hands over (Unix);
+//! - `reload`: SIGHUP's new configuration, applied without dropping anyone;
+//! - `saver`: the state file kept current;
+//! - `notify`: READY, STOPPING, STATUS and watchdog pings for systemd;
+//! - `logging`: the daily log files and stderr.
+
+#[cfg(unix)]
+pub mod activation;
+mod control;
+mod listeners;
+pub mod logging;
+mod notify;
+mod reload;
+mod saver;
+
+pub use control::{Command, Control, Controller, Ready, control, forward_signals};
+pub use listeners::Inherited;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use pacer_protocol::message::GatewayInfo;
+use tokio::sync::watch;
+
+use crate::broker::{Broker, Calibration, TimeBase};
+use crate::config::Config;
+use crate::gateway::Gateway;
+use crate::hub::{self, Hub};
+
+/// How long calls in flight get to report when the daemon stops.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// What to run.
+pub struct Setup {
+    pub config: Config,
+    /// The socket to listen on; `None`: the default endpoint. Ignored when the service manager
+    /// hands one over.
+    pub socket: Option<PathBuf>,
+    /// Sockets handed over by the service manager (socket activation).
+    pub inherited: Inherited,
+}
+
+impl Setup {
+    /// A daemon with this configuration on this socket.
+    pub fn new(config: Config, socket: Option<PathBuf>) -> Setup {
+        Setup {
+            config,
+            socket,
+            inherited: Inherited::default(),
+        }
+    }
+}
+
+/// Serves pacer's protocol, and the HTTP gateway if configured, until told to stop.
+///
+/// On start, the listeners are claimed and the state file is loaded; readiness is announced on
+/// `control`. [`Command::Reload`] re-reads the configuration file (an invalid one is refused and
+/// logged; the old one stays in force). [`Command::Stop`] (or every controller dropped) stops
+/// accepting, answers waiting acquires "stopping", gives calls in flight up to [`STOP_GRACE`]
+/// to report, saves the state and returns.
+pub async fn run(mut setup: Setup, mut control: Control) -> anyhow::Result<()> {
+    let listeners = listeners::claim(&mut setup).await?;
+    let mut config = setup.config;
+    match &config.path {
+        Some(path) if path.exists() => {
+            tracing::info!(config = %path.display(), "configuration loaded")
+        }
+        _ => tracing::info!("no configuration file: limits will be learned from response headers"),
+    }
+    let gateway_addr = match &listeners.gateway {
+        Some(listener) => Some(listener.local_addr()?),
+        None => None,
+    };
+    let gateway_info = GatewayInfo {
+        listen: gateway_addr.map(|addr| addr.to_string()),
+        upstream: config.gateway.upstream.to_string(),
+    };
+    let hub = Arc::new(restore(&config, gateway_info.clone()));
+
+    // `draining` stops new work; `closing` ends every task.
+    let (draining_tx, draining) = watch::channel(false);
+    let (closing_tx, closing) = watch::channel(false);
+    let mut timer = tokio::spawn(hub::drive_timer(hub.clone(), closing.clone()));
+    let saver = config
+        .state_file
+        .clone()
+        .map(|path| tokio::spawn(saver::keep_saved(hub.clone(), path, closing.clone())));
+    let keep_alive = tokio::spawn(notify::keep_alive(hub.clone(), closing.clone()));
+    let socket_server = tokio::spawn(crate::server::serve(
+        listeners.socket,
+        hub.clone(),
+        draining.clone(),
+        closing.clone(),
+    ));
+    let gateway = match listeners.gateway {
+        Some(listener) => {
+            tracing::info!(
+                listen = gateway_info.listen.as_deref().unwrap_or_default(),
+                upstream = %gateway_info.upstream,
+                "HTTP gateway listening"
+            );
+            let gateway = Gateway::new(hub.clone(), &config.gateway)?;
+            let task = tokio::spawn(crate::gateway::serve(
+                listener,
+                gateway.clone(),
+                draining.clone(),
+                closing.clone(),
+            ));
+            Some((gateway, task))
+        }
+        None => None,
+    };
+    tracing::info!(
+        socket = listeners.socket_name,
+        version = env!("CARGO_PKG_VERSION"),
+        "pacerd listening"
+    );
+    notify::ready(&hub);
+    control.announce(Ready {
+        socket: listeners.socket_name,
+        socket_path: listeners.socket_path,
+        gateway: gateway_addr,
+        upstream: gateway_info.upstream,
+    });
+
+    loop {
+        tokio::select! {
+            ended = &mut timer => {
+                // Without its timer no waiter would ever be served: better to exit and be
+                // restarted than to hang every client.
+                anyhow::bail!("the broker's timer stopped unexpectedly: {ended:?}");
+            }
+            command = control.next() => match command {
+                Some(Command::Reload) => {
+                    reload::reload(&mut config, &hub, gateway.as_ref().map(|(g, _)| g));
+                }
+                Some(Command::Stop) | None => break,
+            },
+        }
+    }
+
+    tracing::info!("stopping: waiting acquires are told so; calls in flight may still report");
+    notify::stopping();
+    let _ = draining_tx.send(true);
+    hub.stop();
+    if tokio::time::timeout(STOP_GRACE, hub.settled())
+        .await
+        .is_err()
+    {
+        let unsettled = hub.leases_in_flight();
+        tracing::warn!("{unsettled} calls in flight did not report within {STOP_GRACE:?}");
+    }
+    let _ = closing_tx.send(true);
+    let _ = socket_server.await;
+    if let Some((_, task)) = gateway {
+        let _ = task.await;
+    }
+    let _ = timer.await;
+    let _ = keep_alive.await;
+    if let Some(saver) = saver {
+        let _ = saver.await;
+    }
+    if let Some(path) = &config.state_file {
+        saver::save_now(&hub, path).await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The hub with a fresh broker, and what the state file remembers.
+fn restore(config: &Config, gateway: GatewayInfo) -> Hub {
+    let time_base = TimeBase {
+        instant: hub::now(),
+        wall: SystemTime::now(),
+    };
+    let mut broker = Broker::new(
+        config.broker.clone(),
+        time_base,
+        first_lease_id(time_base.wall),
+    );
+    let mut calibration = Calibration::default();
+    if let Some(path) = &config.state_file
+        && let Some(saved) = crate::persist::load(path)
+    {
+        broker.restore(
+            saved.broker,
+            saved.saved_at,
+            time_base.instant,
+            time_base.wall,
+        );
+        calibration = saved.calibration;
+        tracing::info!(path = %path.display(), "state restored");
+    }
+    Hub::new(broker, calibration, gateway)
+}
+
+/// Lease ids start from the wall clock so that a restarted daemon does not hand out the ids of
+/// leases that scripts of the previous run may still hold: ~1M ids per second of wall time. (A
+/// restored state moves the start further if need be.)
+fn first_lease_id(wall: SystemTime) -> u64 {
+    let secs = wall
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    secs << 20
+}

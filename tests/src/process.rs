@@ -1,0 +1,145 @@
+//! The real `pacerd` binary as a process, and the real `pacer` command.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::binary;
+
+/// A real `pacerd` process; killed when dropped.
+pub struct Pacerd {
+    child: Child,
+    socket: PathBuf,
+    /// The directory it lives in, when the fixture made it.
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Pacerd {
+    /// `pacerd`, isolated in `dir`: its state, logs and configuration are looked for there, and
+    /// none of the user's `PACER_*` settings reach it.
+    pub fn command(dir: &Path) -> Command {
+        let mut command = Command::new(binary("pacerd"));
+        command
+            .env("XDG_STATE_HOME", dir)
+            .env("XDG_CONFIG_HOME", dir)
+            .env_remove("PACER_CONFIG")
+            .env_remove("PACER_SOCKET")
+            .env_remove("PACER_GATEWAY")
+            .env_remove("PACER_UPSTREAM")
+            .env_remove("PACER_STATE")
+            .env_remove("PACER_LOG_DIR")
+            .env_remove("RUST_LOG");
+        command
+    }
+
+    /// Starts `pacerd` on `dir/pacer.sock` with `args`, and waits until it answers. The gateway
+    /// gets an ephemeral port unless `args` choose (`--gateway ADDR` or `--no-gateway`).
+    pub fn start(dir: &Path, args: &[&str]) -> Pacerd {
+        Self::start_at(dir, &dir.join("pacer.sock"), args)
+    }
+
+    /// Like [`Pacerd::start`], in a temporary directory of its own (removed when dropped).
+    pub fn start_in_temp_dir(args: &[&str]) -> Pacerd {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut daemon = Self::start(dir.path(), args);
+        daemon.dir = Some(dir);
+        daemon
+    }
+
+    /// Like [`Pacerd::start`], on the socket `socket`.
+    pub fn start_at(dir: &Path, socket: &Path, args: &[&str]) -> Pacerd {
+        let mut command = Self::command(dir);
+        command.arg("--socket").arg(socket).stderr(Stdio::null());
+        if !args
+            .iter()
+            .any(|a| *a == "--gateway" || *a == "--no-gateway")
+        {
+            command.args(["--gateway", "127.0.0.1:0"]);
+        }
+        command.args(args);
+        let child = command.spawn().expect("start pacerd");
+        let daemon = Pacerd::adopt(child, socket);
+        daemon.wait_until_serving();
+        daemon
+    }
+
+    /// Takes charge of a `pacerd` started some other way (socket activation).
+    pub fn adopt(child: Child, socket: &Path) -> Pacerd {
+        Pacerd {
+            child,
+            socket: socket.to_owned(),
+            dir: None,
+        }
+    }
+
+    fn wait_until_serving(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        #[cfg(unix)]
+        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
+            assert!(Instant::now() < deadline, "pacerd did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal to the daemon.
+    #[cfg(unix)]
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: signalling our own child process.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+    }
+
+    /// Kills it outright (SIGKILL): it gets no chance to save anything.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("kill pacerd");
+        self.child.wait().expect("reap pacerd");
+    }
+
+    /// Waits for it to exit.
+    pub fn wait(&mut self) -> ExitStatus {
+        self.child.wait().expect("wait for pacerd")
+    }
+
+    /// Runs `pacer ARGS` against this daemon with `api_key` in `$ANTHROPIC_API_KEY`.
+    pub fn pacer(&self, args: &[&str], api_key: &str) -> Output {
+        pacer(&self.socket, args, api_key)
+    }
+
+    /// `pacer status --json`.
+    pub fn status(&self) -> Value {
+        let out = self.pacer(&["status", "--json"], "k");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("status JSON")
+    }
+}
+
+impl Drop for Pacerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the real `pacer ARGS` against the daemon at `socket`, with `api_key` in
+/// `$ANTHROPIC_API_KEY`.
+pub fn pacer(socket: &Path, args: &[&str], api_key: &str) -> Output {
+    Command::new(binary("pacer"))
+        .args(args)
+        .env("PACER_SOCKET", socket)
+        .env("ANTHROPIC_API_KEY", api_key)
+        .output()
+        .expect("run pacer")
+}
