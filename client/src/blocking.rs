@@ -20,11 +20,12 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use pacer_protocol::KeyFingerprint;
-use pacer_protocol::message::{LeaseId, Outcome, StatusSnapshot};
+use pacer_protocol::message::{GatewayInfo, LeaseId, Outcome, StatusSnapshot};
 use tokio::runtime::Runtime;
 
-use crate::client::{ClientBuilder, FailMode};
+use crate::client::ClientBuilder;
 use crate::error::Error;
+use crate::fail_mode::FailMode;
 use crate::request::AcquireRequest;
 
 /// A blocking [`crate::Client`].
@@ -91,6 +92,11 @@ impl Client {
     pub fn pause(&self, key: KeyFingerprint, model: &str, until: SystemTime) -> Result<(), Error> {
         self.runtime.block_on(self.inner.pause(key, model, until))
     }
+
+    /// Where the daemon's HTTP gateway listens; see [`crate::Client::gateway_info`].
+    pub fn gateway_info(&self) -> Result<GatewayInfo, Error> {
+        self.runtime.block_on(self.inner.gateway_info())
+    }
 }
 
 /// A blocking [`crate::Permit`]; dropping it unreported settles it as unknown.
@@ -132,8 +138,9 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        // The async permit's own drop sends the "unknown outcome" report without blocking; it
-        // needs the runtime's context to reach the connection's writer task.
+        // The async permit's own drop sends the "unknown outcome" report without blocking; the
+        // connection's socket (and its flush task, if the socket is full) belong to the
+        // private runtime, so enter it first.
         let _guard = self.runtime.enter();
         self.inner.take();
     }

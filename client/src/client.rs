@@ -16,20 +16,9 @@ use tokio::time::Instant;
 
 use crate::connection::{Connection, unexpected};
 use crate::error::Error;
+use crate::fail_mode::FailMode;
 use crate::permit::Permit;
 use crate::request::AcquireRequest;
-
-/// What to do when pacerd cannot be reached.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum FailMode {
-    /// Proceed without pacing: acquires return an unbrokered permit, after one warning. The
-    /// client reconnects by itself once the daemon is back. The default: pacer should never be
-    /// the reason a call is not made.
-    #[default]
-    Open,
-    /// Acquires fail with [`Error::Unreachable`].
-    Closed,
-}
 
 /// How often a failing-open client tries to reach the daemon again.
 const RECONNECT_INTERVAL: Duration = Duration::from_secs(1);

@@ -1,8 +1,9 @@
 //! One multiplexed connection to pacerd.
 //!
-//! Requests get an id and go to a writer task; a reader task routes each response to whoever
-//! waits for that id. So any number of acquires can wait on one connection while reports flow past
-//! them.
+//! Requests get an id and are written straight to the socket by the caller (through the
+//! connection's outbox, see `pacer_protocol::io`); a reader task routes each response to
+//! whoever waits for that id. So any number of acquires can wait on one connection while
+//! reports flow past them.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

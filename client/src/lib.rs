@@ -16,26 +16,32 @@
 //! # Ok(()) }
 //! ```
 //!
-//! A tour of the crate:
+//! This crate is the library only (the `pacer` command is the `pacer-cli` crate): it needs no
+//! CLI parser, HTTP client or logger of its own.
+//!
+//! A tour of the crate, each module importing only those below it:
 //! - [`Client`] (in `client`): connects, reconnects, and applies the [`FailMode`] when the daemon
 //!   is away.
-//! - [`AcquireRequest`] (in `request`): what to ask for.
+//! - [`blocking`]: the same for code without async.
 //! - [`Permit`] (in `permit`): what you get; report it, release it, or drop it (settled as
 //!   "unknown outcome").
-//! - [`outcome`]: builds the report from an HTTP status, headers and JSON body.
-//! - [`blocking`]: the same for code without async.
 //! - `connection`: one multiplexed connection (private).
+//! - [`AcquireRequest`] (in `request`): what to ask for.
+//! - [`outcome`]: builds the report from an HTTP status, headers and JSON body.
+//! - [`FailMode`] (in `fail_mode`) and [`Error`] (in `error`).
 
 pub mod blocking;
 mod client;
 mod connection;
 mod error;
+mod fail_mode;
 pub mod outcome;
 mod permit;
 mod request;
 
-pub use client::{Client, ClientBuilder, FailMode, Subscription};
+pub use client::{Client, ClientBuilder, Subscription};
 pub use error::Error;
+pub use fail_mode::FailMode;
 pub use pacer_protocol::message::{Event, GatewayInfo, LeaseId, Outcome, StatusSnapshot, Usage};
 pub use pacer_protocol::{KeyFingerprint, Priority};
 pub use permit::Permit;

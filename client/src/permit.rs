@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use pacer_protocol::message::{LeaseId, Outcome, Release, Report, Request, Response};
 
-use crate::client::FailMode;
 use crate::connection::{Connection, unexpected};
 use crate::error::Error;
+use crate::fail_mode::FailMode;
 
 /// Permission to make one API call.
 ///

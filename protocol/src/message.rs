@@ -220,8 +220,9 @@ pub enum Response {
     Granted(Granted),
     /// Response for [`Request::Acquire`]: the deadline passed before a permit was free.
     TimedOut(TimedOut),
-    /// Response for [`Request::Acquire`]: this acquire can never be granted (bad arguments, the
-    /// daemon is stopping, the key is blocked).
+    /// Response for [`Request::Acquire`]: this acquire can never be granted (bad arguments, too
+    /// many budgets, the key is blocked). A stopping daemon answers [`Response::Error`] with
+    /// [`ErrorKind::Stopping`] instead.
     Rejected(Rejected),
     /// Response for [`Request::Report`], [`Request::Release`] and [`Request::Pause`].
     Ack,

@@ -21,7 +21,7 @@ pub use daemon::TestDaemon;
 pub use process::{Pacerd, pacer};
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use pacer_client::Client;
@@ -70,21 +70,24 @@ pub fn budget_json<'a>(status: &'a Value, key: &str, class: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no budget {key}/{class} in {status}"))
 }
 
-/// The path of one of the workspace's executables (`pacerd`, `pacer`), built by `cargo test`
-/// alongside the tests (the daemon and CLI crates have integration tests, which makes cargo
-/// build their binaries first).
+/// The path of one of the workspace's executables (`pacerd`, `pacer`): beside the running one
+/// (a benchmark in `target/<profile>`), or one directory up (a test in `target/<profile>/deps`).
+/// `cargo test --workspace` builds them alongside the tests (the daemon and CLI crates have
+/// integration tests, which makes cargo build their binaries first).
 pub fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> → target/<profile>/<name>
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test executable lives in target/<profile>/deps");
-    let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with `cargo test --workspace`, which builds it",
-        path.display()
-    );
-    path
+    let exe = std::env::current_exe().expect("the running executable's path");
+    let file = format!("{name}{}", std::env::consts::EXE_SUFFIX);
+    let dir = exe.parent().expect("the running executable's directory");
+    [Some(dir), dir.parent()]
+        .into_iter()
+        .flatten()
+        .map(|dir| dir.join(&file))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "{file} is not built next to {}: run `cargo test --workspace` or \
+                 `cargo build --release --workspace`",
+                exe.display()
+            )
+        })
 }

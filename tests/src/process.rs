@@ -48,10 +48,25 @@ impl Pacerd {
         daemon
     }
 
+    /// Like [`Pacerd::start_in_temp_dir`], with `config_toml` as its configuration file.
+    pub fn start_configured(config_toml: &str, args: &[&str]) -> Pacerd {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("config.toml");
+        std::fs::write(&config, config_toml).expect("write the configuration");
+        let config = config.to_str().expect("a UTF-8 temp path").to_owned();
+        let args: Vec<&str> = ["--config", config.as_str()]
+            .into_iter()
+            .chain(args.iter().copied())
+            .collect();
+        let mut daemon = Self::start(dir.path(), &args);
+        daemon.dir = Some(dir);
+        daemon
+    }
+
     /// Like [`Pacerd::start`], on the socket `socket`.
     pub fn start_at(dir: &Path, socket: &Path, args: &[&str]) -> Pacerd {
         let mut command = Self::command(dir);
-        command.arg("--socket").arg(socket).stderr(Stdio::null());
+        command.arg("--socket").arg(socket);
         if !args
             .iter()
             .any(|a| *a == "--gateway" || *a == "--no-gateway")
@@ -59,7 +74,13 @@ impl Pacerd {
             command.args(["--gateway", "127.0.0.1:0"]);
         }
         command.args(args);
-        let child = command.spawn().expect("start pacerd");
+        Self::spawn(command, socket)
+    }
+
+    /// Starts a prepared `pacerd` command (see [`Pacerd::command`]) that listens on `socket`,
+    /// and waits until it answers.
+    pub fn spawn(mut command: Command, socket: &Path) -> Pacerd {
+        let child = command.stderr(Stdio::null()).spawn().expect("start pacerd");
         let daemon = Pacerd::adopt(child, socket);
         daemon.wait_until_serving();
         daemon
@@ -89,6 +110,33 @@ impl Pacerd {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The gateway's base URL (`http://127.0.0.1:PORT`), as the daemon tells it; `None` when it
+    /// runs without one. (Asked from a thread of its own, so async callers may use it too.)
+    pub fn gateway_url(&self) -> Option<String> {
+        let socket = self.socket.clone();
+        std::thread::spawn(move || {
+            let client = pacer_client::blocking::Client::with(
+                pacer_client::Client::builder()
+                    .endpoint(socket)
+                    .fail_mode(pacer_client::FailMode::Closed),
+            )
+            .expect("connect to pacerd");
+            client.gateway_info().expect("gateway info").listen
+        })
+        .join()
+        .expect("the gateway-info thread")
+        .map(|addr| format!("http://{addr}"))
+    }
+
+    /// The daemon's resident memory, from /proc (Linux).
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
     /// Sends a signal to the daemon.

@@ -10,7 +10,8 @@
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use pacer_tests::bench::{DaemonProcess, percentile, table};
+use pacer_tests::Pacerd;
+use pacer_tests::bench::{percentile, table};
 use pacer_tests::mock::{MockConfig, MockUpstream};
 use serde_json::json;
 
@@ -42,8 +43,8 @@ async fn main() -> anyhow::Result<()> {
     })
     .await;
     let config = format!("[gateway]\nupstream = \"{}\"\n", mock.url());
-    let daemon = DaemonProcess::start(&config, true)?;
-    let gateway = daemon.gateway.clone().expect("the gateway is enabled");
+    let daemon = Pacerd::start_configured(&config, &[]);
+    let gateway = daemon.gateway_url().expect("the gateway is enabled");
     let http = reqwest::Client::builder().tcp_nodelay(true).build()?;
     let paths = [
         ("direct", mock.url()),

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use pacer_client::{AcquireRequest, Client, FailMode, KeyFingerprint, Outcome, Usage};
-use pacer_tests::bench::{DaemonProcess, percentile, table, us};
+use pacer_tests::Pacerd;
+use pacer_tests::bench::{percentile, table, us};
 use serde_json::json;
 
 #[derive(Debug, Parser)]
@@ -55,9 +56,9 @@ fn success() -> Outcome {
     }
 }
 
-async fn connect(daemon: &DaemonProcess, id: usize) -> anyhow::Result<Client> {
+async fn connect(daemon: &Pacerd, id: usize) -> anyhow::Result<Client> {
     Ok(Client::builder()
-        .endpoint(&daemon.socket)
+        .endpoint(daemon.socket())
         .fail_mode(FailMode::Closed)
         .client_id(format!("bench-{id}"))
         .connect()
@@ -82,7 +83,7 @@ async fn main() -> anyhow::Result<()> {
             us(p99)
         );
     }
-    let daemon = DaemonProcess::start("", false)?;
+    let daemon = Pacerd::start_configured("", &["--no-gateway"]);
     let mut rows = Vec::new();
     for &clients in &args.clients {
         let mut connections = Vec::new();
@@ -232,7 +233,7 @@ fn socket_floor() -> anyhow::Result<(Duration, Duration)> {
 
 /// Latency at a fixed offered load: each client takes a permit on its own schedule, rather
 /// than as fast as it can (where latency is just concurrency divided by throughput).
-async fn paced(args: &Args, daemon: &DaemonProcess) -> anyhow::Result<()> {
+async fn paced(args: &Args, daemon: &Pacerd) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for &rate in &args.rates {
         let clients = args.paced_clients;
@@ -297,7 +298,7 @@ async fn paced(args: &Args, daemon: &DaemonProcess) -> anyhow::Result<()> {
 
 /// Resident memory of a fresh daemon, idle and then holding many connections and waiters.
 async fn memory(args: &Args) -> anyhow::Result<()> {
-    let daemon = DaemonProcess::start("", false)?;
+    let daemon = Pacerd::start_configured("", &["--no-gateway"]);
     let admin = connect(&daemon, 0).await?;
     admin.status().await?;
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -1,0 +1,283 @@
+//! The herd benchmark: N clients against one rate limit, four ways, side by side.
+//!
+//! `cargo run --release -p pacer-tests --bin herd -- [--clients 16] [--duration 60] [--rpm 120]
+//! [--itpm 100000] [--otpm 100000] [--latency-ms 200] [--scenario uniform|mixed] [--configured]
+//! [--strategies sdk-retry,retry-after,pacer-ipc,pacer-gateway] [--json] [--plot-dir bench]`
+//!
+//! Each strategy gets its own mock API (fresh buckets) and, for pacer, its own daemon; they run
+//! at the same time, so one run compares them under the same conditions:
+//! 1. `sdk-retry`: direct, retrying as the official SDKs do (2 retries; retry-after honoured up to
+//!    60 s, else 0.5·2^n s capped at 8 s, minus up to 25 % jitter) — the baseline;
+//! 2. `retry-after`: direct, honouring retry-after without limit (the seed article's fix);
+//! 3. `pacer-ipc`: a permit from the client library, then the call;
+//! 4. `pacer-gateway`: through pacerd's HTTP gateway.
+//!
+//! `--scenario mixed`: one interactive client (a call every 2 s) among batch clients that
+//! saturate the limit; its latency is reported per strategy.
+
+mod caller;
+mod report;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use pacer_client::{Client, FailMode, Priority};
+use pacer_tests::TestDaemon;
+use pacer_tests::bench::{jain, percentile};
+use pacer_tests::mock::{MockConfig, MockUpstream};
+use tokio::sync::Mutex;
+
+use caller::Caller;
+use report::{plot, report};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Strategy {
+    SdkRetry,
+    RetryAfter,
+    PacerIpc,
+    PacerGateway,
+}
+
+impl Strategy {
+    fn name(self) -> &'static str {
+        match self {
+            Strategy::SdkRetry => "sdk-retry",
+            Strategy::RetryAfter => "retry-after",
+            Strategy::PacerIpc => "pacer-ipc",
+            Strategy::PacerGateway => "pacer-gateway",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// Every client saturates the limit.
+    Uniform,
+    /// One interactive client among batch clients that saturate the limit.
+    Mixed,
+}
+
+#[derive(Debug, Clone, Parser)]
+struct Args {
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Seconds each strategy runs.
+    #[arg(long, default_value_t = 60.0)]
+    duration: f64,
+    #[arg(long, default_value_t = 120)]
+    rpm: u64,
+    #[arg(long, default_value_t = 100_000)]
+    itpm: u64,
+    #[arg(long, default_value_t = 100_000)]
+    otpm: u64,
+    /// The mock API's latency before each answer.
+    #[arg(long, default_value_t = 200)]
+    latency_ms: u64,
+    #[arg(long, value_enum, default_value = "uniform")]
+    scenario: Scenario,
+    /// Give pacer the limits in its configuration (otherwise it learns them from headers).
+    #[arg(long)]
+    configured: bool,
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["sdk-retry", "retry-after", "pacer-ipc", "pacer-gateway"])]
+    strategies: Vec<Strategy>,
+    /// Print one JSON object per strategy instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Where to write the SVG plot.
+    #[arg(long, default_value = "bench")]
+    plot_dir: PathBuf,
+}
+
+const MODEL: &str = "claude-sonnet-4-5";
+const KEY: &str = "sk-ant-herd";
+
+/// One call's result, as the client saw it.
+struct Call {
+    latency: Duration,
+    ok: bool,
+    interactive: bool,
+}
+
+struct Outcome {
+    strategy: Strategy,
+    ok: u64,
+    failed: u64,
+    upstream_429: u64,
+    goodput: f64,
+    p50: Duration,
+    p99: Duration,
+    jain: f64,
+    /// The interactive client's latency (p50, p99) and failed calls, in the mixed scenario.
+    interactive: Option<(Duration, Duration, u64)>,
+    timeline: Vec<(Duration, u16)>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runs = args.strategies.iter().map(|&strategy| {
+        let args = args.clone();
+        tokio::spawn(async move { run(strategy, &args).await })
+    });
+    let mut outcomes = Vec::new();
+    for run in runs.collect::<Vec<_>>() {
+        outcomes.push(run.await??);
+    }
+    report(&args, &outcomes);
+    let plot = plot(&args, &outcomes)?;
+    if !args.json {
+        println!("plot: {}", plot.display());
+    }
+    Ok(())
+}
+
+async fn run(strategy: Strategy, args: &Args) -> anyhow::Result<Outcome> {
+    let mock = MockUpstream::start(MockConfig {
+        rpm: args.rpm,
+        itpm: args.itpm,
+        otpm: args.otpm,
+        latency: Duration::from_millis(args.latency_ms),
+        ..MockConfig::default()
+    })
+    .await;
+    let configured = if args.configured {
+        format!(
+            "[limits.sonnet]\nrpm = {}\nitpm = {}\notpm = {}\n",
+            args.rpm, args.itpm, args.otpm
+        )
+    } else {
+        String::new()
+    };
+    let upstream: reqwest::Url = mock.url().parse()?;
+    let daemon = match strategy {
+        Strategy::PacerIpc | Strategy::PacerGateway => Some(
+            TestDaemon::start_with(&configured, |config| {
+                config.gateway.upstream = upstream;
+                config.gateway.max_hold = Duration::from_secs(600);
+            })
+            .await,
+        ),
+        _ => None,
+    };
+    let gateway = match &daemon {
+        Some(daemon) if strategy == Strategy::PacerGateway => Some(daemon.gateway_url().await),
+        _ => None,
+    };
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()?;
+    // Every client connects first; then they all start together.
+    let mut callers = Vec::new();
+    for i in 0..args.clients {
+        let interactive = args.scenario == Scenario::Mixed && i == 0;
+        let client = match &daemon {
+            Some(daemon) => Some(
+                Client::builder()
+                    .endpoint(daemon.socket())
+                    .fail_mode(FailMode::Closed)
+                    .client_id(format!("client-{i}"))
+                    .connect()
+                    .await?,
+            ),
+            None => None,
+        };
+        let caller = Caller {
+            strategy,
+            http: http.clone(),
+            url: match &gateway {
+                Some(gateway) => {
+                    let priority = if interactive { "interactive" } else { "batch" };
+                    format!("{gateway}/s/client-{i}~{priority}/v1/messages")
+                }
+                None => format!("{}/v1/messages", mock.url()),
+            },
+            client,
+            priority: if interactive {
+                Priority::Interactive
+            } else {
+                Priority::Batch
+            },
+        };
+        callers.push((i, interactive, caller));
+    }
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(args.duration);
+    let calls = Arc::new(Mutex::new(Vec::<(usize, Call)>::new()));
+    let mut tasks = Vec::new();
+    for (i, interactive, caller) in callers {
+        let calls = calls.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let began = Instant::now();
+                if began >= deadline {
+                    break;
+                }
+                let ok = caller.call().await;
+                calls.lock().await.push((
+                    i,
+                    Call {
+                        latency: began.elapsed(),
+                        ok,
+                        interactive,
+                    },
+                ));
+                if interactive {
+                    // The interactive client calls every 2 s, whatever the others do.
+                    let next = began + Duration::from_secs(2);
+                    tokio::time::sleep_until(next.into()).await;
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await?;
+    }
+    let elapsed = start.elapsed().max(Duration::from_secs_f64(args.duration));
+    let calls = std::mem::take(&mut *calls.lock().await);
+    let stats = mock.stats();
+    let ok = calls.iter().filter(|(_, c)| c.ok).count() as u64;
+    let failed = calls.len() as u64 - ok;
+    let allowed = args.rpm as f64 + args.rpm as f64 / 60.0 * elapsed.as_secs_f64();
+    let mut latencies: Vec<Duration> = calls
+        .iter()
+        .filter(|(_, c)| c.ok && !c.interactive)
+        .map(|(_, c)| c.latency)
+        .collect();
+    let mut per_client = vec![0u64; args.clients];
+    for (i, call) in &calls {
+        if call.ok {
+            per_client[*i] += 1;
+        }
+    }
+    let interactive = (args.scenario == Scenario::Mixed).then(|| {
+        let mut waits: Vec<Duration> = calls
+            .iter()
+            .filter(|(_, c)| c.interactive && c.ok)
+            .map(|(_, c)| c.latency)
+            .collect();
+        let failed = calls.iter().filter(|(_, c)| c.interactive && !c.ok).count() as u64;
+        (
+            percentile(&mut waits, 0.5),
+            percentile(&mut waits, 0.99),
+            failed,
+        )
+    });
+    let fairness = match args.scenario {
+        Scenario::Uniform => jain(&per_client),
+        Scenario::Mixed => jain(&per_client[1..]),
+    };
+    Ok(Outcome {
+        strategy,
+        ok,
+        failed,
+        upstream_429: stats.rate_limited,
+        goodput: ok as f64 / allowed,
+        p50: percentile(&mut latencies, 0.5),
+        p99: percentile(&mut latencies, 0.99),
+        jain: fairness,
+        interactive,
+        timeline: mock.timeline(),
+    })
+}

@@ -1,0 +1,214 @@
+//! `POST /v1/messages`: the mock's decision for each request, and its answer.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use serde_json::{Value, json};
+
+use super::body::{InProgress, message_json, sse};
+use super::limits::{Bucket, Limits, count_input, model_class, ratelimit_headers};
+use super::{Body, Mock, error_body, json_response};
+
+/// The mock's decision for one Messages request.
+pub(super) enum Verdict {
+    Overloaded,
+    SpendCap,
+    Limited {
+        limit: &'static str,
+        retry_after: u64,
+        headers: HeaderMap,
+    },
+    Serve {
+        usage: (u64, u64, u64),
+        output: u64,
+        headers: HeaderMap,
+        midstream_error: bool,
+    },
+}
+
+pub(super) async fn messages(
+    mock: &Arc<Mock>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response<Body> {
+    let Ok(request) = serde_json::from_slice::<Value>(body) else {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &error_body("invalid_request_error", "the body is not JSON"),
+        );
+    };
+    let Some(model) = request
+        .get("model")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+    else {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &error_body("invalid_request_error", "model: Field required"),
+        );
+    };
+    let key = headers
+        .get("x-api-key")
+        .or_else(|| headers.get("authorization"))
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let stream = request
+        .get("stream")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let max_tokens = request
+        .get("max_tokens")
+        .and_then(Value::as_u64)
+        .unwrap_or(4096);
+    let config = &mock.config;
+    let verdict = {
+        let mut state = mock.lock();
+        let state = &mut *state;
+        if state.inject.overloaded > 0 {
+            state.inject.overloaded -= 1;
+            state.stats.overloaded += 1;
+            Verdict::Overloaded
+        } else if state.inject.spend_cap > 0 {
+            state.inject.spend_cap -= 1;
+            state.stats.spend_capped += 1;
+            Verdict::SpendCap
+        } else {
+            let usage = count_input(state, &key, &request);
+            let limits = state
+                .limits
+                .entry((key.clone(), model_class(&model)))
+                .or_insert_with(|| Limits {
+                    requests: Bucket::new(config.rpm),
+                    input: Bucket::new(config.itpm),
+                    output: Bucket::new(config.otpm),
+                });
+            let counted = (usage.0 + usage.1) as f64;
+            let requests = limits.requests.refill();
+            let input = limits.input.refill();
+            let output = limits.output.refill();
+            let refusal = if requests < 1.0 {
+                Some(("requests", limits.requests.wait_for(1.0)))
+            } else if input < counted.min(limits.input.capacity) {
+                Some((
+                    "input tokens",
+                    limits.input.wait_for(counted.min(limits.input.capacity)),
+                ))
+            } else if output < 0.0 {
+                Some(("output tokens", limits.output.wait_for(0.0)))
+            } else {
+                None
+            };
+            let mut response_headers = HeaderMap::new();
+            match refusal {
+                Some((limit, wait)) => {
+                    ratelimit_headers(&mut response_headers, config, limits);
+                    state.stats.rate_limited += 1;
+                    Verdict::Limited {
+                        limit,
+                        retry_after: wait.ceil().max(1.0) as u64,
+                        headers: response_headers,
+                    }
+                }
+                None => {
+                    let output_tokens = config.output_tokens.min(max_tokens).max(1);
+                    limits.requests.level -= 1.0;
+                    limits.input.level -= counted;
+                    // Output is counted as it is produced; charged up front here for simplicity.
+                    limits.output.level -= output_tokens as f64;
+                    ratelimit_headers(&mut response_headers, config, limits);
+                    let midstream_error = stream && state.inject.midstream_error > 0;
+                    if midstream_error {
+                        state.inject.midstream_error -= 1;
+                        state.stats.midstream_errors += 1;
+                    } else {
+                        state.stats.ok += 1;
+                    }
+                    Verdict::Serve {
+                        usage,
+                        output: output_tokens,
+                        headers: response_headers,
+                        midstream_error,
+                    }
+                }
+            }
+        }
+    };
+    if !config.latency.is_zero() {
+        tokio::time::sleep(config.latency).await;
+    }
+    let status = match &verdict {
+        Verdict::Overloaded => 529,
+        Verdict::SpendCap | Verdict::Limited { .. } => 429,
+        Verdict::Serve { .. } => 200,
+    };
+    mock.lock().timeline.push((mock.started.elapsed(), status));
+    match verdict {
+        Verdict::Overloaded => json_response(
+            StatusCode::from_u16(529).expect("529"),
+            &error_body("overloaded_error", "Overloaded"),
+        ),
+        Verdict::SpendCap => json_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            &json!({"type": "error", "error": {"type": "rate_limit_error",
+                "message": "You have reached your specified API usage limits. You will regain access on 2026-12-01 at 00:00 UTC.",
+                "details": {"error_code": "enforced_spend_limit_reached"}}, "request_id": "req_mock"}),
+        ),
+        Verdict::Limited {
+            limit,
+            retry_after,
+            headers,
+        } => {
+            let value = match limit {
+                "requests" => config.rpm,
+                "input tokens" => config.itpm,
+                _ => config.otpm,
+            };
+            let message = format!(
+                "This request would exceed your organization's rate limit of {value} {limit} per minute \
+                 (org: mock, model: {model}). For details, refer to: https://docs.claude.com/en/api/rate-limits."
+            );
+            let mut response = json_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                &error_body("rate_limit_error", &message),
+            );
+            response.headers_mut().extend(headers);
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from(retry_after));
+            response
+        }
+        Verdict::Serve {
+            usage,
+            output,
+            headers,
+            midstream_error,
+        } => {
+            let id = mock
+                .next_id
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let guard = InProgress::new(mock.clone());
+            let mut response = if stream {
+                sse(
+                    id,
+                    &model,
+                    usage,
+                    output,
+                    config.event_gap,
+                    midstream_error,
+                    guard,
+                )
+            } else {
+                drop(guard);
+                json_response(StatusCode::OK, &message_json(id, &model, usage, output))
+            };
+            response.headers_mut().extend(headers);
+            response.headers_mut().insert(
+                "request-id",
+                HeaderValue::from_str(&format!("req_mock_{id}")).expect("id"),
+            );
+            response
+        }
+    }
+}

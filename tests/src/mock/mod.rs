@@ -1,0 +1,295 @@
+//! A mock of the Anthropic Messages API, for tests and benchmarks.
+//!
+//! It enforces requests, input tokens and output tokens per minute as token buckets per API key ×
+//! model class, as the real API does, and answers with the real headers: the
+//! `anthropic-ratelimit-*` family on every response, and on a 429 a `retry-after` and an error
+//! body naming the limit. Responses are JSON or SSE (`"stream": true`) with usage. Latency,
+//! 529s, spend-cap 429s and mid-stream errors can be injected. `GET /stats` counts everything;
+//! `GET /mock/requests` lists the last requests seen (method, path, query, headers).
+//!
+//! Input tokens are counted as a quarter of the request's bytes, except that `system` and `tools`
+//! blocks marked with `cache_control` are cache writes the first time a key sends them and cache
+//! reads after that (cache reads do not count toward ITPM), which is how Claude Code's large
+//! prompts behave.
+
+mod body;
+mod limits;
+mod messages;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use limits::Limits;
+use messages::messages;
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// How the mock behaves.
+#[derive(Debug, Clone)]
+pub struct MockConfig {
+    pub rpm: u64,
+    pub itpm: u64,
+    pub otpm: u64,
+    /// Time before the first byte of each answer.
+    pub latency: Duration,
+    /// Output tokens of every answer (capped at the request's `max_tokens`).
+    pub output_tokens: u64,
+    /// Pause between streamed events.
+    pub event_gap: Duration,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        Self {
+            rpm: 120,
+            itpm: 100_000,
+            otpm: 100_000,
+            latency: Duration::ZERO,
+            output_tokens: 16,
+            event_gap: Duration::ZERO,
+        }
+    }
+}
+
+/// Counters served at `/stats`.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Stats {
+    /// Every request received, of any kind.
+    pub requests: u64,
+    /// `POST /v1/messages` answered 200.
+    pub ok: u64,
+    /// 429 answers for a rate limit.
+    pub rate_limited: u64,
+    /// 429 answers for the spend cap.
+    pub spend_capped: u64,
+    /// 529 answers.
+    pub overloaded: u64,
+    /// Streams cut by an injected mid-stream error.
+    pub midstream_errors: u64,
+    pub count_tokens: u64,
+    /// The most `/v1/messages` requests in progress at once.
+    pub max_concurrent: u64,
+}
+
+/// Faults to inject into the next requests to `/v1/messages`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(default)]
+pub struct Inject {
+    /// Answer this many with 529.
+    pub overloaded: u64,
+    /// Answer this many with the spend-cap 429.
+    pub spend_cap: u64,
+    /// Cut this many streams with an SSE `error` event after the first delta.
+    pub midstream_error: u64,
+}
+
+/// A request as the mock saw it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub body_bytes: usize,
+}
+#[derive(Default)]
+struct State {
+    limits: HashMap<(String, String), Limits>,
+    stats: Stats,
+    inject: Inject,
+    /// Prompt prefixes already cached, per key.
+    cached: HashSet<(String, u64)>,
+    seen: VecDeque<Seen>,
+    in_progress: u64,
+    /// Every `/v1/messages` answer: when (since the mock started) and its status.
+    timeline: Vec<(Duration, u16)>,
+}
+
+struct Mock {
+    config: MockConfig,
+    started: Instant,
+    state: Mutex<State>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+/// A running mock; stops when dropped.
+pub struct MockUpstream {
+    addr: SocketAddr,
+    mock: Arc<Mock>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for MockUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl MockUpstream {
+    /// Starts a mock on an ephemeral port of 127.0.0.1.
+    pub async fn start(config: MockConfig) -> MockUpstream {
+        Self::start_on("127.0.0.1:0".parse().expect("address"), config)
+            .await
+            .expect("bind the mock upstream")
+    }
+
+    pub async fn start_on(addr: SocketAddr, config: MockConfig) -> std::io::Result<MockUpstream> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let mock = Arc::new(Mock {
+            config,
+            started: Instant::now(),
+            state: Mutex::default(),
+            next_id: Default::default(),
+        });
+        let task = tokio::spawn(serve(listener, mock.clone()));
+        Ok(MockUpstream { addr, mock, task })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.mock.lock().stats.clone()
+    }
+
+    pub fn inject(&self, inject: Inject) {
+        self.mock.lock().inject = inject;
+    }
+
+    /// `/v1/messages` requests being answered right now.
+    pub fn in_progress(&self) -> u64 {
+        self.mock.lock().in_progress
+    }
+
+    /// Every `/v1/messages` answer so far: time since the mock started, and status.
+    pub fn timeline(&self) -> Vec<(Duration, u16)> {
+        self.mock.lock().timeline.clone()
+    }
+
+    /// The requests seen most recently (up to 100), oldest first.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.mock.lock().seen.iter().cloned().collect()
+    }
+}
+
+impl Mock {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+async fn serve(listener: TcpListener, mock: Arc<Mock>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let mock = mock.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let mock = mock.clone();
+                async move { Ok::<_, Infallible>(handle(mock, request).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn full(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(Full::new(body.into()).boxed_unsync());
+    *response.status_mut() = status;
+    response
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+    let mut response = full(status, value.to_string());
+    response
+        .headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
+    response
+}
+
+fn error_body(kind: &str, message: &str) -> Value {
+    json!({"type": "error", "error": {"type": kind, "message": message}, "request_id": "req_mock"})
+}
+
+async fn handle(mock: Arc<Mock>, request: Request<Incoming>) -> Response<Body> {
+    let (parts, body) = request.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    {
+        let mut state = mock.lock();
+        state.stats.requests += 1;
+        if state.seen.len() >= 100 {
+            state.seen.pop_front();
+        }
+        state.seen.push_back(Seen {
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_owned(),
+            query: parts.uri.query().map(str::to_owned),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(n, v)| {
+                    (
+                        n.to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            body_bytes: body.len(),
+        });
+    }
+    match (&parts.method, parts.uri.path()) {
+        (&Method::GET, "/stats") => json_response(StatusCode::OK, &json!(mock.lock().stats)),
+        (&Method::GET, "/mock/requests") => json_response(StatusCode::OK, &json!(mock.lock().seen)),
+        (&Method::POST, "/mock/inject") => match serde_json::from_slice::<Inject>(&body) {
+            Ok(inject) => {
+                mock.lock().inject = inject;
+                json_response(StatusCode::OK, &json!({"ok": true}))
+            }
+            Err(e) => json_response(
+                StatusCode::BAD_REQUEST,
+                &error_body("invalid_request_error", &e.to_string()),
+            ),
+        },
+        (&Method::POST, "/v1/messages") => messages(&mock, &parts.headers, &body).await,
+        (&Method::POST, "/v1/messages/count_tokens") => {
+            mock.lock().stats.count_tokens += 1;
+            json_response(StatusCode::OK, &json!({"input_tokens": body.len() / 4}))
+        }
+        (&Method::GET, "/v1/models") => json_response(
+            StatusCode::OK,
+            &json!({"data": [{"type": "model", "id": "claude-sonnet-4-5", "display_name": "Claude Sonnet 4.5"}], "has_more": false}),
+        ),
+        (&Method::HEAD, _) => full(StatusCode::OK, Bytes::new()),
+        _ => json_response(
+            StatusCode::NOT_FOUND,
+            &error_body("not_found_error", &format!("no route {}", parts.uri.path())),
+        ),
+    }
+}
