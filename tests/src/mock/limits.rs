@@ -1,7 +1,9 @@
 //! The mock's rate limits: token buckets per API key × model class, what a request counts, and
 //! the `anthropic-ratelimit-*` headers that report them.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use http::{HeaderMap, HeaderValue};
 use serde_json::Value;
