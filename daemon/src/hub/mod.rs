@@ -25,12 +25,12 @@ pub use session::Session;
 pub use timer::drive as drive_timer;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use pacer_protocol::message::{Event, GatewayInfo};
-use tokio::sync::{Notify, broadcast, watch};
+use tokio::sync::{Notify, broadcast};
 
 use crate::broker::{Broker, BrokerState, Calibration, ConnId, Output};
 
@@ -52,8 +52,12 @@ pub struct Hub {
     generation: AtomicU64,
     /// Wakes the saver when a pause or backoff starts or ends.
     pause_changed: Notify,
-    /// Leases held by connections, published so that a stopping daemon can wait for them.
-    in_flight: watch::Sender<usize>,
+    /// Leases held by connections, kept after every operation.
+    in_flight: AtomicUsize,
+    /// Set once the daemon stops; from then on, `settled` is notified when `in_flight` reaches
+    /// zero (a stopping daemon waits for the calls in flight to report).
+    stopping: AtomicBool,
+    settled: Notify,
     /// Where the HTTP gateway listens, for `pacer run`.
     gateway: GatewayInfo,
 }
@@ -83,7 +87,9 @@ impl Hub {
             next_conn: AtomicU64::new(1),
             generation: AtomicU64::new(0),
             pause_changed: Notify::new(),
-            in_flight: watch::channel(0).0,
+            in_flight: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
+            settled: Notify::new(),
             gateway,
         }
     }
@@ -114,8 +120,7 @@ impl Hub {
             if next.is_some_and(|next| state.scheduled.is_none_or(|s| next < s)) {
                 self.timer.notify_one();
             }
-            self.in_flight
-                .send_if_modified(|held| replace(held, state.broker.leases_in_flight()));
+            self.count_in_flight(&state.broker);
             (result, deliveries)
         };
         // Written after the lock is released: other connections need not wait for the sockets.
@@ -142,8 +147,7 @@ impl Hub {
             let deliveries = self.route(&mut state, outputs);
             let next = state.broker.next_wakeup(now);
             state.scheduled = next;
-            self.in_flight
-                .send_if_modified(|held| replace(held, state.broker.leases_in_flight()));
+            self.count_in_flight(&state.broker);
             (next, deliveries)
         };
         deliver::deliver(deliveries);
@@ -199,15 +203,31 @@ impl Hub {
         (state.broker.snapshot(now()), state.calibration.clone())
     }
 
-    /// Completes once no connection holds a lease (calls in flight have all reported).
+    fn count_in_flight(&self, broker: &Broker) {
+        let held = broker.leases_in_flight();
+        self.in_flight.store(held, Ordering::Relaxed);
+        if held == 0 && self.stopping.load(Ordering::Relaxed) {
+            self.settled.notify_waiters();
+        }
+    }
+
+    /// Completes once no connection holds a lease (calls in flight have all reported). Only
+    /// for a stopping daemon: see [`Hub::stop`].
     pub async fn settled(&self) {
-        let mut in_flight = self.in_flight.subscribe();
-        let _ = in_flight.wait_for(|&held| held == 0).await;
+        loop {
+            let notified = self.settled.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.leases_in_flight() == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Leases held by open connections and gateway requests.
     pub fn leases_in_flight(&self) -> usize {
-        *self.in_flight.borrow()
+        self.in_flight.load(Ordering::Relaxed)
     }
 
     /// One line for the service manager's STATUS.
@@ -224,15 +244,12 @@ impl Hub {
         &self.gateway
     }
 
-    /// The daemon is stopping: every waiting acquire is told so.
+    /// The daemon is stopping: every waiting acquire is told so, and [`Hub::settled`] can be
+    /// awaited.
     pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
         self.update(|broker, _| (broker.stop(), ()));
     }
-}
-
-/// Sets `*slot` to `value`; whether it changed.
-fn replace(slot: &mut usize, value: usize) -> bool {
-    std::mem::replace(slot, value) != value
 }
 
 /// An open subscription; dropping it ends it.
