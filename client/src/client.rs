@@ -305,6 +305,7 @@ impl Client {
             }),
             Ok((Response::Rejected(rejected), _)) => Err(Error::Rejected {
                 reason: rejected.reason,
+                until: rejected.until,
             }),
             Ok((Response::Error(e), _)) if e.kind == ErrorKind::Stopping => {
                 self.fail_open(Error::Disconnected {

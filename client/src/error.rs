@@ -1,7 +1,7 @@
 //! What can go wrong when talking to pacerd.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use pacer_protocol::message::ErrorKind;
 
@@ -22,15 +22,26 @@ pub enum Error {
     /// The acquire's deadline passed before a permit was free.
     #[error("no permit within the deadline; the wait would have been about {} more", humantime::format_duration(round(*retry_after)))]
     TimedOut { retry_after: Duration },
-    /// The daemon will never grant this acquire.
-    #[error("pacerd rejected the acquire: {reason}")]
-    Rejected { reason: String },
+    /// The daemon refuses this acquire: it can never be granted, or not before `until` (a spent
+    /// subscription window's reset, the end of a spend-cap block).
+    #[error("pacerd rejected the acquire: {reason}{}", until_text(*until))]
+    Rejected {
+        reason: String,
+        until: Option<SystemTime>,
+    },
     /// The daemon refused a request (an unknown lease, invalid arguments).
     #[error("pacerd refused the request: {message}")]
     Daemon { kind: ErrorKind, message: String },
     /// The daemon answered something this client does not expect: a bug on one side.
     #[error("unexpected answer from pacerd: {0}")]
     Unexpected(String),
+}
+
+fn until_text(until: Option<SystemTime>) -> String {
+    match until {
+        Some(at) => format!(" (until {})", humantime::format_rfc3339_seconds(at)),
+        None => String::new(),
+    }
 }
 
 /// Whole seconds (rounded up) for waits of a second or more; milliseconds below.

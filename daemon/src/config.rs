@@ -19,6 +19,15 @@
 //! [keys.0123456789abcdef.limits.sonnet]
 //! rpm = 4000
 //!
+//! # Keys join their organization's account (`anthropic-organization-id`) and share its
+//! # budgets; "key" gives every key budgets of its own.
+//! [accounts]
+//! group_by = "organization"
+//!
+//! # Tie a key to a named account by hand (e.g. behind a proxy that strips the header).
+//! [keys.fedcba9876543210]
+//! account = "team"
+//!
 //! # The local HTTP gateway that `pacer run` points ANTHROPIC_BASE_URL at.
 //! [gateway]
 //! enabled = true
@@ -40,7 +49,7 @@ use std::time::Duration;
 use pacer_protocol::KeyFingerprint;
 use serde::Deserialize;
 
-use crate::broker::{BrokerConfig, LimitSet, LimitTable, ModelClasses};
+use crate::broker::{AccountsConfig, BrokerConfig, LimitSet, LimitTable, ModelClasses};
 
 /// The environment variable naming the configuration file.
 pub const CONFIG_ENV: &str = "PACER_CONFIG";
@@ -187,7 +196,7 @@ impl Config {
             filter: log.filter.map(|f| f.0),
         };
         Ok(Config {
-            broker: raw.into_broker_config(),
+            broker: raw.into_broker_config(gateway.max_hold),
             gateway,
             state_file,
             log,
@@ -212,6 +221,21 @@ struct RawConfig {
     gateway: Option<RawGateway>,
     state: Option<RawState>,
     log: Option<RawLog>,
+    accounts: Option<RawAccounts>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccounts {
+    group_by: Option<GroupBy>,
+}
+
+/// How keys are grouped into accounts.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum GroupBy {
+    Organization,
+    Key,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -340,6 +364,34 @@ struct RawLimits {
 struct RawKey {
     #[serde(default)]
     limits: BTreeMap<Name, RawLimits>,
+    /// The account this key belongs to, whatever its responses say.
+    account: Option<AccountName>,
+}
+
+/// A name for an account tied by hand: letters, digits, `.`, `_`, `-`; `org-` is reserved for
+/// organizations.
+#[derive(Debug, Clone)]
+struct AccountName(String);
+
+impl<'de> Deserialize<'de> for AccountName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let valid = !s.is_empty()
+            && s.len() <= 64
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !valid {
+            return Err(serde::de::Error::custom(format!(
+                "`{s}` is not an account name: use 1 to 64 letters, digits, `.`, `_` or `-`"
+            )));
+        }
+        if s.starts_with(pacer_protocol::budget::ORGANIZATION_PREFIX) {
+            return Err(serde::de::Error::custom(format!(
+                "`{s}`: account names starting with `org-` are reserved for organizations"
+            )));
+        }
+        Ok(AccountName(s))
+    }
 }
 
 impl From<RawLimits> for LimitSet {
@@ -354,7 +406,7 @@ impl From<RawLimits> for LimitSet {
 }
 
 impl RawConfig {
-    fn into_broker_config(self) -> BrokerConfig {
+    fn into_broker_config(self, max_hold: Duration) -> BrokerConfig {
         let classes = ModelClasses::new(
             self.classes
                 .into_iter()
@@ -365,14 +417,27 @@ impl RawConfig {
         for (class, raw) in self.limits {
             limits.per_class.insert(class.0, raw.into());
         }
+        let mut accounts = AccountsConfig {
+            by_organization: !matches!(self.accounts.and_then(|a| a.group_by), Some(GroupBy::Key)),
+            ..AccountsConfig::default()
+        };
         for (key, raw) in self.keys {
             for (class, limits_for_class) in raw.limits {
                 limits
                     .per_key
                     .insert((key.0, class.0), limits_for_class.into());
             }
+            if let Some(account) = raw.account {
+                accounts.tied.insert(key.0, account.0);
+            }
         }
-        BrokerConfig { classes, limits }
+        BrokerConfig {
+            classes,
+            limits,
+            accounts,
+            max_hold,
+            ..BrokerConfig::default()
+        }
     }
 }
 
@@ -533,6 +598,23 @@ rpm = 4000
         assert_eq!((off.state_file, off.log.dir), (None, None));
         let e = error("[log]\nfilter = \"info,[[\"\n");
         assert!(e.contains("log.filter"), "{e}");
+    }
+
+    #[test]
+    fn accounts_settings() {
+        let config = parse("[accounts]\ngroup_by = \"key\"\n[keys.0123456789abcdef]\naccount = \"team\"\n[gateway]\nmax_hold = 30\n").unwrap();
+        let accounts = &config.broker.accounts;
+        assert!(!accounts.by_organization);
+        let key: KeyFingerprint = "0123456789abcdef".parse().unwrap();
+        assert_eq!(accounts.tied.get(&key).map(String::as_str), Some("team"));
+        assert_eq!(config.broker.max_hold, Duration::from_secs(30));
+        assert!(parse("").unwrap().broker.accounts.by_organization);
+        let e = error("[accounts]\ngroup_by = \"team\"\n");
+        assert!(e.contains("accounts.group_by"), "{e}");
+        let e = error("[keys.0123456789abcdef]\naccount = \"org-x\"\n");
+        assert!(e.contains("reserved"), "{e}");
+        let e = error("[keys.0123456789abcdef]\naccount = \"my team\"\n");
+        assert!(e.contains("keys.0123456789abcdef.account"), "{e}");
     }
 
     #[test]

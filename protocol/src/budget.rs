@@ -59,6 +59,34 @@ impl FromStr for KeyFingerprint {
     }
 }
 
+/// Whose budget it is: one API key's, or an account's — an organization whose keys all share its
+/// limits (named by [`organization_label`]), or keys tied together in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum BudgetOwner {
+    Key(KeyFingerprint),
+    Account(String),
+}
+
+impl fmt::Display for BudgetOwner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BudgetOwner::Key(key) => key.fmt(f),
+            BudgetOwner::Account(label) => f.write_str(label),
+        }
+    }
+}
+
+/// The prefix of every organization's account label.
+pub const ORGANIZATION_PREFIX: &str = "org-";
+
+/// The short, stable label of an organization's account: `org-` and the first 6 bytes (12 hex
+/// characters) of the SHA-256 of its id. Status and logs show this, never a key.
+pub fn organization_label(organization_id: &str) -> String {
+    let digest = Sha256::digest(organization_id.trim().as_bytes());
+    let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{ORGANIZATION_PREFIX}{hex}")
+}
+
 /// Who goes first when a budget is spent. Waiters of a higher priority are always served before
 /// those of a lower one; within a priority, clients take turns.
 #[derive(
@@ -195,6 +223,21 @@ mod tests {
         ] {
             assert!(bad.parse::<KeyFingerprint>().is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn organizations_get_short_stable_labels() {
+        let label = organization_label("f1c3a7e2-0000-4b1e-9c3d-aaaaaaaaaaaa");
+        assert!(label.starts_with("org-") && label.len() == 16, "{label}");
+        assert_eq!(
+            label,
+            organization_label(" f1c3a7e2-0000-4b1e-9c3d-aaaaaaaaaaaa ")
+        );
+        assert_ne!(label, organization_label("another-org"));
+        let owner = BudgetOwner::Account(label.clone());
+        assert_eq!(owner.to_string(), label);
+        let key = KeyFingerprint::of("k");
+        assert_eq!(BudgetOwner::Key(key).to_string(), key.to_string());
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! - `io` (feature `io`): frames over a local socket with tokio — the reading half and a
 //!   non-blocking outbox — shared by the daemon and the client library.
 //! - [`ratelimit`]: the parser for `retry-after` and `anthropic-ratelimit-*` / `x-ratelimit-*`
-//!   response headers, shared by the daemon's report handling and its HTTP gateway.
+//!   response headers (and `anthropic-organization-id`), shared by the daemon's report
+//!   handling and its HTTP gateway; [`unified`]: a subscription's windows in them.
 //!
 //! Without the `io` feature the crate is free of any async runtime, so that any client, blocking
 //! or async, can speak the protocol.
@@ -31,11 +32,12 @@ pub mod gateway;
 pub mod io;
 pub mod message;
 pub mod ratelimit;
+pub mod unified;
 
-pub use budget::{KeyFingerprint, LimitKind, Priority};
+pub use budget::{BudgetOwner, KeyFingerprint, LimitKind, Priority};
 pub use codec::{FrameError, MAX_FRAME_LEN};
 pub use message::{Request, RequestFrame, Response, ResponseFrame};
 
 /// The version of the wire format spoken by this build. Exchanged in the handshake; a daemon and a
 /// client with different versions refuse to talk rather than misread each other.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::budget::{KeyFingerprint, LimitKind, Priority};
+use crate::budget::{BudgetOwner, KeyFingerprint, LimitKind, Priority};
 
 /// A request and the id its response will carry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -298,27 +298,70 @@ pub struct TimedOut {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rejected {
     pub reason: String,
+    /// When an acquire could be granted again, if that is known (a spent subscription window's
+    /// reset, the end of a spend-cap block).
+    pub until: Option<SystemTime>,
+    /// The budget that refused, if one did.
+    pub budget: Option<BudgetId>,
 }
 
 /// Payload of [`Response::Status`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusSnapshot {
     pub daemon_version: String,
-    /// Every budget the daemon knows of, sorted by key and class.
+    /// Every budget the daemon knows of, sorted by owner and class.
     pub budgets: Vec<BudgetStatus>,
+    /// Every account, and every key with subscription windows, sorted by owner.
+    pub accounts: Vec<AccountStatus>,
 }
 
-/// A budget: one API key × one model class.
+/// A budget: one owner (an API key, or an account) × one model class.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct BudgetId {
-    pub key: KeyFingerprint,
+    pub owner: BudgetOwner,
     pub model_class: String,
 }
 
 impl std::fmt::Display for BudgetId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.key, self.model_class)
+        write!(f, "{}/{}", self.owner, self.model_class)
     }
+}
+
+/// An account (or a lone key) as [`Response::Status`] shows it, beyond its budgets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccountStatus {
+    pub owner: BudgetOwner,
+    /// The keys that draw on the account's budgets (for a lone key, itself).
+    pub keys: Vec<KeyFingerprint>,
+    /// The subscription's windows, as the last response reported them.
+    pub windows: Vec<WindowStatus>,
+    /// The overall status of the subscription's limit (`allowed`, `allowed_warning`,
+    /// `rejected`), if reported.
+    pub unified_status: Option<String>,
+    /// Set while every request of the account (or of one of its classes) is refused at once.
+    pub lockouts: Vec<LockoutStatus>,
+}
+
+/// One subscription window (`5h`, `7d`, `7d_opus`, …).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowStatus {
+    pub name: String,
+    /// `allowed`, `allowed_warning`, `rejected`, or whatever the API said.
+    pub status: Option<String>,
+    /// The spent fraction, 0.0 to 1.0.
+    pub utilization: Option<f64>,
+    pub reset: Option<SystemTime>,
+}
+
+/// A lockout: requests refused at once, without going upstream, until a time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockoutStatus {
+    /// The model class it covers; `None` for every class.
+    pub model_class: Option<String>,
+    pub until: SystemTime,
+    /// Why: a spent window, a long 429, a spend cap.
+    pub reason: String,
 }
 
 /// One budget as [`Response::Status`] shows it.
@@ -331,8 +374,11 @@ pub struct BudgetStatus {
     pub available: Available,
     pub in_flight: u32,
     pub waiting: u32,
-    /// Set while every peer of the budget waits out a 429 or an administrator's pause.
+    /// Set while every peer of the budget waits out a 429 or an administrator's pause, or while
+    /// a lockout refuses its requests.
     pub paused_until: Option<SystemTime>,
+    /// Why it is paused: the 429's message, "paused by administrator", a lockout's reason.
+    pub pause_reason: Option<String>,
     /// Set while the model class backs off after 529 (overloaded) answers.
     pub overloaded_until: Option<SystemTime>,
     /// Permits granted since the daemon started.
@@ -400,5 +446,27 @@ pub enum Event {
     Overloaded {
         model_class: String,
         until: SystemTime,
+    },
+    /// A key's responses named its account: from now on its budgets are the account's.
+    KeyLinked {
+        key: KeyFingerprint,
+        account: String,
+    },
+    /// A subscription window crossed 75 %, 90 % or 100 %, or its status changed.
+    Window {
+        owner: BudgetOwner,
+        window: WindowStatus,
+    },
+    /// Requests of an owner (or of one of its classes) are refused at once until `until`.
+    LockedOut {
+        owner: BudgetOwner,
+        model_class: Option<String>,
+        until: SystemTime,
+        reason: String,
+    },
+    /// A lockout ended (its time passed, or it was lifted).
+    LockoutEnded {
+        owner: BudgetOwner,
+        model_class: Option<String>,
     },
 }

@@ -10,6 +10,7 @@
 use std::time::{Duration, SystemTime};
 
 use crate::budget::LimitKind;
+use crate::unified::Unified;
 
 /// What one response's headers say about the limits.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -24,6 +25,12 @@ pub struct RateLimitHeaders {
     pub retry_after: Option<Duration>,
     /// `x-should-retry`, which the SDKs obey over their own judgement.
     pub should_retry: Option<bool>,
+    /// `anthropic-organization-id`: the organization whose limits these are.
+    pub organization: Option<String>,
+    /// `anthropic-workspace-id`: the workspace of the key, when the response names one.
+    pub workspace: Option<String>,
+    /// A subscription's windows (`anthropic-ratelimit-unified-*`).
+    pub unified: Unified,
 }
 
 /// One limit's headers.
@@ -49,7 +56,9 @@ impl RateLimitHeaders {
         for (name, value) in headers {
             let name = name.trim().to_ascii_lowercase();
             let value = value.trim();
-            if let Some(rest) = name.strip_prefix("anthropic-ratelimit-") {
+            if let Some(rest) = name.strip_prefix("anthropic-ratelimit-unified-") {
+                out.unified.parse_header(rest, value);
+            } else if let Some(rest) = name.strip_prefix("anthropic-ratelimit-") {
                 out.parse_anthropic(rest, value, now);
             } else if let Some(rest) = name.strip_prefix("x-ratelimit-") {
                 out.parse_openai(rest, value);
@@ -58,6 +67,8 @@ impl RateLimitHeaders {
                     "retry-after-ms" => retry_after_ms = parse_millis(value),
                     "retry-after" => retry_after = parse_retry_after(value, now),
                     "x-should-retry" => out.should_retry = value.parse().ok(),
+                    "anthropic-organization-id" => out.organization = non_empty(value),
+                    "anthropic-workspace-id" => out.workspace = non_empty(value),
                     _ => {}
                 }
             }
@@ -111,6 +122,12 @@ impl RateLimitHeaders {
         }
     }
 
+    /// Whether the response said anything about whose limits apply or how they stand: a limit,
+    /// an organization, or a subscription window.
+    pub fn is_informative(&self) -> bool {
+        self.has_limits() || self.organization.is_some() || !self.unified.is_empty()
+    }
+
     /// Whether any limit header was present at all.
     pub fn has_limits(&self) -> bool {
         [
@@ -122,6 +139,10 @@ impl RateLimitHeaders {
         .iter()
         .any(|w| **w != Window::default())
     }
+}
+
+fn non_empty(value: &str) -> Option<String> {
+    (!value.is_empty() && value.len() <= 256).then(|| value.to_owned())
 }
 
 /// Parses a `retry-after` value: delay seconds (integer or decimal) or an HTTP date. A date in the
@@ -295,6 +316,23 @@ mod tests {
         assert_eq!(parse(&[("retry-after", "1e20")]), None);
         assert_eq!(parse(&[("retry-after", "NaN")]), None);
         assert_eq!(parse(&[("retry-after-ms", "inf")]), None);
+    }
+
+    #[test]
+    fn organization_and_workspace() {
+        let h = RateLimitHeaders::parse(
+            [
+                ("Anthropic-Organization-Id", " 0f1e2d3c-org "),
+                ("anthropic-workspace-id", "wrkspc_01"),
+            ],
+            SystemTime::UNIX_EPOCH,
+        );
+        assert_eq!(h.organization.as_deref(), Some("0f1e2d3c-org"));
+        assert_eq!(h.workspace.as_deref(), Some("wrkspc_01"));
+        assert!(h.is_informative() && !h.has_limits());
+        let empty =
+            RateLimitHeaders::parse([("anthropic-organization-id", "")], SystemTime::UNIX_EPOCH);
+        assert_eq!(empty.organization, None);
     }
 
     #[test]

@@ -25,8 +25,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use pacer_client::Client;
-use pacer_protocol::KeyFingerprint;
 use pacer_protocol::message::BudgetStatus;
+use pacer_protocol::{BudgetOwner, KeyFingerprint};
 use serde_json::Value;
 
 /// Polls `condition` until it holds or `deadline` passes; returns whether it held.
@@ -47,17 +47,21 @@ where
     }
 }
 
-/// The budget of the key `api_key` and `class`, as the daemon's status shows it.
+/// The budget the key `api_key` draws on for `class` — its own, or its account's — as the
+/// daemon's status shows it.
 pub async fn budget_status(client: &Client, api_key: &str, class: &str) -> BudgetStatus {
     let key = KeyFingerprint::of(api_key);
-    client
-        .status()
-        .await
-        .expect("status")
+    let status = client.status().await.expect("status");
+    let owner = status
+        .accounts
+        .iter()
+        .find(|a| matches!(a.owner, BudgetOwner::Account(_)) && a.keys.contains(&key))
+        .map_or(BudgetOwner::Key(key), |a| a.owner.clone());
+    status
         .budgets
         .into_iter()
-        .find(|b| b.budget.key == key && b.budget.model_class == class)
-        .unwrap_or_else(|| panic!("no budget {key}/{class}"))
+        .find(|b| b.budget.owner == owner && b.budget.model_class == class)
+        .unwrap_or_else(|| panic!("no budget {owner}/{class}"))
 }
 
 /// The budget of the key fingerprint `key` and `class` in `pacer status --json` output.

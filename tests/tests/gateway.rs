@@ -234,16 +234,23 @@ async fn interactive_requests_wait_less_than_batch_ones_under_saturation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_429_is_held_and_retried_when_the_pause_ends() {
-    // 60 requests per minute upstream; pacer does not know it yet. A burst of 64 overruns the
-    // bucket (the answers that would teach pacer the limit take 300 ms to come back): the
-    // excess gets 429s, which pause everyone, and are retried after.
+    // 60 requests per minute upstream; pacer does not know it yet, and lets a burst of 64 go
+    // without waiting for a first answer (as it does once the first-contact hold has run
+    // out). It overruns the bucket (the answers that would teach pacer the limit take 300 ms
+    // to come back): the excess gets 429s, which pause everyone, and are retried after.
     let mock = MockUpstream::start(MockConfig {
         rpm: 60,
         latency: Duration::from_millis(300),
         ..MockConfig::default()
     })
     .await;
-    let daemon = daemon_for(&mock, "", Duration::from_secs(60)).await;
+    let upstream = mock.url().parse().unwrap();
+    let daemon = TestDaemon::start_with("", |config| {
+        config.gateway.upstream = upstream;
+        config.gateway.max_hold = Duration::from_secs(60);
+        config.broker.cold_start_hold = Duration::ZERO;
+    })
+    .await;
     let base = daemon.gateway_url().await;
     let mut tasks = Vec::new();
     for _ in 0..64 {

@@ -226,8 +226,9 @@ async fn sigterm_lets_calls_in_flight_report_then_exits_0_with_a_loadable_state(
     let mut daemon = Pacerd::start(dir.path(), &["--no-gateway"]);
     let client = client(daemon.socket(), "c").await;
     let paused = client.acquire(request()).await.unwrap();
+    // A pause within max_hold (240 s): a longer one would lock the class out instead.
     paused
-        .report(rate_limited(Duration::from_secs(300)))
+        .report(rate_limited(Duration::from_secs(230)))
         .await
         .unwrap();
     let in_flight = client

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use pacer_client::{Client, FailMode};
 
 use crate::args::KeyArgs;
-use crate::{lease, probe, run, service, status};
+use crate::{lease, probe, run, service, status, watch};
 
 /// Share one Anthropic API budget between every Claude Code session and script on this machine.
 #[derive(Debug, Parser)]
@@ -95,7 +95,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             lease::release(&connect(FailMode::Closed).await?, lease).await
         }
         Command::Pause(pause) => lease::pause(&connect(FailMode::Closed).await?, pause).await,
-        Command::Watch { json } => status::watch(&connect(FailMode::Closed).await?, json).await,
+        Command::Watch { json } => watch::watch(&connect(FailMode::Closed).await?, json).await,
         Command::Service(command) => service::service(socket, command).await,
         Command::KeyId(key) => {
             println!("{}", key.fingerprint()?);

@@ -2,13 +2,15 @@
 //!
 //! - `commands`: the command line and which module runs each command;
 //! - `run`: `pacer run` and `pacer env` (a command pointed at the gateway);
-//! - `status`: `pacer status` and `pacer watch`;
+//! - `status`: `pacer status`; `watch`: `pacer watch`;
+//! - `clock`: times as a person reads them;
 //! - `lease`: `pacer acquire`, `report`, `release`, `pause` (permits for shell scripts);
 //! - `probe`: `pacer probe`;
 //! - `service`: `pacer service install|uninstall|status`;
 //! - `args`: arguments several commands share; `pacerd`: finding the daemon's executable.
 
 mod args;
+mod clock;
 mod commands;
 mod lease;
 mod pacerd;
@@ -16,6 +18,7 @@ mod probe;
 mod run;
 mod service;
 mod status;
+mod watch;
 
 use std::process::ExitCode;
 

@@ -1,28 +1,29 @@
-//! Every budget, found by key × model class, and the few that time can change.
+//! Every budget, found by owner × model class, and the few that time can change.
 
 use std::collections::{BTreeSet, HashMap};
 use std::ops::{Index, IndexMut};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use pacer_protocol::KeyFingerprint;
-
-use super::BrokerConfig;
 use super::budget::Budget;
+use super::limits::{LimitSet, ModelClasses};
+use super::owner::Owner;
 
-/// Each key × class pair is a budget; this many is far beyond any real machine's needs.
+/// Each owner × class pair is a budget; this many is far beyond any real machine's needs.
 pub const MAX_BUDGETS: usize = 10_000;
 /// Model names whose class is remembered, so the patterns are matched once per name.
 const MAX_CACHED_MODELS: usize = 4096;
 
-/// A budget's place in the table; stable for the daemon's life.
+/// A budget's place in the table; stable while the budget lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BudgetIdx(usize);
 
 #[derive(Debug, Default)]
 pub struct Budgets {
-    budgets: Vec<Budget>,
-    index: HashMap<(KeyFingerprint, Arc<str>), BudgetIdx>,
+    /// Slots; a budget merged into another leaves its slot free for the next one.
+    slots: Vec<Option<Budget>>,
+    free: Vec<BudgetIdx>,
+    index: HashMap<(Owner, Arc<str>), BudgetIdx>,
     /// Model name → class.
     class_cache: HashMap<String, Arc<str>>,
     /// The budgets time can change: those with waiters or a pause. The timer only looks at these.
@@ -31,11 +32,11 @@ pub struct Budgets {
 
 impl Budgets {
     /// The model class a model name belongs to.
-    pub fn classify(&mut self, config: &BrokerConfig, model: &str) -> Arc<str> {
+    pub fn classify(&mut self, classes: &ModelClasses, model: &str) -> Arc<str> {
         if let Some(class) = self.class_cache.get(model) {
             return class.clone();
         }
-        let class: Arc<str> = Arc::from(config.classes.classify(model));
+        let class: Arc<str> = Arc::from(classes.classify(model));
         if self.class_cache.len() < MAX_CACHED_MODELS {
             self.class_cache.insert(model.to_owned(), class.clone());
         }
@@ -43,34 +44,80 @@ impl Budgets {
     }
 
     /// Applies new configuration: class patterns to later lookups, limits to every budget.
-    pub fn reconfigure(&mut self, config: &BrokerConfig, now: Instant) {
+    pub fn reconfigure(&mut self, configured: impl Fn(&Owner, &str) -> LimitSet, now: Instant) {
         self.class_cache.clear();
-        for budget in &mut self.budgets {
-            let configured = config.limits.for_budget(budget.key(), budget.class());
-            budget.set_configured(configured, now);
+        for budget in self.slots.iter_mut().flatten() {
+            let limits = configured(budget.owner(), budget.class());
+            budget.set_configured(limits, now);
         }
     }
 
-    /// The budget of a key and class, created on first use; `None` past [`MAX_BUDGETS`].
+    /// The budget of an owner and class, if it exists.
+    pub fn find(&self, owner: &Owner, class: &Arc<str>) -> Option<BudgetIdx> {
+        self.index.get(&(owner.clone(), class.clone())).copied()
+    }
+
+    /// The budget of an owner and class, created on first use with `configured` limits; `None`
+    /// past [`MAX_BUDGETS`].
     pub fn get_or_create(
         &mut self,
-        config: &BrokerConfig,
-        key: KeyFingerprint,
-        class: Arc<str>,
+        owner: &Owner,
+        class: &Arc<str>,
+        configured: impl FnOnce() -> LimitSet,
+        cold_start_hold: Duration,
         now: Instant,
     ) -> Option<BudgetIdx> {
-        if let Some(&b) = self.index.get(&(key, class.clone())) {
+        if let Some(b) = self.find(owner, class) {
             return Some(b);
         }
-        if self.budgets.len() >= MAX_BUDGETS {
+        if self.len() >= MAX_BUDGETS {
             return None;
         }
-        let configured = config.limits.for_budget(key, &class);
-        self.budgets
-            .push(Budget::new(key, class.clone(), configured, now));
-        let b = BudgetIdx(self.budgets.len() - 1);
-        self.index.insert((key, class), b);
+        let budget = Budget::new(
+            owner.clone(),
+            class.clone(),
+            configured(),
+            cold_start_hold,
+            now,
+        );
+        let b = match self.free.pop() {
+            Some(b) => {
+                self.slots[b.0] = Some(budget);
+                b
+            }
+            None => {
+                self.slots.push(Some(budget));
+                BudgetIdx(self.slots.len() - 1)
+            }
+        };
+        self.index.insert((owner.clone(), class.clone()), b);
         Some(b)
+    }
+
+    /// Files budget `b` under another owner.
+    pub fn relabel(&mut self, b: BudgetIdx, owner: &Owner) {
+        let class = self[b].class().clone();
+        self.index.remove(&(self[b].owner().clone(), class.clone()));
+        self[b].set_owner(owner.clone());
+        self.index.insert((owner.clone(), class), b);
+    }
+
+    /// Takes budget `b` out of the table (it was merged into another); its slot is reused.
+    pub fn remove(&mut self, b: BudgetIdx) -> Budget {
+        let budget = self.slots[b.0].take().expect("a live budget");
+        self.index
+            .remove(&(budget.owner().clone(), budget.class().clone()));
+        self.attention.remove(&b);
+        self.free.push(b);
+        budget
+    }
+
+    /// The budgets of an owner, one per class.
+    pub fn owned_by(&self, owner: &Owner) -> Vec<BudgetIdx> {
+        self.iter()
+            .filter(|(_, budget)| budget.owner() == owner)
+            .map(|(b, _)| b)
+            .collect()
     }
 
     /// Keeps the attention set in step after budget `b` changed.
@@ -88,18 +135,18 @@ impl Budgets {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (BudgetIdx, &Budget)> {
-        self.budgets
+        self.slots
             .iter()
             .enumerate()
-            .map(|(i, budget)| (BudgetIdx(i), budget))
+            .filter_map(|(i, slot)| Some((BudgetIdx(i), slot.as_ref()?)))
     }
 
-    pub fn indices(&self) -> impl Iterator<Item = BudgetIdx> + use<> {
-        (0..self.budgets.len()).map(BudgetIdx)
+    pub fn indices(&self) -> Vec<BudgetIdx> {
+        self.iter().map(|(b, _)| b).collect()
     }
 
     pub fn len(&self) -> usize {
-        self.budgets.len()
+        self.slots.len() - self.free.len()
     }
 }
 
@@ -107,12 +154,12 @@ impl Index<BudgetIdx> for Budgets {
     type Output = Budget;
 
     fn index(&self, b: BudgetIdx) -> &Budget {
-        &self.budgets[b.0]
+        self.slots[b.0].as_ref().expect("a live budget")
     }
 }
 
 impl IndexMut<BudgetIdx> for Budgets {
     fn index_mut(&mut self, b: BudgetIdx) -> &mut Budget {
-        &mut self.budgets[b.0]
+        self.slots[b.0].as_mut().expect("a live budget")
     }
 }

@@ -37,6 +37,11 @@ impl RunningAverage {
         self.samples += 1;
     }
 
+    /// Whether no sample was recorded yet.
+    pub fn is_empty(&self) -> bool {
+        self.samples == 0
+    }
+
     /// The average, rounded up; zero before the first sample.
     pub fn estimate(&self) -> u64 {
         self.value.ceil() as u64

@@ -4,6 +4,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
+use pacer_protocol::KeyFingerprint;
 use pacer_protocol::message::LeaseId;
 
 use super::budget::Reservation;
@@ -13,6 +14,8 @@ use super::{BrokerError, ConnId, PerKind};
 /// A granted permit that has not been settled yet.
 #[derive(Debug)]
 pub struct Lease {
+    /// The key the call is made with: its answer may tie the key to an account.
+    pub key: KeyFingerprint,
     pub budget: BudgetIdx,
     /// The connection whose closing settles the lease; `None` for a detached lease.
     pub owner: Option<ConnId>,
@@ -23,6 +26,9 @@ pub struct Lease {
     /// Per kind: no bucket existed when this was granted (the limit was unknown), so the call
     /// went out unmetered. While such calls are in flight, a new bucket is still calibrating.
     pub unmetered: PerKind<bool>,
+    /// The budget's first call out: if it settles without a word from the API, the next one
+    /// goes instead.
+    pub probe: bool,
 }
 
 #[derive(Debug)]

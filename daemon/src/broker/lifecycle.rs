@@ -1,17 +1,19 @@
-//! What happens around the calls themselves: an administrator's pause, keys blocked by a spend
-//! cap, connections closing, time passing, the daemon stopping.
+//! What happens around the calls themselves: an administrator's pause, lockouts, connections
+//! closing, time passing, the daemon stopping.
 
 use std::time::Instant;
 
 use pacer_protocol::KeyFingerprint;
-use pacer_protocol::message::{Event, Rejected, Response, TimedOut};
+use pacer_protocol::message::{Event, Response, TimedOut};
 
+use super::lockouts::{Lockout, Rejection, Scope};
+use super::owner::Owner;
 use super::queue::WaiterId;
 use super::{Broker, Output, stopping};
 
 impl Broker {
-    /// An administrator's pause: sets the budget's pause to exactly `until` (a time not after
-    /// `now` lifts it).
+    /// An administrator's pause: sets the budget's pause to exactly `until`. A time not after
+    /// `now` lifts it — and with it any lockout of the budget and its class's overload backoff.
     pub fn pause(
         &mut self,
         now: Instant,
@@ -24,12 +26,21 @@ impl Broker {
         };
         if until <= now {
             self.end_pause(b);
+            let (owner, class) = (
+                self.budgets[b].owner().clone(),
+                self.budgets[b].class().clone(),
+            );
+            for scope in self.lockouts.lift(&owner, &class) {
+                self.lockout_ended(&owner, scope);
+            }
+            self.overloads.lift(&class);
         } else {
-            self.budgets[b].set_pause(until);
+            let reason = "paused by administrator";
+            self.budgets[b].set_pause(until, reason);
             self.out.push(Output::Event(Event::PauseStarted {
                 budget: self.budgets[b].id(),
                 until: self.time_base.to_wall(until),
-                reason: "paused by administrator".into(),
+                reason: reason.into(),
             }));
         }
         self.serve(b, now);
@@ -44,24 +55,58 @@ impl Broker {
         }
     }
 
-    /// Makes every acquire for `key` fail fast until `until` (the API said its spend cap is
-    /// reached: retrying cannot help). Waiters of that key are answered at once.
-    pub fn block_key(
+    /// Refuses every acquire of `key`'s owner at once until `until`, replaying `rejection` to
+    /// gateway requests (the API said its spend cap is reached: retrying cannot help).
+    pub fn lock_out_key(
         &mut self,
         now: Instant,
         key: KeyFingerprint,
         until: Instant,
         reason: String,
+        rejection: Option<Rejection>,
     ) -> Vec<Output> {
-        self.blocks.block(key, until, reason.clone(), now);
-        let budgets = &self.budgets;
-        let ids = self.waiters.ids_where(|w| budgets[w.budget].key() == key);
-        self.answer_waiters(ids, |_| {
-            Response::Rejected(Rejected {
-                reason: reason.clone(),
-            })
-        });
+        let owner = self.accounts.owner_of(key);
+        let lockout = Lockout {
+            until,
+            reason,
+            rejection: rejection.map(std::sync::Arc::new),
+        };
+        self.lock_out(&owner, None, lockout, now);
         self.take_output()
+    }
+
+    /// Locks `owner`'s `scope` out: waiters it covers are refused now, and every acquire until
+    /// `lockout.until`.
+    pub(super) fn lock_out(&mut self, owner: &Owner, scope: Scope, lockout: Lockout, now: Instant) {
+        if lockout.until <= now || !self.lockouts.lock(owner, scope.clone(), lockout.clone()) {
+            return;
+        }
+        self.out.push(Output::Event(Event::LockedOut {
+            owner: owner.to_wire(),
+            model_class: scope.as_deref().map(str::to_owned),
+            until: self.time_base.to_wall(lockout.until),
+            reason: lockout.reason.clone(),
+        }));
+        let budgets = &self.budgets;
+        let ids = self.waiters.ids_where(|w| {
+            let budget = &budgets[w.budget];
+            budget.owner() == owner && scope.as_deref().is_none_or(|s| s == &**budget.class())
+        });
+        for id in ids {
+            let Some(waiter) = self.drop_waiter(id) else {
+                continue;
+            };
+            let class = self.budgets[waiter.budget].class().clone();
+            let rejected = self.rejected(owner, &class, &lockout);
+            self.answer(waiter.ticket, Response::Rejected(rejected));
+        }
+    }
+
+    fn lockout_ended(&mut self, owner: &Owner, scope: Scope) {
+        self.out.push(Output::Event(Event::LockoutEnded {
+            owner: owner.to_wire(),
+            model_class: scope.as_deref().map(str::to_owned),
+        }));
     }
 
     /// A connection closed: its waiters leave the queues, and the leases it held settle as
@@ -98,6 +143,9 @@ impl Broker {
             }
         }
         self.overloads.expire(now);
+        for (owner, scope) in self.lockouts.expire(now) {
+            self.lockout_ended(&owner, scope);
+        }
         while let Some(lease) = self.leases.take_expired(now) {
             self.budgets[lease.budget].finish();
         }
@@ -138,10 +186,14 @@ impl Broker {
                 budget.head_ready_at(self.gate(b), now),
             ]
         });
-        [self.waiters.next_deadline(), self.leases.next_expiry()]
-            .into_iter()
-            .chain(budgets)
-            .flatten()
-            .min()
+        [
+            self.waiters.next_deadline(),
+            self.leases.next_expiry(),
+            self.lockouts.next_expiry(),
+        ]
+        .into_iter()
+        .chain(budgets)
+        .flatten()
+        .min()
     }
 }

@@ -23,6 +23,22 @@ impl LimitSet {
         }
     }
 
+    /// The lower of the two for each limit set in both; whichever is set otherwise.
+    pub fn min(self, other: LimitSet) -> LimitSet {
+        fn lower<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
+            match (a, b) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        }
+        LimitSet {
+            rpm: lower(self.rpm, other.rpm),
+            itpm: lower(self.itpm, other.itpm),
+            otpm: lower(self.otpm, other.otpm),
+            max_in_flight: lower(self.max_in_flight, other.max_in_flight),
+        }
+    }
+
     /// Each limit from `self` where set, else from `fallback`.
     pub fn or(self, fallback: LimitSet) -> LimitSet {
         LimitSet {
@@ -34,7 +50,8 @@ impl LimitSet {
     }
 }
 
-/// Limits from the configuration: per model class, and per key × class (which wins).
+/// Limits from the configuration: per model class, and per key × class (which wins; for an
+/// account, the lowest of its keys' wins).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LimitTable {
     pub per_class: HashMap<String, LimitSet>,
@@ -42,12 +59,17 @@ pub struct LimitTable {
 }
 
 impl LimitTable {
-    /// The configured limits of one budget.
+    /// The configured limits of one key's budget.
     pub fn for_budget(&self, key: KeyFingerprint, class: &str) -> LimitSet {
-        let per_key = self
-            .per_key
-            .get(&(key, class.to_owned()))
-            .copied()
+        self.for_keys(&[key], class)
+    }
+
+    /// The configured limits of a budget shared by `keys` (an account's).
+    pub fn for_keys(&self, keys: &[KeyFingerprint], class: &str) -> LimitSet {
+        let per_key = keys
+            .iter()
+            .filter_map(|&key| self.per_key.get(&(key, class.to_owned())).copied())
+            .reduce(LimitSet::min)
             .unwrap_or_default();
         let per_class = self.per_class.get(class).copied().unwrap_or_default();
         per_key.or(per_class)
@@ -182,5 +204,16 @@ mod tests {
         let other = table.for_budget(KeyFingerprint::of("other"), "sonnet");
         assert_eq!(other.rpm, Some(50));
         assert_eq!(table.for_budget(key, "opus"), LimitSet::default());
+        // An account with two configured keys: the lower wins.
+        let other = KeyFingerprint::of("other");
+        table.per_key.insert(
+            (other, "sonnet".into()),
+            LimitSet {
+                rpm: Some(1000),
+                ..Default::default()
+            },
+        );
+        let shared = table.for_keys(&[key, other, KeyFingerprint::of("plain")], "sonnet");
+        assert_eq!((shared.rpm, shared.itpm), (Some(1000), Some(30_000)));
     }
 }

@@ -9,16 +9,18 @@
 //! The rooms:
 //! - this file: the [`Broker`] and its acquire path (grant at once, or queue and serve later);
 //! - `settle`: reports, releases and response headers — what a call's outcome changes;
-//! - `lifecycle`: pauses, blocked keys, connections closing, time passing, stopping;
+//! - `link`: a key joining its account, its budgets merging into the account's;
+//! - `lifecycle`: pauses, lockouts, connections closing, time passing, stopping;
 //! - `status`: what `pacer status`, the state file and the service manager are shown;
 //! - the tables the broker ties together: `budgets` (each a `budget`: buckets, pause, `queue`),
-//!   `waiters`, `leases`, `overload` (per class), `blocks` (per key);
+//!   `waiters`, `leases`, `overload` (per class), `accounts` (which keys share an account, and
+//!   its subscription windows), `lockouts` (per owner); `owner`: whose budget it is;
 //! - the parts: `bucket`, `cost`, `limits` (configured limits and model classes), `per_kind`,
 //!   `time`, and `snapshot` (the state file's share);
 //! - `calibration`: input-token estimates for gateway requests from their size, learned from
 //!   real usage (kept by the hub beside the broker).
 
-mod blocks;
+mod accounts;
 mod bucket;
 mod budget;
 mod budgets;
@@ -27,7 +29,10 @@ mod cost;
 mod leases;
 mod lifecycle;
 mod limits;
+mod link;
+mod lockouts;
 mod overload;
+mod owner;
 mod per_kind;
 mod queue;
 mod settle;
@@ -44,18 +49,23 @@ use std::time::Duration;
 use std::time::Instant;
 
 use pacer_protocol::message::{
-    Acquire, ErrorKind, ErrorReply, Event, Granted, LeaseId, Rejected, Response, TimedOut, Usage,
+    Acquire, BudgetId, ErrorKind, ErrorReply, Event, Granted, LeaseId, Rejected, Response,
+    TimedOut, Usage,
 };
 use pacer_protocol::{KeyFingerprint, Priority};
 
-use blocks::Blocks;
+use accounts::Accounts;
+pub use accounts::AccountsConfig;
 use budget::Reservation;
 use budgets::{BudgetIdx, Budgets, MAX_BUDGETS};
 pub use calibration::Calibration;
 pub use cost::Costs;
 use leases::{Lease, Leases};
 pub use limits::{LimitSet, LimitTable, ModelClasses};
+pub use lockouts::Rejection;
+use lockouts::{Lockout, Lockouts};
 use overload::Overloads;
+use owner::Owner;
 pub use per_kind::PerKind;
 use queue::WaiterId;
 pub use snapshot::BrokerState;
@@ -64,10 +74,29 @@ pub use time::{FOREVER, TimeBase, later};
 use waiters::{Waiter, Waiters};
 
 /// The broker's share of the configuration.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BrokerConfig {
     pub classes: ModelClasses,
     pub limits: LimitTable,
+    pub accounts: AccountsConfig,
+    /// A 429 whose wait is longer than this locks its budget out (requests are refused at once)
+    /// instead of pausing it: nobody holds a request that long. The gateway's `max_hold`.
+    pub max_hold: Duration,
+    /// First contact: how long the other calls of a budget that has never heard from the API
+    /// wait for the first call's headers.
+    pub cold_start_hold: Duration,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            classes: ModelClasses::default(),
+            limits: LimitTable::default(),
+            accounts: AccountsConfig::default(),
+            max_hold: Duration::from_secs(240),
+            cold_start_hold: Duration::from_secs(5),
+        }
+    }
 }
 
 /// A connection, as the server numbers them. Leases and waiters belong to one.
@@ -101,6 +130,8 @@ pub enum Settlement {
     RateLimited {
         retry_after: Option<Duration>,
         message: Option<String>,
+        /// The answer itself, replayed to the requests a lockout it causes refuses.
+        rejection: Option<Rejection>,
     },
     Overloaded {
         retry_after: Option<Duration>,
@@ -127,7 +158,8 @@ pub struct Broker {
     overloads: Overloads,
     waiters: Waiters,
     leases: Leases,
-    blocks: Blocks,
+    accounts: Accounts,
+    lockouts: Lockouts,
     /// Set when the daemon stops: acquires are refused while leases in flight get time to report.
     stopping: bool,
     /// Grant events cost allocations on the hot path; they are only built while someone listens.
@@ -139,6 +171,7 @@ pub struct Broker {
 /// What [`Broker::grant`] needs to know of the acquire being granted.
 struct Grant<'a> {
     ticket: Ticket,
+    key: KeyFingerprint,
     client_id: &'a str,
     priority: Priority,
     detached_ttl: Option<Duration>,
@@ -151,13 +184,14 @@ impl Broker {
     /// does not repeat the ids of an earlier run).
     pub fn new(config: BrokerConfig, time_base: TimeBase, first_lease: u64) -> Self {
         Self {
+            accounts: Accounts::new(config.accounts.clone()),
             config,
             time_base,
             budgets: Budgets::default(),
             overloads: Overloads::default(),
             waiters: Waiters::default(),
             leases: Leases::new(first_lease),
-            blocks: Blocks::default(),
+            lockouts: Lockouts::default(),
             stopping: false,
             grant_events: false,
             out: Vec::new(),
@@ -176,21 +210,66 @@ impl Broker {
     /// Replaces the configuration: new class patterns apply to later acquires, new limits to every
     /// budget at once, keeping bucket levels, waiters and leases.
     pub fn reconfigure(&mut self, config: BrokerConfig, now: Instant) -> Vec<Output> {
+        let tied = self.accounts.configure(config.accounts.clone());
         self.config = config;
-        self.budgets.reconfigure(&self.config, now);
+        for (key, account) in tied {
+            self.link(key, account, now);
+        }
+        let (limits, accounts) = (&self.config.limits, &self.accounts);
+        self.budgets.reconfigure(
+            |owner, class| limits.for_keys(&accounts.keys_of(owner), class),
+            now,
+        );
         self.serve_all(now);
         self.take_output()
     }
 
     /// The model class a model name belongs to.
     pub fn classify(&mut self, model: &str) -> Arc<str> {
-        self.budgets.classify(&self.config, model)
+        self.budgets.classify(&self.config.classes, model)
     }
 
-    /// The budget of a key and model, created on first use; `None` past [`MAX_BUDGETS`].
+    /// The budget of an owner and class, created on first use; `None` past [`MAX_BUDGETS`].
+    fn budget_of(&mut self, owner: &Owner, class: &Arc<str>, now: Instant) -> Option<BudgetIdx> {
+        let (limits, accounts) = (&self.config.limits, &self.accounts);
+        self.budgets.get_or_create(
+            owner,
+            class,
+            || limits.for_keys(&accounts.keys_of(owner), class),
+            self.config.cold_start_hold,
+            now,
+        )
+    }
+
+    /// The budget a key and model draw on now, created on first use.
     fn budget_for(&mut self, key: KeyFingerprint, model: &str, now: Instant) -> Option<BudgetIdx> {
+        let owner = self.accounts.owner_of(key);
         let class = self.classify(model);
-        self.budgets.get_or_create(&self.config, key, class, now)
+        self.budget_of(&owner, &class, now)
+    }
+
+    /// Why an acquire by `owner` for `class` is refused at once, if a lockout covers it.
+    fn locked_out(&self, owner: &Owner, class: &Arc<str>, now: Instant) -> Option<Rejected> {
+        let lockout = self.lockouts.covering(owner, class, now)?;
+        Some(self.rejected(owner, class, lockout))
+    }
+
+    fn rejected(&self, owner: &Owner, class: &str, lockout: &Lockout) -> Rejected {
+        Rejected {
+            reason: lockout.reason.clone(),
+            until: Some(self.time_base.to_wall(lockout.until)),
+            budget: Some(BudgetId {
+                owner: owner.to_wire(),
+                model_class: class.to_owned(),
+            }),
+        }
+    }
+
+    /// The API's answer that locked out the budget `id`, to replay to the requests it refuses.
+    pub fn rejection(&self, id: &BudgetId, now: Instant) -> Option<Arc<Rejection>> {
+        let owner = Owner::from_wire(&id.owner);
+        let lockout = self.lockouts.covering(&owner, &id.model_class, now)?;
+        lockout.rejection.clone()
     }
 
     /// The moment before which the class's overload backoff lets nothing of budget `b` through.
@@ -208,22 +287,26 @@ impl Broker {
             self.answer(ticket, stopping());
             return self.take_output();
         }
-        if let Some(reason) = self
-            .invalid(ticket, req)
-            .or_else(|| self.blocks.reason(req.key, now))
-        {
-            self.answer(ticket, Response::Rejected(Rejected { reason }));
+        if let Some(reason) = self.invalid(ticket, req) {
+            self.answer(ticket, Response::Rejected(refusal(reason)));
             return self.take_output();
         }
-        let Some(b) = self.budget_for(req.key, &req.model, now) else {
+        let owner = self.accounts.owner_of(req.key);
+        let class = self.classify(&req.model);
+        if let Some(rejected) = self.locked_out(&owner, &class, now) {
+            self.answer(ticket, Response::Rejected(rejected));
+            return self.take_output();
+        }
+        let Some(b) = self.budget_of(&owner, &class, now) else {
             let reason = format!("pacerd tracks at most {MAX_BUDGETS} key × model class budgets");
-            self.answer(ticket, Response::Rejected(Rejected { reason }));
+            self.answer(ticket, Response::Rejected(refusal(reason)));
             return self.take_output();
         };
         let cost = self.budgets[b].cost_of(req);
         if self.budgets[b].grants_at_once(&cost, self.gate(b), now) {
             let grant = Grant {
                 ticket,
+                key: req.key,
                 client_id: &req.client_id,
                 priority: req.priority,
                 detached_ttl: req.detached_ttl,
@@ -235,7 +318,7 @@ impl Broker {
         }
         let deadline = req.deadline.map(|d| later(now, d));
         if deadline.is_some_and(|d| d <= now) {
-            let retry_after = self.estimate_wait(now, req);
+            let retry_after = self.estimate_wait(now, req).unwrap_or_default();
             self.answer(ticket, Response::TimedOut(TimedOut { retry_after }));
             return self.take_output();
         }
@@ -244,6 +327,7 @@ impl Broker {
         let mark = self.budgets[b].enqueue(id, &client, req.priority, cost);
         let waiter = Waiter {
             ticket,
+            key: req.key,
             budget: b,
             client,
             priority: req.priority,
@@ -259,18 +343,21 @@ impl Broker {
     }
 
     /// How long an acquire made now would wait, as far as the broker can tell (zero if it would
-    /// be granted at once): the gateway answers 429 straight away rather than hold a request it
-    /// cannot serve in time.
-    pub fn estimate_wait(&mut self, now: Instant, req: &Acquire) -> Duration {
-        let Some(b) = self.budget_for(req.key, &req.model, now) else {
-            return Duration::ZERO;
-        };
+    /// be granted at once; `None` if it would be refused at once): the gateway answers 429
+    /// straight away rather than hold a request it cannot serve in time.
+    pub fn estimate_wait(&mut self, now: Instant, req: &Acquire) -> Option<Duration> {
+        let owner = self.accounts.owner_of(req.key);
+        let class = self.classify(&req.model);
+        if self.lockouts.covering(&owner, &class, now).is_some() {
+            return None;
+        }
+        let b = self.budget_of(&owner, &class, now)?;
         let budget = &self.budgets[b];
         let cost = budget.cost_of(req);
         if budget.grants_at_once(&cost, self.gate(b), now) {
-            return Duration::ZERO;
+            return Some(Duration::ZERO);
         }
-        budget.newcomer_wait(req.priority, &cost, self.gate(b), now)
+        Some(budget.newcomer_wait(req.priority, &cost, self.gate(b), now))
     }
 
     fn invalid(&self, ticket: Ticket, req: &Acquire) -> Option<String> {
@@ -294,9 +381,11 @@ impl Broker {
     }
 
     fn grant(&mut self, b: BudgetIdx, grant: Grant<'_>, now: Instant) {
-        let charged = self.budgets[b].take(&grant.cost, now);
+        let (charged, probe) = self.budgets[b].take(&grant.cost, now);
         let expires = grant.detached_ttl.map(|ttl| later(now, ttl));
         let lease = self.leases.issue(Lease {
+            key: grant.key,
+            probe,
             budget: b,
             owner: expires.is_none().then_some(grant.ticket.conn),
             expires,
@@ -335,6 +424,7 @@ impl Broker {
                 .expect("a queued waiter is in the waiter table");
             let grant = Grant {
                 ticket: waiter.ticket,
+                key: waiter.key,
                 client_id: &waiter.client,
                 priority: waiter.priority,
                 detached_ttl: waiter.detached_ttl,
@@ -374,6 +464,15 @@ impl Broker {
 
     fn take_output(&mut self) -> Vec<Output> {
         std::mem::take(&mut self.out)
+    }
+}
+
+/// A refusal that no budget in particular made (bad arguments, too many budgets).
+fn refusal(reason: String) -> Rejected {
+    Rejected {
+        reason,
+        until: None,
+        budget: None,
     }
 }
 

@@ -58,6 +58,11 @@ impl Overloads {
         }
     }
 
+    /// Ends the class's backoff now (an administrator lifted it), and starts the count over.
+    pub fn lift(&mut self, class: &str) {
+        self.by_class.remove(class);
+    }
+
     /// Ends the backoffs whose time has passed.
     pub fn expire(&mut self, now: Instant) {
         for overload in self.by_class.values_mut() {

@@ -1,17 +1,29 @@
 //! What a call's outcome changes: reports, releases and the response headers that teach the
 //! broker the limits.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pacer_protocol::message::{Event, LeaseId};
 use pacer_protocol::ratelimit::{RateLimitHeaders, limit_named_in};
+use pacer_protocol::unified::{WindowState, window_class};
 
 use super::budget::Learned;
 use super::budgets::BudgetIdx;
+use super::lockouts::{Lockout, Rejection};
 use super::{Broker, BrokerError, Costs, Output, PerKind, Settlement, later};
 
 /// How long a 429 without `retry-after` pauses its budget.
 const DEFAULT_RATE_LIMIT_PAUSE: Duration = Duration::from_secs(1);
+/// The longest wait a 429 is believed for: a subscription's weekly window resets within a
+/// week; anything beyond 8 days is a broken header.
+pub const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(8 * 24 * 3600);
+
+/// Whether a settled call was answered by the API.
+enum Answered {
+    Yes,
+    No,
+}
 
 impl Broker {
     /// Settles a lease with the outcome of its call.
@@ -22,10 +34,23 @@ impl Broker {
         settlement: Settlement,
         headers: &RateLimitHeaders,
     ) -> Result<Vec<Output>, BrokerError> {
+        let key = self
+            .leases
+            .get(lease)
+            .ok_or(BrokerError::UnknownLease(lease))?
+            .key;
+        // First: the answer may tie the key to an account, moving the lease with it.
+        self.link_if_named(key, headers, now);
         let held = self.leases.take(lease)?;
         let b = held.budget;
         let reserved = held.reservation;
         let rate_limited = matches!(settlement, Settlement::RateLimited { .. });
+        let settlement_kind = match settlement {
+            Settlement::Success { .. }
+            | Settlement::RateLimited { .. }
+            | Settlement::Overloaded { .. } => Answered::Yes,
+            Settlement::Failed | Settlement::Unknown => Answered::No,
+        };
         match settlement {
             Settlement::Success { usage } => {
                 let budget = &mut self.budgets[b];
@@ -40,16 +65,32 @@ impl Broker {
             Settlement::RateLimited {
                 retry_after,
                 message,
+                rejection,
             } => {
                 let retry_after = retry_after
                     .or(headers.retry_after)
-                    .unwrap_or(DEFAULT_RATE_LIMIT_PAUSE);
+                    .unwrap_or(DEFAULT_RATE_LIMIT_PAUSE)
+                    .min(MAX_RATE_LIMIT_WAIT);
                 // Learn first: the 429's own headers may create the bucket it names.
                 self.learn(b, headers, None, now);
                 let named = message.as_deref().and_then(limit_named_in);
                 self.budgets[b].rate_limited(&reserved, named, now);
                 let reason = message.unwrap_or_else(|| "rate limited (429)".into());
-                self.extend_pause(b, later(now, retry_after), reason);
+                let rejection = rejection.map(Arc::new);
+                if !self.lock_out_spent_windows(b, headers, retry_after, &rejection, now) {
+                    if retry_after > self.config.max_hold {
+                        let class = Some(self.budgets[b].class().clone());
+                        let owner = self.budgets[b].owner().clone();
+                        let lockout = Lockout {
+                            until: later(now, retry_after),
+                            reason: format!("{reason} (the API asks to wait longer than max_hold)"),
+                            rejection,
+                        };
+                        self.lock_out(&owner, class, lockout, now);
+                    } else {
+                        self.extend_pause(b, later(now, retry_after), reason);
+                    }
+                }
             }
             Settlement::Overloaded { retry_after } => {
                 self.budgets[b].refund_output(&reserved, now);
@@ -62,6 +103,11 @@ impl Broker {
             // After settling: the server's `remaining` already counts this call.
             self.learn(b, headers, None, now);
         }
+        match settlement_kind {
+            _ if !held.probe => {}
+            Answered::Yes => self.budgets[b].probe_answered(),
+            Answered::No => self.budgets[b].probe_unanswered(),
+        }
         self.budgets[b].finish();
         self.serve(b, now);
         Ok(self.take_output())
@@ -72,6 +118,9 @@ impl Broker {
         let held = self.leases.take(lease)?;
         let budget = &mut self.budgets[held.budget];
         budget.refund(&held.reservation, now);
+        if held.probe {
+            budget.probe_unanswered();
+        }
         budget.finish();
         self.serve(held.budget, now);
         Ok(self.take_output())
@@ -85,8 +134,11 @@ impl Broker {
         lease: LeaseId,
         headers: &RateLimitHeaders,
     ) -> Vec<Output> {
-        if let Some(held) = self.leases.get(lease) {
-            let b = held.budget;
+        if let Some(key) = self.leases.get(lease).map(|held| held.key) {
+            self.link_if_named(key, headers, now);
+            let b = self.leases.get(lease).expect("still held").budget;
+            // The API answered: a budget's first contact is over.
+            self.budgets[b].probe_answered();
             self.learn(b, headers, Some(lease), now);
             self.serve(b, now);
         }
@@ -137,10 +189,61 @@ impl Broker {
             }));
         }
         self.budgets[b].end_calibration(unmetered_left);
+        let owner = self.budgets[b].owner().clone();
+        for window in self.accounts.observe_subscription(&owner, &headers.unified) {
+            self.out.push(Output::Event(Event::Window {
+                owner: owner.to_wire(),
+                window,
+            }));
+        }
+    }
+
+    /// A 429 of a spent subscription window: locks out what the window covers (every class, or
+    /// one for a model-specific window) until its reset. Returns whether it was one.
+    fn lock_out_spent_windows(
+        &mut self,
+        b: BudgetIdx,
+        headers: &RateLimitHeaders,
+        retry_after: Duration,
+        rejection: &Option<Arc<Rejection>>,
+        now: Instant,
+    ) -> bool {
+        let unified = &headers.unified;
+        let spent = unified.rejected_windows();
+        if spent.is_empty() && unified.status != Some(WindowState::Rejected) {
+            return false;
+        }
+        let owner = self.budgets[b].owner().clone();
+        let fallback = later(now, retry_after);
+        let until = |reset: Option<std::time::SystemTime>| {
+            reset
+                .map(|at| self.time_base.to_instant(at))
+                .filter(|&at| at > now)
+                .map_or(fallback, |at| at.min(later(now, MAX_RATE_LIMIT_WAIT)))
+        };
+        let mut lockouts = Vec::new();
+        for window in &spent {
+            let scope = window_class(&window.name).map(Arc::from);
+            let reason = format!("the {} subscription window is spent", window.name);
+            lockouts.push((scope, until(window.reset.or(unified.reset)), reason));
+        }
+        if lockouts.is_empty() {
+            let reason = "the subscription's limit is spent".to_owned();
+            lockouts.push((None, until(unified.reset), reason));
+        }
+        for (scope, until, reason) in lockouts {
+            let lockout = Lockout {
+                until,
+                reason,
+                rejection: rejection.clone(),
+            };
+            self.lock_out(&owner, scope, lockout, now);
+        }
+        true
     }
 
     pub(super) fn extend_pause(&mut self, b: BudgetIdx, until: Instant, reason: String) {
-        if self.budgets[b].extend_pause(until) {
+        if self.budgets[b].extend_pause(until, &reason) {
             self.out.push(Output::Event(Event::PauseStarted {
                 budget: self.budgets[b].id(),
                 until: self.time_base.to_wall(until),

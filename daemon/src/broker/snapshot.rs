@@ -1,18 +1,25 @@
-//! What of the broker outlives a restart: pauses and backoffs, learned limits, bucket levels and
-//! running averages. (Waiters and leases belong to connections, which a restart closes.)
+//! What of the broker outlives a restart: pauses, lockouts and backoffs, learned limits, bucket
+//! levels and running averages, which keys belong to which account, and what the accounts'
+//! subscription windows looked like. (Waiters and leases belong to connections, which a restart
+//! closes.)
 //!
 //! Times are saved on the wall clock; on restore, buckets are refilled for the time the daemon
-//! was down, and pauses still in force resume where they were.
+//! was down, and pauses and lockouts still in force resume where they were. Files written before
+//! accounts existed load as they are (every budget a key's).
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use pacer_protocol::KeyFingerprint;
+use pacer_protocol::unified::WindowState;
 use serde::{Deserialize, Serialize};
 
+use super::accounts::{Subscription, WindowInfo};
 use super::budget::SavedBudget;
 use super::cost::RunningAverage;
+use super::lockouts::{Lockout, Rejection};
 use super::overload::Overload;
+use super::owner::Owner;
 use super::{Broker, PerKind, later};
 
 /// The broker's durable state.
@@ -21,22 +28,39 @@ pub struct BrokerState {
     pub budgets: Vec<BudgetState>,
     /// Model classes backing off after 529s.
     pub overloads: Vec<OverloadState>,
-    /// Keys failing fast after a spend cap.
-    pub blocked: Vec<BlockState>,
     /// The next lease id, so that a restarted daemon never reuses one.
     pub next_lease: u64,
+    /// Keys that responses tied to an account.
+    #[serde(default)]
+    pub links: Vec<LinkState>,
+    /// Owners refusing requests at once until a time.
+    #[serde(default)]
+    pub lockouts: Vec<LockoutState>,
+    #[serde(default)]
+    pub subscriptions: Vec<SubscriptionState>,
+}
+
+/// Whose: a key (16 hex characters) or an account's label.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OwnerState {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BudgetState {
-    /// The key fingerprint, as 16 hex characters.
-    pub key: String,
+    #[serde(flatten)]
+    pub owner: OwnerState,
     pub model_class: String,
     /// Limits learned from headers, per kind (requests, input tokens, output tokens).
     pub learned: PerKind<Option<u64>>,
     /// Bucket levels when saved, per kind.
     pub levels: PerKind<Option<f64>>,
     pub paused_until: Option<SystemTime>,
+    #[serde(default)]
+    pub pause_reason: String,
     pub input_average: RunningAverage,
     pub output_average: RunningAverage,
 }
@@ -49,10 +73,79 @@ pub struct OverloadState {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BlockState {
+pub struct LinkState {
     pub key: String,
+    pub account: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LockoutState {
+    #[serde(flatten)]
+    pub owner: OwnerState,
+    /// The class it covers; none for every class.
+    pub model_class: Option<String>,
     pub until: SystemTime,
     pub reason: String,
+    /// The API's answer replayed to the requests it refuses.
+    pub rejection: Option<RejectionState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RejectionState {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscriptionState {
+    #[serde(flatten)]
+    pub owner: OwnerState,
+    pub status: Option<String>,
+    pub windows: Vec<SavedWindow>,
+}
+
+/// One window as saved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedWindow {
+    pub name: String,
+    pub status: Option<String>,
+    pub utilization: Option<f64>,
+    pub reset: Option<SystemTime>,
+}
+
+impl OwnerState {
+    fn of(owner: &Owner) -> OwnerState {
+        match owner {
+            Owner::Key(key) => OwnerState {
+                key: Some(key.to_string()),
+                account: None,
+            },
+            Owner::Account(label) => OwnerState {
+                key: None,
+                account: Some(label.to_string()),
+            },
+        }
+    }
+
+    /// The owner, if the entry names one properly.
+    fn owner(&self) -> Option<Owner> {
+        match (&self.account, &self.key) {
+            (Some(account), _) if !account.is_empty() => {
+                Some(Owner::Account(Arc::from(account.as_str())))
+            }
+            (_, Some(key)) => key.parse().ok().map(Owner::Key),
+            _ => None,
+        }
+    }
+}
+
+fn state_of(status: &Option<WindowState>) -> Option<String> {
+    status.as_ref().map(|s| s.as_str().to_owned())
+}
+
+fn parse_state(status: &Option<String>) -> Option<WindowState> {
+    status.as_deref().map(WindowState::parse)
 }
 
 impl Broker {
@@ -60,42 +153,70 @@ impl Broker {
     pub fn snapshot(&self, now: Instant) -> BrokerState {
         let wall = |at: Instant| self.time_base.to_wall(at);
         let future = |at: &Option<Instant>| at.filter(|&at| at > now).map(wall);
+        let budgets = self.budgets.iter().map(|(_, budget)| {
+            let saved = budget.saved(now);
+            BudgetState {
+                owner: OwnerState::of(budget.owner()),
+                model_class: budget.class().to_string(),
+                learned: saved.learned,
+                levels: saved.levels,
+                paused_until: future(&budget.paused_until()),
+                pause_reason: budget.pause_reason().to_owned(),
+                input_average: saved.input_average,
+                output_average: saved.output_average,
+            }
+        });
+        let overloads = self
+            .overloads
+            .iter()
+            .map(|(class, overload)| OverloadState {
+                model_class: class.to_string(),
+                consecutive: overload.consecutive,
+                until: future(&overload.until),
+            });
+        let lockouts = self
+            .lockouts
+            .iter()
+            .filter(|(_, _, lockout)| lockout.until > now)
+            .map(|(owner, scope, lockout)| LockoutState {
+                owner: OwnerState::of(owner),
+                model_class: scope.as_deref().map(str::to_owned),
+                until: wall(lockout.until),
+                reason: lockout.reason.clone(),
+                rejection: lockout.rejection.as_deref().map(|r| RejectionState {
+                    status: r.status,
+                    headers: r.headers.clone(),
+                    body: String::from_utf8_lossy(&r.body).into_owned(),
+                }),
+            });
+        let subscriptions =
+            self.accounts
+                .subscriptions()
+                .map(|(owner, subscription)| SubscriptionState {
+                    owner: OwnerState::of(owner),
+                    status: state_of(&subscription.status),
+                    windows: subscription
+                        .windows
+                        .iter()
+                        .map(|(name, w)| SavedWindow {
+                            name: name.clone(),
+                            status: state_of(&w.status),
+                            utilization: w.utilization,
+                            reset: w.reset,
+                        })
+                        .collect(),
+                });
+        let links = self.accounts.links().map(|(key, account)| LinkState {
+            key: key.to_string(),
+            account: account.to_string(),
+        });
         BrokerState {
-            budgets: self
-                .budgets
-                .iter()
-                .map(|(_, budget)| {
-                    let saved = budget.saved(now);
-                    BudgetState {
-                        key: budget.key().to_string(),
-                        model_class: budget.class().to_string(),
-                        learned: saved.learned,
-                        levels: saved.levels,
-                        paused_until: future(&budget.paused_until()),
-                        input_average: saved.input_average,
-                        output_average: saved.output_average,
-                    }
-                })
-                .collect(),
-            overloads: self
-                .overloads
-                .iter()
-                .map(|(class, overload)| OverloadState {
-                    model_class: class.to_string(),
-                    consecutive: overload.consecutive,
-                    until: future(&overload.until),
-                })
-                .collect(),
-            blocked: self
-                .blocks
-                .in_force(now)
-                .map(|(key, until, reason)| BlockState {
-                    key: key.to_string(),
-                    until: wall(until),
-                    reason: reason.to_owned(),
-                })
-                .collect(),
+            budgets: budgets.collect(),
+            overloads: overloads.collect(),
             next_lease: self.leases.next_id(),
+            links: links.collect(),
+            lockouts: lockouts.collect(),
+            subscriptions: subscriptions.collect(),
         }
     }
 
@@ -113,12 +234,20 @@ impl Broker {
             let left = at.duration_since(wall_now).ok()?;
             Some(later(now, left))
         };
+        // Links first, so that every budget is filed under the owner it has now.
+        for link in &state.links {
+            if let Ok(key) = link.key.parse::<KeyFingerprint>()
+                && !link.account.is_empty()
+            {
+                self.accounts.link(key, Arc::from(link.account.as_str()));
+            }
+        }
         for saved in state.budgets {
-            let Ok(key) = saved.key.parse::<KeyFingerprint>() else {
+            let Some(owner) = saved.owner.owner() else {
                 continue;
             };
             let class = Arc::from(saved.model_class.as_str());
-            let Some(b) = self.budgets.get_or_create(&self.config, key, class, now) else {
+            let Some(b) = self.budget_of(&owner, &class, now) else {
                 break;
             };
             let budget = &mut self.budgets[b];
@@ -130,7 +259,7 @@ impl Broker {
             };
             budget.restore(&kept, downtime, now);
             if let Some(until) = saved.paused_until.and_then(instant) {
-                budget.extend_pause(until);
+                budget.extend_pause(until, &saved.pause_reason);
             }
             self.budgets.touch(b);
         }
@@ -143,10 +272,46 @@ impl Broker {
                 },
             );
         }
-        for saved in state.blocked {
-            if let (Ok(key), Some(until)) = (saved.key.parse(), instant(saved.until)) {
-                self.blocks.block(key, until, saved.reason, now);
-            }
+        for saved in state.lockouts {
+            let (Some(owner), Some(until)) = (saved.owner.owner(), instant(saved.until)) else {
+                continue;
+            };
+            let rejection = saved.rejection.map(|r| {
+                Arc::new(Rejection {
+                    status: r.status,
+                    headers: r.headers,
+                    body: r.body.into_bytes(),
+                })
+            });
+            let scope = saved.model_class.as_deref().map(Arc::from);
+            let lockout = Lockout {
+                until,
+                reason: saved.reason,
+                rejection,
+            };
+            self.lockouts.lock(&owner, scope, lockout);
+        }
+        for saved in state.subscriptions {
+            let Some(owner) = saved.owner.owner() else {
+                continue;
+            };
+            let windows = saved
+                .windows
+                .iter()
+                .map(|w| {
+                    let info = WindowInfo {
+                        status: parse_state(&w.status),
+                        utilization: w.utilization,
+                        reset: w.reset,
+                    };
+                    (w.name.clone(), info)
+                })
+                .collect();
+            let subscription = Subscription {
+                status: parse_state(&saved.status),
+                windows,
+            };
+            self.accounts.restore_subscription(owner, subscription);
         }
         self.leases.set_next(state.next_lease);
     }

@@ -2,9 +2,10 @@
 
 use std::time::Instant;
 
-use pacer_protocol::message::BudgetStatus;
+use pacer_protocol::message::{AccountStatus, BudgetStatus, LockoutStatus};
 
 use super::Broker;
+use super::budget::Budget;
 
 /// Totals from [`Broker::summary`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,20 +26,76 @@ impl Broker {
         let mut out: Vec<BudgetStatus> = self
             .budgets
             .iter()
-            .map(|(b, budget)| BudgetStatus {
-                budget: budget.id(),
-                limits: budget.limits_snapshot(),
-                available: budget.available(now),
-                in_flight: budget.in_flight(),
-                waiting: budget.waiting() as u32,
-                paused_until: to_wall(budget.paused_until()),
-                overloaded_until: to_wall(self.gate(b)),
-                granted: budget.granted(),
-                rate_limited: budget.rate_limited_count(),
+            .map(|(b, budget)| {
+                let (paused_until, pause_reason) = self.pause_of(budget, now);
+                BudgetStatus {
+                    budget: budget.id(),
+                    limits: budget.limits_snapshot(),
+                    available: budget.available(now),
+                    in_flight: budget.in_flight(),
+                    waiting: budget.waiting() as u32,
+                    paused_until: to_wall(paused_until),
+                    pause_reason: paused_until.filter(|&at| at > now).map(|_| pause_reason),
+                    overloaded_until: to_wall(self.gate(b)),
+                    granted: budget.granted(),
+                    rate_limited: budget.rate_limited_count(),
+                }
             })
             .collect();
         out.sort_by(|a, b| a.budget.cmp(&b.budget));
         out
+    }
+
+    /// Until when, and why, a budget lets nothing through: its own pause, or a lockout of its
+    /// owner, whichever ends later.
+    fn pause_of(&self, budget: &Budget, now: Instant) -> (Option<Instant>, String) {
+        let own = budget
+            .paused_until()
+            .map(|until| (until, budget.pause_reason().to_owned()));
+        let locked = self
+            .lockouts
+            .covering(budget.owner(), budget.class(), now)
+            .map(|lockout| (lockout.until, lockout.reason.clone()));
+        match own
+            .into_iter()
+            .chain(locked)
+            .max_by_key(|(until, _)| *until)
+        {
+            Some((until, reason)) => (Some(until), reason),
+            None => (None, String::new()),
+        }
+    }
+
+    /// Every account, and every lone key with subscription windows or a lockout, sorted.
+    pub fn accounts(&self, now: Instant) -> Vec<AccountStatus> {
+        let mut owners = self.accounts.owners();
+        owners.extend(self.lockouts.iter().map(|(owner, _, _)| owner.clone()));
+        owners
+            .into_iter()
+            .map(|owner| {
+                let subscription = self.accounts.subscription(&owner);
+                AccountStatus {
+                    keys: self.accounts.keys_of(&owner),
+                    windows: subscription
+                        .map(|s| s.windows.iter().map(|(name, w)| w.to_wire(name)).collect())
+                        .unwrap_or_default(),
+                    unified_status: subscription
+                        .and_then(|s| s.status.as_ref())
+                        .map(|s| s.as_str().to_owned()),
+                    lockouts: self
+                        .lockouts
+                        .of(&owner)
+                        .filter(|(_, lockout)| lockout.until > now)
+                        .map(|(scope, lockout)| LockoutStatus {
+                            model_class: scope.as_deref().map(str::to_owned),
+                            until: self.time_base.to_wall(lockout.until),
+                            reason: lockout.reason.clone(),
+                        })
+                        .collect(),
+                    owner: owner.to_wire(),
+                }
+            })
+            .collect()
     }
 
     /// Totals over every budget, for the service manager's status line.

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pacer_protocol::Priority;
+use pacer_protocol::{KeyFingerprint, Priority};
 
 use super::budgets::BudgetIdx;
 use super::queue::{Mark, WaiterId};
@@ -15,6 +15,8 @@ use super::{ConnId, Costs, Ticket};
 #[derive(Debug)]
 pub struct Waiter {
     pub ticket: Ticket,
+    /// The key the call will be made with.
+    pub key: KeyFingerprint,
     pub budget: BudgetIdx,
     pub client: Arc<str>,
     pub priority: Priority,
@@ -59,6 +61,10 @@ impl Waiters {
 
     pub fn get(&self, id: WaiterId) -> Option<&Waiter> {
         self.by_id.get(&id)
+    }
+
+    pub fn get_mut(&mut self, id: WaiterId) -> Option<&mut Waiter> {
+        self.by_id.get_mut(&id)
     }
 
     /// Forgets a waiter (it was granted, timed out, left or is refused). Taking it out of its

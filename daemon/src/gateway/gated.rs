@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Response, StatusCode};
-use pacer_protocol::message::{Acquire, LeaseId, Outcome, Response as Answer};
+use pacer_protocol::message::{Acquire, LeaseId, Outcome, Rejected, Response as Answer};
 use pacer_protocol::ratelimit::parse_retry_after;
 use pacer_protocol::{KeyFingerprint, Priority};
 use tokio::time::Instant;
@@ -23,6 +23,8 @@ use super::Gateway;
 use super::forward::{buffered_response, header_list, stream_response};
 use super::metered::Settle;
 use super::reply::{self, GatewayBody};
+use super::spend_cap;
+use crate::broker::Rejection;
 use crate::hub::Session;
 
 /// How many 529 answers are retried before the last one is passed on.
@@ -94,9 +96,6 @@ struct Cycle<'a> {
 }
 
 pub async fn handle(gateway: &Arc<Gateway>, gate: Gate, forward: Forward) -> Response<GatewayBody> {
-    if let Some(replay) = gateway.spend_caps.replay(gate.key) {
-        return replay;
-    }
     let mut cycle = Cycle {
         gateway,
         session: Session::open(&gateway.hub),
@@ -149,7 +148,9 @@ impl Cycle<'_> {
             detached_ttl: None,
         };
         let expected = self.session.estimate_wait(&acquire);
-        if expected > hold_left {
+        if let Some(expected) = expected
+            && expected > hold_left
+        {
             let message = format!(
                 "pacer: the shared rate limit for {} is spent; the wait (about {}s) would \
                  exceed the gateway's max_hold ({}s)",
@@ -171,15 +172,7 @@ impl Cycle<'_> {
                 );
                 Step::Done(self.give_up(timed_out.retry_after, message))
             }
-            Answer::Rejected(rejected) => {
-                Step::Done(gateway.spend_caps.replay(self.gate.key).unwrap_or_else(|| {
-                    reply::error(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "rate_limit_error",
-                        format!("pacer: {}", rejected.reason),
-                    )
-                }))
-            }
+            Answer::Rejected(rejected) => Step::Done(self.refused(rejected)),
             other => {
                 let message = match other {
                     Answer::Error(e) => e.message,
@@ -191,6 +184,19 @@ impl Cycle<'_> {
                     format!("pacer gateway: {message}"),
                 ))
             }
+        }
+    }
+
+    /// The answer to a request the broker refuses at once: the API's own 429 that caused the
+    /// lockout, replayed (its `retry-after` brought up to date), else a 429 of pacer's own.
+    fn refused(&self, rejected: Rejected) -> Response<GatewayBody> {
+        let replay = rejected
+            .budget
+            .as_ref()
+            .and_then(|budget| self.session.rejection(budget));
+        match replay {
+            Some(rejection) => reply::replay(&rejection, rejected.until),
+            None => reply::refused(&rejected),
         }
     }
 
@@ -255,18 +261,17 @@ impl Cycle<'_> {
     /// goes round again.
     async fn on_429(&mut self, lease: LeaseId, upstream: reqwest::Response) -> Step<()> {
         let held = Held::read(upstream).await;
-        let caps = &self.gateway.spend_caps;
-        if let Some(response) = caps.check(&self.session, self.gate.key, &held.headers, &held.body)
-        {
+        let key = self.gate.key;
+        if let Some(response) = spend_cap::check(&self.session, key, &held.headers, &held.body) {
             self.session.report(lease, Outcome::Failed);
             return Step::Done(response);
         }
-        self.session.report(
+        self.session.report_rate_limited(
             lease,
-            Outcome::RateLimited {
-                retry_after: None,
+            Rejection {
+                status: held.status.as_u16(),
                 headers: header_list(&held.headers),
-                message: error_message(&held.body),
+                body: held.body.to_vec(),
             },
         );
         self.held = Some(held);
@@ -289,28 +294,5 @@ impl Cycle<'_> {
         }
         self.held = Some(held);
         Step::Next(())
-    }
-}
-
-fn error_message(body: &[u8]) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
-    value
-        .get("error")?
-        .get("message")?
-        .as_str()
-        .map(str::to_owned)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_error_message_is_read_from_the_body() {
-        assert_eq!(
-            error_message(br#"{"error":{"message":"50 requests per minute"}}"#).as_deref(),
-            Some("50 requests per minute")
-        );
-        assert_eq!(error_message(b"not json"), None);
     }
 }

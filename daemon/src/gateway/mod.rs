@@ -9,7 +9,7 @@
 //!   the input estimate);
 //! - [`route`]: the `/s/<client>~<priority>/` prefix and which endpoint a request is;
 //! - `gated`: a gated request's cycle in named steps: acquire, forward once, on 429, on 529;
-//! - `spend_cap`: the spend cap's 429, replayed to every request of its key for a while;
+//! - `spend_cap`: the spend cap's 429, which locks the key's owner out for a while;
 //! - `forward`: which headers cross, and streaming the answer back;
 //! - `metered`: reading usage off the response as it streams, and settling the permit;
 //! - `reply`: the gateway's own answers, in the API's error shape.
@@ -43,7 +43,6 @@ use forward::Upstream;
 use gated::{Forward, Gate};
 use reply::GatewayBody;
 use route::{Endpoint, Route};
-use spend_cap::SpendCaps;
 
 /// The largest request body accepted.
 pub const MAX_BODY: usize = 32 << 20;
@@ -55,8 +54,6 @@ pub struct Gateway {
     upstream: Upstream,
     /// In milliseconds; a configuration reload may change it.
     max_hold_ms: AtomicU64,
-    /// Keys whose spend cap was reached.
-    spend_caps: SpendCaps,
 }
 
 impl Gateway {
@@ -65,7 +62,6 @@ impl Gateway {
             hub,
             upstream: Upstream::new(config.upstream.clone())?,
             max_hold_ms: AtomicU64::new(config.max_hold.as_millis() as u64),
-            spend_caps: SpendCaps::default(),
         }))
     }
 

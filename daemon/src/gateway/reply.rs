@@ -1,14 +1,17 @@
 //! Answers the gateway gives itself, in the Anthropic API's error shape so that every SDK and
 //! Claude Code read them as they would the API's own.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
+use pacer_protocol::message::Rejected;
 use serde_json::json;
 
+use super::forward::buffered_response;
 use super::metered::BoxError;
+use crate::broker::Rejection;
 
 /// The body type of every gateway response.
 pub type GatewayBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
@@ -51,6 +54,50 @@ pub fn set_retry_after(headers: &mut http::HeaderMap, wait: Duration) {
         HeaderValue::from(wait.as_millis().max(1) as u64),
     );
     headers.insert("x-should-retry", HeaderValue::from_static("true"));
+}
+
+/// The API's own answer that locked a budget out, replayed: its status, headers and body, with
+/// `retry-after` (and `retry-after-ms`, if it had one) brought up to date. Nothing is added: a
+/// spent window's 429 stays the one Claude Code and the SDKs know not to retry.
+pub fn replay(rejection: &Rejection, until: Option<SystemTime>) -> Response<GatewayBody> {
+    let mut headers = HeaderMap::with_capacity(rejection.headers.len());
+    for (name, value) in &rejection.headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    if let Some(until) = until {
+        let left = until.duration_since(SystemTime::now()).unwrap_or_default();
+        if headers.contains_key(header::RETRY_AFTER) {
+            let secs = left.as_secs_f64().ceil() as u64;
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if headers.contains_key("retry-after-ms") {
+            headers.insert("retry-after-ms", HeaderValue::from(left.as_millis() as u64));
+        }
+    }
+    let status = StatusCode::from_u16(rejection.status).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
+    buffered_response(status, &headers, Bytes::from(rejection.body.clone()))
+}
+
+/// pacer's own 429 for an acquire the broker refuses at once, with the time it ends if known.
+pub fn refused(rejected: &Rejected) -> Response<GatewayBody> {
+    let mut response = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limit_error",
+        format!("pacer: {}", rejected.reason),
+    );
+    if let Some(until) = rejected.until {
+        let left = until.duration_since(SystemTime::now()).unwrap_or_default();
+        let secs = left.as_secs_f64().ceil().max(1.0) as u64;
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
 }
 
 pub fn bad_gateway(upstream: &reqwest::Url, error: &reqwest::Error) -> Response<GatewayBody> {

@@ -74,7 +74,15 @@ impl Hub {
                     }
                 }
                 Output::Event(event) => {
-                    if !matches!(event, Event::Granted { .. } | Event::LimitLearned { .. }) {
+                    if matches!(
+                        event,
+                        Event::PauseStarted { .. }
+                            | Event::PauseEnded { .. }
+                            | Event::Overloaded { .. }
+                            | Event::KeyLinked { .. }
+                            | Event::LockedOut { .. }
+                            | Event::LockoutEnded { .. }
+                    ) {
                         self.pause_changed.notify_one();
                     }
                     log_event(&event);
@@ -111,6 +119,33 @@ fn log_event(event: &Event) {
             model_class,
             until = %humantime::format_rfc3339_seconds(*until),
             "model class overloaded: backing off"
+        ),
+        Event::KeyLinked { key, account } => {
+            tracing::info!(%key, account, "key joined its account")
+        }
+        Event::Window { owner, window } => tracing::info!(
+            %owner,
+            window = window.name,
+            status = window.status.as_deref().unwrap_or("-"),
+            utilization = window.utilization.unwrap_or_default(),
+            "subscription window"
+        ),
+        Event::LockedOut {
+            owner,
+            model_class,
+            until,
+            reason,
+        } => tracing::info!(
+            %owner,
+            model_class = model_class.as_deref().unwrap_or("every class"),
+            until = %humantime::format_rfc3339_seconds(*until),
+            reason = %reason,
+            "locked out: requests are refused at once"
+        ),
+        Event::LockoutEnded { owner, model_class } => tracing::info!(
+            %owner,
+            model_class = model_class.as_deref().unwrap_or("every class"),
+            "lockout ended"
         ),
     }
 }

@@ -6,12 +6,13 @@
 use std::time::SystemTime;
 
 use pacer_protocol::message::{
-    Acquire, ErrorKind, ErrorReply, Outcome, Pause, Release, Report, Response, StatusSnapshot,
+    Acquire, ErrorKind, ErrorReply, LeaseId, Outcome, Pause, Release, Report, Response,
+    StatusSnapshot,
 };
 use pacer_protocol::ratelimit::RateLimitHeaders;
 
 use super::Hub;
-use crate::broker::{BrokerError, Settlement, Ticket};
+use crate::broker::{BrokerError, Rejection, Settlement, Ticket};
 
 pub const DAEMON_VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -22,12 +23,32 @@ pub fn acquire(hub: &Hub, ticket: Ticket, acquire: &Acquire) -> Option<Response>
 
 pub fn report(hub: &Hub, report: Report) -> Response {
     let (settlement, headers) = settlement(report.outcome, SystemTime::now());
+    settle(hub, report.lease, settlement, &headers)
+}
+
+/// Settles a lease with what the broker needs of its outcome.
+pub fn settle(
+    hub: &Hub,
+    lease: LeaseId,
+    settlement: Settlement,
+    headers: &RateLimitHeaders,
+) -> Response {
     hub.update(
-        |broker, now| match broker.report(now, report.lease, settlement, &headers) {
+        |broker, now| match broker.report(now, lease, settlement, headers) {
             Ok(outputs) => (outputs, Response::Ack),
             Err(e) => (Vec::new(), refused(e)),
         },
     )
+}
+
+/// The message of an API error body: `{"type":"error","error":{"message":…}}`.
+pub fn error_message(body: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    value
+        .get("error")?
+        .get("message")?
+        .as_str()
+        .map(str::to_owned)
 }
 
 pub fn release(hub: &Hub, release: Release) -> Response {
@@ -38,10 +59,12 @@ pub fn release(hub: &Hub, release: Release) -> Response {
 }
 
 pub fn status(hub: &Hub) -> Response {
-    let budgets = hub.update(|broker, now| (Vec::new(), broker.status(now)));
+    // A read: it leaves the state clean, so `pacer status` never makes the saver write.
+    let (budgets, accounts) = hub.read(|broker, now| (broker.status(now), broker.accounts(now)));
     Response::Status(StatusSnapshot {
         daemon_version: DAEMON_VERSION.to_owned(),
         budgets,
+        accounts,
     })
 }
 
@@ -71,13 +94,26 @@ fn settlement(outcome: Outcome, now: SystemTime) -> (Settlement, RateLimitHeader
             retry_after,
             headers,
             message,
-        } => (
-            Settlement::RateLimited {
+        } => {
+            // A socket client reports no body: the API's error shape with its message stands in
+            // for it when the 429 is replayed.
+            let body = serde_json::json!({
+                "type": "error",
+                "error": {"type": "rate_limit_error", "message": message.clone().unwrap_or_default()},
+            });
+            let rejection = Rejection {
+                status: 429,
+                headers: headers.clone(),
+                body: body.to_string().into_bytes(),
+            };
+            let parsed = parse(&headers);
+            let settlement = Settlement::RateLimited {
                 retry_after,
                 message,
-            },
-            parse(&headers),
-        ),
+                rejection: Some(rejection),
+            };
+            (settlement, parsed)
+        }
         Outcome::Overloaded { retry_after } => (
             Settlement::Overloaded { retry_after },
             RateLimitHeaders::default(),

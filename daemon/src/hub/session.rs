@@ -9,13 +9,13 @@ use pacer_protocol::ratelimit::RateLimitHeaders;
 
 use pacer_protocol::KeyFingerprint;
 use pacer_protocol::message::{
-    Acquire, ErrorKind, LeaseId, Outcome, Release, Report, Response, ResponseFrame,
+    Acquire, BudgetId, ErrorKind, LeaseId, Outcome, Release, Report, Response, ResponseFrame,
 };
 use tokio::sync::mpsc;
 
 use super::handlers;
 use super::{Hub, Writer};
-use crate::broker::{ConnId, Ticket};
+use crate::broker::{ConnId, Rejection, Settlement, Ticket};
 
 pub struct Session {
     hub: Arc<Hub>,
@@ -54,8 +54,9 @@ impl Session {
         handlers::error(ErrorKind::Stopping, "pacerd is stopping".into())
     }
 
-    /// How long an acquire made now would wait (zero: granted at once).
-    pub fn estimate_wait(&self, acquire: &Acquire) -> Duration {
+    /// How long an acquire made now would wait (zero: granted at once; `None`: refused at
+    /// once).
+    pub fn estimate_wait(&self, acquire: &Acquire) -> Option<Duration> {
         self.hub
             .update(|broker, now| (Vec::new(), broker.estimate_wait(now, acquire)))
     }
@@ -85,10 +86,46 @@ impl Session {
         self.hub.calibrate(client, bytes, counted_input);
     }
 
-    /// Fails every acquire for `key` fast for `duration` (a spend cap was reached).
-    pub fn block_key(&self, key: KeyFingerprint, duration: Duration, reason: String) {
-        self.hub
-            .update(|broker, now| (broker.block_key(now, key, now + duration, reason), ()));
+    /// Settles the call under `lease` with the API's 429, kept whole (status, headers, body)
+    /// so that a lockout it causes can replay it.
+    pub fn report_rate_limited(&self, lease: LeaseId, rejection: Rejection) {
+        let headers = RateLimitHeaders::parse(
+            rejection
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str())),
+            SystemTime::now(),
+        );
+        let message = handlers::error_message(&rejection.body);
+        let settlement = Settlement::RateLimited {
+            retry_after: None,
+            message,
+            rejection: Some(rejection),
+        };
+        handlers::settle(&self.hub, lease, settlement, &headers);
+    }
+
+    /// Refuses every acquire of `key`'s owner at once for `duration`, replaying `rejection` (a
+    /// spend cap was reached).
+    pub fn lock_out(
+        &self,
+        key: KeyFingerprint,
+        duration: Duration,
+        reason: String,
+        rejection: Rejection,
+    ) {
+        self.hub.update(|broker, now| {
+            let until = now + duration;
+            (
+                broker.lock_out_key(now, key, until, reason, Some(rejection)),
+                (),
+            )
+        });
+    }
+
+    /// The API's answer that locked out `budget`, to replay.
+    pub fn rejection(&self, budget: &BudgetId) -> Option<Arc<Rejection>> {
+        self.hub.read(|broker, now| broker.rejection(budget, now))
     }
 }
 

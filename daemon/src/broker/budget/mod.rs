@@ -1,4 +1,5 @@
-//! One budget: an API key × a model class, with its buckets, pause, in-flight count and queue.
+//! One budget: an owner (an API key, or an account) × a model class, with its buckets, pause,
+//! in-flight count and queue.
 //! Its state changes only through its own methods: here, in `reserve` (grants and their
 //! settlement) and in `headers` (what response headers teach it).
 
@@ -6,15 +7,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pacer_protocol::message::{Acquire, Available, BudgetId, Limits};
-use pacer_protocol::{KeyFingerprint, LimitKind, Priority};
+use pacer_protocol::{LimitKind, Priority};
 
 use crate::broker::bucket::Bucket;
 use crate::broker::cost::{Costs, RunningAverage};
 use crate::broker::limits::LimitSet;
+use crate::broker::owner::Owner;
 use crate::broker::queue::{FairQueue, Mark, WaiterId};
 use crate::broker::{PerKind, later};
 
 mod headers;
+mod merge;
 mod reserve;
 
 /// Which buckets a grant's reservation was taken from.
@@ -37,9 +40,20 @@ pub enum Readiness {
     AfterSettlement,
 }
 
+/// Where a budget that has never heard from the API stands (see [`Budget::readiness`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    /// No call has gone out yet.
+    Unsent,
+    /// One call went out at `since`; the others wait for its answer's headers, a while.
+    InFlight { since: Instant },
+    /// The API answered (or the wait ran out): calls go as their limits allow.
+    Answered,
+}
+
 #[derive(Debug)]
 pub struct Budget {
-    key: KeyFingerprint,
+    owner: Owner,
     class: Arc<str>,
     /// From the configuration; wins over what is learned.
     configured: LimitSet,
@@ -51,6 +65,13 @@ pub struct Budget {
     in_flight: u32,
     /// Every peer waits until then: a 429's retry-after, or an administrator's pause.
     paused_until: Option<Instant>,
+    /// Why, for users: the 429's message, "paused by administrator".
+    pause_reason: String,
+    /// First contact: until the API has answered once, one call goes out and the others wait
+    /// (at most `cold_start_hold`) for its answer, so that sessions started together do not
+    /// stampede a limit nobody has seen yet, and a new token learns its account first.
+    probe: Probe,
+    cold_start_hold: Duration,
     queue: FairQueue,
     /// Real usage, for acquires that bring no estimate.
     input_average: RunningAverage,
@@ -79,15 +100,24 @@ pub struct Learned {
 }
 
 impl Budget {
-    pub fn new(key: KeyFingerprint, class: Arc<str>, configured: LimitSet, now: Instant) -> Self {
+    pub fn new(
+        owner: Owner,
+        class: Arc<str>,
+        configured: LimitSet,
+        cold_start_hold: Duration,
+        now: Instant,
+    ) -> Self {
         let mut budget = Self {
-            key,
+            owner,
             class,
             configured,
             learned: PerKind::default(),
             buckets: PerKind::default(),
             in_flight: 0,
             paused_until: None,
+            pause_reason: String::new(),
+            probe: Probe::Unsent,
+            cold_start_hold,
             queue: FairQueue::default(),
             input_average: RunningAverage::default(),
             output_average: RunningAverage::default(),
@@ -102,13 +132,18 @@ impl Budget {
 
     pub fn id(&self) -> BudgetId {
         BudgetId {
-            key: self.key,
+            owner: self.owner.to_wire(),
             model_class: self.class.to_string(),
         }
     }
 
-    pub fn key(&self) -> KeyFingerprint {
-        self.key
+    pub fn owner(&self) -> &Owner {
+        &self.owner
+    }
+
+    /// Files the budget under another owner (a key's budget becoming its account's).
+    pub fn set_owner(&mut self, owner: Owner) {
+        self.owner = owner;
     }
 
     pub fn class(&self) -> &Arc<str> {
@@ -121,6 +156,11 @@ impl Budget {
 
     pub fn paused_until(&self) -> Option<Instant> {
         self.paused_until
+    }
+
+    /// Why the budget is paused (meaningful while it is).
+    pub fn pause_reason(&self) -> &str {
+        &self.pause_reason
     }
 
     /// Whether time alone can change this budget (a pause to end, waiters to serve).
@@ -187,7 +227,10 @@ impl Budget {
             return Readiness::AfterSettlement;
         }
         let mut at = now;
-        for until in [self.paused_until, gate].into_iter().flatten() {
+        for until in [self.paused_until, gate, self.probe_hold()]
+            .into_iter()
+            .flatten()
+        {
             at = at.max(until);
         }
         for (kind, bucket) in self.buckets() {
@@ -215,7 +258,10 @@ impl Budget {
         now: Instant,
     ) -> Duration {
         let mut wait = Duration::ZERO;
-        for until in [self.paused_until, gate].into_iter().flatten() {
+        for until in [self.paused_until, gate, self.probe_hold()]
+            .into_iter()
+            .flatten()
+        {
             wait = wait.max(until.saturating_duration_since(now));
         }
         for (kind, bucket) in self.buckets() {
@@ -294,19 +340,67 @@ impl Budget {
         }
     }
 
+    /// Whether nothing is known of the limits: none configured, none learned, and no answer
+    /// yet.
+    fn is_cold(&self) -> bool {
+        self.probe != Probe::Answered && self.limits() == LimitSet::default()
+    }
+
+    /// While the first call is out, when the others may go anyway.
+    fn probe_hold(&self) -> Option<Instant> {
+        match self.probe {
+            Probe::InFlight { since } if self.is_cold() => Some(later(since, self.cold_start_hold)),
+            _ => None,
+        }
+    }
+
+    /// A grant at `now` is the first call out (true), or the hold has run out: either way the
+    /// probe moves on.
+    fn advance_probe(&mut self, now: Instant) -> bool {
+        if !self.is_cold() {
+            return false;
+        }
+        match self.probe {
+            Probe::Unsent => {
+                self.probe = Probe::InFlight { since: now };
+                true
+            }
+            Probe::InFlight { since } if later(since, self.cold_start_hold) <= now => {
+                self.probe = Probe::Answered;
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// The API answered a call of this budget: from now on calls go as their limits allow.
+    pub fn probe_answered(&mut self) {
+        self.probe = Probe::Answered;
+    }
+
+    /// The first call settled without a word from the API (it failed, or its caller went
+    /// away): the next one goes out instead.
+    pub fn probe_unanswered(&mut self) {
+        if matches!(self.probe, Probe::InFlight { .. }) {
+            self.probe = Probe::Unsent;
+        }
+    }
+
     /// Pauses every peer until `until`, unless already paused for longer. Returns whether the
     /// pause was extended.
-    pub fn extend_pause(&mut self, until: Instant) -> bool {
+    pub fn extend_pause(&mut self, until: Instant, reason: &str) -> bool {
         if self.paused_until.is_some_and(|current| current >= until) {
             return false;
         }
         self.paused_until = Some(until);
+        reason.clone_into(&mut self.pause_reason);
         true
     }
 
     /// Sets the pause to exactly `until`, shorter or longer (an administrator's pause).
-    pub fn set_pause(&mut self, until: Instant) {
+    pub fn set_pause(&mut self, until: Instant, reason: &str) {
         self.paused_until = Some(until);
+        reason.clone_into(&mut self.pause_reason);
     }
 
     /// Lifts the pause. Returns whether there was one.

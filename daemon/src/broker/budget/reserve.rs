@@ -10,8 +10,9 @@ use crate::broker::Costs;
 
 impl Budget {
     /// Reserves `cost` for a granted call. Returns which buckets the reservation was taken from
-    /// (a limit learned later has no reservation to refund).
-    pub fn take(&mut self, cost: &Costs, now: Instant) -> Charged {
+    /// (a limit learned later has no reservation to refund), and whether the call is the
+    /// budget's first contact with the API.
+    pub fn take(&mut self, cost: &Costs, now: Instant) -> (Charged, bool) {
         let mut charged = Charged::default();
         for (kind, bucket) in self.buckets_mut() {
             bucket.take(cost[kind], now);
@@ -19,7 +20,7 @@ impl Budget {
         }
         self.in_flight += 1;
         self.granted += 1;
-        charged
+        (charged, self.advance_probe(now))
     }
 
     /// Frees a call's in-flight slot.

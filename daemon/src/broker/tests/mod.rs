@@ -2,11 +2,15 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use pacer_protocol::message::{Acquire, BudgetStatus, ErrorKind, Event, LeaseId, Response, Usage};
+use pacer_protocol::message::{
+    Acquire, BudgetStatus, ErrorKind, Event, LeaseId, Rejected, Response, Usage,
+};
 use pacer_protocol::ratelimit::RateLimitHeaders;
-use pacer_protocol::{KeyFingerprint, LimitKind, Priority};
+use pacer_protocol::{BudgetOwner, KeyFingerprint, LimitKind, Priority};
 
 use super::*;
+
+mod accounts;
 
 fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s)
@@ -46,6 +50,15 @@ impl Harness {
             answers: Vec::new(),
             events: Vec::new(),
         }
+    }
+
+    /// A broker that lets calls of a budget it knows nothing of go out together (no first-contact
+    /// hold), as happens once the hold has run out.
+    fn without_cold_start() -> Self {
+        Self::new(BrokerConfig {
+            cold_start_hold: Duration::ZERO,
+            ..BrokerConfig::default()
+        })
     }
 
     /// A broker where `class` has the given limits for every key.
@@ -154,7 +167,9 @@ impl Harness {
         self.broker
             .status(self.now)
             .into_iter()
-            .find(|s| s.budget.model_class == "sonnet" && s.budget.key == key("k"))
+            .find(|s| {
+                s.budget.model_class == "sonnet" && s.budget.owner == BudgetOwner::Key(key("k"))
+            })
             .expect("the sonnet budget exists")
     }
 }
@@ -169,15 +184,49 @@ fn rpm(n: u64) -> LimitSet {
 // --- Budgets and limits -------------------------------------------------------------------------
 
 #[test]
-fn without_known_limits_everything_is_granted_at_once() {
+fn without_known_limits_everything_is_granted_at_once_after_a_first_contact() {
     let mut h = Harness::new(BrokerConfig::default());
     let tickets: Vec<_> = (0..1000).map(|i| h.acquire(i, |_| {})).collect();
+    // One call goes out; the others wait for its answer's headers.
+    assert_eq!(h.granted_at(tickets[0]), Some(Duration::ZERO));
+    assert!(tickets[1..].iter().all(|&t| h.lease(t).is_none()));
+    h.now += secs(0.5);
+    h.success(h.lease(tickets[0]).unwrap(), 10, 10);
+    // The answer told no limit: everyone goes at once.
+    assert!(
+        tickets[1..]
+            .iter()
+            .all(|&t| h.granted_at(t) == Some(secs(0.5)))
+    );
+    assert_eq!(h.status().in_flight, 999);
+}
+
+#[test]
+fn the_first_contact_hold_is_bounded_and_a_failed_first_call_hands_over() {
+    let mut h = Harness::new(BrokerConfig::default());
+    let first = h.acquire(1, |_| {});
+    let second = h.acquire(2, |_| {});
+    let third = h.acquire(3, |_| {});
+    assert!(h.lease(second).is_none());
+    // The first call failed without a word from the API: the next goes out in its place.
+    h.now += secs(1.0);
+    h.report(h.lease(first).unwrap(), Settlement::Failed);
+    assert_eq!(h.granted_at(second), Some(secs(1.0)));
+    assert!(h.lease(third).is_none());
+    // Its answer never comes: after the hold (5 s), the rest proceed.
+    h.run_until(secs(6.0));
+    assert_eq!(h.granted_at(third), Some(secs(6.0)));
+}
+
+#[test]
+fn configured_limits_need_no_first_contact() {
+    let mut h = Harness::with_limits("sonnet", rpm(100));
+    let tickets: Vec<_> = (0..5).map(|i| h.acquire(i, |_| {})).collect();
     assert!(
         tickets
             .iter()
             .all(|&t| h.granted_at(t) == Some(Duration::ZERO))
     );
-    assert_eq!(h.status().in_flight, 1000);
 }
 
 #[test]
@@ -414,9 +463,10 @@ fn remaining_headers_lower_a_bucket_but_never_raise_it() {
 
 #[test]
 fn a_new_bucket_calibrates_while_calls_granted_without_it_are_in_flight() {
-    // Limits not known yet: ten calls go out at once. The first answer says 50 rpm, 49 left —
-    // counted when that call arrived, perhaps before the nine others did.
-    let mut h = Harness::new(BrokerConfig::default());
+    // Limits not known yet: ten calls go out at once (the first-contact hold ran out). The
+    // first answer says 50 rpm, 49 left — counted when that call arrived, perhaps before the
+    // nine others did.
+    let mut h = Harness::without_cold_start();
     let tickets: Vec<_> = (0..10).map(|i| h.acquire(i, |_| {})).collect();
     let answer = |h: &mut Harness, i: usize, remaining: u64| {
         let mut headers = RateLimitHeaders::default();
@@ -505,6 +555,7 @@ fn rate_limited(retry_after: f64, message: &str) -> Settlement {
     Settlement::RateLimited {
         retry_after: Some(secs(retry_after)),
         message: Some(message.into()),
+        rejection: None,
     }
 }
 
@@ -536,7 +587,7 @@ fn a_429_pauses_every_peer_of_the_budget_and_no_other() {
 
 #[test]
 fn a_later_429_extends_the_pause_but_never_shortens_it() {
-    let mut h = Harness::new(BrokerConfig::default());
+    let mut h = Harness::without_cold_start();
     let a = h.acquire(1, |_| {});
     let b = h.acquire(2, |_| {});
     let c = h.acquire(3, |_| {});
@@ -563,6 +614,7 @@ fn retry_after_comes_from_the_headers_when_not_given() {
         Settlement::RateLimited {
             retry_after: None,
             message: None,
+            rejection: None,
         },
         headers,
     );
@@ -873,11 +925,12 @@ fn a_blocked_key_fails_fast_until_the_block_ends() {
     h.acquire(1, |_| {});
     let waiting = h.acquire(2, |_| {});
     let other_key = h.acquire(3, |r| r.key = key("other"));
-    let out = h.broker.block_key(
+    let out = h.broker.lock_out_key(
         h.now,
         key("k"),
         h.now + secs(60.0),
         "spend cap reached".into(),
+        None,
     );
     h.collect(out);
     assert!(matches!(

@@ -1,0 +1,81 @@
+//! `pacer status --json`: the documented shape scripts read.
+
+use pacer_client::StatusSnapshot;
+use pacer_protocol::BudgetOwner;
+use pacer_protocol::message::{AccountStatus, BudgetStatus, WindowStatus};
+use serde_json::{Value, json};
+
+use crate::clock::rfc3339;
+
+/// `"key"` and `"account"` of an owner: one of them is null.
+fn owner_fields(owner: &BudgetOwner) -> (Value, Value) {
+    match owner {
+        BudgetOwner::Key(key) => (json!(key.to_string()), Value::Null),
+        BudgetOwner::Account(label) => (Value::Null, json!(label)),
+    }
+}
+
+pub fn status(snapshot: &StatusSnapshot) -> Value {
+    let budgets: Vec<Value> = snapshot.budgets.iter().map(budget).collect();
+    let accounts: Vec<Value> = snapshot.accounts.iter().map(account).collect();
+    json!({
+        "daemon_version": snapshot.daemon_version,
+        "budgets": budgets,
+        "accounts": accounts,
+    })
+}
+
+fn budget(b: &BudgetStatus) -> Value {
+    let (key, account) = owner_fields(&b.budget.owner);
+    json!({
+        "key": key,
+        "account": account,
+        "model_class": b.budget.model_class,
+        "limits": {
+            "rpm": b.limits.rpm,
+            "itpm": b.limits.itpm,
+            "otpm": b.limits.otpm,
+            "max_in_flight": b.limits.max_in_flight,
+        },
+        "available": {
+            "requests": b.available.requests,
+            "input_tokens": b.available.input_tokens,
+            "output_tokens": b.available.output_tokens,
+        },
+        "in_flight": b.in_flight,
+        "waiting": b.waiting,
+        "paused_until": rfc3339(b.paused_until),
+        "pause_reason": b.pause_reason,
+        "overloaded_until": rfc3339(b.overloaded_until),
+        "granted": b.granted,
+        "rate_limited": b.rate_limited,
+    })
+}
+
+fn account(a: &AccountStatus) -> Value {
+    let (key, account) = owner_fields(&a.owner);
+    let keys: Vec<String> = a.keys.iter().map(ToString::to_string).collect();
+    let windows: Vec<Value> = a.windows.iter().map(window).collect();
+    let lockouts: Vec<Value> = a
+        .lockouts
+        .iter()
+        .map(|l| json!({"model_class": l.model_class, "until": rfc3339(Some(l.until)), "reason": l.reason}))
+        .collect();
+    json!({
+        "account": account,
+        "key": key,
+        "keys": keys,
+        "unified_status": a.unified_status,
+        "windows": windows,
+        "lockouts": lockouts,
+    })
+}
+
+pub fn window(w: &WindowStatus) -> Value {
+    json!({
+        "name": w.name,
+        "status": w.status,
+        "utilization": w.utilization,
+        "reset": rfc3339(w.reset),
+    })
+}

@@ -1,0 +1,242 @@
+//! Accounts: which keys share an account's budgets, and what the account's subscription windows
+//! look like.
+//!
+//! The API counts limits per organization, shared by every key it has; a subscription's OAuth
+//! token changes at every refresh. So a key joins an account when a response names its
+//! organization (`anthropic-organization-id`), or when the configuration ties it to a named
+//! account; a key whose responses never name one keeps budgets of its own.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use pacer_protocol::KeyFingerprint;
+use pacer_protocol::budget::organization_label;
+use pacer_protocol::message::WindowStatus;
+use pacer_protocol::unified::{Unified, WindowState};
+
+use super::owner::Owner;
+
+/// How keys are grouped into accounts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountsConfig {
+    /// Keys join their organization's account when responses name it (`group_by =
+    /// "organization"`); otherwise every key keeps its own budgets (`"key"`).
+    pub by_organization: bool,
+    /// Keys tied to a named account by hand (`[keys.<fingerprint>] account = "name"`); they
+    /// are never moved by a response.
+    pub tied: HashMap<KeyFingerprint, String>,
+}
+
+impl Default for AccountsConfig {
+    fn default() -> Self {
+        Self {
+            by_organization: true,
+            tied: HashMap::new(),
+        }
+    }
+}
+
+/// What the last responses said of one owner's subscription.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Subscription {
+    /// The overall status of the unified limit.
+    pub status: Option<WindowState>,
+    pub windows: BTreeMap<String, WindowInfo>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WindowInfo {
+    pub status: Option<WindowState>,
+    pub utilization: Option<f64>,
+    pub reset: Option<SystemTime>,
+}
+
+impl WindowInfo {
+    pub fn to_wire(&self, name: &str) -> WindowStatus {
+        WindowStatus {
+            name: name.to_owned(),
+            status: self.status.as_ref().map(|s| s.as_str().to_owned()),
+            utilization: self.utilization,
+            reset: self.reset,
+        }
+    }
+
+    /// 0 below 75 %, 1 from 75 %, 2 from 90 %, 3 from 100 %.
+    fn band(&self) -> u8 {
+        match self.utilization {
+            Some(u) if u >= 1.0 => 3,
+            Some(u) if u >= 0.9 => 2,
+            Some(u) if u >= 0.75 => 1,
+            _ => 0,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Accounts {
+    config: AccountsConfig,
+    /// Key → the account it belongs to.
+    links: HashMap<KeyFingerprint, Arc<str>>,
+    /// Account → its keys.
+    members: BTreeMap<Arc<str>, BTreeSet<KeyFingerprint>>,
+    subscriptions: BTreeMap<Owner, Subscription>,
+}
+
+impl Accounts {
+    pub fn new(config: AccountsConfig) -> Self {
+        let mut accounts = Accounts::default();
+        accounts.configure(config);
+        accounts
+    }
+
+    /// Applies a new configuration. Returns the keys that had budgets of their own and are now
+    /// tied to an account by hand: the caller merges those budgets into the account's.
+    pub fn configure(&mut self, config: AccountsConfig) -> Vec<(KeyFingerprint, Arc<str>)> {
+        let before: Vec<(KeyFingerprint, Owner)> = config
+            .tied
+            .keys()
+            .map(|&key| (key, self.owner_of(key)))
+            .collect();
+        self.config = config;
+        before
+            .into_iter()
+            .filter(|(_, owner)| matches!(owner, Owner::Key(_)))
+            .filter_map(|(key, _)| match self.owner_of(key) {
+                Owner::Account(account) => Some((key, account)),
+                Owner::Key(_) => None,
+            })
+            .collect()
+    }
+
+    /// The owner of a key's budgets now: the account the configuration ties it to, else the
+    /// account a response named, else the key itself.
+    pub fn owner_of(&self, key: KeyFingerprint) -> Owner {
+        if let Some(name) = self.config.tied.get(&key) {
+            return Owner::Account(Arc::from(name.as_str()));
+        }
+        match self.links.get(&key) {
+            Some(account) => Owner::Account(account.clone()),
+            None => Owner::Key(key),
+        }
+    }
+
+    /// The account a response for `key` puts it in, if that is news: the key is not linked yet,
+    /// not tied by hand, and accounts are grouped by organization.
+    pub fn account_named_by(
+        &self,
+        key: KeyFingerprint,
+        organization: Option<&str>,
+    ) -> Option<Arc<str>> {
+        let organization = organization?;
+        if !self.config.by_organization
+            || self.links.contains_key(&key)
+            || self.config.tied.contains_key(&key)
+        {
+            return None;
+        }
+        Some(Arc::from(organization_label(organization)))
+    }
+
+    /// Records that `key` belongs to `account`.
+    pub fn link(&mut self, key: KeyFingerprint, account: Arc<str>) {
+        if let Some(previous) = self.links.insert(key, account.clone())
+            && let Some(keys) = self.members.get_mut(&previous)
+        {
+            keys.remove(&key);
+        }
+        self.members.entry(account).or_default().insert(key);
+    }
+
+    /// The keys of an owner: an account's members (and keys tied to it by hand), or the key
+    /// itself.
+    pub fn keys_of(&self, owner: &Owner) -> Vec<KeyFingerprint> {
+        match owner {
+            Owner::Key(key) => vec![*key],
+            Owner::Account(account) => {
+                let mut keys: BTreeSet<KeyFingerprint> =
+                    self.members.get(account).cloned().unwrap_or_default();
+                keys.extend(
+                    self.config
+                        .tied
+                        .iter()
+                        .filter(|(_, name)| name.as_str() == &**account)
+                        .map(|(key, _)| *key),
+                );
+                keys.into_iter().collect()
+            }
+        }
+    }
+
+    /// Every account known, with the owners that have a subscription.
+    pub fn owners(&self) -> BTreeSet<Owner> {
+        let mut owners: BTreeSet<Owner> = self
+            .members
+            .keys()
+            .map(|a| Owner::Account(a.clone()))
+            .collect();
+        owners.extend(
+            self.config
+                .tied
+                .values()
+                .map(|name| Owner::Account(Arc::from(name.as_str()))),
+        );
+        owners.extend(self.subscriptions.keys().cloned());
+        owners
+    }
+
+    /// Takes in what a response said of `owner`'s subscription; returns the windows that
+    /// crossed 75 %, 90 % or 100 % or changed status.
+    pub fn observe_subscription(&mut self, owner: &Owner, unified: &Unified) -> Vec<WindowStatus> {
+        if unified.is_empty() {
+            return Vec::new();
+        }
+        let subscription = self.subscriptions.entry(owner.clone()).or_default();
+        if unified.status.is_some() {
+            subscription.status = unified.status.clone();
+        }
+        let mut changed = Vec::new();
+        for window in &unified.windows {
+            let known = subscription.windows.entry(window.name.clone()).or_default();
+            let before = known.clone();
+            if window.status.is_some() {
+                known.status = window.status.clone();
+            }
+            if window.utilization.is_some() {
+                known.utilization = window.utilization;
+            }
+            if window.reset.is_some() {
+                known.reset = window.reset;
+            }
+            if known.status != before.status || known.band() > before.band() {
+                changed.push(known.to_wire(&window.name));
+            }
+        }
+        changed
+    }
+
+    pub fn subscription(&self, owner: &Owner) -> Option<&Subscription> {
+        self.subscriptions.get(owner)
+    }
+
+    /// A key's subscription becomes its account's when it joins one (the account's own, if it
+    /// has one, is newer or as new).
+    pub fn move_subscription(&mut self, from: &Owner, to: &Owner) {
+        if let Some(subscription) = self.subscriptions.remove(from) {
+            self.subscriptions.entry(to.clone()).or_insert(subscription);
+        }
+    }
+
+    /// Links made from responses (configured ties come from the configuration).
+    pub fn links(&self) -> impl Iterator<Item = (KeyFingerprint, &Arc<str>)> {
+        self.links.iter().map(|(key, account)| (*key, account))
+    }
+
+    pub fn subscriptions(&self) -> impl Iterator<Item = (&Owner, &Subscription)> {
+        self.subscriptions.iter()
+    }
+
+    pub fn restore_subscription(&mut self, owner: Owner, subscription: Subscription) {
+        self.subscriptions.insert(owner, subscription);
+    }
+}
