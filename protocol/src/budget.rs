@@ -87,6 +87,16 @@ pub fn organization_label(organization_id: &str) -> String {
     format!("{ORGANIZATION_PREFIX}{hex}")
 }
 
+/// A granted permit, to be settled by a report or a release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct LeaseId(pub u64);
+
+impl std::fmt::Display for LeaseId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
 /// Who goes first when a budget is spent. Waiters of a higher priority are always served before
 /// those of a lower one; within a priority, clients take turns.
 #[derive(

@@ -3,7 +3,8 @@
 //! Everything two pacer processes must agree on lives here, and nothing else:
 //!
 //! - [`message`]: the [`Request`] and [`Response`] enums, wrapped in [`RequestFrame`] /
-//!   [`ResponseFrame`] so one connection can carry many requests at once.
+//!   [`ResponseFrame`] so one connection can carry many requests at once; [`status`]: what a
+//!   status snapshot holds; [`event`]: what subscribers are streamed.
 //! - [`budget`]: the names the daemon files its budgets under: [`KeyFingerprint`] (the API key
 //!   never crosses the socket), [`Priority`], [`LimitKind`].
 //! - [`codec`]: framing (a 4-byte length prefix, 1 MiB cap) and bincode encoding.
@@ -27,11 +28,13 @@
 pub mod budget;
 pub mod codec;
 pub mod endpoint;
+pub mod event;
 pub mod gateway;
 #[cfg(feature = "io")]
 pub mod io;
 pub mod message;
 pub mod ratelimit;
+pub mod status;
 pub mod unified;
 
 pub use budget::{BudgetOwner, KeyFingerprint, LimitKind, Priority};

@@ -6,8 +6,6 @@ use std::time::Instant;
 use pacer_protocol::KeyFingerprint;
 use pacer_protocol::message::{Event, Response, TimedOut};
 
-use super::lockouts::{Lockout, Rejection, Scope};
-use super::owner::Owner;
 use super::queue::WaiterId;
 use super::{Broker, Output, stopping};
 
@@ -53,60 +51,6 @@ impl Broker {
                 budget: self.budgets[b].id(),
             }));
         }
-    }
-
-    /// Refuses every acquire of `key`'s owner at once until `until`, replaying `rejection` to
-    /// gateway requests (the API said its spend cap is reached: retrying cannot help).
-    pub fn lock_out_key(
-        &mut self,
-        now: Instant,
-        key: KeyFingerprint,
-        until: Instant,
-        reason: String,
-        rejection: Option<Rejection>,
-    ) -> Vec<Output> {
-        let owner = self.accounts.owner_of(key);
-        let lockout = Lockout {
-            until,
-            reason,
-            rejection: rejection.map(std::sync::Arc::new),
-        };
-        self.lock_out(&owner, None, lockout, now);
-        self.take_output()
-    }
-
-    /// Locks `owner`'s `scope` out: waiters it covers are refused now, and every acquire until
-    /// `lockout.until`.
-    pub(super) fn lock_out(&mut self, owner: &Owner, scope: Scope, lockout: Lockout, now: Instant) {
-        if lockout.until <= now || !self.lockouts.lock(owner, scope.clone(), lockout.clone()) {
-            return;
-        }
-        self.out.push(Output::Event(Event::LockedOut {
-            owner: owner.to_wire(),
-            model_class: scope.as_deref().map(str::to_owned),
-            until: self.time_base.to_wall(lockout.until),
-            reason: lockout.reason.clone(),
-        }));
-        let budgets = &self.budgets;
-        let ids = self.waiters.ids_where(|w| {
-            let budget = &budgets[w.budget];
-            budget.owner() == owner && scope.as_deref().is_none_or(|s| s == &**budget.class())
-        });
-        for id in ids {
-            let Some(waiter) = self.drop_waiter(id) else {
-                continue;
-            };
-            let class = self.budgets[waiter.budget].class().clone();
-            let rejected = self.rejected(owner, &class, &lockout);
-            self.answer(waiter.ticket, Response::Rejected(rejected));
-        }
-    }
-
-    fn lockout_ended(&mut self, owner: &Owner, scope: Scope) {
-        self.out.push(Output::Event(Event::LockoutEnded {
-            owner: owner.to_wire(),
-            model_class: scope.as_deref().map(str::to_owned),
-        }));
     }
 
     /// A connection closed: its waiters leave the queues, and the leases it held settle as

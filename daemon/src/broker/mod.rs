@@ -25,7 +25,9 @@ mod bucket;
 mod budget;
 mod budgets;
 mod calibration;
+mod config;
 mod cost;
+mod exchange;
 mod leases;
 mod lifecycle;
 mod limits;
@@ -35,6 +37,7 @@ mod overload;
 mod owner;
 mod per_kind;
 mod queue;
+mod refuse;
 mod settle;
 mod snapshot;
 mod status;
@@ -49,8 +52,7 @@ use std::time::Duration;
 use std::time::Instant;
 
 use pacer_protocol::message::{
-    Acquire, BudgetId, ErrorKind, ErrorReply, Event, Granted, LeaseId, Rejected, Response,
-    TimedOut, Usage,
+    Acquire, ErrorKind, ErrorReply, Event, Granted, Rejected, Response, TimedOut,
 };
 use pacer_protocol::{KeyFingerprint, Priority};
 
@@ -59,11 +61,13 @@ pub use accounts::AccountsConfig;
 use budget::Reservation;
 use budgets::{BudgetIdx, Budgets, MAX_BUDGETS};
 pub use calibration::Calibration;
+pub use config::BrokerConfig;
 pub use cost::Costs;
+pub use exchange::{BrokerError, ConnId, Output, Settlement, Ticket};
 use leases::{Lease, Leases};
 pub use limits::{LimitSet, LimitTable, ModelClasses};
+use lockouts::Lockouts;
 pub use lockouts::Rejection;
-use lockouts::{Lockout, Lockouts};
 use overload::Overloads;
 use owner::Owner;
 pub use per_kind::PerKind;
@@ -72,80 +76,6 @@ pub use snapshot::BrokerState;
 pub use status::Summary;
 pub use time::{FOREVER, TimeBase, later};
 use waiters::{Waiter, Waiters};
-
-/// The broker's share of the configuration.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BrokerConfig {
-    pub classes: ModelClasses,
-    pub limits: LimitTable,
-    pub accounts: AccountsConfig,
-    /// A 429 whose wait is longer than this locks its budget out (requests are refused at once)
-    /// instead of pausing it: nobody holds a request that long. The gateway's `max_hold`.
-    pub max_hold: Duration,
-    /// First contact: how long the other calls of a budget that has never heard from the API
-    /// wait for the first call's headers.
-    pub cold_start_hold: Duration,
-}
-
-impl Default for BrokerConfig {
-    fn default() -> Self {
-        Self {
-            classes: ModelClasses::default(),
-            limits: LimitTable::default(),
-            accounts: AccountsConfig::default(),
-            max_hold: Duration::from_secs(240),
-            cold_start_hold: Duration::from_secs(5),
-        }
-    }
-}
-
-/// A connection, as the server numbers them. Leases and waiters belong to one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnId(pub u64);
-
-/// Where to send the answer to an acquire: the connection and the request's id on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Ticket {
-    pub conn: ConnId,
-    pub request: u64,
-}
-
-/// Something the caller must deliver.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Output {
-    /// The answer to an acquire: [`Response::Granted`], [`Response::TimedOut`],
-    /// [`Response::Rejected`] or [`Response::Error`] (the daemon is stopping).
-    Answer { ticket: Ticket, response: Response },
-    /// An event for logs and subscribers. [`Event::Granted`] is only produced while
-    /// [`Broker::set_events`] is on; the rest are rare and always produced.
-    Event(Event),
-}
-
-/// How a permitted call went, as the broker needs it (response headers already parsed).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Settlement {
-    Success {
-        usage: Usage,
-    },
-    RateLimited {
-        retry_after: Option<Duration>,
-        message: Option<String>,
-        /// The answer itself, replayed to the requests a lockout it causes refuses.
-        rejection: Option<Rejection>,
-    },
-    Overloaded {
-        retry_after: Option<Duration>,
-    },
-    Failed,
-    Unknown,
-}
-
-/// Why a report or release was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BrokerError {
-    #[error("lease {0} is not held: it was already settled, it expired, or it was never granted")]
-    UnknownLease(LeaseId),
-}
 
 /// Bounds on what one connection may hold, so a runaway client cannot exhaust the daemon.
 const MAX_WAITERS_PER_CONNECTION: usize = 65_536;
@@ -246,30 +176,6 @@ impl Broker {
         let owner = self.accounts.owner_of(key);
         let class = self.classify(model);
         self.budget_of(&owner, &class, now)
-    }
-
-    /// Why an acquire by `owner` for `class` is refused at once, if a lockout covers it.
-    fn locked_out(&self, owner: &Owner, class: &Arc<str>, now: Instant) -> Option<Rejected> {
-        let lockout = self.lockouts.covering(owner, class, now)?;
-        Some(self.rejected(owner, class, lockout))
-    }
-
-    fn rejected(&self, owner: &Owner, class: &str, lockout: &Lockout) -> Rejected {
-        Rejected {
-            reason: lockout.reason.clone(),
-            until: Some(self.time_base.to_wall(lockout.until)),
-            budget: Some(BudgetId {
-                owner: owner.to_wire(),
-                model_class: class.to_owned(),
-            }),
-        }
-    }
-
-    /// The API's answer that locked out the budget `id`, to replay to the requests it refuses.
-    pub fn rejection(&self, id: &BudgetId, now: Instant) -> Option<Arc<Rejection>> {
-        let owner = Owner::from_wire(&id.owner);
-        let lockout = self.lockouts.covering(&owner, &id.model_class, now)?;
-        lockout.rejection.clone()
     }
 
     /// The moment before which the class's overload backoff lets nothing of budget `b` through.

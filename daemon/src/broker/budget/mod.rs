@@ -18,7 +18,12 @@ use crate::broker::{PerKind, later};
 
 mod headers;
 mod merge;
+mod probe;
 mod reserve;
+mod saved;
+
+use probe::Probe;
+pub use saved::SavedBudget;
 
 /// Which buckets a grant's reservation was taken from.
 pub type Charged = PerKind<bool>;
@@ -38,17 +43,6 @@ pub enum Readiness {
     At(Instant),
     /// Not until a call in flight settles (`max_in_flight` is reached).
     AfterSettlement,
-}
-
-/// Where a budget that has never heard from the API stands (see [`Budget::readiness`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Probe {
-    /// No call has gone out yet.
-    Unsent,
-    /// One call went out at `since`; the others wait for its answer's headers, a while.
-    InFlight { since: Instant },
-    /// The API answered (or the wait ran out): calls go as their limits allow.
-    Answered,
 }
 
 #[derive(Debug)]
@@ -340,52 +334,6 @@ impl Budget {
         }
     }
 
-    /// Whether nothing is known of the limits: none configured, none learned, and no answer
-    /// yet.
-    fn is_cold(&self) -> bool {
-        self.probe != Probe::Answered && self.limits() == LimitSet::default()
-    }
-
-    /// While the first call is out, when the others may go anyway.
-    fn probe_hold(&self) -> Option<Instant> {
-        match self.probe {
-            Probe::InFlight { since } if self.is_cold() => Some(later(since, self.cold_start_hold)),
-            _ => None,
-        }
-    }
-
-    /// A grant at `now` is the first call out (true), or the hold has run out: either way the
-    /// probe moves on.
-    fn advance_probe(&mut self, now: Instant) -> bool {
-        if !self.is_cold() {
-            return false;
-        }
-        match self.probe {
-            Probe::Unsent => {
-                self.probe = Probe::InFlight { since: now };
-                true
-            }
-            Probe::InFlight { since } if later(since, self.cold_start_hold) <= now => {
-                self.probe = Probe::Answered;
-                false
-            }
-            _ => false,
-        }
-    }
-
-    /// The API answered a call of this budget: from now on calls go as their limits allow.
-    pub fn probe_answered(&mut self) {
-        self.probe = Probe::Answered;
-    }
-
-    /// The first call settled without a word from the API (it failed, or its caller went
-    /// away): the next one goes out instead.
-    pub fn probe_unanswered(&mut self) {
-        if matches!(self.probe, Probe::InFlight { .. }) {
-            self.probe = Probe::Unsent;
-        }
-    }
-
     /// Pauses every peer until `until`, unless already paused for longer. Returns whether the
     /// pause was extended.
     pub fn extend_pause(&mut self, until: Instant, reason: &str) -> bool {
@@ -450,39 +398,4 @@ impl Budget {
     pub fn rate_limited_count(&self) -> u64 {
         self.rate_limited
     }
-
-    /// What a restart must not forget: learned limits, levels, averages.
-    pub fn saved(&self, now: Instant) -> SavedBudget {
-        SavedBudget {
-            learned: self.learned,
-            levels: PerKind::from_fn(|kind| self.buckets[kind].as_ref().map(|b| b.level_at(now))),
-            input_average: self.input_average,
-            output_average: self.output_average,
-        }
-    }
-
-    /// Restores what [`Budget::saved`] gave, `downtime` ago: buckets are refilled for that time.
-    pub fn restore(&mut self, saved: &SavedBudget, downtime: Duration, now: Instant) {
-        for (kind, limit) in saved.learned.iter() {
-            if let Some(limit) = *limit {
-                self.learn(kind, limit, now);
-            }
-        }
-        for (kind, level) in saved.levels.iter() {
-            if let (Some(level), Some(bucket)) = (level, &mut self.buckets[kind]) {
-                bucket.restore(*level, downtime, now);
-            }
-        }
-        self.input_average = saved.input_average;
-        self.output_average = saved.output_average;
-    }
-}
-
-/// The part of a budget that survives a restart.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SavedBudget {
-    pub learned: PerKind<Option<u64>>,
-    pub levels: PerKind<Option<f64>>,
-    pub input_average: RunningAverage,
-    pub output_average: RunningAverage,
 }

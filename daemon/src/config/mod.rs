@@ -33,26 +33,39 @@
 //! enabled = true
 //! listen = "127.0.0.1:4141"
 //! upstream = "https://api.anthropic.com"
-//! max_hold = 240      # seconds a request may be held waiting for the budget
+//! max_hold = "4m"     # how long a request may be held waiting for the budget (or seconds)
 //! ```
 //!
-//! Unknown keys are errors, so a typo cannot silently leave a limit unset. Every error names the
-//! file, the line and the key.
+//! Unknown keys are errors, so a typo cannot silently leave a limit unset, and so is a limit for
+//! a class no model maps to (`[limits.sonet]`). Every mistake in the file is reported at once,
+//! each with the file, the line and the key.
+//!
+//! - this file: the settings ([`Config`]) and loading them;
+//! - `read`: walking the file section by section, collecting mistakes;
+//! - `raw`: the sections as written; `values`: the values, checked as they are read.
 
-use std::collections::BTreeMap;
+mod raw;
+mod read;
+mod values;
+
+pub use values::parse_upstream;
+
 use std::fmt;
 use std::net::SocketAddr;
-use std::num::{NonZeroU32, NonZeroU64};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pacer_protocol::KeyFingerprint;
-use serde::Deserialize;
-
-use crate::broker::{AccountsConfig, BrokerConfig, LimitSet, LimitTable, ModelClasses};
+use crate::broker::BrokerConfig;
 
 /// The environment variable naming the configuration file.
 pub const CONFIG_ENV: &str = "PACER_CONFIG";
+
+/// The top-level sections a file may have.
+const SECTIONS: [&str; 7] = [
+    "classes", "limits", "keys", "accounts", "gateway", "state", "log",
+];
+/// The classes every model maps to by default (and `count_tokens`, the gateway's own).
+const DEFAULT_CLASSES: [&str; 4] = ["opus", "sonnet", "haiku", "count_tokens"];
 
 /// The daemon's configuration.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -104,6 +117,25 @@ impl Default for GatewayConfig {
     }
 }
 
+/// One mistake in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: usize,
+    /// The dotted path of the offending key, when known.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}", self.line)?;
+        if !self.key.is_empty() && self.key != "." {
+            write!(f, ", key `{}`", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -112,21 +144,24 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("invalid config file {}, line {line}{}: {message}", path.display(), key_suffix(key))]
+    #[error("invalid config file {}{}", path.display(), describe(problems))]
     Invalid {
         path: PathBuf,
-        line: usize,
-        /// The dotted path of the offending key, when known.
-        key: String,
-        message: String,
+        /// Every mistake found, in the order of the file.
+        problems: Vec<Problem>,
     },
 }
 
-fn key_suffix(key: &str) -> String {
-    if key.is_empty() || key == "." {
-        String::new()
-    } else {
-        format!(", key `{key}`")
+fn describe(problems: &[Problem]) -> String {
+    match problems {
+        [one] => format!(", {one}"),
+        many => {
+            let mut text = format!(": {} mistakes", many.len());
+            for problem in many {
+                text.push_str(&format!("\n  {problem}"));
+            }
+            text
+        }
     }
 }
 
@@ -164,19 +199,17 @@ impl Config {
 
     /// Parses configuration text; `path` is only used in messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let invalid = |offset: Option<usize>, key: String, message: String| ConfigError::Invalid {
-            path: path.to_owned(),
-            line: offset.map_or(1, |at| line_of(text, at)),
-            key,
-            message,
-        };
-        let deserializer = toml::de::Deserializer::parse(text)
-            .map_err(|e| invalid(e.span().map(|s| s.start), String::new(), e.message().into()))?;
-        let mut raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
-            let key = e.path().to_string();
-            let inner = e.into_inner();
-            invalid(inner.span().map(|s| s.start), key, inner.message().into())
-        })?;
+        let mut reader = read::Reader::new(text);
+        let mut raw = reader.read();
+        check_classes(&raw, text, &mut reader);
+        if !reader.problems.is_empty() {
+            let mut problems = reader.problems;
+            problems.sort_by_key(|p| p.line);
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            });
+        }
         let gateway = raw.gateway.take().unwrap_or_default().into_config();
         let state = raw.state.take().unwrap_or_default();
         let state_file = match state.enabled {
@@ -196,7 +229,7 @@ impl Config {
             filter: log.filter.map(|f| f.0),
         };
         Ok(Config {
-            broker: raw.into_broker_config(gateway.max_hold),
+            broker: raw.into_broker_config(&gateway),
             gateway,
             state_file,
             log,
@@ -205,277 +238,69 @@ impl Config {
     }
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    #[serde(default)]
-    classes: Vec<RawClass>,
-    #[serde(default)]
-    limits: BTreeMap<Name, RawLimits>,
-    #[serde(default)]
-    keys: BTreeMap<Fingerprint, RawKey>,
-    gateway: Option<RawGateway>,
-    state: Option<RawState>,
-    log: Option<RawLog>,
-    accounts: Option<RawAccounts>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAccounts {
-    group_by: Option<GroupBy>,
-}
-
-/// How keys are grouped into accounts.
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum GroupBy {
-    Organization,
-    Key,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawState {
-    enabled: Option<bool>,
-    file: Option<PathBuf>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLog {
-    enabled: Option<bool>,
-    dir: Option<PathBuf>,
-    filter: Option<Filter>,
-}
-
-/// A `tracing` filter directive, checked when the file is read.
-#[derive(Debug)]
-struct Filter(String);
-
-impl<'de> Deserialize<'de> for Filter {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        tracing_subscriber::EnvFilter::try_new(&s)
-            .map(|_| Filter(s.clone()))
-            .map_err(|e| serde::de::Error::custom(format!("`{s}` is not a log filter: {e}")))
-    }
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawGateway {
-    enabled: Option<bool>,
-    listen: Option<Address>,
-    upstream: Option<Upstream>,
-    max_hold: Option<Seconds>,
-}
-
-impl RawGateway {
-    fn into_config(self) -> GatewayConfig {
-        let default = GatewayConfig::default();
-        GatewayConfig {
-            listen: match self.enabled {
-                Some(false) => None,
-                _ => self.listen.map(|a| a.0).or(default.listen),
-            },
-            upstream: self.upstream.map_or(default.upstream, |u| u.0),
-            max_hold: self.max_hold.map_or(default.max_hold, |s| s.0),
+/// Limits for a class no model maps to are a mistake (`[limits.sonet]`): a class is one of the
+/// defaults, one `[[classes]]` names, or a full model name (a class of its own), which has a
+/// digit, `-`, `.` or `/` in it.
+fn check_classes(raw: &raw::RawConfig, text: &str, reader: &mut read::Reader<'_>) {
+    let known = raw.known_classes();
+    let looks_like_a_model =
+        |name: &str| name.contains(|c: char| c.is_ascii_digit() || matches!(c, '-' | '.' | '/'));
+    let classes = raw
+        .limits
+        .keys()
+        .map(|class| (format!("limits.{}", class.0), class.0.as_str()))
+        .chain(raw.keys.iter().flat_map(|(key, entry)| {
+            entry
+                .limits
+                .keys()
+                .map(move |class| (format!("keys.{key}.limits.{}", class.0), class.0.as_str()))
+        }));
+    for (path, class) in classes {
+        let lower = class.to_ascii_lowercase();
+        if known.iter().any(|k| k.eq_ignore_ascii_case(class)) || looks_like_a_model(&lower) {
+            continue;
         }
-    }
-}
-
-/// A socket address such as `127.0.0.1:4141`.
-#[derive(Debug)]
-struct Address(SocketAddr);
-
-impl<'de> Deserialize<'de> for Address {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map(Address).map_err(|_| {
-            serde::de::Error::custom(format!(
-                "`{s}` is not an address: expected IP:PORT, such as 127.0.0.1:4141"
-            ))
-        })
-    }
-}
-
-/// An http or https URL.
-#[derive(Debug)]
-struct Upstream(reqwest::Url);
-
-impl<'de> Deserialize<'de> for Upstream {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        parse_upstream(&s)
-            .map(Upstream)
-            .map_err(serde::de::Error::custom)
-    }
-}
-
-/// Parses the gateway's upstream: an absolute http(s) URL.
-pub fn parse_upstream(text: &str) -> Result<reqwest::Url, String> {
-    let url = reqwest::Url::parse(text)
-        .map_err(|e| format!("`{text}` is not a URL ({e}): expected https://host[:port]"))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return Err(format!("`{text}` is not an http or https URL with a host"));
-    }
-    Ok(url)
-}
-
-/// A positive number of seconds.
-#[derive(Debug)]
-struct Seconds(Duration);
-
-impl<'de> Deserialize<'de> for Seconds {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let secs = f64::deserialize(d)?;
-        if !(secs.is_finite() && secs > 0.0 && secs < 1e9) {
-            return Err(serde::de::Error::custom(format!(
-                "{secs} is not a positive number of seconds"
-            )));
-        }
-        Ok(Seconds(Duration::from_secs_f64(secs)))
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawClass {
-    pattern: Name,
-    class: Name,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLimits {
-    rpm: Option<NonZeroU64>,
-    itpm: Option<NonZeroU64>,
-    otpm: Option<NonZeroU64>,
-    max_in_flight: Option<NonZeroU32>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawKey {
-    #[serde(default)]
-    limits: BTreeMap<Name, RawLimits>,
-    /// The account this key belongs to, whatever its responses say.
-    account: Option<AccountName>,
-}
-
-/// A name for an account tied by hand: letters, digits, `.`, `_`, `-`; `org-` is reserved for
-/// organizations.
-#[derive(Debug, Clone)]
-struct AccountName(String);
-
-impl<'de> Deserialize<'de> for AccountName {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        let valid = !s.is_empty()
-            && s.len() <= 64
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-        if !valid {
-            return Err(serde::de::Error::custom(format!(
-                "`{s}` is not an account name: use 1 to 64 letters, digits, `.`, `_` or `-`"
-            )));
-        }
-        if s.starts_with(pacer_protocol::budget::ORGANIZATION_PREFIX) {
-            return Err(serde::de::Error::custom(format!(
-                "`{s}`: account names starting with `org-` are reserved for organizations"
-            )));
-        }
-        Ok(AccountName(s))
-    }
-}
-
-impl From<RawLimits> for LimitSet {
-    fn from(raw: RawLimits) -> Self {
-        LimitSet {
-            rpm: raw.rpm.map(NonZeroU64::get),
-            itpm: raw.itpm.map(NonZeroU64::get),
-            otpm: raw.otpm.map(NonZeroU64::get),
-            max_in_flight: raw.max_in_flight.map(NonZeroU32::get),
-        }
-    }
-}
-
-impl RawConfig {
-    fn into_broker_config(self, max_hold: Duration) -> BrokerConfig {
-        let classes = ModelClasses::new(
-            self.classes
-                .into_iter()
-                .map(|c| (c.pattern.0, c.class.0))
-                .collect(),
+        let closest = known
+            .iter()
+            .min_by_key(|k| edit_distance(k, &lower))
+            .filter(|k| edit_distance(k, &lower) <= 2);
+        let hint = closest.map_or(String::new(), |k| format!(" (did you mean `{k}`?)"));
+        let offset = text.find(&format!(
+            "{}]",
+            path.rsplit_once('.').map_or(class, |(_, c)| c)
+        ));
+        reader.problem(
+            offset,
+            path,
+            format!(
+                "no model maps to the class `{class}`{hint}: the classes are {}, any a \
+                 [[classes]] entry names, or a full model name",
+                known.join(", ")
+            ),
         );
-        let mut limits = LimitTable::default();
-        for (class, raw) in self.limits {
-            limits.per_class.insert(class.0, raw.into());
-        }
-        let mut accounts = AccountsConfig {
-            by_organization: !matches!(self.accounts.and_then(|a| a.group_by), Some(GroupBy::Key)),
-            ..AccountsConfig::default()
-        };
-        for (key, raw) in self.keys {
-            for (class, limits_for_class) in raw.limits {
-                limits
-                    .per_key
-                    .insert((key.0, class.0), limits_for_class.into());
-            }
-            if let Some(account) = raw.account {
-                accounts.tied.insert(key.0, account.0);
-            }
-        }
-        BrokerConfig {
-            classes,
-            limits,
-            accounts,
-            max_hold,
-            ..BrokerConfig::default()
-        }
     }
 }
 
-/// A non-empty name (a class or a pattern).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Name(String);
-
-impl<'de> Deserialize<'de> for Name {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        let trimmed = s.trim();
-        if trimmed.is_empty() {
-            return Err(serde::de::Error::custom("must not be empty"));
+/// How many single-character edits turn `a` into `b`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous + usize::from(ca != *cb);
+            previous = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(previous + 1);
         }
-        Ok(Name(trimmed.to_owned()))
     }
-}
-
-/// A key fingerprint written as 16 hex characters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Fingerprint(KeyFingerprint);
-
-impl<'de> Deserialize<'de> for Fingerprint {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map(Fingerprint).map_err(serde::de::Error::custom)
-    }
-}
-
-impl fmt::Display for Fingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
+    row[b.len()]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pacer_protocol::KeyFingerprint;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("/etc/pacer.toml"))
@@ -615,6 +440,47 @@ rpm = 4000
         assert!(e.contains("reserved"), "{e}");
         let e = error("[keys.0123456789abcdef]\naccount = \"my team\"\n");
         assert!(e.contains("keys.0123456789abcdef.account"), "{e}");
+    }
+
+    #[test]
+    fn every_mistake_is_reported_at_once() {
+        let text = "[limits.sonnet]\nrmp = 50\n\n[gateway]\nlisten = \"localhost\"\n\n[limits.opus]\nitpm = 0\n\n[oops]\nx = 1\n";
+        let e = error(text);
+        assert!(e.contains("4 mistakes"), "{e}");
+        for part in [
+            "line 2, key `limits.sonnet.rmp`",
+            "line 5, key `gateway.listen`",
+            "line 8, key `limits.opus.itpm`",
+            "line 10, key `oops`: unknown section",
+        ] {
+            assert!(e.contains(part), "no `{part}` in {e}");
+        }
+    }
+
+    #[test]
+    fn a_class_no_model_maps_to_is_refused() {
+        let e = error("[limits.sonet]\nrpm = 5\n");
+        assert!(e.contains("line 1, key `limits.sonet`"), "{e}");
+        assert!(e.contains("did you mean `sonnet`?"), "{e}");
+        let e = error("[keys.0123456789abcdef.limits.hiaku]\nrpm = 5\n");
+        assert!(e.contains("keys.0123456789abcdef.limits.hiaku"), "{e}");
+        // Declared classes and model names (classes of their own) are fine.
+        parse("[[classes]]\npattern = \"gpt-*\"\nclass = \"openai\"\n[limits.openai]\nrpm = 5\n[limits.\"gpt-4o\"]\nrpm = 1\n[limits.Sonnet]\nrpm = 2\n").unwrap();
+    }
+
+    #[test]
+    fn durations_take_units_as_on_the_command_line() {
+        let config = parse("[gateway]\nmax_hold = \"4m\"\n").unwrap();
+        assert_eq!(config.gateway.max_hold, Duration::from_secs(240));
+        let config = parse("[gateway]\nmax_hold = 90\n").unwrap();
+        assert_eq!(config.gateway.max_hold, Duration::from_secs(90));
+        let e = error("[gateway]\nmax_hold = \"soon\"\n");
+        assert!(
+            e.contains("gateway.max_hold") && e.contains("`soon`"),
+            "{e}"
+        );
+        let e = error("[gateway]\nmax_hold = \"0s\"\n");
+        assert!(e.contains("gateway.max_hold"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,69 @@
+//! First contact: until the API has answered a budget once, one call goes out and the others
+//! wait — at most `cold_start_hold` — for its answer. Ten sessions started together after a
+//! reset do not stampede a limit nobody has seen yet, and a new token learns its account (and
+//! any pause on it) after one request.
+
+use std::time::Instant;
+
+use super::Budget;
+use crate::broker::later;
+use crate::broker::limits::LimitSet;
+
+/// Where a budget that has never heard from the API stands (see [`Budget::readiness`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Probe {
+    /// No call has gone out yet.
+    Unsent,
+    /// One call went out at `since`; the others wait for its answer's headers, a while.
+    InFlight { since: Instant },
+    /// The API answered (or the wait ran out): calls go as their limits allow.
+    Answered,
+}
+
+impl Budget {
+    /// Whether nothing is known of the limits: none configured, none learned, and no answer
+    /// yet.
+    pub(super) fn is_cold(&self) -> bool {
+        self.probe != Probe::Answered && self.limits() == LimitSet::default()
+    }
+
+    /// While the first call is out, when the others may go anyway.
+    pub(super) fn probe_hold(&self) -> Option<Instant> {
+        match self.probe {
+            Probe::InFlight { since } if self.is_cold() => Some(later(since, self.cold_start_hold)),
+            _ => None,
+        }
+    }
+
+    /// A grant at `now` is the first call out (true), or the hold has run out: either way the
+    /// probe moves on.
+    pub(super) fn advance_probe(&mut self, now: Instant) -> bool {
+        if !self.is_cold() {
+            return false;
+        }
+        match self.probe {
+            Probe::Unsent => {
+                self.probe = Probe::InFlight { since: now };
+                true
+            }
+            Probe::InFlight { since } if later(since, self.cold_start_hold) <= now => {
+                self.probe = Probe::Answered;
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// The API answered a call of this budget: from now on calls go as their limits allow.
+    pub fn probe_answered(&mut self) {
+        self.probe = Probe::Answered;
+    }
+
+    /// The first call settled without a word from the API (it failed, or its caller went
+    /// away): the next one goes out instead.
+    pub fn probe_unanswered(&mut self) {
+        if matches!(self.probe, Probe::InFlight { .. }) {
+            self.probe = Probe::Unsent;
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! The sections of the file as written, before they become the daemon's settings.
+
+use std::collections::BTreeMap;
+use std::num::{NonZeroU32, NonZeroU64};
+use std::path::PathBuf;
+
+use pacer_protocol::KeyFingerprint;
+use serde::Deserialize;
+
+use super::values::{AccountName, Address, Filter, Name, Seconds, Upstream};
+use super::{DEFAULT_CLASSES, GatewayConfig};
+use crate::broker::{AccountsConfig, BrokerConfig, LimitSet, LimitTable, ModelClasses};
+
+/// Every section; each is read on its own, so that one mistake does not hide the next.
+#[derive(Debug, Default)]
+pub struct RawConfig {
+    pub classes: Vec<RawClass>,
+    pub limits: BTreeMap<Name, RawLimits>,
+    pub keys: BTreeMap<KeyFingerprint, RawKey>,
+    pub gateway: Option<RawGateway>,
+    pub state: Option<RawState>,
+    pub log: Option<RawLog>,
+    pub accounts: Option<RawAccounts>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClass {
+    pub pattern: Name,
+    pub class: Name,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    rpm: Option<NonZeroU64>,
+    itpm: Option<NonZeroU64>,
+    otpm: Option<NonZeroU64>,
+    max_in_flight: Option<NonZeroU32>,
+}
+
+impl From<RawLimits> for LimitSet {
+    fn from(raw: RawLimits) -> Self {
+        LimitSet {
+            rpm: raw.rpm.map(NonZeroU64::get),
+            itpm: raw.itpm.map(NonZeroU64::get),
+            otpm: raw.otpm.map(NonZeroU64::get),
+            max_in_flight: raw.max_in_flight.map(NonZeroU32::get),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKey {
+    #[serde(default)]
+    pub limits: BTreeMap<Name, RawLimits>,
+    /// The account this key belongs to, whatever its responses say.
+    pub account: Option<AccountName>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccounts {
+    group_by: Option<GroupBy>,
+}
+
+/// How keys are grouped into accounts.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum GroupBy {
+    Organization,
+    Key,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    pub enabled: Option<bool>,
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub enabled: Option<bool>,
+    pub dir: Option<PathBuf>,
+    pub filter: Option<Filter>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGateway {
+    enabled: Option<bool>,
+    listen: Option<Address>,
+    upstream: Option<Upstream>,
+    max_hold: Option<Seconds>,
+}
+
+impl RawGateway {
+    pub fn into_config(self) -> GatewayConfig {
+        let default = GatewayConfig::default();
+        GatewayConfig {
+            listen: match self.enabled {
+                Some(false) => None,
+                _ => self.listen.map(|a| a.0).or(default.listen),
+            },
+            upstream: self.upstream.map_or(default.upstream, |u| u.0),
+            max_hold: self.max_hold.map_or(default.max_hold, |s| s.0),
+        }
+    }
+}
+
+impl RawConfig {
+    /// The classes a model can map to: the defaults and those `[[classes]]` names.
+    pub fn known_classes(&self) -> Vec<&str> {
+        DEFAULT_CLASSES
+            .iter()
+            .copied()
+            .chain(self.classes.iter().map(|c| c.class.0.as_str()))
+            .collect()
+    }
+
+    pub fn into_broker_config(self, gateway: &GatewayConfig) -> BrokerConfig {
+        let classes = ModelClasses::new(
+            self.classes
+                .into_iter()
+                .map(|c| (c.pattern.0, c.class.0))
+                .collect(),
+        );
+        let mut limits = LimitTable::default();
+        for (class, raw) in self.limits {
+            limits.per_class.insert(class.0, raw.into());
+        }
+        let mut accounts = AccountsConfig {
+            by_organization: !matches!(self.accounts.and_then(|a| a.group_by), Some(GroupBy::Key)),
+            ..AccountsConfig::default()
+        };
+        for (key, raw) in self.keys {
+            for (class, limits_for_class) in raw.limits {
+                limits
+                    .per_key
+                    .insert((key, class.0), limits_for_class.into());
+            }
+            if let Some(account) = raw.account {
+                accounts.tied.insert(key, account.0);
+            }
+        }
+        BrokerConfig {
+            classes,
+            limits,
+            accounts,
+            max_hold: gateway.max_hold,
+            ..BrokerConfig::default()
+        }
+    }
+}

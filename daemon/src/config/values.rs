@@ -1,0 +1,158 @@
+//! The values a configuration file holds, each checked as it is read, so that an error names
+//! what was wrong.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use pacer_protocol::KeyFingerprint;
+use serde::Deserialize;
+
+/// A non-empty name (a class or a pattern).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Name(pub String);
+
+impl<'de> Deserialize<'de> for Name {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let trimmed = s.trim();
+        if trimmed.is_empty() {
+            return Err(serde::de::Error::custom("must not be empty"));
+        }
+        Ok(Name(trimmed.to_owned()))
+    }
+}
+
+/// A key fingerprint written as 16 hex characters.
+pub fn fingerprint(text: &str) -> Result<KeyFingerprint, String> {
+    text.parse()
+        .map_err(|e: pacer_protocol::budget::InvalidFingerprint| e.to_string())
+}
+
+/// A name for an account tied by hand: letters, digits, `.`, `_`, `-`; `org-` is reserved for
+/// organizations.
+#[derive(Debug, Clone)]
+pub struct AccountName(pub String);
+
+impl<'de> Deserialize<'de> for AccountName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let valid = !s.is_empty()
+            && s.len() <= 64
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !valid {
+            return Err(serde::de::Error::custom(format!(
+                "`{s}` is not an account name: use 1 to 64 letters, digits, `.`, `_` or `-`"
+            )));
+        }
+        if s.starts_with(pacer_protocol::budget::ORGANIZATION_PREFIX) {
+            return Err(serde::de::Error::custom(format!(
+                "`{s}`: account names starting with `org-` are reserved for organizations"
+            )));
+        }
+        Ok(AccountName(s))
+    }
+}
+
+/// A `tracing` filter directive, checked when the file is read.
+#[derive(Debug)]
+pub struct Filter(pub String);
+
+impl<'de> Deserialize<'de> for Filter {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        tracing_subscriber::EnvFilter::try_new(&s)
+            .map(|_| Filter(s.clone()))
+            .map_err(|e| serde::de::Error::custom(format!("`{s}` is not a log filter: {e}")))
+    }
+}
+
+/// A socket address such as `127.0.0.1:4141`.
+#[derive(Debug)]
+pub struct Address(pub SocketAddr);
+
+impl<'de> Deserialize<'de> for Address {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map(Address).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "`{s}` is not an address: expected IP:PORT, such as 127.0.0.1:4141"
+            ))
+        })
+    }
+}
+
+/// An http or https URL.
+#[derive(Debug)]
+pub struct Upstream(pub reqwest::Url);
+
+impl<'de> Deserialize<'de> for Upstream {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_upstream(&s)
+            .map(Upstream)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses the gateway's upstream: an absolute http(s) URL.
+pub fn parse_upstream(text: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(text)
+        .map_err(|e| format!("`{text}` is not a URL ({e}): expected https://host[:port]"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(format!("`{text}` is not an http or https URL with a host"));
+    }
+    Ok(url)
+}
+
+/// A positive duration: a number of seconds (`240`, `1.5`), or a string with units as the
+/// command line takes them (`"4m"`, `"90s"`, `"1h30m"`, `"500ms"`).
+#[derive(Debug)]
+pub struct Seconds(pub Duration);
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(SecondsVisitor)
+    }
+}
+
+struct SecondsVisitor;
+
+impl SecondsVisitor {
+    fn invalid<E: serde::de::Error>(what: String) -> E {
+        E::custom(format!(
+            "{what} is not a duration: use a positive number of seconds, or units like \"4m\""
+        ))
+    }
+}
+
+impl serde::de::Visitor<'_> for SecondsVisitor {
+    type Value = Seconds;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a number of seconds or a duration such as \"4m\"")
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, secs: f64) -> Result<Seconds, E> {
+        if secs.is_finite() && secs > 0.0 && secs < 1e9 {
+            Ok(Seconds(Duration::from_secs_f64(secs)))
+        } else {
+            Err(Self::invalid(secs.to_string()))
+        }
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, secs: i64) -> Result<Seconds, E> {
+        self.visit_f64(secs as f64)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, secs: u64) -> Result<Seconds, E> {
+        self.visit_f64(secs as f64)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Seconds, E> {
+        match humantime::parse_duration(text.trim()) {
+            Ok(d) if !d.is_zero() && d < Duration::from_secs(1_000_000_000) => Ok(Seconds(d)),
+            _ => Err(Self::invalid(format!("`{text}`"))),
+        }
+    }
+}

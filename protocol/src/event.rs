@@ -1,0 +1,64 @@
+//! What the daemon streams to subscribers (a `Subscribe` request).
+
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::budget::{BudgetOwner, KeyFingerprint, LeaseId, LimitKind, Priority};
+use crate::status::{BudgetId, WindowStatus};
+
+/// Something that happened in the daemon, streamed to subscribers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Event {
+    /// A permit was granted.
+    Granted {
+        budget: BudgetId,
+        lease: LeaseId,
+        priority: Priority,
+        client_id: String,
+        waited: Duration,
+    },
+    /// Every peer of a budget waits until `until` (a 429, or an administrator's pause). Sent again
+    /// when a later 429 extends the pause.
+    PauseStarted {
+        budget: BudgetId,
+        until: SystemTime,
+        /// Why: the 429's message, or "paused by administrator".
+        reason: String,
+    },
+    /// A budget's pause has passed (or was lifted).
+    PauseEnded { budget: BudgetId },
+    /// A limit was learned from response headers, or changed.
+    LimitLearned {
+        budget: BudgetId,
+        kind: LimitKind,
+        limit: u64,
+    },
+    /// A model class backs off after a 529 until `until`.
+    Overloaded {
+        model_class: String,
+        until: SystemTime,
+    },
+    /// A key's responses named its account: from now on its budgets are the account's.
+    KeyLinked {
+        key: KeyFingerprint,
+        account: String,
+    },
+    /// A subscription window crossed 75 %, 90 % or 100 %, or its status changed.
+    Window {
+        owner: BudgetOwner,
+        window: WindowStatus,
+    },
+    /// Requests of an owner (or of one of its classes) are refused at once until `until`.
+    LockedOut {
+        owner: BudgetOwner,
+        model_class: Option<String>,
+        until: SystemTime,
+        reason: String,
+    },
+    /// A lockout ended (its time passed, or it was lifted).
+    LockoutEnded {
+        owner: BudgetOwner,
+        model_class: Option<String>,
+    },
+}
