@@ -97,6 +97,17 @@ impl std::fmt::Display for LeaseId {
     }
 }
 
+/// The prefix of every workspace's account label.
+pub const WORKSPACE_PREFIX: &str = "wsp-";
+
+/// The short, stable label of a workspace's account: `wsp-` and 12 hex characters of the
+/// SHA-256 of its id.
+pub fn workspace_label(workspace_id: &str) -> String {
+    let digest = Sha256::digest(workspace_id.trim().as_bytes());
+    let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{WORKSPACE_PREFIX}{hex}")
+}
+
 /// Who goes first when a budget is spent. Waiters of a higher priority are always served before
 /// those of a lower one; within a priority, clients take turns.
 #[derive(

@@ -34,6 +34,8 @@ impl std::fmt::Display for BudgetId {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AccountStatus {
     pub owner: BudgetOwner,
+    /// For a workspace, its organization's account: both limits hold for its keys.
+    pub parent: Option<BudgetOwner>,
     /// The keys that draw on the account's budgets (for a lone key, itself).
     pub keys: Vec<KeyFingerprint>,
     /// The subscription's windows, as the last response reported them.

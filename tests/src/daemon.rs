@@ -12,6 +12,8 @@ use tokio::task::JoinHandle;
 pub struct TestDaemon {
     /// Holds the socket's directory (and the state file) for the daemon's lifetime.
     dir: tempfile::TempDir,
+    /// What it runs with, for [`TestDaemon::restart`].
+    config: Config,
     socket: PathBuf,
     gateway: Option<SocketAddr>,
     controller: Controller,
@@ -29,7 +31,6 @@ impl TestDaemon {
     /// moved to an ephemeral port), and returns once it serves.
     pub async fn start_with(config_toml: &str, edit: impl FnOnce(&mut Config)) -> TestDaemon {
         let dir = tempfile::tempdir().expect("temp dir");
-        let socket = dir.path().join("pacer.sock");
         let mut config =
             Config::parse(config_toml, &dir.path().join("config.toml")).expect("valid config");
         if config.gateway.listen.is_some() {
@@ -38,8 +39,13 @@ impl TestDaemon {
         config.state_file = Some(dir.path().join("state"));
         config.log.dir = None;
         edit(&mut config);
+        Self::launch(dir, config).await
+    }
+
+    async fn launch(dir: tempfile::TempDir, config: Config) -> TestDaemon {
+        let socket = dir.path().join("pacer.sock");
         let (controller, control) = service::control();
-        let setup = Setup::new(config, Some(socket.clone()));
+        let setup = Setup::new(config.clone(), Some(socket.clone()));
         let task = tokio::spawn(async move {
             pacer_daemon::run(setup, control)
                 .await
@@ -48,11 +54,23 @@ impl TestDaemon {
         let ready = controller.ready().await.expect("the test daemon starts");
         TestDaemon {
             dir,
+            config,
             socket,
             gateway: ready.gateway,
             controller,
             task: Some(task),
         }
+    }
+
+    /// Stops the daemon as SIGTERM would and starts a new one on the same socket, state file
+    /// and configuration (its gateway on a new ephemeral port).
+    pub async fn restart(mut self) -> TestDaemon {
+        self.controller.stop().await;
+        if let Some(task) = self.task.take() {
+            task.await.expect("daemon task");
+        }
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
+        Self::launch(dir, self.config.clone()).await
     }
 
     pub fn socket(&self) -> &Path {

@@ -64,13 +64,31 @@ pub async fn budget_status(client: &Client, api_key: &str, class: &str) -> Budge
         .unwrap_or_else(|| panic!("no budget {owner}/{class}"))
 }
 
-/// The budget of the key fingerprint `key` and `class` in `pacer status --json` output.
+/// The budget the key fingerprint `key` draws on for `class` — its own, or its account's — in
+/// `pacer status --json` output.
 pub fn budget_json<'a>(status: &'a Value, key: &str, class: &str) -> &'a Value {
+    let account = status["accounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| {
+            a["account"].is_string()
+                && a["keys"]
+                    .as_array()
+                    .is_some_and(|k| k.iter().any(|k| k == key))
+        })
+        .map(|a| a["account"].clone());
     status["budgets"]
         .as_array()
         .expect("a budgets array")
         .iter()
-        .find(|b| b["key"] == key && b["model_class"] == class)
+        .find(|b| {
+            b["model_class"] == class
+                && match &account {
+                    Some(account) => b["account"] == *account,
+                    None => b["key"] == key,
+                }
+        })
         .unwrap_or_else(|| panic!("no budget {key}/{class} in {status}"))
 }
 

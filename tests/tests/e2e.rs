@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use pacer_tests::mock::{MockConfig, MockUpstream};
+use pacer_tests::mock::{MockConfig, MockUpstream, Subscription};
 use pacer_tests::{TestDaemon, binary};
 use serde_json::Value;
 
@@ -180,4 +180,111 @@ async fn four_claude_code_sessions_share_two_requests_per_minute_without_a_429()
     println!("upstream: {stats:?}");
     assert_eq!(stats.rate_limited, 0, "no upstream 429: {stats:?}");
     assert!(stats.ok >= 4, "{stats:?}");
+}
+
+/// A mock serving a subscription whose 5-hour window allows `five_hour` requests, and a daemon
+/// in front of it.
+async fn subscription_behind_pacer(five_hour: u64) -> (MockUpstream, TestDaemon) {
+    let mock = MockUpstream::start(MockConfig {
+        subscription: Some(Subscription {
+            five_hour,
+            ..Subscription::default()
+        }),
+        ..MockConfig::default()
+    })
+    .await;
+    let upstream = mock.url().parse().unwrap();
+    let daemon = TestDaemon::start_with("", |config| config.gateway.upstream = upstream).await;
+    (mock, daemon)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_sees_the_apis_own_429_for_a_spent_window() {
+    let Some(python_bin) = tool("PACER_E2E_PYTHON") else {
+        return;
+    };
+    let (mock, daemon) = subscription_behind_pacer(2).await;
+    let gateway = daemon.gateway_url().await;
+    let script = script("sdk_window.py");
+    let result = python(
+        &python_bin,
+        &[
+            script.to_str().unwrap(),
+            &gateway,
+            "sk-ant-oat01-python",
+            "5",
+        ],
+    )
+    .await;
+    let stats = mock.stats();
+    println!("sdk: {result} upstream {stats:?}");
+    assert_eq!(result["ok"], 2, "{result}");
+    let errors = result["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 3, "{result}");
+    for error in errors {
+        assert_eq!(error["type"], "RateLimitError", "{result}");
+        assert_eq!(error["status"], 429);
+        assert_eq!(error["unified_status"], "rejected", "the API's own headers");
+        assert_eq!(error["x_should_retry"], serde_json::Value::Null);
+        let retry_after: u64 = error["retry_after"].as_str().unwrap().parse().unwrap();
+        assert!(retry_after > 7000, "{retry_after}");
+    }
+    // The first refusal came from the API; pacer answered the others without asking again.
+    assert_eq!(stats.window_rejected, 1, "{stats:?}");
+    assert_eq!(stats.requests, 3, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_shows_its_usage_limit_message_for_a_spent_window() {
+    let Some(claude) = tool("PACER_E2E_CLAUDE") else {
+        return;
+    };
+    let (mock, daemon) = subscription_behind_pacer(1).await;
+    let home = tempfile::tempdir().unwrap();
+    let run = || {
+        let mut command = tokio::process::Command::new(binary("pacer"));
+        command
+            .args(["run", "--"])
+            .arg(&claude)
+            .args(["-p", "say hi"])
+            .current_dir(home.path())
+            .env("PACER_SOCKET", daemon.socket())
+            .env("HOME", home.path())
+            .env("CLAUDE_CODE_OAUTH_TOKEN", "sk-ant-oat01-e2e-claude")
+            .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+            .env_remove("ANTHROPIC_API_KEY")
+            .env_remove("ANTHROPIC_BASE_URL")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        async move {
+            tokio::time::timeout(Duration::from_secs(120), command.output())
+                .await
+                .expect("claude finishes")
+                .expect("claude runs")
+        }
+    };
+    let first = run().await;
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(first.status.success(), "{stdout}");
+    assert!(stdout.contains("mock"), "{stdout}");
+    for attempt in [
+        "the window's first refusal",
+        "a refusal pacer answers alone",
+    ] {
+        let output = run().await;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        println!("{attempt}: {:?} {stdout:?}", output.status);
+        assert!(!output.status.success(), "{attempt}: {stdout}");
+        assert!(
+            stdout.contains("hit your") && stdout.contains("limit"),
+            "{attempt}: Claude Code's own usage-limit message, not a generic error: {stdout}"
+        );
+        assert!(!stdout.contains("temporarily limiting"), "{stdout}");
+    }
+    let stats = mock.stats();
+    println!("upstream: {stats:?}");
+    assert_eq!(
+        stats.window_rejected, 1,
+        "the spent window was asked once: {stats:?}"
+    );
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use pacer_protocol::KeyFingerprint;
-use pacer_protocol::budget::organization_label;
+use pacer_protocol::budget::{organization_label, workspace_label};
 use pacer_protocol::message::WindowStatus;
 use pacer_protocol::unified::{Unified, WindowState};
 
@@ -80,6 +80,8 @@ pub struct Accounts {
     links: HashMap<KeyFingerprint, Arc<str>>,
     /// Account → its keys.
     members: BTreeMap<Arc<str>, BTreeSet<KeyFingerprint>>,
+    /// Workspace account → its organization's account.
+    parents: BTreeMap<Arc<str>, Arc<str>>,
     subscriptions: BTreeMap<Owner, Subscription>,
 }
 
@@ -121,13 +123,16 @@ impl Accounts {
         }
     }
 
-    /// The account a response for `key` puts it in, if that is news: the key is not linked yet,
-    /// not tied by hand, and accounts are grouped by organization.
+    /// The account a response for `key` puts it in, if that is news (the key is not linked
+    /// yet, not tied by hand, and accounts are grouped by organization): its organization's, or
+    /// — when the response names a workspace — the workspace's, with the organization's as its
+    /// parent.
     pub fn account_named_by(
         &self,
         key: KeyFingerprint,
         organization: Option<&str>,
-    ) -> Option<Arc<str>> {
+        workspace: Option<&str>,
+    ) -> Option<(Arc<str>, Option<Arc<str>>)> {
         let organization = organization?;
         if !self.config.by_organization
             || self.links.contains_key(&key)
@@ -135,7 +140,29 @@ impl Accounts {
         {
             return None;
         }
-        Some(Arc::from(organization_label(organization)))
+        let organization: Arc<str> = Arc::from(organization_label(organization));
+        Some(match workspace {
+            Some(workspace) => (Arc::from(workspace_label(workspace)), Some(organization)),
+            None => (organization, None),
+        })
+    }
+
+    /// Records that workspace account `account` belongs to organization account `parent`.
+    pub fn set_parent(&mut self, account: Arc<str>, parent: Arc<str>) {
+        self.parents.insert(account, parent);
+    }
+
+    /// The organization account of a workspace account.
+    pub fn parent_of(&self, owner: &Owner) -> Option<&Arc<str>> {
+        match owner {
+            Owner::Account(account) => self.parents.get(account),
+            Owner::Key(_) => None,
+        }
+    }
+
+    /// Every workspace with its organization.
+    pub fn parents(&self) -> impl Iterator<Item = (&Arc<str>, &Arc<str>)> {
+        self.parents.iter()
     }
 
     /// Records that `key` belongs to `account`.
@@ -182,6 +209,7 @@ impl Accounts {
                 .map(|name| Owner::Account(Arc::from(name.as_str()))),
         );
         owners.extend(self.subscriptions.keys().cloned());
+        owners.extend(self.parents.values().map(|a| Owner::Account(a.clone())));
         owners
     }
 

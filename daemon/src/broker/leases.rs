@@ -29,6 +29,8 @@ pub struct Lease {
     /// The budget's first call out: if it settles without a word from the API, the next one
     /// goes instead.
     pub probe: bool,
+    /// For a workspace's call: its organization's budget, and what was reserved there.
+    pub parent: Option<(BudgetIdx, Reservation)>,
 }
 
 #[derive(Debug)]
@@ -72,6 +74,10 @@ impl Leases {
 
     pub fn get(&self, id: LeaseId) -> Option<&Lease> {
         self.by_id.get(&id)
+    }
+
+    pub fn get_mut(&mut self, id: LeaseId) -> Option<&mut Lease> {
+        self.by_id.get_mut(&id)
     }
 
     /// Takes a lease out to settle it.

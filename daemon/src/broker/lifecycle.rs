@@ -6,6 +6,7 @@ use std::time::Instant;
 use pacer_protocol::KeyFingerprint;
 use pacer_protocol::message::{Event, Response, TimedOut};
 
+use super::budget::Readiness;
 use super::queue::WaiterId;
 use super::{Broker, Output, stopping};
 
@@ -105,8 +106,8 @@ impl Broker {
             return;
         };
         let b = w.budget;
-        let retry_after =
-            self.budgets[b].waiter_wait(w.priority, w.mark, &w.cost, self.gate(b), now);
+        let gate = self.gate(b, &w.cost, now);
+        let retry_after = self.budgets[b].waiter_wait(w.priority, w.mark, &w.cost, gate, now);
         self.answer_waiters(vec![id], |_| Response::TimedOut(TimedOut { retry_after }));
         // The head may have left: whoever is next may be servable.
         self.serve(b, now);
@@ -125,10 +126,14 @@ impl Broker {
     pub fn next_wakeup(&self, now: Instant) -> Option<Instant> {
         let budgets = self.budgets.needing_attention().flat_map(|b| {
             let budget = &self.budgets[b];
-            [
-                budget.paused_until(),
-                budget.head_ready_at(self.gate(b), now),
-            ]
+            let head = budget.head().and_then(|(_, cost)| {
+                match budget.readiness(&cost, self.gate(b, &cost, now), now) {
+                    Readiness::Now => Some(now),
+                    Readiness::At(at) => Some(at),
+                    Readiness::AfterSettlement => None,
+                }
+            });
+            [budget.paused_until(), head]
         });
         [
             self.waiters.next_deadline(),

@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use pacer_protocol::KeyFingerprint;
-use pacer_protocol::message::Event;
+use pacer_protocol::message::{Event, LeaseId};
 use pacer_protocol::ratelimit::RateLimitHeaders;
 
 use super::budgets::BudgetIdx;
 use super::owner::Owner;
-use super::{Broker, Output};
+use super::{Broker, Costs, Output};
 
 impl Broker {
     /// Links `key` to the account a response for it names, if that is news.
@@ -25,10 +25,15 @@ impl Broker {
         headers: &RateLimitHeaders,
         now: Instant,
     ) {
-        if let Some(account) = self
-            .accounts
-            .account_named_by(key, headers.organization.as_deref())
-        {
+        let named = self.accounts.account_named_by(
+            key,
+            headers.organization.as_deref(),
+            headers.workspace.as_deref(),
+        );
+        if let Some((account, organization)) = named {
+            if let Some(organization) = organization {
+                self.accounts.set_parent(account.clone(), organization);
+            }
             self.link(key, account, now);
         }
     }
@@ -54,11 +59,14 @@ impl Broker {
                 }
             }
         }
-        // A new member may bring limits of its own from the configuration.
+        // A new member may bring limits of its own from the configuration; a workspace's
+        // budgets answer to their organization's too.
         let keys = self.accounts.keys_of(&to);
         for b in self.budgets.owned_by(&to) {
             let configured = self.config.limits.for_keys(&keys, self.budgets[b].class());
             self.budgets[b].set_configured(configured, now);
+            self.adopt_parent(b, now);
+            self.charge_parent_for_calls_in_flight(b, now);
         }
         self.out.push(Output::Event(Event::KeyLinked {
             key,
@@ -66,6 +74,26 @@ impl Broker {
         }));
         for b in touched {
             self.serve(b, now);
+        }
+    }
+
+    /// Calls that went out before their key was known to be a workspace's count against the
+    /// organization too.
+    fn charge_parent_for_calls_in_flight(&mut self, b: BudgetIdx, now: Instant) {
+        if self.budgets[b].parent().is_none() {
+            return;
+        }
+        let uncharged: Vec<(LeaseId, Costs)> = self
+            .leases
+            .of_budget(b)
+            .filter(|(_, lease)| lease.parent.is_none())
+            .map(|(id, lease)| (id, lease.reservation.cost))
+            .collect();
+        for (id, cost) in uncharged {
+            let parent = self.charge_parent(b, &cost, now);
+            if let Some(lease) = self.leases.get_mut(id) {
+                lease.parent = parent;
+            }
         }
     }
 

@@ -43,6 +43,7 @@ mod snapshot;
 mod status;
 mod time;
 mod waiters;
+mod workspaces;
 
 #[cfg(test)]
 mod tests;
@@ -58,7 +59,7 @@ use pacer_protocol::{KeyFingerprint, Priority};
 
 use accounts::Accounts;
 pub use accounts::AccountsConfig;
-use budget::Reservation;
+use budget::{Readiness, Reservation};
 use budgets::{BudgetIdx, Budgets, MAX_BUDGETS};
 pub use calibration::Calibration;
 pub use config::BrokerConfig;
@@ -162,13 +163,15 @@ impl Broker {
     /// The budget of an owner and class, created on first use; `None` past [`MAX_BUDGETS`].
     fn budget_of(&mut self, owner: &Owner, class: &Arc<str>, now: Instant) -> Option<BudgetIdx> {
         let (limits, accounts) = (&self.config.limits, &self.accounts);
-        self.budgets.get_or_create(
+        let b = self.budgets.get_or_create(
             owner,
             class,
             || limits.for_keys(&accounts.keys_of(owner), class),
             self.config.cold_start_hold,
             now,
-        )
+        )?;
+        self.adopt_parent(b, now);
+        Some(b)
     }
 
     /// The budget a key and model draw on now, created on first use.
@@ -176,11 +179,6 @@ impl Broker {
         let owner = self.accounts.owner_of(key);
         let class = self.classify(model);
         self.budget_of(&owner, &class, now)
-    }
-
-    /// The moment before which the class's overload backoff lets nothing of budget `b` through.
-    fn gate(&self, b: BudgetIdx) -> Option<Instant> {
-        self.overloads.gate(self.budgets[b].class())
     }
 
     fn answer(&mut self, ticket: Ticket, response: Response) {
@@ -209,7 +207,7 @@ impl Broker {
             return self.take_output();
         };
         let cost = self.budgets[b].cost_of(req);
-        if self.budgets[b].grants_at_once(&cost, self.gate(b), now) {
+        if self.budgets[b].grants_at_once(&cost, self.gate(b, &cost, now), now) {
             let grant = Grant {
                 ticket,
                 key: req.key,
@@ -260,10 +258,11 @@ impl Broker {
         let b = self.budget_of(&owner, &class, now)?;
         let budget = &self.budgets[b];
         let cost = budget.cost_of(req);
-        if budget.grants_at_once(&cost, self.gate(b), now) {
+        let gate = self.gate(b, &cost, now);
+        if budget.grants_at_once(&cost, gate, now) {
             return Some(Duration::ZERO);
         }
-        Some(budget.newcomer_wait(req.priority, &cost, self.gate(b), now))
+        Some(budget.newcomer_wait(req.priority, &cost, gate, now))
     }
 
     fn invalid(&self, ticket: Ticket, req: &Acquire) -> Option<String> {
@@ -288,10 +287,12 @@ impl Broker {
 
     fn grant(&mut self, b: BudgetIdx, grant: Grant<'_>, now: Instant) {
         let (charged, probe) = self.budgets[b].take(&grant.cost, now);
+        let parent = self.charge_parent(b, &grant.cost, now);
         let expires = grant.detached_ttl.map(|ttl| later(now, ttl));
         let lease = self.leases.issue(Lease {
             key: grant.key,
             probe,
+            parent,
             budget: b,
             owner: expires.is_none().then_some(grant.ticket.conn),
             expires,
@@ -319,11 +320,12 @@ impl Broker {
 
     /// Grants queued waiters of budget `b`, head first, while the head can be served.
     fn serve(&mut self, b: BudgetIdx, now: Instant) {
-        loop {
-            let gate = self.gate(b);
-            let Some((id, cost)) = self.budgets[b].pop_ready(gate, now) else {
+        while let Some((id, cost)) = self.budgets[b].head() {
+            let gate = self.gate(b, &cost, now);
+            if self.budgets[b].readiness(&cost, gate, now) != Readiness::Now {
                 break;
-            };
+            }
+            self.budgets[b].pop_head();
             let waiter = self
                 .waiters
                 .remove(id)

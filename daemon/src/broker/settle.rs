@@ -8,7 +8,7 @@ use pacer_protocol::message::{Event, LeaseId};
 use pacer_protocol::ratelimit::{RateLimitHeaders, limit_named_in};
 use pacer_protocol::unified::{WindowState, window_class};
 
-use super::budget::Learned;
+use super::budget::{Learned, Reservation};
 use super::budgets::BudgetIdx;
 use super::lockouts::{Lockout, Rejection};
 use super::{Broker, BrokerError, Costs, Output, PerKind, Settlement, later};
@@ -23,6 +23,16 @@ pub const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(8 * 24 * 3600);
 enum Answered {
     Yes,
     No,
+}
+
+/// A 429, as [`Broker::rate_limited`] takes it.
+struct Refused<'a> {
+    reserved: &'a Reservation,
+    /// The organization's budget of a workspace's call, and what was reserved there.
+    parent: Option<&'a (BudgetIdx, Reservation)>,
+    retry_after: Duration,
+    message: Option<String>,
+    rejection: Option<Arc<Rejection>>,
 }
 
 impl Broker {
@@ -53,14 +63,13 @@ impl Broker {
         };
         match settlement {
             Settlement::Success { usage } => {
+                let (input, output) = (usage.counted_input_tokens(), usage.output_tokens);
                 let budget = &mut self.budgets[b];
-                budget.settle_usage(
-                    &reserved,
-                    usage.counted_input_tokens(),
-                    usage.output_tokens,
-                    now,
-                );
+                budget.settle_usage(&reserved, input, output, now);
                 self.overloads.succeeded(budget.class());
+                if let Some((p, parent)) = &held.parent {
+                    self.budgets[*p].settle_for_child(parent, input, output, now);
+                }
             }
             Settlement::RateLimited {
                 retry_after,
@@ -73,30 +82,24 @@ impl Broker {
                     .min(MAX_RATE_LIMIT_WAIT);
                 // Learn first: the 429's own headers may create the bucket it names.
                 self.learn(b, headers, None, now);
-                let named = message.as_deref().and_then(limit_named_in);
-                self.budgets[b].rate_limited(&reserved, named, now);
-                let reason = message.unwrap_or_else(|| "rate limited (429)".into());
-                let rejection = rejection.map(Arc::new);
-                if !self.lock_out_spent_windows(b, headers, retry_after, &rejection, now) {
-                    if retry_after > self.config.max_hold {
-                        let class = Some(self.budgets[b].class().clone());
-                        let owner = self.budgets[b].owner().clone();
-                        let lockout = Lockout {
-                            until: later(now, retry_after),
-                            reason: format!("{reason} (the API asks to wait longer than max_hold)"),
-                            rejection,
-                        };
-                        self.lock_out(&owner, class, lockout, now);
-                    } else {
-                        self.extend_pause(b, later(now, retry_after), reason);
-                    }
-                }
+                let refused = Refused {
+                    reserved: &reserved,
+                    parent: held.parent.as_ref(),
+                    retry_after,
+                    message,
+                    rejection: rejection.map(Arc::new),
+                };
+                self.rate_limited(b, refused, headers, now);
             }
             Settlement::Overloaded { retry_after } => {
                 self.budgets[b].refund_output(&reserved, now);
+                self.refund_parent_output(held.parent.as_ref(), now);
                 self.overloaded(b, retry_after.or(headers.retry_after), now);
             }
-            Settlement::Failed => self.budgets[b].refund_output(&reserved, now),
+            Settlement::Failed => {
+                self.budgets[b].refund_output(&reserved, now);
+                self.refund_parent_output(held.parent.as_ref(), now);
+            }
             Settlement::Unknown => {}
         }
         if !rate_limited {
@@ -116,6 +119,9 @@ impl Broker {
     /// Gives a lease back unused: everything it reserved is refunded.
     pub fn release(&mut self, now: Instant, lease: LeaseId) -> Result<Vec<Output>, BrokerError> {
         let held = self.leases.take(lease)?;
+        if let Some((p, parent)) = &held.parent {
+            self.budgets[*p].refund(parent, now);
+        }
         let budget = &mut self.budgets[held.budget];
         budget.refund(&held.reservation, now);
         if held.probe {
@@ -189,12 +195,63 @@ impl Broker {
             }));
         }
         self.budgets[b].end_calibration(unmetered_left);
+        self.teach_parent(b, now);
         let owner = self.budgets[b].owner().clone();
         for window in self.accounts.observe_subscription(&owner, &headers.unified) {
             self.out.push(Output::Event(Event::Window {
                 owner: owner.to_wire(),
                 window,
             }));
+        }
+    }
+
+    /// A 429: the limit it names is drained so that grants resume at the refill pace, and every
+    /// peer pauses — or, for a spent window or a wait longer than `max_hold`, is locked out.
+    /// The organization's budget is the one refused when the message names it.
+    fn rate_limited(
+        &mut self,
+        b: BudgetIdx,
+        refused: Refused<'_>,
+        headers: &RateLimitHeaders,
+        now: Instant,
+    ) {
+        let named = refused.message.as_deref().and_then(limit_named_in);
+        let target = match refused.parent {
+            Some((p, parent)) if Self::names_the_organization(refused.message.as_deref()) => {
+                self.budgets[b].refund_output(refused.reserved, now);
+                self.budgets[*p].rate_limited(parent, named, now);
+                *p
+            }
+            parent => {
+                self.budgets[b].rate_limited(refused.reserved, named, now);
+                self.refund_parent_output(parent, now);
+                b
+            }
+        };
+        let reason = refused
+            .message
+            .unwrap_or_else(|| "rate limited (429)".into());
+        let (retry_after, rejection) = (refused.retry_after, refused.rejection);
+        if self.lock_out_spent_windows(target, headers, retry_after, &rejection, now) {
+            return;
+        }
+        if retry_after > self.config.max_hold {
+            let class = Some(self.budgets[target].class().clone());
+            let owner = self.budgets[target].owner().clone();
+            let lockout = Lockout {
+                until: later(now, retry_after),
+                reason: format!("{reason} (the API asks to wait longer than max_hold)"),
+                rejection,
+            };
+            self.lock_out(&owner, class, lockout, now);
+        } else {
+            self.extend_pause(target, later(now, retry_after), reason);
+        }
+    }
+
+    fn refund_parent_output(&mut self, parent: Option<&(BudgetIdx, Reservation)>, now: Instant) {
+        if let Some((p, reservation)) = parent {
+            self.budgets[*p].refund_output(reservation, now);
         }
     }
 

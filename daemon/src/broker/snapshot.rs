@@ -33,6 +33,9 @@ pub struct BrokerState {
     /// Keys that responses tied to an account.
     #[serde(default)]
     pub links: Vec<LinkState>,
+    /// Workspace accounts and their organizations'.
+    #[serde(default)]
+    pub workspaces: Vec<WorkspaceState>,
     /// Owners refusing requests at once until a time.
     #[serde(default)]
     pub lockouts: Vec<LockoutState>,
@@ -76,6 +79,12 @@ pub struct OverloadState {
 pub struct LinkState {
     pub key: String,
     pub account: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkspaceState {
+    pub account: String,
+    pub organization: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -210,11 +219,19 @@ impl Broker {
             key: key.to_string(),
             account: account.to_string(),
         });
+        let workspaces = self
+            .accounts
+            .parents()
+            .map(|(account, organization)| WorkspaceState {
+                account: account.to_string(),
+                organization: organization.to_string(),
+            });
         BrokerState {
             budgets: budgets.collect(),
             overloads: overloads.collect(),
             next_lease: self.leases.next_id(),
             links: links.collect(),
+            workspaces: workspaces.collect(),
             lockouts: lockouts.collect(),
             subscriptions: subscriptions.collect(),
         }
@@ -235,6 +252,14 @@ impl Broker {
             Some(later(now, left))
         };
         // Links first, so that every budget is filed under the owner it has now.
+        for workspace in &state.workspaces {
+            if !workspace.account.is_empty() && !workspace.organization.is_empty() {
+                self.accounts.set_parent(
+                    Arc::from(workspace.account.as_str()),
+                    Arc::from(workspace.organization.as_str()),
+                );
+            }
+        }
         for link in &state.links {
             if let Ok(key) = link.key.parse::<KeyFingerprint>()
                 && !link.account.is_empty()

@@ -2,6 +2,7 @@
 
 use std::time::Instant;
 
+use pacer_protocol::BudgetOwner;
 use pacer_protocol::message::{AccountStatus, BudgetStatus, LockoutStatus};
 
 use super::Broker;
@@ -36,7 +37,7 @@ impl Broker {
                     waiting: budget.waiting() as u32,
                     paused_until: to_wall(paused_until),
                     pause_reason: paused_until.filter(|&at| at > now).map(|_| pause_reason),
-                    overloaded_until: to_wall(self.gate(b)),
+                    overloaded_until: to_wall(self.overload_gate(b)),
                     granted: budget.granted(),
                     rate_limited: budget.rate_limited_count(),
                 }
@@ -75,6 +76,10 @@ impl Broker {
             .map(|owner| {
                 let subscription = self.accounts.subscription(&owner);
                 AccountStatus {
+                    parent: self
+                        .accounts
+                        .parent_of(&owner)
+                        .map(|p| BudgetOwner::Account(p.to_string())),
                     keys: self.accounts.keys_of(&owner),
                     windows: subscription
                         .map(|s| s.windows.iter().map(|(name, w)| w.to_wire(name)).collect())

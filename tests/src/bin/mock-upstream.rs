@@ -1,13 +1,14 @@
 //! The mock Anthropic API as a process: `mock-upstream [--listen ADDR] [--rpm N] [--itpm N]
-//! [--otpm N] [--latency-ms MS] [--output-tokens N] [--event-gap-ms MS]`. Prints its base URL on
-//! the first line of stdout, then serves until killed.
+//! [--otpm N] [--latency-ms MS] [--output-tokens N] [--event-gap-ms MS] [--organization KEY=ORG]…
+//! [--subscription-5h N]`. Prints its base URL on the first line of stdout, then serves until
+//! killed.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use pacer_tests::mock::{MockConfig, MockUpstream};
+use pacer_tests::mock::{MockConfig, MockUpstream, Subscription};
 
 #[derive(Parser)]
 struct Args {
@@ -25,6 +26,13 @@ struct Args {
     output_tokens: u64,
     #[arg(long, default_value_t = 0)]
     event_gap_ms: u64,
+    /// A key of an organization shared with other keys: `KEY=ORGANIZATION-ID` (repeatable).
+    #[arg(long, value_name = "KEY=ORG")]
+    organization: Vec<String>,
+    /// Serve OAuth tokens (`Bearer sk-ant-oat…`) as one subscription whose 5-hour window allows
+    /// this many requests.
+    #[arg(long, value_name = "N")]
+    subscription_5h: Option<u64>,
 }
 
 #[tokio::main]
@@ -37,6 +45,17 @@ async fn main() -> anyhow::Result<()> {
         latency: Duration::from_millis(args.latency_ms),
         output_tokens: args.output_tokens,
         event_gap: Duration::from_millis(args.event_gap_ms),
+        organizations: args
+            .organization
+            .iter()
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(key, org)| (key.to_owned(), org.to_owned()))
+            .collect(),
+        workspaces: Vec::new(),
+        subscription: args.subscription_5h.map(|n| Subscription {
+            five_hour: n,
+            ..Subscription::default()
+        }),
     };
     let mock = MockUpstream::start_on(args.listen, config).await?;
     println!("{}", mock.url());

@@ -6,9 +6,10 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use serde_json::{Value, json};
 
+use super::accounts::{self, Caller};
 use super::body::{InProgress, message_json, sse};
 use super::limits::{Bucket, Limits, count_input, model_class, ratelimit_headers};
-use super::{Body, Mock, error_body, json_response};
+use super::{Body, Mock, State, error_body, json_response};
 
 /// The mock's decision for one Messages request.
 pub(super) enum Verdict {
@@ -16,6 +17,14 @@ pub(super) enum Verdict {
     SpendCap,
     Limited {
         limit: &'static str,
+        /// "organization" or "workspace".
+        whose: &'static str,
+        value: u64,
+        retry_after: u64,
+        headers: HeaderMap,
+    },
+    /// A subscription window is spent.
+    WindowSpent {
         retry_after: u64,
         headers: HeaderMap,
     },
@@ -48,12 +57,7 @@ pub(super) async fn messages(
             &error_body("invalid_request_error", "model: Field required"),
         );
     };
-    let key = headers
-        .get("x-api-key")
-        .or_else(|| headers.get("authorization"))
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let (key, caller) = accounts::caller(&mock.config, headers);
     let stream = request
         .get("stream")
         .and_then(Value::as_bool)
@@ -75,64 +79,9 @@ pub(super) async fn messages(
             state.stats.spend_capped += 1;
             Verdict::SpendCap
         } else {
-            let usage = count_input(state, &key, &request);
-            let limits = state
-                .limits
-                .entry((key.clone(), model_class(&model)))
-                .or_insert_with(|| Limits {
-                    requests: Bucket::new(config.rpm),
-                    input: Bucket::new(config.itpm),
-                    output: Bucket::new(config.otpm),
-                });
-            let counted = (usage.0 + usage.1) as f64;
-            let requests = limits.requests.refill();
-            let input = limits.input.refill();
-            let output = limits.output.refill();
-            let refusal = if requests < 1.0 {
-                Some(("requests", limits.requests.wait_for(1.0)))
-            } else if input < counted.min(limits.input.capacity) {
-                Some((
-                    "input tokens",
-                    limits.input.wait_for(counted.min(limits.input.capacity)),
-                ))
-            } else if output < 0.0 {
-                Some(("output tokens", limits.output.wait_for(0.0)))
-            } else {
-                None
-            };
-            let mut response_headers = HeaderMap::new();
-            match refusal {
-                Some((limit, wait)) => {
-                    ratelimit_headers(&mut response_headers, config, limits);
-                    state.stats.rate_limited += 1;
-                    Verdict::Limited {
-                        limit,
-                        retry_after: wait.ceil().max(1.0) as u64,
-                        headers: response_headers,
-                    }
-                }
-                None => {
-                    let output_tokens = config.output_tokens.min(max_tokens).max(1);
-                    limits.requests.level -= 1.0;
-                    limits.input.level -= counted;
-                    // Output is counted as it is produced; charged up front here for simplicity.
-                    limits.output.level -= output_tokens as f64;
-                    ratelimit_headers(&mut response_headers, config, limits);
-                    let midstream_error = stream && state.inject.midstream_error > 0;
-                    if midstream_error {
-                        state.inject.midstream_error -= 1;
-                        state.stats.midstream_errors += 1;
-                    } else {
-                        state.stats.ok += 1;
-                    }
-                    Verdict::Serve {
-                        usage,
-                        output: output_tokens,
-                        headers: response_headers,
-                        midstream_error,
-                    }
-                }
-            }
+            decide(
+                mock, state, &key, &caller, &request, &model, stream, max_tokens,
+            )
         }
     };
     if !config.latency.is_zero() {
@@ -140,10 +89,27 @@ pub(super) async fn messages(
     }
     let status = match &verdict {
         Verdict::Overloaded => 529,
-        Verdict::SpendCap | Verdict::Limited { .. } => 429,
+        Verdict::SpendCap | Verdict::Limited { .. } | Verdict::WindowSpent { .. } => 429,
         Verdict::Serve { .. } => 200,
     };
     mock.lock().timeline.push((mock.started.elapsed(), status));
+    let mut response = answer(mock, verdict, &model, stream);
+    response.headers_mut().insert(
+        "anthropic-organization-id",
+        HeaderValue::from_str(&caller.organization).expect("an organization id"),
+    );
+    if let Some(workspace) = &caller.workspace {
+        response.headers_mut().insert(
+            "anthropic-workspace-id",
+            HeaderValue::from_str(&workspace.id).expect("a workspace id"),
+        );
+    }
+    response
+}
+
+/// The answer for a verdict.
+fn answer(mock: &Arc<Mock>, verdict: Verdict, model: &str, stream: bool) -> Response<Body> {
+    let config = &mock.config;
     match verdict {
         Verdict::Overloaded => json_response(
             StatusCode::from_u16(529).expect("529"),
@@ -157,21 +123,34 @@ pub(super) async fn messages(
         ),
         Verdict::Limited {
             limit,
+            whose,
+            value,
             retry_after,
             headers,
         } => {
-            let value = match limit {
-                "requests" => config.rpm,
-                "input tokens" => config.itpm,
-                _ => config.otpm,
-            };
             let message = format!(
-                "This request would exceed your organization's rate limit of {value} {limit} per minute \
+                "This request would exceed your {whose}'s rate limit of {value} {limit} per minute \
                  (org: mock, model: {model}). For details, refer to: https://docs.claude.com/en/api/rate-limits."
             );
             let mut response = json_response(
                 StatusCode::TOO_MANY_REQUESTS,
                 &error_body("rate_limit_error", &message),
+            );
+            response.headers_mut().extend(headers);
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from(retry_after));
+            response
+        }
+        Verdict::WindowSpent {
+            retry_after,
+            headers,
+        } => {
+            let message =
+                "This request would exceed your account's rate limit. Please try again later.";
+            let mut response = json_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                &error_body("rate_limit_error", message),
             );
             response.headers_mut().extend(headers);
             response
@@ -192,7 +171,7 @@ pub(super) async fn messages(
             let mut response = if stream {
                 sse(
                     id,
-                    &model,
+                    model,
                     usage,
                     output,
                     config.event_gap,
@@ -201,7 +180,7 @@ pub(super) async fn messages(
                 )
             } else {
                 drop(guard);
-                json_response(StatusCode::OK, &message_json(id, &model, usage, output))
+                json_response(StatusCode::OK, &message_json(id, model, usage, output))
             };
             response.headers_mut().extend(headers);
             response.headers_mut().insert(
@@ -210,5 +189,142 @@ pub(super) async fn messages(
             );
             response
         }
+    }
+}
+
+/// The decision for a request within the limits' reach (no fault injected).
+#[allow(clippy::too_many_arguments)]
+fn decide(
+    mock: &Mock,
+    state: &mut State,
+    key: &str,
+    caller: &Caller,
+    request: &Value,
+    model: &str,
+    stream: bool,
+    max_tokens: u64,
+) -> Verdict {
+    let config = &mock.config;
+    let subscription = config.subscription.as_ref().filter(|_| caller.subscriber);
+    if let Some(subscription) = subscription {
+        let (headers, spent) =
+            accounts::unified_headers(subscription, state.window_use, mock.started_wall);
+        if spent {
+            state.stats.window_rejected += 1;
+            let retry_after =
+                accounts::retry_after(subscription, state.window_use, mock.started_wall);
+            return Verdict::WindowSpent {
+                retry_after,
+                headers,
+            };
+        }
+    }
+    let usage = count_input(state, key, request);
+    let class = model_class(model);
+    let limits = state
+        .limits
+        .entry((caller.organization.clone(), class.clone()))
+        .or_insert_with(|| Limits {
+            requests: Bucket::new(config.rpm),
+            input: Bucket::new(config.itpm),
+            output: Bucket::new(config.otpm),
+        });
+    let counted = (usage.0 + usage.1) as f64;
+    let requests = limits.requests.refill();
+    let input = limits.input.refill();
+    let output = limits.output.refill();
+    let mut refusal = if requests < 1.0 {
+        Some((
+            "requests",
+            "organization",
+            config.rpm,
+            limits.requests.wait_for(1.0),
+        ))
+    } else if input < counted.min(limits.input.capacity) {
+        let wait = limits.input.wait_for(counted.min(limits.input.capacity));
+        Some(("input tokens", "organization", config.itpm, wait))
+    } else if output < 0.0 {
+        Some((
+            "output tokens",
+            "organization",
+            config.otpm,
+            limits.output.wait_for(0.0),
+        ))
+    } else {
+        None
+    };
+    let workspace = caller.workspace.as_ref().map(|w| {
+        let bucket = state
+            .workspace_limits
+            .entry((w.id.clone(), class.clone()))
+            .or_insert_with(|| Bucket::new(w.rpm));
+        bucket.refill();
+        (w.rpm, bucket)
+    });
+    if let Some((rpm, bucket)) = &workspace
+        && refusal.is_none()
+        && bucket.level < 1.0
+    {
+        refusal = Some(("requests", "workspace", *rpm, bucket.wait_for(1.0)));
+    }
+    let limits = state
+        .limits
+        .get_mut(&(caller.organization.clone(), class.clone()))
+        .expect("just made");
+    let mut response_headers = HeaderMap::new();
+    if let Some((limit, whose, value, wait)) = refusal {
+        ratelimit_headers(&mut response_headers, config, limits);
+        state.stats.rate_limited += 1;
+        return Verdict::Limited {
+            limit,
+            whose,
+            value,
+            retry_after: wait.ceil().max(1.0) as u64,
+            headers: response_headers,
+        };
+    }
+    let output_tokens = config.output_tokens.min(max_tokens).max(1);
+    limits.requests.level -= 1.0;
+    limits.input.level -= counted;
+    // Output is counted as it is produced; charged up front here for simplicity.
+    limits.output.level -= output_tokens as f64;
+    ratelimit_headers(&mut response_headers, config, limits);
+    if let Some(w) = &caller.workspace {
+        let bucket = state
+            .workspace_limits
+            .get_mut(&(w.id.clone(), class))
+            .expect("just made");
+        bucket.level -= 1.0;
+        // A workspace key sees its workspace's request limit, when lower.
+        if w.rpm < config.rpm {
+            response_headers.insert(
+                "anthropic-ratelimit-requests-limit",
+                HeaderValue::from(w.rpm),
+            );
+            response_headers.insert(
+                "anthropic-ratelimit-requests-remaining",
+                HeaderValue::from(bucket.level.max(0.0).floor() as u64),
+            );
+        }
+    }
+    if let Some(subscription) = subscription {
+        state.window_use.five_hour += 1;
+        state.window_use.seven_day += 1;
+        let (headers, _) =
+            accounts::unified_headers(subscription, state.window_use, mock.started_wall);
+        response_headers.extend(headers);
+    }
+    let midstream_error = stream && state.inject.midstream_error > 0;
+    if midstream_error {
+        state.inject.midstream_error -= 1;
+        state.stats.midstream_errors += 1;
+    } else {
+        state.stats.ok += 1;
+    }
+    Verdict::Serve {
+        usage,
+        output: output_tokens,
+        headers: response_headers,
+        midstream_error,
     }
 }

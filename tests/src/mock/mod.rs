@@ -1,9 +1,10 @@
 //! A mock of the Anthropic Messages API, for tests and benchmarks.
 //!
-//! It enforces requests, input tokens and output tokens per minute as token buckets per API key ×
-//! model class, as the real API does, and answers with the real headers: the
-//! `anthropic-ratelimit-*` family on every response, and on a 429 a `retry-after` and an error
-//! body naming the limit. Responses are JSON or SSE (`"stream": true`) with usage. Latency,
+//! It enforces requests, input tokens and output tokens per minute as token buckets per
+//! organization × model class, as the real API does (several keys may share an organization;
+//! see `accounts` for workspaces and subscriptions), and answers with the real headers:
+//! `anthropic-organization-id` and the `anthropic-ratelimit-*` family on every response, and on
+//! a 429 a `retry-after` and an error body naming the limit. Responses are JSON or SSE (`"stream": true`) with usage. Latency,
 //! 529s, spend-cap 429s and mid-stream errors can be injected. `GET /stats` counts everything;
 //! `GET /mock/requests` lists the last requests seen (method, path, query, headers).
 //!
@@ -12,9 +13,12 @@
 //! reads after that (cache reads do not count toward ITPM), which is how Claude Code's large
 //! prompts behave.
 
+mod accounts;
 mod body;
 mod limits;
 mod messages;
+
+pub use accounts::{Subscription, Workspace};
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
@@ -51,6 +55,13 @@ pub struct MockConfig {
     pub output_tokens: u64,
     /// Pause between streamed events.
     pub event_gap: Duration,
+    /// Keys of one organization, `(key, organization id)`: they share its limits. Any other
+    /// key is an organization of its own.
+    pub organizations: Vec<(String, String)>,
+    /// Workspaces with lower request limits of their own.
+    pub workspaces: Vec<Workspace>,
+    /// The subscription every OAuth token (`Bearer sk-ant-oat…`) belongs to.
+    pub subscription: Option<Subscription>,
 }
 
 impl Default for MockConfig {
@@ -62,6 +73,9 @@ impl Default for MockConfig {
             latency: Duration::ZERO,
             output_tokens: 16,
             event_gap: Duration::ZERO,
+            organizations: Vec::new(),
+            workspaces: Vec::new(),
+            subscription: None,
         }
     }
 }
@@ -79,6 +93,8 @@ pub struct Stats {
     pub spend_capped: u64,
     /// 529 answers.
     pub overloaded: u64,
+    /// 429 answers for a spent subscription window.
+    pub window_rejected: u64,
     /// Streams cut by an injected mid-stream error.
     pub midstream_errors: u64,
     pub count_tokens: u64,
@@ -109,7 +125,12 @@ pub struct Seen {
 }
 #[derive(Default)]
 struct State {
+    /// Per organization × model class.
     limits: HashMap<(String, String), Limits>,
+    /// Per workspace × model class: its own request limit.
+    workspace_limits: HashMap<(String, String), limits::Bucket>,
+    /// What the subscription's windows have used.
+    window_use: accounts::WindowUse,
     stats: Stats,
     inject: Inject,
     /// Prompt prefixes already cached, per key.
@@ -123,6 +144,8 @@ struct State {
 struct Mock {
     config: MockConfig,
     started: Instant,
+    /// The same moment on the wall clock, for the windows' resets.
+    started_wall: std::time::SystemTime,
     state: Mutex<State>,
     next_id: std::sync::atomic::AtomicU64,
 }
@@ -154,6 +177,7 @@ impl MockUpstream {
         let mock = Arc::new(Mock {
             config,
             started: Instant::now(),
+            started_wall: std::time::SystemTime::now(),
             state: Mutex::default(),
             next_id: Default::default(),
         });

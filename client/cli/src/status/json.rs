@@ -64,6 +64,7 @@ fn account(a: &AccountStatus) -> Value {
     json!({
         "account": account,
         "key": key,
+        "parent": a.parent.as_ref().map(ToString::to_string),
         "keys": keys,
         "unified_status": a.unified_status,
         "windows": windows,

@@ -107,8 +107,12 @@ fn accounts_table(accounts: &[AccountStatus], now: SystemTime) -> String {
                     format!("{scope} until {} ({})", local(l.until, now), l.reason)
                 })
                 .collect();
+            let owner = match &a.parent {
+                Some(parent) => format!("{} (in {parent})", a.owner),
+                None => a.owner.to_string(),
+            };
             vec![
-                a.owner.to_string(),
+                owner,
                 dash_if_empty(keys.join(", ")),
                 dash_if_empty(windows.join(", ")),
                 dash_if_empty(lockouts.join("; ")),
@@ -201,6 +205,7 @@ mod tests {
             }],
             accounts: vec![AccountStatus {
                 owner: BudgetOwner::Account("org-0123456789ab".into()),
+                parent: None,
                 keys: vec![KeyFingerprint::of("a"), KeyFingerprint::of("b")],
                 windows: vec![
                     WindowStatus {

@@ -10,6 +10,25 @@ use super::{Budget, Learned};
 use crate::broker::{Costs, PerKind};
 
 impl Budget {
+    /// Records that the limit is at least `limit`: an organization learns from its workspaces
+    /// that its own limit is no lower than theirs. Returns whether the limit in force changed.
+    pub fn learn_at_least(&mut self, kind: LimitKind, limit: u64, now: Instant) -> bool {
+        match self.learned[kind] {
+            Some(known) if known >= limit => false,
+            known => {
+                if known.is_none() {
+                    self.inferred[kind] = true;
+                }
+                self.learn(kind, limit, now)
+            }
+        }
+    }
+
+    /// The limits learned from headers.
+    pub fn learned(&self) -> crate::broker::PerKind<Option<u64>> {
+        self.learned
+    }
+
     /// Records a limit read from response headers. Returns whether the limit in force changed.
     pub fn learn(&mut self, kind: LimitKind, limit: u64, now: Instant) -> bool {
         if limit == 0 || self.learned[kind] == Some(limit) {
@@ -27,7 +46,8 @@ impl Budget {
     pub fn needs_in_flight_for(&self, headers: &RateLimitHeaders) -> bool {
         LimitKind::ALL.into_iter().any(|kind| {
             self.calibrating[kind]
-                || (headers.window(kind).limit.is_some() && self.limits().get(kind).is_none())
+                || (headers.window(kind).limit.is_some()
+                    && (self.limits().get(kind).is_none() || self.inferred[kind]))
         })
     }
 
@@ -48,9 +68,13 @@ impl Budget {
         let mut changed = Vec::new();
         for kind in LimitKind::ALL {
             let window = headers.window(kind);
-            let existed = self.buckets[kind].is_some();
+            // A bucket sized by an inferred limit counts as new when the real limit arrives.
+            let existed = self.buckets[kind].is_some() && !self.inferred[kind];
+            if window.limit.is_some() {
+                self.inferred[kind] = false;
+            }
             if let Some(limit) = window.limit
-                && self.learn(kind, limit, now)
+                && (self.learn(kind, limit, now) || !existed)
             {
                 changed.push(Learned {
                     kind,

@@ -10,6 +10,7 @@ use pacer_protocol::message::{Acquire, Available, BudgetId, Limits};
 use pacer_protocol::{LimitKind, Priority};
 
 use crate::broker::bucket::Bucket;
+use crate::broker::budgets::BudgetIdx;
 use crate::broker::cost::{Costs, RunningAverage};
 use crate::broker::limits::LimitSet;
 use crate::broker::owner::Owner;
@@ -49,10 +50,16 @@ pub enum Readiness {
 pub struct Budget {
     owner: Owner,
     class: Arc<str>,
+    /// For a workspace's budget: its organization's budget of the same class, whose limits hold
+    /// too (every grant must fit both, and is charged to both).
+    parent: Option<BudgetIdx>,
     /// From the configuration; wins over what is learned.
     configured: LimitSet,
     /// From response headers.
     learned: PerKind<Option<u64>>,
+    /// Per kind: the learned limit is only a lower bound inferred from workspaces (see
+    /// [`Budget::learn_at_least`]); the first real one starts the bucket over.
+    inferred: PerKind<bool>,
     /// One per enforced limit.
     buckets: PerKind<Option<Bucket>>,
     /// Calls granted and not yet settled.
@@ -104,8 +111,10 @@ impl Budget {
         let mut budget = Self {
             owner,
             class,
+            parent: None,
             configured,
             learned: PerKind::default(),
+            inferred: PerKind::default(),
             buckets: PerKind::default(),
             in_flight: 0,
             paused_until: None,
@@ -133,6 +142,15 @@ impl Budget {
 
     pub fn owner(&self) -> &Owner {
         &self.owner
+    }
+
+    pub fn parent(&self) -> Option<BudgetIdx> {
+        self.parent
+    }
+
+    /// Makes `parent`'s limits hold for this budget too (a workspace's organization).
+    pub fn set_parent(&mut self, parent: BudgetIdx) {
+        self.parent = Some(parent);
     }
 
     /// Files the budget under another owner (a key's budget becoming its account's).
@@ -314,24 +332,27 @@ impl Budget {
         self.queue.remove(id, client, priority);
     }
 
-    /// The head of the queue, taken out if it can be served now.
-    pub fn pop_ready(&mut self, gate: Option<Instant>, now: Instant) -> Option<(WaiterId, Costs)> {
-        let (id, cost) = self.queue.head()?;
-        if self.readiness(&cost, gate, now) != Readiness::Now {
-            return None;
-        }
-        self.queue.pop_head();
-        Some((id, cost))
+    /// The waiter to serve next, and its cost.
+    pub fn head(&self) -> Option<(WaiterId, Costs)> {
+        self.queue.head()
     }
 
-    /// When time alone will let the head of the queue be served, if it will.
-    pub fn head_ready_at(&self, gate: Option<Instant>, now: Instant) -> Option<Instant> {
-        let (_, cost) = self.queue.head()?;
-        match self.readiness(&cost, gate, now) {
-            Readiness::Now => Some(now),
-            Readiness::At(at) => Some(at),
-            Readiness::AfterSettlement => None,
+    /// Takes the head out of the queue (it is being served).
+    pub fn pop_head(&mut self) {
+        self.queue.pop_head();
+    }
+
+    /// When the buckets and the pause alone let `cost` through (`None`: now). A workspace's
+    /// budget asks this of its organization's: its queue and its in-flight cap are its own.
+    pub fn capacity_at(&self, cost: &Costs, now: Instant) -> Option<Instant> {
+        let mut at = now;
+        if let Some(until) = self.paused_until {
+            at = at.max(until);
         }
+        for (kind, bucket) in self.buckets() {
+            at = at.max(later(now, bucket.time_until_cost(cost[kind], now)));
+        }
+        (at > now).then_some(at)
     }
 
     /// Pauses every peer until `until`, unless already paused for longer. Returns whether the

@@ -23,6 +23,29 @@ impl Budget {
         (charged, self.advance_probe(now))
     }
 
+    /// Reserves `cost` in the buckets only, for a call of a workspace this organization's
+    /// budget covers. Returns which buckets it was taken from.
+    pub fn take_for_child(&mut self, cost: &Costs, now: Instant) -> Charged {
+        let mut charged = Charged::default();
+        for (kind, bucket) in self.buckets_mut() {
+            bucket.take(cost[kind], now);
+            charged[kind] = true;
+        }
+        charged
+    }
+
+    /// Settles a workspace's call in this organization's buckets (no averages, no counts).
+    pub fn settle_for_child(
+        &mut self,
+        reservation: &Reservation,
+        used_input: u64,
+        used_output: u64,
+        now: Instant,
+    ) {
+        self.adjust(LimitKind::InputTokens, reservation, used_input, now);
+        self.adjust(LimitKind::OutputTokens, reservation, used_output, now);
+    }
+
     /// Frees a call's in-flight slot.
     pub fn finish(&mut self) {
         self.in_flight = self.in_flight.saturating_sub(1);
