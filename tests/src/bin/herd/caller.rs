@@ -6,11 +6,13 @@ use std::time::{Duration, Instant};
 use pacer_client::{AcquireRequest, Client, Priority, outcome};
 use serde_json::{Value, json};
 
-use super::{KEY, MODEL, Strategy};
+use super::{MODEL, Strategy};
 
 /// Makes one logical call the way a strategy does; true if it succeeded in the end.
 pub struct Caller {
     pub strategy: Strategy,
+    /// The API key it calls with.
+    pub key: String,
     pub http: reqwest::Client,
     pub url: String,
     pub client: Option<Client>,
@@ -23,7 +25,7 @@ impl Caller {
         let response = self
             .http
             .post(&self.url)
-            .header("x-api-key", KEY)
+            .header("x-api-key", &self.key)
             .header("anthropic-version", "2023-06-01")
             .json(&body)
             .send()
@@ -71,7 +73,7 @@ impl Caller {
                 loop {
                     let Ok(permit) = client
                         .acquire(
-                            AcquireRequest::new(KEY, MODEL)
+                            AcquireRequest::new(&self.key, MODEL)
                                 .input_tokens(10)
                                 .max_tokens(64)
                                 .priority(self.priority),

@@ -14,6 +14,10 @@
 //!
 //! `--scenario mixed`: one interactive client (a call every 2 s) among batch clients that
 //! saturate the limit; its latency is reported per strategy.
+//!
+//! `--keys N` spreads the clients over N keys of one organization, which share its limit;
+//! `--group-by key --first-contact-hold 0` runs pacerd as it was before accounts (a budget per
+//! key, no first-contact hold), for comparison.
 
 mod caller;
 mod report;
@@ -88,10 +92,25 @@ struct Args {
     /// Where to write the SVG plot.
     #[arg(long, default_value = "bench")]
     plot_dir: PathBuf,
+    /// Spread the clients over this many API keys of one organization (they share its limit).
+    #[arg(long, default_value_t = 1)]
+    keys: usize,
+    /// How pacerd groups keys into budgets: `organization` (one budget for the organization's
+    /// keys) or `key` (a budget per key, as before accounts).
+    #[arg(long, default_value = "organization")]
+    group_by: String,
+    /// Seconds a budget's other calls wait for its first call's answer (0: none, as before).
+    #[arg(long, default_value_t = 5.0)]
+    first_contact_hold: f64,
 }
 
 const MODEL: &str = "claude-sonnet-4-5";
-const KEY: &str = "sk-ant-herd";
+const ORGANIZATION: &str = "4e7d0a1c-0000-4000-8000-00000000ba5e";
+
+/// The API key of client `i`: `--keys` keys, round robin.
+fn key_of(i: usize, keys: usize) -> String {
+    format!("sk-ant-herd-{}", i % keys.max(1))
+}
 
 /// One call's result, as the client saw it.
 struct Call {
@@ -139,23 +158,27 @@ async fn run(strategy: Strategy, args: &Args) -> anyhow::Result<Outcome> {
         itpm: args.itpm,
         otpm: args.otpm,
         latency: Duration::from_millis(args.latency_ms),
+        organizations: (0..args.keys.max(1))
+            .map(|k| (key_of(k, args.keys), ORGANIZATION.to_owned()))
+            .collect(),
         ..MockConfig::default()
     })
     .await;
-    let configured = if args.configured {
-        format!(
+    let mut configured = format!("[accounts]\ngroup_by = \"{}\"\n", args.group_by);
+    if args.configured {
+        configured.push_str(&format!(
             "[limits.sonnet]\nrpm = {}\nitpm = {}\notpm = {}\n",
             args.rpm, args.itpm, args.otpm
-        )
-    } else {
-        String::new()
-    };
+        ));
+    }
     let upstream: reqwest::Url = mock.url().parse()?;
     let daemon = match strategy {
         Strategy::PacerIpc | Strategy::PacerGateway => Some(
             TestDaemon::start_with(&configured, |config| {
                 config.gateway.upstream = upstream;
                 config.gateway.max_hold = Duration::from_secs(600);
+                config.broker.max_hold = Duration::from_secs(600);
+                config.broker.cold_start_hold = Duration::from_secs_f64(args.first_contact_hold);
             })
             .await,
         ),
@@ -185,6 +208,7 @@ async fn run(strategy: Strategy, args: &Args) -> anyhow::Result<Outcome> {
         };
         let caller = Caller {
             strategy,
+            key: key_of(i, args.keys),
             http: http.clone(),
             url: match &gateway {
                 Some(gateway) => {
