@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use pacer_protocol::KeyFingerprint;
 use pacer_protocol::message::{
-    ErrorKind, Event, GatewayInfo, LeaseId, Outcome, Pause, Release, Report, Request, Response,
-    StatusSnapshot,
+    ErrorKind, Event, GatewayInfo, LeaseId, Outcome, Pause, RegisterRoute, Release, Report,
+    Request, Response, RouteInfo, StatusSnapshot,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -387,6 +387,21 @@ impl Client {
     pub async fn gateway_info(&self) -> Result<GatewayInfo, Error> {
         match self.call(|| Request::GatewayInfo).await? {
             (Response::Gateway(info), _) => Ok(info),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// Registers an upstream API for a wrapped command that had an `ANTHROPIC_BASE_URL` of its
+    /// own; gateway requests on the route it gets go there.
+    pub async fn register_route(&self, upstream: &str, client: &str) -> Result<RouteInfo, Error> {
+        let request = || {
+            Request::RegisterRoute(RegisterRoute {
+                upstream: upstream.to_owned(),
+                client: client.to_owned(),
+            })
+        };
+        match self.call(request).await? {
+            (Response::Route(info), _) => Ok(info),
             (other, _) => Err(unexpected(other)),
         }
     }

@@ -42,7 +42,9 @@ mod request;
 pub use client::{Client, ClientBuilder, Subscription};
 pub use error::Error;
 pub use fail_mode::FailMode;
-pub use pacer_protocol::message::{Event, GatewayInfo, LeaseId, Outcome, StatusSnapshot, Usage};
+pub use pacer_protocol::message::{
+    Event, GatewayInfo, LeaseId, Outcome, RouteInfo, StatusSnapshot, Usage,
+};
 pub use pacer_protocol::{KeyFingerprint, Priority};
 pub use permit::Permit;
 pub use request::AcquireRequest;

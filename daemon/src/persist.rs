@@ -26,6 +26,9 @@ pub struct StateFile {
     pub saved_at: SystemTime,
     pub broker: BrokerState,
     pub calibration: Calibration,
+    /// Routes registered by wrapped commands (those without credentials in their URL).
+    #[serde(default)]
+    pub routes: Vec<pacer_protocol::message::RouteStatus>,
 }
 
 /// The default state file: `$XDG_STATE_HOME/pacer/state`, else `~/.local/state/pacer/state`.
@@ -112,6 +115,7 @@ mod tests {
                 ..Default::default()
             },
             calibration: Calibration::default(),
+            routes: Vec::new(),
         }
     }
 

@@ -13,8 +13,8 @@ use crate::budget::{KeyFingerprint, Priority};
 
 pub use crate::event::Event;
 pub use crate::status::{
-    AccountStatus, Available, BudgetId, BudgetStatus, Limits, LockoutStatus, StatusSnapshot,
-    WindowStatus,
+    AccountStatus, Available, BudgetId, BudgetStatus, Limits, LockoutStatus, RouteStatus,
+    StatusSnapshot, WindowStatus,
 };
 
 /// A request and the id its response will carry.
@@ -56,6 +56,19 @@ pub enum Request {
     Subscribe,
     /// Ask where the daemon's HTTP gateway listens. Answered by [`Response::Gateway`].
     GatewayInfo,
+    /// Register an upstream API for wrapped commands that had their own `ANTHROPIC_BASE_URL`:
+    /// gateway requests on the route it gets are forwarded there. Answered by
+    /// [`Response::Route`] (or [`Response::Error`] for a URL that is not http or https).
+    RegisterRoute(RegisterRoute),
+}
+
+/// Payload of [`Request::RegisterRoute`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterRoute {
+    /// The base URL the command would have used (`https://gateway.example.com/anthropic`).
+    pub upstream: String,
+    /// The client that will use it, for `pacer status`.
+    pub client: String,
 }
 
 /// Payload of [`Request::Hello`].
@@ -229,6 +242,17 @@ pub enum Response {
     Event(Event),
     /// Response for [`Request::GatewayInfo`].
     Gateway(GatewayInfo),
+    /// Response for [`Request::RegisterRoute`].
+    Route(RouteInfo),
+}
+
+/// Payload of [`Response::Route`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteInfo {
+    /// Goes into the client's base URL (see [`crate::gateway::base_url`]).
+    pub id: String,
+    /// The upstream, as the daemon will show it (without credentials).
+    pub upstream: String,
 }
 
 /// Payload of [`Response::Gateway`].

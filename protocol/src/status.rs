@@ -15,6 +15,19 @@ pub struct StatusSnapshot {
     pub budgets: Vec<BudgetStatus>,
     /// Every account, and every key with subscription windows, sorted by owner.
     pub accounts: Vec<AccountStatus>,
+    /// Upstreams registered by wrapped commands that had their own `ANTHROPIC_BASE_URL`.
+    pub routes: Vec<RouteStatus>,
+}
+
+/// A registered route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteStatus {
+    pub id: String,
+    /// The upstream URL, without credentials.
+    pub upstream: String,
+    /// The clients registered on it or seen using it.
+    pub clients: Vec<String>,
+    pub last_used: SystemTime,
 }
 
 /// A budget: one owner (an API key, or an account) × one model class.

@@ -188,6 +188,9 @@ pub fn pacer(socket: &Path, args: &[&str], api_key: &str) -> Output {
         .args(args)
         .env("PACER_SOCKET", socket)
         .env("ANTHROPIC_API_KEY", api_key)
+        .env_remove("ANTHROPIC_BASE_URL")
+        .env_remove("CLAUDE_CODE_USE_BEDROCK")
+        .env_remove("CLAUDE_CODE_USE_VERTEX")
         .output()
         .expect("run pacer")
 }

@@ -1,19 +1,35 @@
 //! `pacer run` and `pacer env`: point a command (Claude Code, an SDK script) at pacerd's HTTP
 //! gateway, starting the daemon first if none is running.
+//!
+//! Where the command's traffic goes:
+//! - `ANTHROPIC_BASE_URL` unset: to the daemon's upstream (`[gateway] upstream`, by default the
+//!   public API).
+//! - `ANTHROPIC_BASE_URL` set to another endpoint (a company gateway, a LiteLLM proxy, a local
+//!   server): that endpoint is registered with the daemon as a route, and the command's base URL
+//!   names the route: its calls are paced and go where they went before.
+//! - `ANTHROPIC_BASE_URL` already pointing at this gateway (`pacer run` inside `pacer run`): left
+//!   as it is, one hop.
+//! - `CLAUDE_CODE_USE_BEDROCK` / `CLAUDE_CODE_USE_VERTEX` set: Claude Code talks to Bedrock or
+//!   Vertex, not to any base URL, so its calls bypass pacer; `pacer run` says so (and refuses
+//!   with `--strict`).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use pacer_client::{Client, FailMode, Priority};
+use pacer_client::Priority;
 use pacer_protocol::gateway;
+
+use crate::pacerd::ensure_daemon;
 
 /// The variable every Anthropic client reads its base URL from.
 const BASE_URL_ENV: &str = "ANTHROPIC_BASE_URL";
-/// How long a freshly started daemon has to come up.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The variables that make Claude Code talk to another cloud's API instead.
+const BYPASS_ENV: [(&str, &str); 2] = [
+    ("CLAUDE_CODE_USE_BEDROCK", "Amazon Bedrock"),
+    ("CLAUDE_CODE_USE_VERTEX", "Google Vertex AI"),
+];
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -23,6 +39,9 @@ pub struct RunArgs {
     /// The client name requests are queued under [default: the command's name and pacer's pid].
     #[arg(long)]
     name: Option<String>,
+    /// Refuse to run a command whose calls would bypass pacer (Bedrock, Vertex).
+    #[arg(long)]
+    strict: bool,
     /// The command to run, and its arguments.
     #[arg(
         required = true,
@@ -41,129 +60,116 @@ pub struct EnvArgs {
     /// The client name requests are queued under [default: shell-<parent pid>].
     #[arg(long)]
     name: Option<String>,
+    /// Refuse when the shell's calls would bypass pacer (Bedrock, Vertex).
+    #[arg(long)]
+    strict: bool,
 }
 
 pub async fn run(socket: Option<PathBuf>, args: RunArgs) -> anyhow::Result<ExitCode> {
     let program = PathBuf::from(&args.command[0]);
+    let shown = program.display().to_string();
+    check_bypass(&shown, args.strict)?;
     let name = args.name.unwrap_or_else(|| {
         let base = program
             .file_name()
             .map_or("cmd".into(), |n| n.to_string_lossy().into_owned());
         format!("{base}-{}", std::process::id())
     });
-    let url = base_url(socket, &name, args.priority).await?;
+    let wrapped = wrap(socket, &name, args.priority).await?;
+    eprintln!("pacer: {shown} {}", wrapped.note);
     let mut command = std::process::Command::new(&program);
-    command.args(&args.command[1..]).env(BASE_URL_ENV, &url);
+    command.args(&args.command[1..]);
+    if let Some(url) = &wrapped.base_url {
+        command.env(BASE_URL_ENV, url);
+    }
     exec(command, &program)
 }
 
 pub async fn env(socket: Option<PathBuf>, args: EnvArgs) -> anyhow::Result<ExitCode> {
+    check_bypass("this shell", args.strict)?;
     let name = args
         .name
         .unwrap_or_else(|| format!("shell-{}", parent_id()));
-    let url = base_url(socket, &name, args.priority).await?;
-    println!("export {BASE_URL_ENV}='{url}'");
+    let wrapped = wrap(socket, &name, args.priority).await?;
+    eprintln!("pacer: this shell {}", wrapped.note);
+    match &wrapped.base_url {
+        Some(url) => println!("export {BASE_URL_ENV}='{url}'"),
+        None => println!("# {BASE_URL_ENV} already points at pacer's gateway"),
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-/// The gateway URL for a client, from a daemon that is running (started if need be).
-async fn base_url(
-    socket: Option<PathBuf>,
-    name: &str,
-    priority: Priority,
-) -> anyhow::Result<String> {
+/// What a wrapped command gets.
+struct Wrapped {
+    /// Its new base URL; `None` keeps the one it has (already pacer's gateway).
+    base_url: Option<String>,
+    /// Where its calls will go, said once.
+    note: String,
+}
+
+/// The gateway URL for a client, from a daemon that is running (started if need be), keeping
+/// the client's own endpoint if it has one.
+async fn wrap(socket: Option<PathBuf>, name: &str, priority: Priority) -> anyhow::Result<Wrapped> {
     let client = ensure_daemon(socket).await?;
     let info = client.gateway_info().await?;
     let listen = info.listen.context(
         "pacerd runs without its HTTP gateway (--no-gateway, or [gateway] enabled = false); \
          restart it with the gateway to use pacer run",
     )?;
-    Ok(gateway::base_url(&listen, name, priority))
+    let own = std::env::var(BASE_URL_ENV)
+        .ok()
+        .filter(|url| !url.trim().is_empty());
+    match own {
+        Some(url) if gateway::points_at_gateway(&url, &listen) => Ok(Wrapped {
+            base_url: None,
+            note: format!(
+                "already goes through pacer's gateway ({BASE_URL_ENV}={url}): left as it is"
+            ),
+        }),
+        Some(url) => {
+            let route = client
+                .register_route(&url, name)
+                .await
+                .with_context(|| format!("cannot keep {BASE_URL_ENV} as the upstream"))?;
+            Ok(Wrapped {
+                base_url: Some(gateway::base_url(&listen, name, priority, Some(&route.id))),
+                note: format!(
+                    "will reach {} (its {BASE_URL_ENV}) through pacer's gateway at {listen}",
+                    route.upstream
+                ),
+            })
+        }
+        None => Ok(Wrapped {
+            base_url: Some(gateway::base_url(&listen, name, priority, None)),
+            note: format!(
+                "will reach {} through pacer's gateway at {listen}",
+                info.upstream
+            ),
+        }),
+    }
 }
 
-fn connect(socket: Option<&Path>) -> impl Future<Output = Result<Client, pacer_client::Error>> {
-    let mut builder = Client::builder()
-        .fail_mode(FailMode::Closed)
-        .client_name("pacer run");
-    if let Some(path) = socket {
-        builder = builder.endpoint(path);
-    }
-    builder.connect()
-}
-
-/// Connects to the daemon, starting `pacerd` in the background if none answers.
-async fn ensure_daemon(socket: Option<PathBuf>) -> anyhow::Result<Client> {
-    match connect(socket.as_deref()).await {
-        Ok(client) => return Ok(client),
-        Err(e) if e.is_unreachable() => {}
-        Err(e) => return Err(e.into()),
-    }
-    let pacerd = crate::pacerd::path().context("no pacerd is running, and none can be started")?;
-    let log = crate::pacerd::start_log();
-    let mut command = std::process::Command::new(&pacerd);
-    if let Some(path) = &socket {
-        command.arg("--socket").arg(path);
-    }
-    command.stdin(Stdio::null()).stdout(Stdio::null());
-    match log.as_ref().and_then(|(_, file)| file.try_clone().ok()) {
-        Some(file) => command.stderr(file),
-        None => command.stderr(Stdio::null()),
-    };
-    detach(&mut command);
-    let mut child = command.spawn().with_context(|| {
-        format!(
-            "no pacerd is running, and starting {} failed",
-            pacerd.display()
-        )
-    })?;
-    eprintln!(
-        "pacer: started pacerd (pid {}) in the background",
-        child.id()
-    );
-    let started = Instant::now();
-    loop {
-        match connect(socket.as_deref()).await {
-            Ok(client) => return Ok(client),
-            Err(e) if !e.is_unreachable() => return Err(e.into()),
-            Err(_) => {}
+/// Warns (or, with `strict`, refuses) when Claude Code is set to talk to Bedrock or Vertex:
+/// those calls never go through the gateway.
+fn check_bypass(what: &str, strict: bool) -> anyhow::Result<()> {
+    for (variable, cloud) in BYPASS_ENV {
+        let set = std::env::var(variable)
+            .is_ok_and(|v| !v.trim().is_empty() && !matches!(v.trim(), "0" | "false"));
+        if !set {
+            continue;
         }
-        let log_hint = || match &log {
-            Some((path, _)) => format!("; its log is {}", path.display()),
-            None => String::new(),
-        };
-        if let Some(status) = child.try_wait()? {
-            // Another pacer may have started one at the same moment: use it if it answers.
-            if let Ok(client) = connect(socket.as_deref()).await {
-                return Ok(client);
-            }
-            bail!("pacerd exited at once ({status}){}", log_hint());
-        }
-        if started.elapsed() > STARTUP_TIMEOUT {
+        if strict {
             bail!(
-                "pacerd did not answer within {}s{}",
-                STARTUP_TIMEOUT.as_secs(),
-                log_hint()
+                "{variable} is set: {what}'s calls would go to {cloud}, bypassing pacer \
+                 (unset it, or run without --strict)"
             );
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        eprintln!(
+            "pacer: warning: {variable} is set: {what}'s calls go to {cloud}, bypassing pacer \
+             (they are not paced)"
+        );
     }
-}
-
-/// Keeps the daemon out of the terminal's process group, so Ctrl-C in the terminal reaches the
-/// wrapped command, not the shared daemon.
-fn detach(command: &mut std::process::Command) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::CommandExt;
-        command.process_group(0);
-    }
-    #[cfg(windows)]
-    {
-        use std::os::windows::process::CommandExt;
-        const CREATE_NEW_PROCESS_GROUP: u32 = 0x0000_0200;
-        const DETACHED_PROCESS: u32 = 0x0000_0008;
-        command.creation_flags(CREATE_NEW_PROCESS_GROUP | DETACHED_PROCESS);
-    }
+    Ok(())
 }
 
 /// Replaces this process with the command (Unix), so that its exit status and every signal pass

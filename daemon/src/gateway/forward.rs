@@ -48,10 +48,11 @@ impl Upstream {
         Ok(Self { client, base })
     }
 
-    /// The upstream URL for a request path and query.
-    pub fn url(&self, path: &str, query: Option<&str>) -> reqwest::Url {
-        let mut url = self.base.clone();
-        let joined = format!("{}{path}", self.base.path().trim_end_matches('/'));
+    /// The URL for a request path and query at `base` (the daemon's upstream, or a route's):
+    /// the base's own path prefix is kept.
+    pub fn url(&self, base: &reqwest::Url, path: &str, query: Option<&str>) -> reqwest::Url {
+        let mut url = base.clone();
+        let joined = format!("{}{path}", base.path().trim_end_matches('/'));
         url.set_path(&joined);
         url.set_query(query);
         url
@@ -244,10 +245,15 @@ mod tests {
     fn urls_keep_the_upstream_path_and_the_query() {
         let upstream = Upstream::new("http://127.0.0.1:9/api/".parse().unwrap()).unwrap();
         assert_eq!(
-            upstream.url("/v1/messages", Some("beta=true")).as_str(),
+            upstream
+                .url(&upstream.base, "/v1/messages", Some("beta=true"))
+                .as_str(),
             "http://127.0.0.1:9/api/v1/messages?beta=true"
         );
         let plain = Upstream::new("https://api.anthropic.com".parse().unwrap()).unwrap();
-        assert_eq!(plain.url("/", None).as_str(), "https://api.anthropic.com/");
+        assert_eq!(
+            plain.url(&plain.base, "/", None).as_str(),
+            "https://api.anthropic.com/"
+        );
     }
 }

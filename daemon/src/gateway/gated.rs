@@ -49,6 +49,8 @@ pub struct Forward {
     pub url: reqwest::Url,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The upstream it goes to (the daemon's, or a registered route's), for messages.
+    pub base: reqwest::Url,
 }
 
 /// An error answer from upstream, kept to pass on if retrying runs out of time.
@@ -213,8 +215,9 @@ impl Cycle<'_> {
     /// broker as soon as they arrive (the client may send its next request the moment it has
     /// read this one).
     async fn forward_once(&mut self, lease: LeaseId, forward: &Forward) -> Step<reqwest::Response> {
-        let upstream = &self.gateway.upstream;
-        let sent = upstream
+        let sent = self
+            .gateway
+            .upstream
             .send(
                 forward.method.clone(),
                 forward.url.clone(),
@@ -236,8 +239,9 @@ impl Cycle<'_> {
                     // It may have reached the API before the connection broke.
                     self.session.report(lease, Outcome::Unknown);
                 }
-                tracing::warn!(upstream = %upstream.base, "upstream unreachable: {e}");
-                Step::Done(reply::bad_gateway(&upstream.base, &e))
+                let base = &forward.base;
+                tracing::warn!(upstream = %crate::hub::routes::without_credentials(base), "upstream unreachable: {e}");
+                Step::Done(reply::bad_gateway(base, &e))
             }
         }
     }

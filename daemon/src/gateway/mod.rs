@@ -79,12 +79,29 @@ impl Gateway {
     pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<GatewayBody> {
         let (parts, body) = request.into_parts();
         let route = Route::parse(&parts.method, parts.uri.path());
-        let url = self.upstream.url(&route.path, parts.uri.query());
+        // A registered route forwards to its own upstream; a route nobody registered is
+        // refused (the gateway is no open proxy).
+        let base = match &route.route {
+            Some(id) => {
+                let (client, _) = route::identity(&route, &parts.headers);
+                match self.hub.resolve_route(id, &client) {
+                    Some(base) => base,
+                    None => {
+                        discard(body).await;
+                        return reply::unknown_route(id);
+                    }
+                }
+            }
+            None => self.upstream.base.clone(),
+        };
+        let url = self.upstream.url(&base, &route.path, parts.uri.query());
         if route.endpoint == Endpoint::Other {
             // Not gated: the body streams through unread, whatever its size (batches, files).
             let headers = forward::request_headers(&parts.headers, false);
             let body = reqwest::Body::wrap_stream(http_body_util::BodyDataStream::new(body));
-            return self.pass_through(parts.method, url, headers, body).await;
+            return self
+                .pass_through(parts.method, url, headers, body, &base)
+                .await;
         }
         // Gated: the body is read whole (to find the model, and to retry it after a 429), up to
         // the API's own request limit.
@@ -117,8 +134,9 @@ impl Gateway {
             url,
             headers: forward::request_headers(&parts.headers, true),
             body,
+            base,
         };
-        match self.gate(&route, &parts.headers, &forward.body) {
+        match self.gate(&route, &parts.headers, &forward) {
             Some(gate) => gated::handle(&self, gate, forward).await,
             None => {
                 let Forward {
@@ -126,16 +144,27 @@ impl Gateway {
                     url,
                     headers,
                     body,
+                    base,
                 } = forward;
-                self.pass_through(method, url, headers, body.into()).await
+                self.pass_through(method, url, headers, body.into(), &base)
+                    .await
             }
         }
     }
 
     /// What gates a request, or `None` to pass it straight through.
-    fn gate(&self, route: &Route, headers: &HeaderMap, body: &Bytes) -> Option<Gate> {
+    fn gate(&self, route: &Route, headers: &HeaderMap, forward: &Forward) -> Option<Gate> {
+        let body = &forward.body;
         let (client_id, priority) = route::identity(route, headers);
-        let key = api_key(headers).map_or(KeyFingerprint::ANONYMOUS, KeyFingerprint::of);
+        let key = api_key(headers).unwrap_or_default();
+        let key = match &route.route {
+            // Behind a registered route, a key is filed under the route's upstream too: an
+            // endpoint whose answers name no organization gets budgets of its own (one that
+            // names one joins the organization's account like any other key).
+            Some(_) => KeyFingerprint::of(&format!("{}\n{key}", forward.base)),
+            None if key.is_empty() => KeyFingerprint::ANONYMOUS,
+            None => KeyFingerprint::of(key),
+        };
         match route.endpoint {
             Endpoint::Other => None,
             Endpoint::CountTokens => Some(Gate {
@@ -171,10 +200,11 @@ impl Gateway {
         url: reqwest::Url,
         headers: HeaderMap,
         body: reqwest::Body,
+        base: &reqwest::Url,
     ) -> Response<GatewayBody> {
         match self.upstream.send(method, url, headers, body).await {
             Ok(upstream) => forward::stream_response(upstream, None),
-            Err(e) => reply::bad_gateway(&self.upstream.base, &e),
+            Err(e) => reply::bad_gateway(base, &e),
         }
     }
 }

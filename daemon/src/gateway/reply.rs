@@ -104,6 +104,19 @@ pub fn refused(rejected: &Rejected) -> Response<GatewayBody> {
     response
 }
 
+/// A request naming a route nobody registered (or one forgotten after a day unused).
+pub fn unknown_route(id: &str) -> Response<GatewayBody> {
+    error(
+        StatusCode::FORBIDDEN,
+        "permission_error",
+        format!(
+            "pacer gateway: no route `{id}` is registered here (routes are registered by `pacer \
+             run` and `pacer env`, and forgotten after a day unused): run the command with `pacer \
+             run` again"
+        ),
+    )
+}
+
 pub fn bad_gateway(upstream: &reqwest::Url, error: &reqwest::Error) -> Response<GatewayBody> {
     let mut cause = error.to_string();
     let mut source = std::error::Error::source(error);
@@ -115,7 +128,10 @@ pub fn bad_gateway(upstream: &reqwest::Url, error: &reqwest::Error) -> Response<
     self::error(
         StatusCode::BAD_GATEWAY,
         "api_error",
-        format!("pacer gateway: cannot reach the upstream API at {upstream}: {cause}"),
+        format!(
+            "pacer gateway: cannot reach the upstream API at {}: {cause}",
+            crate::hub::routes::without_credentials(upstream)
+        ),
     )
 }
 

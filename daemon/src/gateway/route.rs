@@ -1,8 +1,9 @@
 //! What a gateway request is: which endpoint, and on whose behalf.
 //!
 //! `pacer run` gives each wrapped process a base URL with a path prefix,
-//! `http://127.0.0.1:4141/s/<client>~<priority>/`, so that the gateway can tell processes apart
-//! without any cooperation from them. The prefix is stripped before forwarding.
+//! `http://127.0.0.1:4141/s/<client>~<priority>/` (or `…~<route>/` for a command that keeps
+//! its own endpoint), so that the gateway can tell processes apart without any cooperation from
+//! them. The prefix is stripped before forwarding.
 
 use http::HeaderMap;
 use pacer_protocol::{Priority, gateway};
@@ -27,6 +28,8 @@ pub struct Route {
     /// From the `/s/<token>/` prefix, if any.
     pub client_id: Option<String>,
     pub priority: Option<Priority>,
+    /// A registered route (`/s/<client>~<priority>~<route>/`): where to forward.
+    pub route: Option<String>,
 }
 
 /// The header a client may set to choose its priority.
@@ -45,7 +48,7 @@ impl Route {
             },
             None => (None, path.to_owned()),
         };
-        let (client_id, priority) = token.map(gateway::parse_client_token).unwrap_or_default();
+        let token = token.map(gateway::parse_client_token).unwrap_or_default();
         let trimmed = path.trim_end_matches('/');
         let endpoint = match (method, trimmed) {
             (&http::Method::POST, "/v1/messages") => Endpoint::Messages,
@@ -55,8 +58,9 @@ impl Route {
         Route {
             path,
             endpoint,
-            client_id,
-            priority,
+            client_id: token.client,
+            priority: token.priority,
+            route: token.route,
         }
     }
 }
@@ -130,7 +134,7 @@ mod tests {
 
     #[test]
     fn tokens_from_pacer_run_are_understood() {
-        let token = gateway::client_token("my job/1", Priority::Batch);
+        let token = gateway::client_token("my job/1", Priority::Batch, None);
         let route = Route::parse(&Method::POST, &format!("/s/{token}/v1/messages"));
         assert_eq!(route.client_id.as_deref(), Some("my_job_1"));
         assert_eq!(route.priority, Some(Priority::Batch));

@@ -6,8 +6,8 @@
 use std::time::SystemTime;
 
 use pacer_protocol::message::{
-    Acquire, ErrorKind, ErrorReply, LeaseId, Outcome, Pause, Release, Report, Response,
-    StatusSnapshot,
+    Acquire, ErrorKind, ErrorReply, LeaseId, Outcome, Pause, RegisterRoute, Release, Report,
+    Response, StatusSnapshot,
 };
 use pacer_protocol::ratelimit::RateLimitHeaders;
 
@@ -65,7 +65,15 @@ pub fn status(hub: &Hub) -> Response {
         daemon_version: DAEMON_VERSION.to_owned(),
         budgets,
         accounts,
+        routes: hub.routes(),
     })
+}
+
+pub fn register_route(hub: &Hub, request: RegisterRoute) -> Response {
+    match hub.register_route(&request.upstream, &request.client) {
+        Ok(info) => Response::Route(info),
+        Err(message) => error(ErrorKind::InvalidRequest, message),
+    }
 }
 
 pub fn gateway_info(hub: &Hub) -> Response {

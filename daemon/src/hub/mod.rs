@@ -13,10 +13,12 @@
 //!   subscribers);
 //! - `handlers`: one function per request, shared by socket connections and sessions;
 //! - `session`: an in-process client of the broker, for the gateway;
+//! - [`routes`]: upstreams registered by wrapped commands with an endpoint of their own;
 //! - `timer`: the task that ticks the broker.
 
 mod deliver;
 pub mod handlers;
+pub mod routes;
 mod session;
 mod timer;
 
@@ -29,7 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
-use pacer_protocol::message::{Event, GatewayInfo};
+use pacer_protocol::message::{Event, GatewayInfo, RouteInfo, RouteStatus};
 use tokio::sync::{Notify, broadcast};
 
 use crate::broker::{Broker, BrokerState, Calibration, ConnId, Output};
@@ -66,6 +68,7 @@ struct State {
     broker: Broker,
     /// Input-token estimates for gateway requests, learned from real usage.
     calibration: Calibration,
+    routes: routes::Routes,
     writers: HashMap<ConnId, Writer>,
     /// When the timer task will next tick, so that only an earlier wakeup disturbs it.
     scheduled: Option<Instant>,
@@ -78,6 +81,7 @@ impl Hub {
             state: Mutex::new(State {
                 broker,
                 calibration,
+                routes: routes::Routes::default(),
                 writers: HashMap::new(),
                 scheduled: None,
                 subscribers: 0,
@@ -187,6 +191,38 @@ impl Hub {
         self.generation.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Registers an upstream for a wrapped command; the same upstream keeps its route.
+    pub fn register_route(&self, upstream: &str, client: &str) -> Result<RouteInfo, String> {
+        let url = routes::check_upstream(upstream)?;
+        let shown = routes::without_credentials(&url);
+        let id = self.lock().routes.register(url, client, now());
+        self.generation.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(route = id, upstream = shown, client, "route registered");
+        Ok(RouteInfo {
+            id,
+            upstream: shown,
+        })
+    }
+
+    /// The upstream of a registered route, noting that `client` uses it.
+    pub fn resolve_route(&self, id: &str, client: &str) -> Option<reqwest::Url> {
+        self.lock().routes.resolve(id, client, now())
+    }
+
+    /// Every registered route.
+    pub fn routes(&self) -> Vec<RouteStatus> {
+        let state = self.lock();
+        let time_base = state.broker.time_base();
+        state.routes.status(&time_base)
+    }
+
+    /// Routes from the state file.
+    pub fn restore_routes(&self, saved: Vec<RouteStatus>) {
+        let mut state = self.lock();
+        let time_base = state.broker.time_base();
+        state.routes.restore(saved, &time_base);
+    }
+
     /// Counts changes to the durable state.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Relaxed)
@@ -197,10 +233,15 @@ impl Hub {
         self.pause_changed.notified().await
     }
 
-    /// The durable state as of now: the broker's and the gateway's calibration.
-    pub fn snapshot(&self) -> (BrokerState, Calibration) {
+    /// The durable state as of now: the broker's, the gateway's calibration, the routes.
+    pub fn snapshot(&self) -> (BrokerState, Calibration, Vec<RouteStatus>) {
         let state = self.lock();
-        (state.broker.snapshot(now()), state.calibration.clone())
+        let time_base = state.broker.time_base();
+        (
+            state.broker.snapshot(now()),
+            state.calibration.clone(),
+            state.routes.saved(&time_base),
+        )
     }
 
     fn count_in_flight(&self, broker: &Broker) {

@@ -138,6 +138,7 @@ impl Session {
             Request::Status => Some(handlers::status(&self.hub)),
             Request::Pause(pause) => Some(handlers::pause(&self.hub, pause)),
             Request::GatewayInfo => Some(handlers::gateway_info(&self.hub)),
+            Request::RegisterRoute(route) => Some(handlers::register_route(&self.hub, route)),
             Request::Subscribe => {
                 self.subscribe(id);
                 None

@@ -186,6 +186,7 @@ fn restore(config: &Config, gateway: GatewayInfo) -> Hub {
         first_lease_id(time_base.wall),
     );
     let mut calibration = Calibration::default();
+    let mut routes = Vec::new();
     if let Some(path) = &config.state_file
         && let Some(saved) = crate::persist::load(path)
     {
@@ -196,9 +197,12 @@ fn restore(config: &Config, gateway: GatewayInfo) -> Hub {
             time_base.wall,
         );
         calibration = saved.calibration;
+        routes = saved.routes;
         tracing::info!(path = %path.display(), "state restored");
     }
-    Hub::new(broker, calibration, gateway)
+    let hub = Hub::new(broker, calibration, gateway);
+    hub.restore_routes(routes);
+    hub
 }
 
 /// Lease ids start from the wall clock so that a restarted daemon does not hand out the ids of

@@ -30,12 +30,13 @@ pub async fn keep_saved(hub: Arc<Hub>, path: PathBuf, mut stop: watch::Receiver<
 
 /// Writes the state file now (off the async threads: it fsyncs).
 pub async fn save_now(hub: &Hub, path: &Path) {
-    let (broker, calibration) = hub.snapshot();
+    let (broker, calibration, routes) = hub.snapshot();
     let state = StateFile {
         version: STATE_VERSION,
         saved_at: SystemTime::now(),
         broker,
         calibration,
+        routes,
     };
     let path = path.to_owned();
     let written =

@@ -1,6 +1,6 @@
 //! The mock Anthropic API as a process: `mock-upstream [--listen ADDR] [--rpm N] [--itpm N]
 //! [--otpm N] [--latency-ms MS] [--output-tokens N] [--event-gap-ms MS] [--organization KEY=ORG]…
-//! [--subscription-5h N]`. Prints its base URL on the first line of stdout, then serves until
+//! [--subscription-5h N] [--base-path /PREFIX]`. Prints its base URL on the first line of stdout, then serves until
 //! killed.
 
 use std::io::Write;
@@ -33,6 +33,9 @@ struct Args {
     /// this many requests.
     #[arg(long, value_name = "N")]
     subscription_5h: Option<u64>,
+    /// A path prefix every request must carry (`/anthropic`), as behind a company gateway.
+    #[arg(long, default_value = "")]
+    base_path: String,
 }
 
 #[tokio::main]
@@ -56,6 +59,7 @@ async fn main() -> anyhow::Result<()> {
             five_hour: n,
             ..Subscription::default()
         }),
+        base_path: args.base_path,
     };
     let mock = MockUpstream::start_on(args.listen, config).await?;
     println!("{}", mock.url());

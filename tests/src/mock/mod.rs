@@ -62,6 +62,9 @@ pub struct MockConfig {
     pub workspaces: Vec<Workspace>,
     /// The subscription every OAuth token (`Bearer sk-ant-oat…`) belongs to.
     pub subscription: Option<Subscription>,
+    /// A path prefix every request must carry (`/anthropic`), as behind a company gateway;
+    /// empty for none.
+    pub base_path: String,
 }
 
 impl Default for MockConfig {
@@ -76,6 +79,7 @@ impl Default for MockConfig {
             organizations: Vec::new(),
             workspaces: Vec::new(),
             subscription: None,
+            base_path: String::new(),
         }
     }
 }
@@ -185,8 +189,9 @@ impl MockUpstream {
         Ok(MockUpstream { addr, mock, task })
     }
 
+    /// Its base URL, with its path prefix.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}{}", self.addr, self.mock.config.base_path)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -290,7 +295,21 @@ async fn handle(mock: Arc<Mock>, request: Request<Incoming>) -> Response<Body> {
             body_bytes: body.len(),
         });
     }
-    match (&parts.method, parts.uri.path()) {
+    // Behind a path prefix (a company gateway's `/anthropic`), the API's paths follow it.
+    let path = match parts
+        .uri
+        .path()
+        .strip_prefix(mock.config.base_path.as_str())
+    {
+        Some(rest) if rest.starts_with('/') || mock.config.base_path.is_empty() => rest,
+        _ => {
+            return json_response(
+                StatusCode::NOT_FOUND,
+                &error_body("not_found_error", &format!("no route {}", parts.uri.path())),
+            );
+        }
+    };
+    match (&parts.method, path) {
         (&Method::GET, "/stats") => json_response(StatusCode::OK, &json!(mock.lock().stats)),
         (&Method::GET, "/mock/requests") => json_response(StatusCode::OK, &json!(mock.lock().seen)),
         (&Method::POST, "/mock/inject") => match serde_json::from_slice::<Inject>(&body) {

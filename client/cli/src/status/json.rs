@@ -18,10 +18,19 @@ fn owner_fields(owner: &BudgetOwner) -> (Value, Value) {
 pub fn status(snapshot: &StatusSnapshot) -> Value {
     let budgets: Vec<Value> = snapshot.budgets.iter().map(budget).collect();
     let accounts: Vec<Value> = snapshot.accounts.iter().map(account).collect();
+    let routes: Vec<Value> = snapshot
+        .routes
+        .iter()
+        .map(|r| {
+            json!({"id": r.id, "upstream": r.upstream, "clients": r.clients,
+                   "last_used": rfc3339(Some(r.last_used))})
+        })
+        .collect();
     json!({
         "daemon_version": snapshot.daemon_version,
         "budgets": budgets,
         "accounts": accounts,
+        "routes": routes,
     })
 }
 

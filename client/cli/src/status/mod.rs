@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use pacer_client::{Client, StatusSnapshot};
-use pacer_protocol::message::{AccountStatus, BudgetStatus, WindowStatus};
+use pacer_protocol::message::{AccountStatus, BudgetStatus, RouteStatus, WindowStatus};
 
 use crate::clock::{local, remaining};
 
@@ -41,7 +41,26 @@ pub fn render(snapshot: &StatusSnapshot, now: SystemTime) -> String {
         out.push('\n');
         out.push_str(&accounts_table(&snapshot.accounts, now));
     }
+    if !snapshot.routes.is_empty() {
+        out.push('\n');
+        out.push_str(&routes_table(&snapshot.routes, now));
+    }
     out
+}
+
+fn routes_table(routes: &[RouteStatus], now: SystemTime) -> String {
+    let rows: Vec<Vec<String>> = routes
+        .iter()
+        .map(|r| {
+            vec![
+                r.id.clone(),
+                r.upstream.clone(),
+                dash_if_empty(r.clients.join(", ")),
+                format!("{} ago", remaining(now, r.last_used)),
+            ]
+        })
+        .collect();
+    table(&["ROUTE", "UPSTREAM", "CLIENTS", "LAST USED"], &rows)
 }
 
 fn budgets_table(budgets: &[BudgetStatus], now: SystemTime) -> String {
@@ -228,6 +247,12 @@ mod tests {
                     reason: "the 7d_opus subscription window is spent".into(),
                 }],
             }],
+            routes: vec![RouteStatus {
+                id: "rt0123456789ab".into(),
+                upstream: "https://proxy.example.com/anthropic".into(),
+                clients: vec!["claude-7".into()],
+                last_used: SystemTime::UNIX_EPOCH + Duration::from_secs(900),
+            }],
         }
     }
 
@@ -278,5 +303,19 @@ mod tests {
         assert!(accounts.contains("5h 42% · resets "), "{accounts}");
         assert!(accounts.contains("7d 30% allowed_warning"), "{accounts}");
         assert!(accounts.contains("opus until "), "{accounts}");
+        let routes = text.split("\n\n").nth(2).expect("a routes table");
+        assert!(routes.starts_with("ROUTE"), "{routes}");
+        assert!(
+            routes.contains("https://proxy.example.com/anthropic  claude-7  1m 40s ago"),
+            "{routes}"
+        );
+        assert_eq!(
+            value_routes(&snapshot(None))[0]["upstream"],
+            "https://proxy.example.com/anthropic"
+        );
+    }
+
+    fn value_routes(snapshot: &StatusSnapshot) -> Vec<serde_json::Value> {
+        json::status(snapshot)["routes"].as_array().unwrap().clone()
     }
 }
