@@ -113,11 +113,13 @@ impl Bucket {
         self.level = self.level.min(0.0);
     }
 
-    /// Sets the level to one saved `ago`, refilled for the time since.
+    /// Sets the level to one saved `ago`, refilled for the time since. A level outside
+    /// [-capacity, capacity] (a damaged file) is held to it.
     pub fn restore(&mut self, level: f64, ago: Duration, now: Instant) {
         if !level.is_finite() {
             return;
         }
+        let level = level.clamp(-self.capacity, self.capacity);
         let refilled = level + ago.as_secs_f64() * self.rate_per_sec();
         self.level = refilled.min(self.capacity);
         self.updated = now;

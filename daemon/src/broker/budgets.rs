@@ -70,7 +70,7 @@ impl Budgets {
         if let Some(b) = self.find(owner, class) {
             return Some(b);
         }
-        if self.len() >= MAX_BUDGETS {
+        if self.len() >= MAX_BUDGETS && !self.evict_one() {
             return None;
         }
         let budget = Budget::new(
@@ -92,6 +92,24 @@ impl Budgets {
         };
         self.index.insert((owner.clone(), class.clone()), b);
         Some(b)
+    }
+
+    /// Makes room by forgetting a budget that is cheap to forget: a key's (not an account's,
+    /// which other budgets may answer to), idle (nothing waiting, in flight or paused), that
+    /// knows no limit and never saw a success — what a flood of made-up keys and model names
+    /// leaves behind. Returns whether one was found.
+    fn evict_one(&mut self) -> bool {
+        let victim = self
+            .iter()
+            .find(|(_, budget)| matches!(budget.owner(), Owner::Key(_)) && budget.is_disposable())
+            .map(|(b, _)| b);
+        match victim {
+            Some(b) => {
+                self.remove(b);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Files budget `b` under another owner.

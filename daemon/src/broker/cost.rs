@@ -37,6 +37,18 @@ impl RunningAverage {
         self.samples += 1;
     }
 
+    /// The largest average believed from a state file: more tokens than any call has.
+    pub const MAX: f64 = 10_000_000.0;
+
+    /// An average from a state file, held to what makes sense.
+    pub fn sane(self) -> Self {
+        if self.value.is_finite() && (0.0..=Self::MAX).contains(&self.value) {
+            self
+        } else {
+            Self::default()
+        }
+    }
+
     /// Whether no sample was recorded yet.
     pub fn is_empty(&self) -> bool {
         self.samples == 0

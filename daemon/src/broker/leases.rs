@@ -21,6 +21,9 @@ pub struct Lease {
     pub owner: Option<ConnId>,
     /// When a detached lease settles by itself.
     pub expires: Option<Instant>,
+    /// When it was granted: a call in flight when the daemon died is believed over after
+    /// [`LEASE_MAX_AGE`].
+    pub granted_at: Instant,
     /// What was reserved, to be refunded or charged when the real usage is reported.
     pub reservation: Reservation,
     /// Per kind: no bucket existed when this was granted (the limit was unknown), so the call
@@ -32,6 +35,10 @@ pub struct Lease {
     /// For a workspace's call: its organization's budget, and what was reserved there.
     pub parent: Option<(BudgetIdx, Reservation)>,
 }
+
+/// How long a call in flight when the daemon died is taken to hold its slot: the longest a
+/// call lasts (Claude Code's and the SDKs' request timeout is 10 minutes).
+pub const LEASE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(600);
 
 #[derive(Debug)]
 pub struct Leases {
@@ -59,8 +66,9 @@ impl Leases {
 
     /// Records a new lease and returns its id.
     pub fn issue(&mut self, lease: Lease) -> LeaseId {
+        // Lease 0 means "unpaced" to the command line: never hand it out, even after a wrap.
         let id = LeaseId(self.next);
-        self.next += 1;
+        self.next = self.next.checked_add(1).unwrap_or(1);
         if let Some(at) = lease.expires {
             self.expiries.insert((at, id));
         }
@@ -70,6 +78,21 @@ impl Leases {
         }
         self.by_id.insert(id, lease);
         id
+    }
+
+    /// Puts back a lease from the state file under its own id (a new one if that is taken or
+    /// 0).
+    pub fn restore(&mut self, id: u64, lease: Lease) {
+        if id == 0 || id >= 1 << 62 || self.by_id.contains_key(&LeaseId(id)) {
+            self.issue(lease);
+            return;
+        }
+        let id = LeaseId(id);
+        if let Some(at) = lease.expires {
+            self.expiries.insert((at, id));
+        }
+        self.next = self.next.max(id.0 + 1);
+        self.by_id.insert(id, lease);
     }
 
     pub fn get(&self, id: LeaseId) -> Option<&Lease> {
@@ -152,8 +175,12 @@ impl Leases {
     }
 
     /// Moves the next id forward (never back): a restored daemon continues where the last one
-    /// stopped.
+    /// stopped. (A damaged file's absurd counter is held far below the wrap.)
     pub fn set_next(&mut self, next: u64) {
-        self.next = self.next.max(next);
+        self.next = self.next.max(next.min(1 << 62));
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (LeaseId, &Lease)> {
+        self.by_id.iter().map(|(&id, lease)| (id, lease))
     }
 }

@@ -48,6 +48,7 @@ impl Broker {
 
     fn end_pause(&mut self, b: super::BudgetIdx) {
         if self.budgets[b].end_pause() {
+            self.budgets[b].probe_again();
             self.out.push(Output::Event(Event::PauseEnded {
                 budget: self.budgets[b].id(),
             }));

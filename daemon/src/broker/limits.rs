@@ -4,6 +4,10 @@ use std::collections::HashMap;
 
 use pacer_protocol::{KeyFingerprint, LimitKind};
 
+/// The largest limit taken, from the configuration or a state file: far beyond any real
+/// account's, small enough that no arithmetic on it overflows.
+pub const MAX_LIMIT: u64 = 10_000_000_000;
+
 /// The limits of one budget. `None` is not enforced (until learned from response headers, for
 /// the three per-minute limits).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

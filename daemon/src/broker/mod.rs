@@ -66,7 +66,7 @@ pub use config::BrokerConfig;
 pub use cost::Costs;
 pub use exchange::{BrokerError, ConnId, Output, Settlement, Ticket};
 use leases::{Lease, Leases};
-pub use limits::{LimitSet, LimitTable, ModelClasses};
+pub use limits::{LimitSet, LimitTable, MAX_LIMIT, ModelClasses};
 use lockouts::Lockouts;
 pub use lockouts::Rejection;
 use overload::Overloads;
@@ -81,6 +81,9 @@ use waiters::{Waiter, Waiters};
 /// Bounds on what one connection may hold, so a runaway client cannot exhaust the daemon.
 const MAX_WAITERS_PER_CONNECTION: usize = 65_536;
 const MAX_NAME_LEN: usize = 256;
+/// The longest model name taken: real ones are a few dozen characters; a model matching no
+/// pattern is a class of its own, and each class a budget, so this bounds what a name can cost.
+pub const MAX_MODEL_LEN: usize = 128;
 
 pub struct Broker {
     config: BrokerConfig,
@@ -269,9 +272,15 @@ impl Broker {
         if req.model.trim().is_empty() {
             return Some("the model name is empty".into());
         }
-        if req.model.len() > MAX_NAME_LEN || req.client_id.len() > MAX_NAME_LEN {
+        if req.model.len() > MAX_MODEL_LEN {
             return Some(format!(
-                "model and client id must be at most {MAX_NAME_LEN} bytes"
+                "the model name is {} bytes long; at most {MAX_MODEL_LEN} are taken",
+                req.model.len()
+            ));
+        }
+        if req.client_id.len() > MAX_NAME_LEN {
+            return Some(format!(
+                "the client id must be at most {MAX_NAME_LEN} bytes"
             ));
         }
         if req.detached_ttl.is_some_and(|ttl| ttl.is_zero()) {
@@ -293,6 +302,7 @@ impl Broker {
             key: grant.key,
             probe,
             parent,
+            granted_at: now,
             budget: b,
             owner: expires.is_none().then_some(grant.ticket.conn),
             expires,

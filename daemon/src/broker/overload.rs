@@ -43,7 +43,10 @@ impl Overloads {
         overload.consecutive = overload.consecutive.saturating_add(1);
         let doublings = overload.consecutive.saturating_sub(1).min(16);
         let backoff = (OVERLOAD_BACKOFF_START * 2u32.pow(doublings)).min(OVERLOAD_BACKOFF_MAX);
-        let until = later(now, backoff.max(retry_after.unwrap_or_default()));
+        // A 529's retry-after is believed up to the cap: the API as a whole is busy, which
+        // passes in seconds, not days.
+        let asked = retry_after.unwrap_or_default().min(OVERLOAD_BACKOFF_MAX);
+        let until = later(now, backoff.max(asked));
         if overload.until.is_some_and(|current| current >= until) {
             return None;
         }
@@ -76,7 +79,12 @@ impl Overloads {
         self.by_class.iter()
     }
 
-    pub fn restore(&mut self, class: Arc<str>, overload: Overload) {
+    /// A backoff from the state file, held to the cap.
+    pub fn restore(&mut self, class: Arc<str>, mut overload: Overload, now: Instant) {
+        overload.until = overload
+            .until
+            .map(|until| until.min(later(now, OVERLOAD_BACKOFF_MAX)));
+        overload.consecutive = overload.consecutive.min(16);
         self.by_class.insert(class, overload);
     }
 }

@@ -13,8 +13,6 @@ use super::budgets::BudgetIdx;
 use super::lockouts::{Lockout, Rejection};
 use super::{Broker, BrokerError, Costs, Output, PerKind, Settlement, later};
 
-/// How long a 429 without `retry-after` pauses its budget.
-const DEFAULT_RATE_LIMIT_PAUSE: Duration = Duration::from_secs(1);
 /// The longest wait a 429 is believed for: a subscription's weekly window resets within a
 /// week; anything beyond 8 days is a broken header.
 pub const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(8 * 24 * 3600);
@@ -76,10 +74,11 @@ impl Broker {
                 message,
                 rejection,
             } => {
-                let retry_after = retry_after
-                    .or(headers.retry_after)
-                    .unwrap_or(DEFAULT_RATE_LIMIT_PAUSE)
-                    .min(MAX_RATE_LIMIT_WAIT);
+                let retry_after = match retry_after.or(headers.retry_after) {
+                    Some(wait) => wait.min(MAX_RATE_LIMIT_WAIT),
+                    // No usable wait (missing, negative, garbled): back off exponentially.
+                    None => self.budgets[b].blind_pause(),
+                };
                 // Learn first: the 429's own headers may create the bucket it names.
                 self.learn(b, headers, None, now);
                 let refused = Refused {

@@ -15,11 +15,14 @@ use pacer_protocol::unified::WindowState;
 use serde::{Deserialize, Serialize};
 
 use super::accounts::{Subscription, WindowInfo};
+use super::budget::Reservation;
 use super::budget::SavedBudget;
 use super::cost::RunningAverage;
+use super::leases::{LEASE_MAX_AGE, Lease};
 use super::lockouts::{Lockout, Rejection};
 use super::overload::Overload;
 use super::owner::Owner;
+use super::settle::MAX_RATE_LIMIT_WAIT;
 use super::{Broker, PerKind, later};
 
 /// The broker's durable state.
@@ -41,6 +44,23 @@ pub struct BrokerState {
     pub lockouts: Vec<LockoutState>,
     #[serde(default)]
     pub subscriptions: Vec<SubscriptionState>,
+    /// Calls in flight when saved: after a crash their slots stay taken until they expire.
+    #[serde(default)]
+    pub leases: Vec<LeaseState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaseState {
+    /// Its id, so that a detached lease can still be reported after a restart.
+    pub id: u64,
+    #[serde(flatten)]
+    pub owner: OwnerState,
+    pub model_class: String,
+    /// When its slot is taken to be free again.
+    pub expires: SystemTime,
+    /// What it reserved, from which buckets: a report settles it exactly.
+    pub cost: PerKind<u64>,
+    pub charged: PerKind<bool>,
 }
 
 /// Whose: a key (16 hex characters) or an account's label.
@@ -226,7 +246,22 @@ impl Broker {
                 account: account.to_string(),
                 organization: organization.to_string(),
             });
+        let leases = self.leases.iter().map(|(id, lease)| {
+            let budget = &self.budgets[lease.budget];
+            let expires = lease
+                .expires
+                .unwrap_or_else(|| later(lease.granted_at, LEASE_MAX_AGE));
+            LeaseState {
+                id: id.0,
+                owner: OwnerState::of(budget.owner()),
+                model_class: budget.class().to_string(),
+                expires: wall(expires),
+                cost: lease.reservation.cost,
+                charged: lease.reservation.charged,
+            }
+        });
         BrokerState {
+            leases: leases.filter(|l| l.expires > wall(now)).collect(),
             budgets: budgets.collect(),
             overloads: overloads.collect(),
             next_lease: self.leases.next_id(),
@@ -247,9 +282,10 @@ impl Broker {
         wall_now: SystemTime,
     ) {
         let downtime = wall_now.duration_since(saved_at).unwrap_or_default();
+        // Times still to come; none further than any wait the broker believes (a damaged file).
         let instant = |at: SystemTime| -> Option<Instant> {
             let left = at.duration_since(wall_now).ok()?;
-            Some(later(now, left))
+            Some(later(now, left.min(MAX_RATE_LIMIT_WAIT)))
         };
         // Links first, so that every budget is filed under the owner it has now.
         for workspace in &state.workspaces {
@@ -295,6 +331,7 @@ impl Broker {
                     consecutive: saved.consecutive,
                     until: saved.until.and_then(instant),
                 },
+                now,
             );
         }
         for saved in state.lockouts {
@@ -337,6 +374,35 @@ impl Broker {
                 windows,
             };
             self.accounts.restore_subscription(owner, subscription);
+        }
+        // Calls that were in flight: their slots stay taken (their reservations are already in
+        // the saved levels) until they expire, at most LEASE_MAX_AGE from now.
+        for saved in state.leases {
+            let (Some(owner), Some(expires)) = (saved.owner.owner(), instant(saved.expires)) else {
+                continue;
+            };
+            let class = Arc::from(saved.model_class.as_str());
+            let Some(b) = self.budget_of(&owner, &class, now) else {
+                continue;
+            };
+            self.budgets[b].hold_in_flight();
+            let lease = Lease {
+                key: pacer_protocol::KeyFingerprint::ANONYMOUS,
+                budget: b,
+                owner: None,
+                expires: Some(expires.min(later(now, LEASE_MAX_AGE))),
+                granted_at: now,
+                reservation: Reservation {
+                    cost: saved
+                        .cost
+                        .map(|_, n| n.min(crate::broker::limits::MAX_LIMIT)),
+                    charged: saved.charged,
+                },
+                unmetered: PerKind::default(),
+                probe: false,
+                parent: None,
+            };
+            self.leases.restore(saved.id, lease);
         }
         self.leases.set_next(state.next_lease);
     }

@@ -366,6 +366,15 @@ rpm = 4000
     }
 
     #[test]
+    fn an_absurd_limit_is_refused() {
+        let e = error("[limits.opus]\nrpm = 18446744073709551615\n");
+        assert!(
+            e.contains("limits.opus.rpm") && e.contains("at most"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn a_wrong_type_is_refused() {
         let e = error("[limits.opus]\nrpm = \"fast\"\n");
         assert!(e.contains("line 2"), "{e}");

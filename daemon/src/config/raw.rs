@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::values::{AccountName, Address, Filter, Name, Seconds, Upstream};
 use super::{DEFAULT_CLASSES, GatewayConfig};
-use crate::broker::{AccountsConfig, BrokerConfig, LimitSet, LimitTable, ModelClasses};
+use crate::broker::{AccountsConfig, BrokerConfig, LimitSet, LimitTable, MAX_LIMIT, ModelClasses};
 
 /// Every section; each is read on its own, so that one mistake does not hide the next.
 #[derive(Debug, Default)]
@@ -33,20 +33,36 @@ pub struct RawClass {
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
-    rpm: Option<NonZeroU64>,
-    itpm: Option<NonZeroU64>,
-    otpm: Option<NonZeroU64>,
+    rpm: Option<Limit>,
+    itpm: Option<Limit>,
+    otpm: Option<Limit>,
     max_in_flight: Option<NonZeroU32>,
 }
 
 impl From<RawLimits> for LimitSet {
     fn from(raw: RawLimits) -> Self {
         LimitSet {
-            rpm: raw.rpm.map(NonZeroU64::get),
-            itpm: raw.itpm.map(NonZeroU64::get),
-            otpm: raw.otpm.map(NonZeroU64::get),
+            rpm: raw.rpm.map(|l| l.0),
+            itpm: raw.itpm.map(|l| l.0),
+            otpm: raw.otpm.map(|l| l.0),
             max_in_flight: raw.max_in_flight.map(NonZeroU32::get),
         }
+    }
+}
+
+/// A per-minute limit: nonzero, and no larger than [`MAX_LIMIT`].
+#[derive(Debug, Clone, Copy)]
+struct Limit(u64);
+
+impl<'de> Deserialize<'de> for Limit {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = NonZeroU64::deserialize(d)?.get();
+        if n > MAX_LIMIT {
+            return Err(serde::de::Error::custom(format!(
+                "{n} is beyond any real limit: at most {MAX_LIMIT}"
+            )));
+        }
+        Ok(Limit(n))
     }
 }
 

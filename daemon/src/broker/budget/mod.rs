@@ -80,6 +80,10 @@ pub struct Budget {
     /// Since the daemon started, for `pacer status`.
     granted: u64,
     rate_limited: u64,
+    /// Calls answered with a success, since the daemon started.
+    succeeded: u64,
+    /// 429s in a row that said nothing of how long to wait: each doubles the next pause.
+    blind_429s: u32,
     /// Per kind: the bucket was created while calls granted without it (its limit unknown)
     /// were still in flight. Until they have all been answered, the server's `remaining` counts
     /// some of them and not others, so each answer re-estimates the level (see
@@ -126,6 +130,8 @@ impl Budget {
             output_average: RunningAverage::default(),
             granted: 0,
             rate_limited: 0,
+            succeeded: 0,
+            blind_429s: 0,
             calibrating: PerKind::default(),
             calibration_floor: PerKind::splat(f64::INFINITY),
         };
@@ -173,6 +179,23 @@ impl Budget {
     /// Why the budget is paused (meaningful while it is).
     pub fn pause_reason(&self) -> &str {
         &self.pause_reason
+    }
+
+    /// Whether forgetting the budget loses nothing: idle, no limit known, never a success.
+    pub fn is_disposable(&self) -> bool {
+        self.queue.is_empty()
+            && self.in_flight == 0
+            && self.paused_until.is_none()
+            && self.succeeded == 0
+            && self.limits() == LimitSet::default()
+    }
+
+    /// The pause for a 429 that gave no usable wait: 1 s, doubled for each such 429 in a row,
+    /// up to a minute (a success starts over).
+    pub fn blind_pause(&mut self) -> Duration {
+        self.blind_429s = self.blind_429s.saturating_add(1);
+        let doublings = (self.blind_429s - 1).min(6);
+        Duration::from_secs(1 << doublings)
     }
 
     /// Whether time alone can change this budget (a pause to end, waiters to serve).

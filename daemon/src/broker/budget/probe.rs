@@ -59,6 +59,14 @@ impl Budget {
         self.probe = Probe::Answered;
     }
 
+    /// After a pause, a budget that still knows no limit lets one call out first again, rather
+    /// than everyone at once into what may be another 429.
+    pub fn probe_again(&mut self) {
+        if self.limits() == LimitSet::default() {
+            self.probe = Probe::Unsent;
+        }
+    }
+
     /// The first call settled without a word from the API (it failed, or its caller went
     /// away): the next one goes out instead.
     pub fn probe_unanswered(&mut self) {

@@ -46,6 +46,12 @@ impl Budget {
         self.adjust(LimitKind::OutputTokens, reservation, used_output, now);
     }
 
+    /// Takes an in-flight slot for a call granted before a restart (its reservation is already in
+    /// the levels).
+    pub fn hold_in_flight(&mut self) {
+        self.in_flight += 1;
+    }
+
     /// Frees a call's in-flight slot.
     pub fn finish(&mut self) {
         self.in_flight = self.in_flight.saturating_sub(1);
@@ -62,6 +68,8 @@ impl Budget {
     ) {
         self.input_average.record(used_input);
         self.output_average.record(used_output);
+        self.succeeded += 1;
+        self.blind_429s = 0;
         self.adjust(LimitKind::InputTokens, reservation, used_input, now);
         self.adjust(LimitKind::OutputTokens, reservation, used_output, now);
     }

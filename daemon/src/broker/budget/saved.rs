@@ -20,7 +20,9 @@ impl Budget {
     /// Restores what [`Budget::saved`] gave, `downtime` ago: buckets are refilled for that time.
     pub fn restore(&mut self, saved: &SavedBudget, downtime: Duration, now: Instant) {
         for (kind, limit) in saved.learned.iter() {
-            if let Some(limit) = *limit {
+            if let Some(limit) = *limit
+                && limit <= crate::broker::limits::MAX_LIMIT
+            {
                 self.learn(kind, limit, now);
             }
         }
@@ -29,8 +31,8 @@ impl Budget {
                 bucket.restore(*level, downtime, now);
             }
         }
-        self.input_average = saved.input_average;
-        self.output_average = saved.output_average;
+        self.input_average = saved.input_average.sane();
+        self.output_average = saved.output_average.sane();
     }
 }
 

@@ -11,6 +11,7 @@ use pacer_protocol::{BudgetOwner, KeyFingerprint, LimitKind, Priority};
 use super::*;
 
 mod accounts;
+mod hardening;
 
 fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s)
