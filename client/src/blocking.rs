@@ -23,7 +23,7 @@ use pacer_protocol::KeyFingerprint;
 use pacer_protocol::message::{GatewayInfo, LeaseId, Outcome, StatusSnapshot};
 use tokio::runtime::Runtime;
 
-use crate::client::ClientBuilder;
+use crate::builder::ClientBuilder;
 use crate::error::Error;
 use crate::fail_mode::FailMode;
 use crate::request::AcquireRequest;

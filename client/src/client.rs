@@ -27,85 +27,15 @@ pub const DEFAULT_RECONNECT_WINDOW: Duration = Duration::from_secs(30);
 const RECONNECT_BACKOFF_START: Duration = Duration::from_millis(25);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-/// Configures a [`Client`].
-#[derive(Debug, Clone, Default)]
-pub struct ClientBuilder {
-    endpoint: Option<PathBuf>,
-    fail_mode: FailMode,
-    reconnect_window: Option<Duration>,
-    client_id: Option<String>,
-    client_name: Option<String>,
-}
-
-impl ClientBuilder {
-    /// The daemon's socket (default: [`pacer_protocol::endpoint::default_endpoint`]).
-    pub fn endpoint(mut self, path: impl Into<PathBuf>) -> Self {
-        self.endpoint = Some(path.into());
-        self
-    }
-
-    pub fn fail_mode(mut self, mode: FailMode) -> Self {
-        self.fail_mode = mode;
-        self
-    }
-
-    /// How long a request keeps trying to reach a daemon that went away under it (a restart)
-    /// before the fail mode applies (default 30 s).
-    pub fn reconnect_window(mut self, window: Duration) -> Self {
-        self.reconnect_window = Some(window);
-        self
-    }
-
-    /// The identity this client's acquires are queued under: clients of one priority take turns
-    /// (default: the program name and process id).
-    pub fn client_id(mut self, id: impl Into<String>) -> Self {
-        self.client_id = Some(id.into());
-        self
-    }
-
-    /// The name the daemon logs for this client (default: the program name).
-    pub fn client_name(mut self, name: impl Into<String>) -> Self {
-        self.client_name = Some(name.into());
-        self
-    }
-
-    /// Connects. With [`FailMode::Closed`] an unreachable daemon is an error; with
-    /// [`FailMode::Open`] the client is returned anyway and connects when the daemon appears.
-    pub async fn connect(self) -> Result<Client, Error> {
-        let program = std::env::args()
-            .next()
-            .and_then(|arg0| {
-                Path::new(&arg0)
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-            })
-            .unwrap_or_else(|| "pacer-client".to_owned());
-        let client = Client {
-            inner: Arc::new(Inner {
-                endpoint: self
-                    .endpoint
-                    .unwrap_or_else(pacer_protocol::endpoint::default_endpoint),
-                fail_mode: self.fail_mode,
-                reconnect_window: self.reconnect_window.unwrap_or(DEFAULT_RECONNECT_WINDOW),
-                client_id: self
-                    .client_id
-                    .unwrap_or_else(|| format!("{program}-{}", std::process::id())),
-                client_name: self.client_name.unwrap_or(program),
-                current: Mutex::new(None),
-                reconnect: tokio::sync::Mutex::new(None),
-                warned: AtomicBool::new(false),
-                outage: Mutex::default(),
-            }),
-        };
-        match client.connection(false).await {
-            Ok(_) => Ok(client),
-            Err(e) if e.is_unreachable() && client.inner.fail_mode == FailMode::Open => {
-                client.warn_once(&e);
-                Ok(client)
-            }
-            Err(e) => Err(e),
-        }
-    }
+/// What a client is made of: the builder's choices, settled.
+pub(crate) struct Settings {
+    pub endpoint: PathBuf,
+    /// Whether the daemon must be this user's own (the default socket, not one named).
+    pub verify_owner: bool,
+    pub fail_mode: FailMode,
+    pub reconnect_window: Duration,
+    pub client_id: String,
+    pub client_name: String,
 }
 
 /// A handle to pacerd, cheap to clone and share between tasks.
@@ -116,6 +46,8 @@ pub struct Client {
 
 struct Inner {
     endpoint: PathBuf,
+    /// Whether the daemon must be this user's own (the default socket, not one named).
+    verify_owner: bool,
     fail_mode: FailMode,
     reconnect_window: Duration,
     client_id: String,
@@ -139,18 +71,30 @@ struct Outage {
 }
 
 impl Client {
-    /// Connects to the daemon at the default endpoint, failing open.
-    pub async fn connect() -> Result<Client, Error> {
-        Client::builder().connect().await
-    }
-
-    /// Connects to the daemon at `path`, failing open.
-    pub async fn connect_to(path: impl Into<PathBuf>) -> Result<Client, Error> {
-        Client::builder().endpoint(path).connect().await
-    }
-
-    pub fn builder() -> ClientBuilder {
-        ClientBuilder::default()
+    /// Connects with settled settings (`ClientBuilder::connect`).
+    pub(crate) async fn start(settings: Settings) -> Result<Client, Error> {
+        let client = Client {
+            inner: Arc::new(Inner {
+                endpoint: settings.endpoint,
+                verify_owner: settings.verify_owner,
+                fail_mode: settings.fail_mode,
+                reconnect_window: settings.reconnect_window,
+                client_id: settings.client_id,
+                client_name: settings.client_name,
+                current: Mutex::new(None),
+                reconnect: tokio::sync::Mutex::new(None),
+                warned: AtomicBool::new(false),
+                outage: Mutex::default(),
+            }),
+        };
+        match client.connection(false).await {
+            Ok(_) => Ok(client),
+            Err(e) if e.is_unreachable() && client.inner.fail_mode == FailMode::Open => {
+                client.warn_once(&e);
+                Ok(client)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     pub fn endpoint(&self) -> &Path {
@@ -182,7 +126,8 @@ impl Client {
                 source: std::io::Error::other(reason.clone()),
             });
         }
-        match Connection::open(&self.inner.endpoint, &self.inner.client_name).await {
+        let (endpoint, name) = (&self.inner.endpoint, &self.inner.client_name);
+        match Connection::open(endpoint, name, self.inner.verify_owner).await {
             Ok(connection) => {
                 *last_failure = None;
                 *self.inner.outage.lock().unwrap_or_else(|p| p.into_inner()) = Outage {
@@ -345,9 +290,25 @@ impl Client {
         expect_ack(response)
     }
 
-    /// A snapshot of every budget.
+    /// A snapshot of every budget and account. A large one comes in pages, gathered here
+    /// (each page is consistent in itself; the whole is not one instant).
     pub async fn status(&self) -> Result<StatusSnapshot, Error> {
-        match self.call(|| Request::Status).await? {
+        let mut status = self.status_page(0).await?;
+        while let Some(page) = status.next_page.take() {
+            let next = self.status_page(page).await?;
+            status.budgets.extend(next.budgets);
+            status.accounts.extend(next.accounts);
+            status.next_page = next.next_page.filter(|&n| n > page);
+        }
+        Ok(status)
+    }
+
+    async fn status_page(&self, page: u32) -> Result<StatusSnapshot, Error> {
+        let request = || match page {
+            0 => Request::Status,
+            n => Request::StatusPage(n),
+        };
+        match self.call(request).await? {
             (Response::Status(status), _) => Ok(status),
             (other, _) => Err(unexpected(other)),
         }

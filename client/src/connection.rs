@@ -55,8 +55,13 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Connects and shakes hands.
-    pub async fn open(path: &Path, client_name: &str) -> Result<Arc<Connection>, Error> {
+    /// Connects and shakes hands. With `verify`, the daemon must be this user's own (see
+    /// [`verify_owner`]).
+    pub async fn open(
+        path: &Path,
+        client_name: &str,
+        verify: bool,
+    ) -> Result<Arc<Connection>, Error> {
         let unreachable = |source| Error::Unreachable {
             path: path.to_owned(),
             source,
@@ -66,6 +71,12 @@ impl Connection {
             .to_fs_name::<GenericFilePath>()
             .map_err(unreachable)?;
         let stream = Stream::connect(name).await.map_err(unreachable)?;
+        if verify {
+            verify_owner(path, &stream).map_err(|reason| Error::Untrusted {
+                path: path.to_owned(),
+                reason,
+            })?;
+        }
         let (reader, outbox) = io::split(stream);
         let pending = Arc::new(Mutex::new(PendingTable::default()));
         let (closed_tx, closed) = watch::channel(false);
@@ -112,6 +123,18 @@ impl Connection {
             Response::Welcome(welcome) => connection.daemon_version = welcome.daemon_version,
             Response::Error(e) if e.kind == ErrorKind::VersionMismatch => {
                 return Err(Error::VersionMismatch { message: e.message });
+            }
+            Response::Error(e) if e.kind == ErrorKind::PermissionDenied => {
+                return Err(Error::Denied {
+                    path: path.to_owned(),
+                    message: e.message,
+                });
+            }
+            Response::Error(e) if e.kind == ErrorKind::Busy => {
+                return Err(Error::Unreachable {
+                    path: path.to_owned(),
+                    source: std::io::Error::other(e.message),
+                });
             }
             other => return Err(unexpected(other)),
         }
@@ -186,6 +209,37 @@ impl Connection {
     pub fn send_and_forget(&self, request: Request) {
         let _ = self.send(request, None);
     }
+}
+
+/// Checks that the daemon at the default socket is this user's own: its directory belongs to
+/// this user and nobody else can write into it (or another user could have planted a socket
+/// there first), and the process listening runs as this user or root.
+#[cfg(unix)]
+fn verify_owner(path: &Path, stream: &Stream) -> Result<(), String> {
+    use interprocess::local_socket::traits::StreamCommon as _;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        pacer_protocol::endpoint::check_private_dir(dir)?;
+    }
+    let me = pacer_protocol::endpoint::effective_uid();
+    let creds = stream
+        .peer_creds()
+        .map_err(|e| format!("cannot tell who runs it ({e})"))?;
+    match creds.euid() {
+        Some(uid) if uid == me || uid == 0 => Ok(()),
+        Some(uid) => Err(format!(
+            "it runs as uid {uid}, not as you (uid {me}) or root{}",
+            creds
+                .pid()
+                .map_or(String::new(), |pid| format!(" (pid {pid})"))
+        )),
+        None => Err("the kernel does not say who runs it".into()),
+    }
+}
+
+#[cfg(not(unix))]
+fn verify_owner(_path: &Path, _stream: &Stream) -> Result<(), String> {
+    // The per-user pipe name is created by its owner with a private security descriptor.
+    Ok(())
 }
 
 /// A call in progress. If the caller stops waiting (its future is dropped), the call is marked

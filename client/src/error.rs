@@ -16,6 +16,18 @@ pub enum Error {
     /// The daemon closed the connection (it stopped or restarted).
     #[error("the connection to pacerd at {} was lost", path.display())]
     Disconnected { path: PathBuf },
+    /// The daemon does not let this user in (its `[access]` settings).
+    #[error("pacerd at {} refused the connection: {message}", path.display())]
+    Denied { path: PathBuf, message: String },
+    /// What answers at the default socket is not this user's own pacerd: the socket's
+    /// directory belongs to, or is writable by, someone else, or the daemon runs as another
+    /// user. Its gateway could see the API key, so it is not used.
+    #[error(
+        "refusing the pacerd at {}: {reason}. Remove it, or name a socket you trust with \
+         PACER_SOCKET or --socket",
+        path.display()
+    )]
+    Untrusted { path: PathBuf, reason: String },
     /// Client and daemon come from incompatible releases.
     #[error("{message}")]
     VersionMismatch { message: String },

@@ -20,6 +20,7 @@
 //! CLI parser, HTTP client or logger of its own.
 //!
 //! A tour of the crate, each module importing only those below it:
+//! - [`ClientBuilder`] (in `builder`): where the daemon is, the fail mode, who is asking.
 //! - [`Client`] (in `client`): connects, reconnects, and applies the [`FailMode`] when the daemon
 //!   is away.
 //! - [`blocking`]: the same for code without async.
@@ -31,6 +32,7 @@
 //! - [`FailMode`] (in `fail_mode`) and [`Error`] (in `error`).
 
 pub mod blocking;
+mod builder;
 mod client;
 mod connection;
 mod error;
@@ -39,7 +41,8 @@ pub mod outcome;
 mod permit;
 mod request;
 
-pub use client::{Client, ClientBuilder, Subscription};
+pub use builder::ClientBuilder;
+pub use client::{Client, Subscription};
 pub use error::Error;
 pub use fail_mode::FailMode;
 pub use pacer_protocol::message::{

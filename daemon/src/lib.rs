@@ -7,6 +7,7 @@
 //!   the fair queue of waiters, leases, the shared pause and the overload backoff. Every method
 //!   takes `now`; nothing in it does I/O.
 //! - [`config`]: the TOML configuration and its error messages.
+//! - [`throttle`]: warnings that could repeat without end, logged at most once per interval.
 //! - [`persist`]: the state file that carries pauses, limits and bucket levels across restarts.
 //! - [`hub`]: the broker shared by every front end: one mutex, the timer that ticks it, the
 //!   request handlers, in-process sessions, and delivery of answers and events.
@@ -27,6 +28,7 @@ pub mod hub;
 pub mod persist;
 pub mod server;
 pub mod service;
+pub mod throttle;
 
 pub use config::Config;
 pub use service::{Setup, run};

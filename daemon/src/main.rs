@@ -21,6 +21,7 @@ fn main() -> ExitCode {
 }
 
 fn start(args: Args) -> anyhow::Result<()> {
+    service::process::private_files();
     let mut setup = Setup::new(args.load_config()?, args.socket.clone());
     #[cfg(unix)]
     {

@@ -47,13 +47,9 @@ pub fn load(path: &Path) -> Option<StateFile> {
             return None;
         }
     };
-    let problem = match serde_json::from_slice::<StateFile>(&bytes) {
-        Ok(state) if state.version == STATE_VERSION => return Some(state),
-        Ok(state) => format!(
-            "it is version {}, this pacerd reads version {STATE_VERSION}",
-            state.version
-        ),
-        Err(e) => format!("it is not a valid state file ({e})"),
+    let problem = match parse(&bytes) {
+        Ok(state) => return Some(state),
+        Err(problem) => problem,
     };
     let aside = aside_path(path);
     match std::fs::rename(path, &aside) {
@@ -70,6 +66,19 @@ pub fn load(path: &Path) -> Option<StateFile> {
     None
 }
 
+/// Reads a state file's bytes: what they hold, or why they cannot be used. (Values are held
+/// to sense when the broker restores them.)
+pub fn parse(bytes: &[u8]) -> Result<StateFile, String> {
+    match serde_json::from_slice::<StateFile>(bytes) {
+        Ok(state) if state.version == STATE_VERSION => Ok(state),
+        Ok(state) => Err(format!(
+            "it is version {}, this pacerd reads version {STATE_VERSION}",
+            state.version
+        )),
+        Err(e) => Err(format!("it is not a valid state file ({e})")),
+    }
+}
+
 fn aside_path(path: &Path) -> PathBuf {
     let stamp = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -80,17 +89,53 @@ fn aside_path(path: &Path) -> PathBuf {
     path.with_file_name(format!("{name}.corrupt-{stamp}"))
 }
 
-/// Writes the state file atomically.
-pub fn save(path: &Path, state: &StateFile) -> std::io::Result<()> {
-    let dir = path
-        .parent()
+/// The directory a file of the daemon's goes in.
+pub fn dir_of(path: &Path) -> &Path {
+    path.parent()
         .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
+        .unwrap_or(Path::new("."))
+}
+
+/// Makes sure `dir` is the daemon's own: created (0700) if missing; otherwise it must belong to
+/// the daemon's user and be writable by nobody else — another user who could write there could
+/// replace the state file, or plant a symlink that the next save or log line follows.
+pub fn private_dir(dir: &Path) -> Result<(), String> {
+    if !dir.exists() {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        return builder
+            .create(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()));
+    }
+    #[cfg(unix)]
+    pacer_protocol::endpoint::check_private_dir(dir)?;
+    Ok(())
+}
+
+/// Writes the state file atomically: a new private file (never through a symlink), fsync,
+/// rename over the old one, fsync of the directory.
+pub fn save(path: &Path, state: &StateFile) -> std::io::Result<()> {
+    let dir = dir_of(path);
+    private_dir(dir).map_err(std::io::Error::other)?;
     let json = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
     let tmp = path.with_extension("tmp");
     {
-        let mut file = std::fs::File::create(&tmp)?;
+        // A temporary file left by a crash (or planted) goes first: the new one is created
+        // exclusively, so no existing file or symlink is ever written through.
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+        }
+        let mut file = options.open(&tmp)?;
         file.write_all(&json)?;
         file.sync_all()?;
     }
@@ -131,6 +176,40 @@ mod tests {
         newer.broker.next_lease = 43;
         save(&path, &newer).unwrap();
         assert_eq!(load(&path).unwrap().broker.next_lease, 43);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_file_is_private_and_never_written_through_a_symlink() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        std::os::unix::fs::symlink(&victim, path.with_extension("tmp")).unwrap();
+        save(&path, &state()).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(
+            !std::fs::symlink_metadata(&path)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_directory_others_can_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = save(&dir.path().join("state"), &state())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("others can write into it"), "{err}");
+        assert!(!dir.path().join("state").exists());
     }
 
     #[test]

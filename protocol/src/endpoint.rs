@@ -17,10 +17,55 @@ pub const SOCKET_ENV: &str = "PACER_SOCKET";
 
 /// The endpoint daemon and clients use when none is given on the command line.
 pub fn default_endpoint() -> PathBuf {
+    resolve_default().0
+}
+
+/// The default endpoint, and whether someone chose it (`$PACER_SOCKET`) rather than it being
+/// the per-user default. Clients trust a chosen one as it is (a system-wide daemon's group
+/// socket); the per-user default must be the user's own (see [`check_private_dir`]).
+pub fn resolve_default() -> (PathBuf, bool) {
     if let Some(path) = env::var_os(SOCKET_ENV).filter(|p| !p.is_empty()) {
-        return PathBuf::from(path);
+        return (PathBuf::from(path), true);
     }
-    platform_default()
+    (platform_default(), false)
+}
+
+/// Checks that `dir` is this user's own and nobody else can write into it: owned by the
+/// effective user, no write permission for group or others. Another user could otherwise
+/// plant a socket (or a symlink) there first. The error names the directory, its owner and
+/// its mode.
+#[cfg(unix)]
+pub fn check_private_dir(dir: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(dir)
+        .map_err(|e| format!("cannot inspect {}: {e}", dir.display()))?;
+    let me = effective_uid();
+    if !meta.is_dir() {
+        return Err(format!("{} is not a directory", dir.display()));
+    }
+    if meta.uid() != me {
+        return Err(format!(
+            "{} is owned by uid {}, not by you (uid {me}): another user may be impersonating \
+             pacerd there",
+            dir.display(),
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{} has mode {:o}: others can write into it",
+            dir.display(),
+            meta.mode() & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+/// This process's effective user id.
+#[cfg(unix)]
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
 }
 
 /// Where pacer keeps its files: `$XDG_STATE_HOME/pacer`, else `~/.local/state/pacer`.

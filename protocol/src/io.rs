@@ -21,6 +21,10 @@ use crate::codec::{self, FrameError};
 
 /// How long the flush task waits for the peer to read before taking it for gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most bytes a connection may have queued for a peer that does not read them; past it the
+/// connection is taken for broken. (A reader that stops reading requests at
+/// [`Outbox::drained`]'s mark never gets near it.)
+pub const MAX_BACKLOG: usize = 16 << 20;
 
 /// The reading side of a connection.
 #[cfg(unix)]
@@ -52,6 +56,7 @@ pub fn split(stream: Stream) -> (ReadHalf, Arc<Outbox>) {
         half: write,
         pending: Mutex::new(Pending::default()),
         flush: Notify::new(),
+        drained: Notify::new(),
     });
     (read, outbox)
 }
@@ -73,6 +78,8 @@ pub struct Outbox {
     pending: Mutex<Pending>,
     /// Wakes the flush task: bytes are waiting, or the outbox is closing.
     flush: Notify,
+    /// Wakes whoever waits in [`Outbox::drained`]: bytes were written, or the outbox broke.
+    drained: Notify,
 }
 
 #[derive(Default)]
@@ -101,6 +108,9 @@ impl Outbox {
         if was_empty {
             self.write_now(&mut pending);
         }
+        if pending.bytes.len() > MAX_BACKLOG {
+            self.break_down(&mut pending);
+        }
         if !pending.bytes.is_empty() {
             self.flush.notify_one();
         }
@@ -112,15 +122,42 @@ impl Outbox {
 
     /// Writes as much as the socket takes without waiting.
     fn write_now(&self, pending: &mut Pending) {
+        let before = pending.bytes.len();
         while !pending.bytes.is_empty() {
             match try_write(&self.half, &pending.bytes) {
                 Ok(0) => self.break_down(pending),
                 Ok(n) => {
                     pending.bytes.drain(..n);
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(_) => self.break_down(pending),
             }
+        }
+        if pending.bytes.len() < before {
+            self.drained.notify_waiters();
+        }
+    }
+
+    /// How many bytes wait for the peer to read them.
+    pub fn backlog(&self) -> usize {
+        self.lock().bytes.len()
+    }
+
+    /// Waits until at most `mark` bytes wait for the peer, or the outbox is broken or closing:
+    /// a reader of requests calls it before reading more, so that a peer which sends requests
+    /// but does not read the answers is not answered without bound.
+    pub async fn drained(&self, mark: usize) {
+        loop {
+            let notified = self.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let pending = self.lock();
+                if pending.bytes.len() <= mark || pending.broken || pending.closing {
+                    return;
+                }
+            }
+            notified.await;
         }
     }
 
@@ -130,6 +167,7 @@ impl Outbox {
         pending.broken = true;
         pending.bytes.clear();
         self.flush.notify_one();
+        self.drained.notify_waiters();
     }
 
     /// Whether the socket failed or the peer stopped reading.
@@ -142,6 +180,7 @@ impl Outbox {
     pub fn close(&self) {
         self.lock().closing = true;
         self.flush.notify_one();
+        self.drained.notify_waiters();
     }
 
     /// Writes queued bytes as the client reads them, until closed or broken. Ends early (and
@@ -177,7 +216,7 @@ impl Outbox {
     #[cfg(unix)]
     async fn write_some(&self) {
         if self.half.writable().await.is_err() {
-            self.lock().broken = true;
+            self.break_down(&mut self.lock());
             return;
         }
         let mut pending = self.lock();
@@ -189,8 +228,11 @@ impl Outbox {
     async fn write_some(&self) {
         use tokio::io::AsyncWriteExt;
         let bytes = std::mem::take(&mut self.lock().bytes);
-        if self.half.lock().await.write_all(&bytes).await.is_err() {
-            self.lock().broken = true;
+        let written = self.half.lock().await.write_all(&bytes).await;
+        if written.is_err() {
+            self.break_down(&mut self.lock());
+        } else {
+            self.drained.notify_waiters();
         }
     }
 }

@@ -56,6 +56,10 @@ pub enum Request {
     Subscribe,
     /// Ask where the daemon's HTTP gateway listens. Answered by [`Response::Gateway`].
     GatewayInfo,
+    /// Ask for the part of the status snapshot from budget (and account) `from` on: a status
+    /// too large for one frame comes in pages. Answered by [`Response::Status`], whose
+    /// `next_page` says where the next page starts.
+    StatusPage(u32),
     /// Register an upstream API for wrapped commands that had their own `ANTHROPIC_BASE_URL`:
     /// gateway requests on the route it gets are forwarded there. Answered by
     /// [`Response::Route`] (or [`Response::Error`] for a URL that is not http or https).
@@ -297,6 +301,10 @@ pub enum ErrorKind {
     /// The daemon is stopping: an acquire that was waiting will not be granted by this daemon.
     /// Clients retry once a daemon is back.
     Stopping,
+    /// The peer's user may not use this daemon (see `[access]`); the connection is closed.
+    PermissionDenied,
+    /// The daemon serves as many connections as it takes; the connection is closed. Retry later.
+    Busy,
 }
 
 /// Payload of [`Response::Granted`].

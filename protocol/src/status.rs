@@ -17,6 +17,8 @@ pub struct StatusSnapshot {
     pub accounts: Vec<AccountStatus>,
     /// Upstreams registered by wrapped commands that had their own `ANTHROPIC_BASE_URL`.
     pub routes: Vec<RouteStatus>,
+    /// Set when more budgets or accounts follow: ask for them with `StatusPage(next_page)`.
+    pub next_page: Option<u32>,
 }
 
 /// A registered route.

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use pacer_client::{Client, FailMode};
 use pacer_daemon::Config;
@@ -40,6 +41,19 @@ impl TestDaemon {
         config.log.dir = None;
         edit(&mut config);
         Self::launch(dir, config).await
+    }
+
+    /// A daemon whose gateway forwards to `upstream` (the mock API), with extra TOML
+    /// configuration, holding requests for the budget up to `max_hold` (as `[gateway] max_hold`
+    /// does).
+    pub async fn in_front_of(upstream: &str, toml: &str, max_hold: Duration) -> TestDaemon {
+        let upstream = upstream.parse().expect("an upstream URL");
+        Self::start_with(toml, |config| {
+            config.gateway.upstream = upstream;
+            config.gateway.max_hold = max_hold;
+            config.broker.max_hold = max_hold;
+        })
+        .await
     }
 
     async fn launch(dir: tempfile::TempDir, config: Config) -> TestDaemon {

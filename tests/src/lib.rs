@@ -11,11 +11,14 @@
 //! - [`wait_until`] waits for a condition with a deadline instead of sleeping.
 //! - [`mock`]: a mock of the Anthropic Messages API (also the `mock-upstream` binary).
 //! - [`bench`]: what the benchmark binaries share.
+//! - [`users`]: other local users (created when missing), for tests of who may connect.
 
 pub mod bench;
 mod daemon;
 pub mod mock;
 mod process;
+#[cfg(unix)]
+pub mod users;
 
 pub use daemon::TestDaemon;
 pub use process::{Pacerd, pacer};
@@ -28,6 +31,15 @@ use pacer_client::Client;
 use pacer_protocol::message::BudgetStatus;
 use pacer_protocol::{BudgetOwner, KeyFingerprint};
 use serde_json::Value;
+
+/// Everything in the daily log files under `dir`.
+pub fn read_logs(dir: &std::path::Path) -> String {
+    let mut text = String::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        text.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+    }
+    text
+}
 
 /// Polls `condition` until it holds or `deadline` passes; returns whether it held.
 pub async fn wait_until<F, Fut>(deadline: Duration, mut condition: F) -> bool

@@ -31,13 +31,7 @@ async fn post(http: &reqwest::Client, base: &str, key: &str) -> reqwest::Respons
 }
 
 async fn daemon_for(mock: &MockUpstream, max_hold: Duration) -> TestDaemon {
-    let upstream = mock.url().parse().unwrap();
-    TestDaemon::start_with("", |config| {
-        config.gateway.upstream = upstream;
-        config.gateway.max_hold = max_hold;
-        config.broker.max_hold = max_hold;
-    })
-    .await
+    TestDaemon::in_front_of(&mock.url(), "", max_hold).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,12 +12,7 @@ const KEY: &str = "sk-ant-gateway-test";
 
 /// A daemon whose gateway forwards to `mock`, with extra TOML configuration.
 async fn daemon_for(mock: &MockUpstream, toml: &str, max_hold: Duration) -> TestDaemon {
-    let upstream = mock.url().parse().unwrap();
-    TestDaemon::start_with(toml, |config| {
-        config.gateway.upstream = upstream;
-        config.gateway.max_hold = max_hold;
-    })
-    .await
+    TestDaemon::in_front_of(&mock.url(), toml, max_hold).await
 }
 
 fn http() -> reqwest::Client {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use pacer_client::{AcquireRequest, Client, FailMode, Outcome, Usage};
 use pacer_protocol::KeyFingerprint;
-use pacer_tests::{Pacerd, binary, budget_status, wait_until};
+use pacer_tests::{Pacerd, binary, budget_status, read_logs, wait_until};
 use tokio::sync::mpsc;
 
 const KEY: &str = "sk-ant-service-test-secret";
@@ -210,14 +210,6 @@ async fn sighup_applies_new_limits_to_waiting_clients_and_refuses_a_broken_file(
     let logs = read_logs(&dir.path().join("pacer/logs"));
     assert!(logs.contains("configuration not reloaded"), "{logs}");
     assert!(logs.contains("configuration reloaded"), "{logs}");
-}
-
-fn read_logs(dir: &Path) -> String {
-    let mut text = String::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        text.push_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap());
-    }
-    text
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

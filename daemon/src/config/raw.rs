@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use pacer_protocol::KeyFingerprint;
 use serde::Deserialize;
 
-use super::values::{AccountName, Address, Filter, Name, Seconds, Upstream};
-use super::{DEFAULT_CLASSES, GatewayConfig};
+use super::values::{AccountName, Address, Filter, GroupId, Name, Seconds, Upstream, UserId};
+use super::{AccessConfig, DEFAULT_CLASSES, GatewayConfig};
 use crate::broker::{AccountsConfig, BrokerConfig, LimitSet, LimitTable, MAX_LIMIT, ModelClasses};
 
 /// Every section; each is read on its own, so that one mistake does not hide the next.
@@ -21,6 +21,7 @@ pub struct RawConfig {
     pub state: Option<RawState>,
     pub log: Option<RawLog>,
     pub accounts: Option<RawAccounts>,
+    pub access: Option<RawAccess>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,6 +112,25 @@ pub struct RawGateway {
     listen: Option<Address>,
     upstream: Option<Upstream>,
     max_hold: Option<Seconds>,
+    allow_non_loopback: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccess {
+    #[serde(default)]
+    allow_uids: Vec<UserId>,
+    #[serde(default)]
+    allow_groups: Vec<GroupId>,
+}
+
+impl From<RawAccess> for AccessConfig {
+    fn from(raw: RawAccess) -> Self {
+        AccessConfig {
+            allow_uids: raw.allow_uids.into_iter().map(|u| u.0).collect(),
+            allow_gids: raw.allow_groups.into_iter().map(|g| g.0).collect(),
+        }
+    }
 }
 
 impl RawGateway {
@@ -123,6 +143,7 @@ impl RawGateway {
             },
             upstream: self.upstream.map_or(default.upstream, |u| u.0),
             max_hold: self.max_hold.map_or(default.max_hold, |s| s.0),
+            allow_non_loopback: self.allow_non_loopback.unwrap_or(false),
         }
     }
 }

@@ -100,6 +100,7 @@ impl<'a> Reader<'a> {
                 "state" => raw.state = self.take("state", value),
                 "log" => raw.log = self.take("log", value),
                 "accounts" => raw.accounts = self.take("accounts", value),
+                "access" => raw.access = self.take("access", value),
                 other => self.problem(
                     at,
                     other,

@@ -156,3 +156,41 @@ impl serde::de::Visitor<'_> for SecondsVisitor {
         }
     }
 }
+
+/// A user allowed to use the daemon: a uid, or a user name looked up when the file is read.
+#[derive(Debug, Clone, Copy)]
+pub struct UserId(pub u32);
+
+impl<'de> Deserialize<'de> for UserId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match NameOrId::deserialize(d)? {
+            NameOrId::Id(id) => Ok(UserId(id)),
+            NameOrId::Name(name) => super::users::user_id(&name)
+                .map(UserId)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A group whose members may use the daemon: a gid, or a group name looked up when the file
+/// is read.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupId(pub u32);
+
+impl<'de> Deserialize<'de> for GroupId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match NameOrId::deserialize(d)? {
+            NameOrId::Id(id) => Ok(GroupId(id)),
+            NameOrId::Name(name) => super::users::group_id(&name)
+                .map(GroupId)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged, expecting = "a name, or a number")]
+enum NameOrId {
+    Id(u32),
+    Name(String),
+}

@@ -12,37 +12,39 @@
 //! - `spend_cap`: the spend cap's 429, which locks the key's owner out for a while;
 //! - `forward`: which headers cross, and streaming the answer back;
 //! - `metered`: reading usage off the response as it streams, and settling the permit;
-//! - `reply`: the gateway's own answers, in the API's error shape.
+//! - `reply`: the gateway's own answers, in the API's error shape;
+//! - `server`: accepting connections (up to a cap) and reading requests within time limits;
+//! - `fields`: what the gateway reads of a Messages body (the model, `max_tokens`), leniently.
 
+mod fields;
 mod forward;
 mod gated;
 mod metered;
 mod reply;
 pub mod route;
+mod server;
 mod spend_cap;
 
-use std::convert::Infallible;
+pub use metered::UsageTap;
+pub use server::serve;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use pacer_protocol::KeyFingerprint;
-use serde::Deserialize;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinSet;
 
+use crate::broker::MAX_MODEL_LEN;
 use crate::config::GatewayConfig;
 use crate::hub::Hub;
+use fields::MessagesFields;
 use forward::Upstream;
 use gated::{Forward, Gate};
 use reply::GatewayBody;
 use route::{Endpoint, Route};
+use server::{BodyError, discard, read_body};
 
 /// The largest request body accepted.
 pub const MAX_BODY: usize = 32 << 20;
@@ -78,6 +80,16 @@ impl Gateway {
     /// Answers one HTTP request.
     pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<GatewayBody> {
         let (parts, body) = request.into_parts();
+        if let Some(segment) = route::escaping_segment(parts.uri.path()) {
+            // `..` would climb out of an upstream's path prefix (or a route's).
+            discard(body).await;
+            self.hub.count_refusal();
+            return reply::error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                format!("pacer gateway: the path segment `{segment}` is not allowed"),
+            );
+        }
         let route = Route::parse(&parts.method, parts.uri.path());
         // A registered route forwards to its own upstream; a route nobody registered is
         // refused (the gateway is no open proxy).
@@ -98,7 +110,7 @@ impl Gateway {
         if route.endpoint == Endpoint::Other {
             // Not gated: the body streams through unread, whatever its size (batches, files).
             let headers = forward::request_headers(&parts.headers, false);
-            let body = reqwest::Body::wrap_stream(http_body_util::BodyDataStream::new(body));
+            let body = server::streaming_body(body);
             return self
                 .pass_through(parts.method, url, headers, body, &base)
                 .await;
@@ -116,8 +128,8 @@ impl Gateway {
         }
         let mut body = body;
         let body = match read_body(&mut body).await {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) => {
+            Ok(bytes) => bytes,
+            Err(BodyError::TooLarge) => {
                 discard(body).await;
                 return reply::too_large(MAX_BODY);
             }
@@ -125,7 +137,7 @@ impl Gateway {
                 return reply::error(
                     StatusCode::BAD_REQUEST,
                     "invalid_request_error",
-                    format!("pacer gateway: cannot read the request body: {e}"),
+                    format!("pacer gateway: {e}"),
                 );
             }
         };
@@ -137,8 +149,12 @@ impl Gateway {
             base,
         };
         match self.gate(&route, &parts.headers, &forward) {
-            Some(gate) => gated::handle(&self, gate, forward).await,
-            None => {
+            Ok(Some(gate)) => gated::handle(&self, gate, forward).await,
+            Err(refusal) => {
+                self.hub.count_refusal();
+                *refusal
+            }
+            Ok(None) => {
                 let Forward {
                     method,
                     url,
@@ -152,8 +168,14 @@ impl Gateway {
         }
     }
 
-    /// What gates a request, or `None` to pass it straight through.
-    fn gate(&self, route: &Route, headers: &HeaderMap, forward: &Forward) -> Option<Gate> {
+    /// What gates a request, `None` to pass it straight through, or the gateway's own answer
+    /// to a request it refuses.
+    fn gate(
+        &self,
+        route: &Route,
+        headers: &HeaderMap,
+        forward: &Forward,
+    ) -> Result<Option<Gate>, Box<Response<GatewayBody>>> {
         let body = &forward.body;
         let (client_id, priority) = route::identity(route, headers);
         let key = api_key(headers).unwrap_or_default();
@@ -165,7 +187,7 @@ impl Gateway {
             None if key.is_empty() => KeyFingerprint::ANONYMOUS,
             None => KeyFingerprint::of(key),
         };
-        match route.endpoint {
+        Ok(match route.endpoint {
             Endpoint::Other => None,
             Endpoint::CountTokens => Some(Gate {
                 key,
@@ -177,9 +199,23 @@ impl Gateway {
                 calibrate_bytes: None,
             }),
             Endpoint::Messages => {
-                // A body that is not a Messages request is the API's to refuse.
-                let fields: MessagesFields = serde_json::from_slice(body).ok()?;
-                let model = fields.model.filter(|m| !m.trim().is_empty())?;
+                // Whatever the body holds, the call counts against the limits: an odd body is
+                // paced with defaults (and is the API's to refuse), never waved through.
+                let fields = MessagesFields::read(body);
+                let model = fields
+                    .model
+                    .unwrap_or_else(|| fields::UNKNOWN_MODEL.to_owned());
+                if model.len() > MAX_MODEL_LEN {
+                    return Err(Box::new(reply::error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request_error",
+                        format!(
+                            "pacer gateway: the model name is {} bytes long; no model has a \
+                             name longer than {MAX_MODEL_LEN}",
+                            model.len()
+                        ),
+                    )));
+                }
                 let input_tokens = self.hub.estimate_input(&client_id, body.len());
                 Some(Gate {
                     key,
@@ -191,7 +227,7 @@ impl Gateway {
                     calibrate_bytes: Some(body.len()),
                 })
             }
-        }
+        })
     }
 
     async fn pass_through(
@@ -209,43 +245,6 @@ impl Gateway {
     }
 }
 
-/// Reads a request body whole; `None` if it exceeds [`MAX_BODY`].
-async fn read_body(body: &mut Incoming) -> Result<Option<Bytes>, hyper::Error> {
-    let mut out = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame?.into_data() {
-            if out.len() + data.len() > MAX_BODY {
-                return Ok(None);
-            }
-            out.extend_from_slice(&data);
-        }
-    }
-    Ok(Some(out.freeze()))
-}
-
-/// Reads and drops what is left of a refused request body (up to a bound), so that the client,
-/// still sending, gets to read the refusal instead of a broken connection.
-async fn discard(mut body: Incoming) {
-    const MAX_DISCARD: usize = 4 * MAX_BODY;
-    let mut discarded = 0;
-    let drain = async {
-        while let Some(Ok(frame)) = body.frame().await {
-            discarded += frame.data_ref().map_or(0, Bytes::len);
-            if discarded > MAX_DISCARD {
-                break;
-            }
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(30), drain).await;
-}
-
-/// The fields of a Messages request body the gateway needs; the rest is skipped unread.
-#[derive(Deserialize)]
-struct MessagesFields {
-    model: Option<String>,
-    max_tokens: Option<u64>,
-}
-
 /// The API key or OAuth token a request carries.
 fn api_key(headers: &HeaderMap) -> Option<&str> {
     if let Some(key) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
@@ -254,48 +253,4 @@ fn api_key(headers: &HeaderMap) -> Option<&str> {
     let auth = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
     auth.strip_prefix("Bearer ")
         .or_else(|| auth.strip_prefix("bearer "))
-}
-
-/// Serves the gateway on `listener`: accepts until `draining` fires, then lets requests in
-/// progress finish until `closing` fires.
-pub async fn serve(
-    listener: TcpListener,
-    gateway: Arc<Gateway>,
-    mut draining: watch::Receiver<bool>,
-    mut closing: watch::Receiver<bool>,
-) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let gateway = gateway.clone();
-                    let service = hyper::service::service_fn(move |request| {
-                        let gateway = gateway.clone();
-                        async move { Ok::<_, Infallible>(gateway.handle(request).await) }
-                    });
-                    connections.spawn(async move {
-                        let connection = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service);
-                        if let Err(e) = connection.await {
-                            tracing::debug!("gateway connection ended: {e}");
-                        }
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!("gateway cannot accept a connection: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            _ = draining.changed() => break,
-        }
-    }
-    drop(listener);
-    tokio::select! {
-        () = async { while connections.join_next().await.is_some() {} } => {}
-        _ = closing.changed() => {}
-    }
-    connections.shutdown().await;
 }

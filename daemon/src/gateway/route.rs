@@ -65,6 +65,39 @@ impl Route {
     }
 }
 
+/// The first path segment that is `.` or `..` once percent-decoded (`%2e%2E`, `.%2e`), or
+/// that decodes to a path of its own with such a segment (`..%2f`): forwarded, it would climb
+/// out of the upstream's path prefix.
+pub fn escaping_segment(path: &str) -> Option<&str> {
+    path.split('/').find(|segment| {
+        let decoded = percent_decode(segment);
+        decoded
+            .split(['/', '\\'])
+            .any(|part| part == "." || part == "..")
+    })
+}
+
+/// Percent-decodes a path segment (invalid escapes are kept as they are).
+fn percent_decode(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
+                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Who is asking and how urgently: headers win over the path prefix; Claude Code's session id
 /// names the client when no header does.
 pub fn identity(route: &Route, headers: &HeaderMap) -> (String, Priority) {
@@ -99,6 +132,31 @@ mod tests {
         assert_eq!(route.endpoint, Endpoint::Messages);
         assert_eq!(route.client_id.as_deref(), Some("claude-42"));
         assert_eq!(route.priority, Some(Priority::Interactive));
+    }
+
+    #[test]
+    fn dot_segments_raw_or_encoded_are_found() {
+        for path in [
+            "/v1/../admin",
+            "/s/x~y/../v1/messages",
+            "/v1/%2e%2e/admin",
+            "/v1/.%2E/admin",
+            "/v1/%2E/x",
+            "/v1/..%2fadmin",
+            "/v1/..%5cadmin",
+            "/..",
+        ] {
+            assert!(escaping_segment(path).is_some(), "{path}");
+        }
+        for path in [
+            "/v1/messages",
+            "/v1/files/file_..x",
+            "/v1/a.b/c",
+            "/",
+            "/v1/%zz",
+        ] {
+            assert_eq!(escaping_segment(path), None, "{path}");
+        }
     }
 
     #[test]

@@ -58,15 +58,29 @@ pub fn release(hub: &Hub, release: Release) -> Response {
     })
 }
 
-pub fn status(hub: &Hub) -> Response {
+/// How many budgets, and how many accounts, one status page holds: a page stays far below the
+/// frame cap even for accounts with many keys.
+pub const STATUS_PAGE_LEN: usize = 500;
+
+/// Page `page` of the status snapshot (`Status` is page 0): budgets and accounts from
+/// `page × STATUS_PAGE_LEN` on. Routes come with the first page.
+pub fn status(hub: &Hub, page: u32) -> Response {
     // A read: it leaves the state clean, so `pacer status` never makes the saver write.
     let (budgets, accounts) = hub.read(|broker, now| (broker.status(now), broker.accounts(now)));
+    let from = (page as usize).saturating_mul(STATUS_PAGE_LEN);
+    let to = from.saturating_add(STATUS_PAGE_LEN);
+    let more = budgets.len() > to || accounts.len() > to;
     Response::Status(StatusSnapshot {
         daemon_version: DAEMON_VERSION.to_owned(),
-        budgets,
-        accounts,
-        routes: hub.routes(),
+        budgets: page_of(budgets, from),
+        accounts: page_of(accounts, from),
+        routes: if page == 0 { hub.routes() } else { Vec::new() },
+        next_page: more.then(|| page + 1),
     })
+}
+
+fn page_of<T>(all: Vec<T>, from: usize) -> Vec<T> {
+    all.into_iter().skip(from).take(STATUS_PAGE_LEN).collect()
 }
 
 pub fn register_route(hub: &Hub, request: RegisterRoute) -> Response {

@@ -62,6 +62,9 @@ pub struct Hub {
     settled: Notify,
     /// Where the HTTP gateway listens, for `pacer run`.
     gateway: GatewayInfo,
+    /// Connections and requests turned away before reaching the broker (not allowed, too
+    /// many, malformed).
+    refusals: AtomicU64,
 }
 
 struct State {
@@ -95,6 +98,7 @@ impl Hub {
             stopping: AtomicBool::new(false),
             settled: Notify::new(),
             gateway,
+            refusals: AtomicU64::new(0),
         }
     }
 
@@ -278,6 +282,16 @@ impl Hub {
             "{} budgets, {} calls in flight, {} waiting, {} paused",
             summary.budgets, summary.in_flight, summary.waiting, summary.paused
         )
+    }
+
+    /// Counts a connection or request turned away before it reached the broker.
+    pub fn count_refusal(&self) {
+        self.refusals.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many connections and requests were turned away since the start.
+    pub fn refusals(&self) -> u64 {
+        self.refusals.load(Ordering::Relaxed)
     }
 
     /// Where the HTTP gateway listens.

@@ -1,6 +1,7 @@
 //! One client connection: the handshake, then requests until it closes.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use pacer_protocol::message::{
@@ -15,7 +16,19 @@ use super::listener::Stream;
 use crate::broker::{ConnId, Ticket};
 use crate::hub::handlers::{self, DAEMON_VERSION};
 use crate::hub::{self, Hub, Writer};
+use crate::throttle::Throttle;
+use crate::warn_throttled;
 use pacer_protocol::io::{self, Outbox};
+
+/// How long a new connection has to send its Hello before it is closed.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Past this many bytes of answers waiting for the client to read them, its requests are not
+/// read (and no events are queued for it) until it catches up.
+pub const SOFT_BACKLOG: usize = 1 << 20;
+
+static MALFORMED: Throttle = Throttle::new(Duration::from_secs(10));
+static REFUSED: Throttle = Throttle::new(Duration::from_secs(10));
+static LAGGING: Throttle = Throttle::new(Duration::from_secs(10));
 
 pub async fn serve(stream: Stream, conn: ConnId, hub: Arc<Hub>, stop: watch::Receiver<bool>) {
     let (reader, outbox) = io::split(stream);
@@ -89,6 +102,7 @@ impl Session {
         mut stop: watch::Receiver<bool>,
     ) -> Result<(), String> {
         let mut buf = BytesMut::with_capacity(8 * 1024);
+        let hello_deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
         loop {
             loop {
                 match codec::decode::<RequestFrame>(&buf) {
@@ -100,10 +114,20 @@ impl Session {
                     Err(e) => {
                         let message = format!("{e}; closing the connection");
                         self.send(0, handlers::error(ErrorKind::MalformedFrame, message));
-                        tracing::warn!(conn = self.conn.0, "refused a client: {e}");
+                        self.hub.count_refusal();
+                        warn_throttled!(MALFORMED, "refused a client: {e}");
                         return Err(e.to_string());
                     }
                 }
+            }
+            if self.outbox.backlog() > SOFT_BACKLOG {
+                // The client sends requests but does not read the answers: read no more of
+                // them until it does (the outbox gives up on it if it never does).
+                tokio::select! {
+                    () = self.outbox.drained(SOFT_BACKLOG) => {}
+                    _ = stop.changed() => return Ok(()),
+                }
+                continue;
             }
             buf.reserve(8 * 1024);
             tokio::select! {
@@ -112,6 +136,10 @@ impl Session {
                     Ok(_) => {}
                     Err(e) => return Err(format!("read failed: {e}")),
                 },
+                () = tokio::time::sleep_until(hello_deadline), if !self.greeted => {
+                    self.hub.count_refusal();
+                    return Err(format!("no Hello within {HELLO_TIMEOUT:?}"));
+                }
                 _ = stop.changed() => return Ok(()),
             }
         }
@@ -135,7 +163,8 @@ impl Session {
             Request::Acquire(acquire) => handlers::acquire(&self.hub, ticket, &acquire),
             Request::Report(report) => Some(handlers::report(&self.hub, report)),
             Request::Release(release) => Some(handlers::release(&self.hub, release)),
-            Request::Status => Some(handlers::status(&self.hub)),
+            Request::Status => Some(handlers::status(&self.hub, 0)),
+            Request::StatusPage(page) => Some(handlers::status(&self.hub, page)),
             Request::Pause(pause) => Some(handlers::pause(&self.hub, pause)),
             Request::GatewayInfo => Some(handlers::gateway_info(&self.hub)),
             Request::RegisterRoute(route) => Some(handlers::register_route(&self.hub, route)),
@@ -165,10 +194,11 @@ impl Session {
                  version {PROTOCOL_VERSION}; use a client and daemon from the same pacer release",
                 hello.client_name, hello.protocol_version
             );
-            tracing::warn!(
-                client = %hello.client_name,
-                pid = hello.pid,
-                "refused a client: {message}"
+            warn_throttled!(
+                REFUSED,
+                "refused a client ({}, pid {}): {message}",
+                hello.client_name,
+                hello.pid
             );
             self.send(
                 id,
@@ -189,6 +219,11 @@ impl Session {
             let mut subscription = hub.subscribe();
             loop {
                 match subscription.events.recv().await {
+                    Ok(_) if outbox.backlog() > SOFT_BACKLOG => {
+                        // A subscriber that does not read misses events rather than have them
+                        // pile up here.
+                        warn_throttled!(LAGGING, "a subscriber does not read: dropping events");
+                    }
                     Ok(event) => {
                         let frame = ResponseFrame {
                             id,
@@ -197,7 +232,10 @@ impl Session {
                         hub::send(&outbox, &frame);
                     }
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        tracing::warn!("a subscriber fell behind and missed {missed} events");
+                        warn_throttled!(
+                            LAGGING,
+                            "a subscriber fell behind and missed {missed} events"
+                        );
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
                 }

@@ -18,7 +18,7 @@ pub enum BindError {
     AlreadyRunning(PathBuf),
     #[error("{} exists and is not a socket; refusing to replace it", .0.display())]
     NotASocket(PathBuf),
-    #[error("{} is not private: {reason}", path.display())]
+    #[error("refusing the socket directory: {reason}")]
     Insecure { path: PathBuf, reason: String },
     #[error("cannot {op} {}: {source}", path.display())]
     Io {
@@ -60,7 +60,7 @@ pub async fn connect(path: &Path) -> io::Result<Stream> {
 
 #[cfg(unix)]
 async fn prepare(path: &Path) -> Result<(), BindError> {
-    use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
+    use std::os::unix::fs::{DirBuilderExt, FileTypeExt};
 
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.exists() {
@@ -71,21 +71,12 @@ async fn prepare(path: &Path) -> Result<(), BindError> {
                 .map_err(io_error(dir, "create directory"))?;
         } else if path == pacer_protocol::endpoint::default_endpoint() {
             // The default directory is ours alone: refuse one another user could write into.
-            let meta = std::fs::metadata(dir).map_err(io_error(dir, "inspect"))?;
-            // SAFETY: getuid has no preconditions and cannot fail.
-            let uid = unsafe { libc::getuid() };
-            if meta.uid() != uid {
-                return Err(BindError::Insecure {
+            pacer_protocol::endpoint::check_private_dir(dir).map_err(|reason| {
+                BindError::Insecure {
                     path: dir.to_owned(),
-                    reason: format!("owned by uid {}, not {uid}", meta.uid()),
-                });
-            }
-            if meta.mode() & 0o022 != 0 {
-                return Err(BindError::Insecure {
-                    path: dir.to_owned(),
-                    reason: format!("mode {:o} lets others write to it", meta.mode() & 0o777),
-                });
-            }
+                    reason,
+                }
+            })?;
         }
     }
     match std::fs::symlink_metadata(path) {

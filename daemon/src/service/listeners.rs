@@ -8,6 +8,8 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use super::Setup;
+use super::process::{self, Caps};
+use crate::config::GatewayConfig;
 use crate::server::listener::{self, Listener};
 
 /// What the daemon serves on.
@@ -18,13 +20,24 @@ pub struct Listeners {
     /// The path pacerd bound (not set for a socket systemd holds).
     pub socket_path: Option<PathBuf>,
     pub gateway: Option<TcpListener>,
+    /// How many connections each serves at once.
+    pub caps: Caps,
 }
 
 /// Binds (or adopts) the socket, then the gateway.
 pub async fn claim(setup: &mut Setup) -> anyhow::Result<Listeners> {
+    let caps = Caps::for_limit(process::raise_limit());
+    let config = &setup.config.gateway;
+    if let Some(addr) = config.listen {
+        check_loopback(addr, config)?;
+    }
     let (socket, socket_name, socket_path) = claim_socket(setup).await?;
     let gateway = match (setup.inherited.gateway.take(), setup.config.gateway.listen) {
-        (Some(inherited), _) => Some(TcpListener::from_std(inherited)?),
+        (Some(inherited), _) => {
+            let listener = TcpListener::from_std(inherited)?;
+            check_loopback(listener.local_addr()?, &setup.config.gateway)?;
+            Some(listener)
+        }
         (None, Some(addr)) => Some(bind_gateway(addr).await?),
         (None, None) => None,
     };
@@ -33,7 +46,25 @@ pub async fn claim(setup: &mut Setup) -> anyhow::Result<Listeners> {
         socket_name,
         socket_path,
         gateway,
+        caps,
     })
+}
+
+/// The gateway has no authentication: whoever reaches it spends the keys sent through it and
+/// sees the answers. It listens beyond loopback only when the configuration says so.
+fn check_loopback(addr: SocketAddr, config: &GatewayConfig) -> anyhow::Result<()> {
+    if addr.ip().is_loopback() {
+        return Ok(());
+    }
+    if !config.allow_non_loopback {
+        anyhow::bail!(
+            "refusing to serve the HTTP gateway on {addr}, which is not a loopback address:              the gateway has no authentication, so anyone who can reach {addr} could use it.              Listen on 127.0.0.1 (or ::1), or set `allow_non_loopback = true` under [gateway]              if the network is yours alone"
+        );
+    }
+    tracing::warn!(
+        "the HTTP gateway listens on {addr}, beyond loopback ([gateway] allow_non_loopback):          anyone who can reach it can send requests through it"
+    );
+    Ok(())
 }
 
 #[cfg(unix)]

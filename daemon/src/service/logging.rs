@@ -41,8 +41,8 @@ pub fn init(config: &LogConfig, stderr: bool) -> anyhow::Result<LogGuard> {
     });
     let (file_layer, guard) = match &config.dir {
         Some(dir) => {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create the log directory {}", dir.display()))?;
+            crate::persist::private_dir(dir)
+                .map_err(|e| anyhow::anyhow!("cannot log into {}: {e}", dir.display()))?;
             let appender = RollingFileAppender::builder()
                 .rotation(Rotation::DAILY)
                 .filename_prefix("pacerd")

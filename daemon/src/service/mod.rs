@@ -4,6 +4,7 @@
 //! - this file: [`Setup`] and [`run`];
 //! - `control`: stop / reload commands and readiness ([`control()`], [`forward_signals`]);
 //! - `listeners`: claiming the socket and the gateway's port (or taking them from systemd);
+//! - [`process`]: the umask, the open files limit, and how many connections each listener takes;
 //! - `activation`: the sockets systemd hands over (Unix);
 //! - `reload`: SIGHUP's new configuration, applied without dropping anyone;
 //! - `saver`: the state file kept current;
@@ -16,6 +17,7 @@ mod control;
 mod listeners;
 pub mod logging;
 mod notify;
+pub mod process;
 mod reload;
 mod saver;
 
@@ -33,6 +35,8 @@ use crate::broker::{Broker, Calibration, TimeBase};
 use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::hub::{self, Hub};
+use crate::server::Server;
+use crate::server::access::Policy;
 
 /// How long calls in flight get to report when the daemon stops.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -66,6 +70,10 @@ impl Setup {
 /// accepting, answers waiting acquires "stopping", gives calls in flight up to [`STOP_GRACE`]
 /// to report, saves the state and returns.
 pub async fn run(mut setup: Setup, mut control: Control) -> anyhow::Result<()> {
+    if let Some(path) = &setup.config.state_file {
+        crate::persist::private_dir(crate::persist::dir_of(path))
+            .map_err(|e| anyhow::anyhow!("cannot keep the state file {}: {e}", path.display()))?;
+    }
     let listeners = listeners::claim(&mut setup).await?;
     let mut config = setup.config;
     match &config.path {
@@ -93,9 +101,15 @@ pub async fn run(mut setup: Setup, mut control: Control) -> anyhow::Result<()> {
         .clone()
         .map(|path| tokio::spawn(saver::keep_saved(hub.clone(), path, closing.clone())));
     let keep_alive = tokio::spawn(notify::keep_alive(hub.clone(), closing.clone()));
+    let access = Arc::new(Policy::for_this_process(config.access.clone()));
+    let server = Server {
+        hub: hub.clone(),
+        access: access.clone(),
+        max_connections: listeners.caps.socket,
+    };
     let socket_server = tokio::spawn(crate::server::serve(
         listeners.socket,
-        hub.clone(),
+        server,
         draining.clone(),
         closing.clone(),
     ));
@@ -110,6 +124,7 @@ pub async fn run(mut setup: Setup, mut control: Control) -> anyhow::Result<()> {
             let task = tokio::spawn(crate::gateway::serve(
                 listener,
                 gateway.clone(),
+                listeners.caps.gateway,
                 draining.clone(),
                 closing.clone(),
             ));
@@ -139,7 +154,7 @@ pub async fn run(mut setup: Setup, mut control: Control) -> anyhow::Result<()> {
             }
             command = control.next() => match command {
                 Some(Command::Reload) => {
-                    reload::reload(&mut config, &hub, gateway.as_ref().map(|(g, _)| g));
+                    reload::reload(&mut config, &hub, &access, gateway.as_ref().map(|(g, _)| g));
                 }
                 Some(Command::Stop) | None => break,
             },

@@ -1,6 +1,6 @@
 //! SIGHUP: the configuration file read again. New limits and classes apply at once to every
-//! budget, without dropping a connection or a waiter; an invalid file is refused and the old one
-//! stays in force. What needs new sockets or files (`[gateway] listen`/`upstream`, `[state]`,
+//! budget, and `[access]` to every new connection, without dropping a connection or a waiter;
+//! an invalid file is refused and the old one stays in force. What needs new sockets or files (`[gateway] listen`/`upstream`, `[state]`,
 //! `[log]`) waits for the next start, and the log says so.
 
 use std::sync::Arc;
@@ -8,10 +8,11 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::hub::Hub;
+use crate::server::access::Policy;
 
 /// Re-reads the configuration file; new limits and classes apply at once to every budget,
 /// without dropping a connection or a waiter. An invalid file is refused, the old one stays.
-pub fn reload(config: &mut Config, hub: &Hub, gateway: Option<&Arc<Gateway>>) {
+pub fn reload(config: &mut Config, hub: &Hub, access: &Policy, gateway: Option<&Arc<Gateway>>) {
     let Some(path) = config.path.clone() else {
         tracing::warn!("reload asked, but pacerd runs without a configuration file");
         return;
@@ -24,6 +25,7 @@ pub fn reload(config: &mut Config, hub: &Hub, gateway: Option<&Arc<Gateway>>) {
         }
     };
     hub.update(|broker, now| (broker.reconfigure(new.broker.clone(), now), ()));
+    access.reconfigure(new.access.clone());
     if let Some(gateway) = gateway {
         gateway.set_max_hold(new.gateway.max_hold);
     }

@@ -60,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
             ..Subscription::default()
         }),
         base_path: args.base_path,
+        known_keys: None,
     };
     let mock = MockUpstream::start_on(args.listen, config).await?;
     println!("{}", mock.url());

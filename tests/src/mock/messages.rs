@@ -13,7 +13,13 @@ use super::{Body, Mock, State, error_body, json_response};
 
 /// The mock's decision for one Messages request.
 pub(super) enum Verdict {
-    Overloaded,
+    Overloaded {
+        retry_after: Option<String>,
+    },
+    /// A rate-limit 429 without a usable `retry-after`.
+    Blind {
+        retry_after: Option<String>,
+    },
     SpendCap,
     Limited {
         limit: &'static str,
@@ -58,6 +64,15 @@ pub(super) async fn messages(
         );
     };
     let (key, caller) = accounts::caller(&mock.config, headers);
+    if let Some(known) = &mock.config.known_keys
+        && !known.contains(&key)
+    {
+        mock.lock().stats.unauthorized += 1;
+        return json_response(
+            StatusCode::UNAUTHORIZED,
+            &error_body("authentication_error", "invalid x-api-key"),
+        );
+    }
     let stream = request
         .get("stream")
         .and_then(Value::as_bool)
@@ -73,7 +88,15 @@ pub(super) async fn messages(
         if state.inject.overloaded > 0 {
             state.inject.overloaded -= 1;
             state.stats.overloaded += 1;
-            Verdict::Overloaded
+            Verdict::Overloaded {
+                retry_after: state.inject.overloaded_retry_after.clone(),
+            }
+        } else if state.inject.blind_429 > 0 {
+            state.inject.blind_429 -= 1;
+            state.stats.rate_limited += 1;
+            Verdict::Blind {
+                retry_after: state.inject.blind_retry_after.clone(),
+            }
         } else if state.inject.spend_cap > 0 {
             state.inject.spend_cap -= 1;
             state.stats.spend_capped += 1;
@@ -88,8 +111,11 @@ pub(super) async fn messages(
         tokio::time::sleep(config.latency).await;
     }
     let status = match &verdict {
-        Verdict::Overloaded => 529,
-        Verdict::SpendCap | Verdict::Limited { .. } | Verdict::WindowSpent { .. } => 429,
+        Verdict::Overloaded { .. } => 529,
+        Verdict::Blind { .. }
+        | Verdict::SpendCap
+        | Verdict::Limited { .. }
+        | Verdict::WindowSpent { .. } => 429,
         Verdict::Serve { .. } => 200,
     };
     mock.lock().timeline.push((mock.started.elapsed(), status));
@@ -111,10 +137,26 @@ pub(super) async fn messages(
 fn answer(mock: &Arc<Mock>, verdict: Verdict, model: &str, stream: bool) -> Response<Body> {
     let config = &mock.config;
     match verdict {
-        Verdict::Overloaded => json_response(
-            StatusCode::from_u16(529).expect("529"),
-            &error_body("overloaded_error", "Overloaded"),
-        ),
+        Verdict::Overloaded { retry_after } => {
+            let mut response = json_response(
+                StatusCode::from_u16(529).expect("529"),
+                &error_body("overloaded_error", "Overloaded"),
+            );
+            if let Some(value) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                response.headers_mut().insert("retry-after", value);
+            }
+            response
+        }
+        Verdict::Blind { retry_after } => {
+            let mut response = json_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                &error_body("rate_limit_error", "Rate limited. Please try again later."),
+            );
+            if let Some(value) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                response.headers_mut().insert("retry-after", value);
+            }
+            response
+        }
         Verdict::SpendCap => json_response(
             StatusCode::TOO_MANY_REQUESTS,
             &json!({"type": "error", "error": {"type": "rate_limit_error",

@@ -65,6 +65,8 @@ pub struct MockConfig {
     /// A path prefix every request must carry (`/anthropic`), as behind a company gateway;
     /// empty for none.
     pub base_path: String,
+    /// When set, only these keys are valid: any other gets the API's 401, before any limit.
+    pub known_keys: Option<Vec<String>>,
 }
 
 impl Default for MockConfig {
@@ -80,6 +82,7 @@ impl Default for MockConfig {
             workspaces: Vec::new(),
             subscription: None,
             base_path: String::new(),
+            known_keys: None,
         }
     }
 }
@@ -104,6 +107,8 @@ pub struct Stats {
     pub count_tokens: u64,
     /// The most `/v1/messages` requests in progress at once.
     pub max_concurrent: u64,
+    /// 401 answers for a key the mock does not know.
+    pub unauthorized: u64,
 }
 
 /// Faults to inject into the next requests to `/v1/messages`.
@@ -112,6 +117,12 @@ pub struct Stats {
 pub struct Inject {
     /// Answer this many with 529.
     pub overloaded: u64,
+    /// The `retry-after` header of those 529s, verbatim (none if unset).
+    pub overloaded_retry_after: Option<String>,
+    /// Answer this many with a rate-limit 429 carrying no usable wait: `retry-after` as
+    /// [`Inject::blind_retry_after`] says (left out when unset).
+    pub blind_429: u64,
+    pub blind_retry_after: Option<String>,
     /// Answer this many with the spend-cap 429.
     pub spend_cap: u64,
     /// Cut this many streams with an SSE `error` event after the first delta.

@@ -253,6 +253,7 @@ mod tests {
                 clients: vec!["claude-7".into()],
                 last_used: SystemTime::UNIX_EPOCH + Duration::from_secs(900),
             }],
+            next_page: None,
         }
     }
 

@@ -12,6 +12,7 @@ use super::*;
 
 mod accounts;
 mod hardening;
+mod properties;
 
 fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s)
