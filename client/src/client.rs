@@ -123,7 +123,7 @@ impl Client {
         {
             return Err(Error::Unreachable {
                 path: self.inner.endpoint.clone(),
-                source: std::io::Error::other(reason.clone()),
+                error: std::io::Error::other(reason.clone()),
             });
         }
         let (endpoint, name) = (&self.inner.endpoint, &self.inner.client_name);
@@ -146,7 +146,7 @@ impl Client {
             }
             Err(e) => {
                 let reason = match &e {
-                    Error::Unreachable { source, .. } => source.to_string(),
+                    Error::Unreachable { error, .. } => error.to_string(),
                     other => other.to_string(),
                 };
                 *last_failure = Some((Instant::now(), reason));

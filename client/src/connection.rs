@@ -62,9 +62,9 @@ impl Connection {
         client_name: &str,
         verify: bool,
     ) -> Result<Arc<Connection>, Error> {
-        let unreachable = |source| Error::Unreachable {
+        let unreachable = |error| Error::Unreachable {
             path: path.to_owned(),
-            source,
+            error,
         };
         let name = path
             .to_owned()
@@ -114,7 +114,7 @@ impl Connection {
             .await
             .map_err(|_| Error::Unreachable {
                 path: path.to_owned(),
-                source: std::io::Error::new(
+                error: std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     "the daemon accepted the connection but did not answer the handshake",
                 ),
@@ -133,7 +133,7 @@ impl Connection {
             Response::Error(e) if e.kind == ErrorKind::Busy => {
                 return Err(Error::Unreachable {
                     path: path.to_owned(),
-                    source: std::io::Error::other(e.message),
+                    error: std::io::Error::other(e.message),
                 });
             }
             other => return Err(unexpected(other)),

@@ -8,10 +8,16 @@ use pacer_protocol::message::ErrorKind;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Nothing answers at the socket (the daemon is not running, or runs elsewhere).
-    #[error("no pacerd answers at {}: {source} (start it with `pacerd`, or set PACER_SOCKET)", path.display())]
+    #[error(
+        "no pacerd answers at {} ({error}). Start one: `pacerd` in a terminal, `pacer service \
+         install` to run it as a service, or `pacer run -- COMMAND`, which starts one; \
+         PACER_SOCKET (or --socket) names another socket",
+        path.display()
+    )]
     Unreachable {
         path: PathBuf,
-        source: std::io::Error,
+        /// Why (shown in the message; not a separate cause, so it is said once).
+        error: std::io::Error,
     },
     /// The daemon closed the connection (it stopped or restarted).
     #[error("the connection to pacerd at {} was lost", path.display())]

@@ -11,6 +11,7 @@
 //! - [`persist`]: the state file that carries pauses, limits and bucket levels across restarts.
 //! - [`hub`]: the broker shared by every front end: one mutex, the timer that ticks it, the
 //!   request handlers, in-process sessions, and delivery of answers and events.
+//! - [`metrics`]: Prometheus metrics read from the hub at each scrape (served by the gateway).
 //! - [`server`]: the socket server (pacer's protocol, one task per connection), and claiming
 //!   the socket.
 //! - [`gateway`]: the local HTTP gateway (`ANTHROPIC_BASE_URL`), a sibling of the socket
@@ -25,6 +26,7 @@ pub mod cli;
 pub mod config;
 pub mod gateway;
 pub mod hub;
+pub mod metrics;
 pub mod persist;
 pub mod server;
 pub mod service;

@@ -114,6 +114,71 @@ pub fn private_dir(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Held for the daemon's life: no second daemon uses the same state file (each would overwrite
+/// the other's saves). The lock is released when the process ends, however it ends.
+#[derive(Debug)]
+pub struct StateLock {
+    _file: std::fs::File,
+}
+
+/// Locks `path` for this daemon (`<path>.lock`, holding the owner's pid). Fails, naming the
+/// other daemon's pid, if one holds it.
+#[cfg(unix)]
+pub fn lock(path: &Path) -> Result<StateLock, String> {
+    use std::io::{Read, Seek};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let lock_path = path.with_extension("lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&lock_path)
+        .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+    // SAFETY: flock on an open descriptor we own; it has no memory effects.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        let holder = holder.trim();
+        let who = if holder.is_empty() {
+            "another pacerd".to_owned()
+        } else {
+            format!("another pacerd (pid {holder})")
+        };
+        return Err(format!(
+            "{who} uses the state file {}: stop it, or give this one a state file of its own \
+             (--state PATH, or [state] file)",
+            path.display()
+        ));
+    }
+    let _ = file.set_len(0);
+    let _ = file.rewind();
+    let _ = file.write_all(std::process::id().to_string().as_bytes());
+    Ok(StateLock { _file: file })
+}
+
+#[cfg(not(unix))]
+pub fn lock(path: &Path) -> Result<StateLock, String> {
+    // Windows: the file is opened for exclusive access instead.
+    let lock_path = path.with_extension("lock");
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .open(&lock_path)
+        .map(|file| StateLock { _file: file })
+        .map_err(|e| {
+            format!(
+                "another pacerd may use the state file {}: {e}",
+                path.display()
+            )
+        })
+}
+
 /// Writes the state file atomically: a new private file (never through a symlink), fsync,
 /// rename over the old one, fsync of the directory.
 pub fn save(path: &Path, state: &StateFile) -> std::io::Result<()> {
@@ -210,6 +275,22 @@ mod tests {
             .to_string();
         assert!(err.contains("others can write into it"), "{err}");
         assert!(!dir.path().join("state").exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_second_lock_on_one_state_file_is_refused_with_the_holders_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        let held = lock(&path).unwrap();
+        // flock locks belong to the open file: a second open in this process conflicts too.
+        let err = lock(&path).unwrap_err();
+        assert!(
+            err.contains(&format!("another pacerd (pid {})", std::process::id())),
+            "{err}"
+        );
+        drop(held);
+        assert!(lock(&path).is_ok());
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub enum Event {
         waited: Duration,
     },
     /// Every peer of a budget waits until `until` (a 429, or an administrator's pause). Sent again
-    /// when a later 429 extends the pause.
+    /// when a later 429 moves the end by a second or more (not for each 429 of the same pause).
     PauseStarted {
         budget: BudgetId,
         until: SystemTime,
@@ -61,4 +61,47 @@ pub enum Event {
         owner: BudgetOwner,
         model_class: Option<String>,
     },
+    /// A granted call was settled: how it went, what it used, how long it waited for its permit.
+    Settled {
+        budget: BudgetId,
+        client_id: String,
+        outcome: SettledAs,
+        input_tokens: u64,
+        output_tokens: u64,
+        waited: Duration,
+    },
+    /// pacer itself refused an acquire (it timed out in the queue, or was rejected at once),
+    /// and why.
+    Refused {
+        budget: Option<BudgetId>,
+        client_id: String,
+        reason: String,
+    },
+}
+
+/// How a call ended, as its report said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SettledAs {
+    Success,
+    /// An upstream 429.
+    RateLimited,
+    /// An upstream 529.
+    Overloaded,
+    Failed,
+    Unknown,
+    /// Given back unused.
+    Released,
+}
+
+impl SettledAs {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SettledAs::Success => "ok",
+            SettledAs::RateLimited => "429",
+            SettledAs::Overloaded => "529",
+            SettledAs::Failed => "failed",
+            SettledAs::Unknown => "unknown",
+            SettledAs::Released => "released",
+        }
+    }
 }

@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 pub use crate::budget::LeaseId;
 use crate::budget::{KeyFingerprint, Priority};
 
-pub use crate::event::Event;
+pub use crate::event::{Event, SettledAs};
 pub use crate::status::{
-    AccountStatus, Available, BudgetId, BudgetStatus, Limits, LockoutStatus, RouteStatus,
-    StatusSnapshot, WindowStatus,
+    AccountStatus, Available, BudgetId, BudgetStatus, ClientStatus, DaemonStatus, Limits,
+    LockoutStatus, PauseCause, RouteStatus, StatusSnapshot, WaitHistogram, WindowStatus,
 };
 
 /// A request and the id its response will carry.
@@ -316,11 +316,13 @@ pub struct Granted {
 }
 
 /// Payload of [`Response::TimedOut`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TimedOut {
     /// How much longer the wait would have been, as far as the daemon can tell: retrying after
     /// this long has a fair chance of being served at once.
     pub retry_after: Duration,
+    /// What holds it up: "the budget is paused: …", "the requests-per-minute limit is spent", …
+    pub reason: String,
 }
 
 /// Payload of [`Response::Rejected`].

@@ -5,7 +5,9 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::budget::{BudgetOwner, KeyFingerprint, LimitKind};
+use std::time::Duration;
+
+use crate::budget::{BudgetOwner, KeyFingerprint, LimitKind, Priority};
 
 /// The answer to a `Status` request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -19,6 +21,115 @@ pub struct StatusSnapshot {
     pub routes: Vec<RouteStatus>,
     /// Set when more budgets or accounts follow: ask for them with `StatusPage(next_page)`.
     pub next_page: Option<u32>,
+    /// Clients seen in the last [`CLIENTS_SEEN_WITHIN`] (with the first page only).
+    pub clients: Vec<ClientStatus>,
+    /// The daemon as a whole.
+    pub daemon: DaemonStatus,
+}
+
+/// How long a client stays in the status after it was last seen.
+pub const CLIENTS_SEEN_WITHIN: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// One client (a process, a Claude Code session, a script) as the daemon saw it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientStatus {
+    /// Its client id (`pacer run --name`, a session id, `<program>-<pid>`).
+    pub id: String,
+    pub priority: Priority,
+    /// The budget of its latest acquire.
+    pub budget: Option<BudgetId>,
+    pub granted: u64,
+    /// Tokens its settled calls used (input as counted against the limit).
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Acquires of it waiting now, and the longest of their waits so far.
+    pub waiting: u32,
+    pub longest_wait: Option<Duration>,
+    /// All its granted calls waited, together.
+    pub waited_total: Duration,
+    /// Acquires of it refused or timed out by pacer itself.
+    pub refused: u64,
+    pub last_seen: SystemTime,
+}
+
+/// The daemon as a whole, beside its budgets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    pub started_at: Option<SystemTime>,
+    /// Socket connections open now (gateway requests are not counted).
+    pub connections: u32,
+    /// Connections and requests turned away before reaching a budget (not allowed, too many,
+    /// malformed).
+    pub refused_connections: u64,
+    /// Times the state file was written.
+    pub state_saves: u64,
+}
+
+/// Why a budget lets nothing through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PauseCause {
+    /// A 429 from the API: everyone waits out its `retry-after`.
+    RateLimited,
+    /// `pacer pause`.
+    Administrator,
+    /// A lockout: a spent subscription window, a 429 asking for longer than `max_hold`, a
+    /// spend cap.
+    Lockout,
+}
+
+impl PauseCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PauseCause::RateLimited => "429",
+            PauseCause::Administrator => "manual",
+            PauseCause::Lockout => "lockout",
+        }
+    }
+}
+
+/// The upper bounds (seconds) of the queue-wait histogram's buckets; a last bucket takes the
+/// rest.
+pub const WAIT_BUCKETS: [f64; 10] = [0.01, 0.05, 0.25, 1.0, 2.5, 5.0, 15.0, 30.0, 60.0, 240.0];
+
+/// How long granted acquires waited in the queue.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WaitHistogram {
+    /// Per bucket of [`WAIT_BUCKETS`] and one more for longer waits; not cumulative.
+    pub counts: Vec<u64>,
+    pub sum_seconds: f64,
+}
+
+impl WaitHistogram {
+    pub fn record(&mut self, waited: Duration) {
+        if self.counts.len() != WAIT_BUCKETS.len() + 1 {
+            self.counts = vec![0; WAIT_BUCKETS.len() + 1];
+        }
+        let secs = waited.as_secs_f64();
+        let bucket = WAIT_BUCKETS
+            .iter()
+            .position(|&bound| secs <= bound)
+            .unwrap_or(WAIT_BUCKETS.len());
+        self.counts[bucket] += 1;
+        self.sum_seconds += secs;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Adds another histogram's counts (two budgets merged into one account).
+    pub fn absorb(&mut self, other: &WaitHistogram) {
+        if other.counts.is_empty() {
+            return;
+        }
+        if self.counts.len() != other.counts.len() {
+            self.counts = vec![0; other.counts.len()];
+        }
+        for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
+            *mine += theirs;
+        }
+        self.sum_seconds += other.sum_seconds;
+    }
 }
 
 /// A registered route.
@@ -100,10 +211,22 @@ pub struct BudgetStatus {
     pub pause_reason: Option<String>,
     /// Set while the model class backs off after 529 (overloaded) answers.
     pub overloaded_until: Option<SystemTime>,
-    /// Permits granted since the daemon started.
+    /// What kind of pause `paused_until` is.
+    pub pause_cause: Option<PauseCause>,
+    /// Waiting acquires per priority: interactive, normal, batch.
+    pub waiting_by_priority: [u32; 3],
+    /// When the queue would be empty if nobody else came, as far as the limits tell.
+    pub drain_estimate: Option<Duration>,
+    /// Since the daemon started: permits granted, 429s and 529s reported, acquires refused or
+    /// timed out by pacer itself, and the tokens settled calls used.
     pub granted: u64,
-    /// 429 answers reported since the daemon started.
     pub rate_limited: u64,
+    pub overloaded: u64,
+    pub refused: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// How long granted acquires waited in the queue.
+    pub waits: WaitHistogram,
 }
 
 /// Per-minute limits of a budget.

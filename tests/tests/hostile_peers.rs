@@ -10,7 +10,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use pacer_protocol::message::{Hello, Request, RequestFrame};
+use pacer_protocol::message::{ErrorKind, Hello, Request, RequestFrame, Response, ResponseFrame};
 use pacer_protocol::{PROTOCOL_VERSION, codec};
 use pacer_tests::mock::{MockConfig, MockUpstream};
 use pacer_tests::{Pacerd, TestDaemon, binary, read_logs};
@@ -27,6 +27,20 @@ fn hello_frame() -> Vec<u8> {
         }),
     })
     .unwrap()
+}
+
+/// Reads one response frame.
+fn read_frame(stream: &mut StdUnixStream) -> Response {
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some((frame, _)) = codec::decode::<ResponseFrame>(&bytes).unwrap() {
+            return frame.response;
+        }
+        let n = stream.read(&mut chunk).expect("a response");
+        assert!(n > 0, "the daemon closed the connection");
+        bytes.extend_from_slice(&chunk[..n]);
+    }
 }
 
 /// Reads until the peer closes; `None` if it has not within `limit`.
@@ -157,14 +171,28 @@ fn each_listener_refuses_past_its_cap_and_the_other_still_serves() {
     assert!(daemon.status()["budgets"].is_array());
 
     // Greeted connections fill the socket's share; the next client is told the daemon is busy.
-    let held: Vec<StdUnixStream> = (0..17)
-        .map(|_| {
-            let mut stream = StdUnixStream::connect(daemon.socket()).unwrap();
-            stream.write_all(&hello_frame()).unwrap();
-            stream
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    // (A connection of an earlier command may still be closing: one refused here is retried.)
+    let mut held: Vec<StdUnixStream> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while held.len() < 17 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} connections taken",
+            held.len()
+        );
+        let mut stream = StdUnixStream::connect(daemon.socket()).unwrap();
+        stream.write_all(&hello_frame()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        match read_frame(&mut stream) {
+            Response::Welcome(_) => held.push(stream),
+            Response::Error(e) if e.kind == ErrorKind::Busy => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
     let out = daemon.pacer(&["status"], "k");
     assert!(!out.status.success());
     let message = String::from_utf8_lossy(&out.stderr);

@@ -505,3 +505,39 @@ fn service_install_writes_units_that_systemd_accepts_and_a_valid_launchd_plist()
     assert!(out.status.success());
     assert!(!units.join("pacerd.service").exists());
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn service_install_without_a_user_manager_fails_and_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    // No user bus reachable (as in a container or an ssh session without a login session).
+    let pacer = |args: &[&str]| {
+        Command::new(binary("pacer"))
+            .args(args)
+            .env("XDG_CONFIG_HOME", dir.path())
+            .env("XDG_RUNTIME_DIR", dir.path().join("no-runtime"))
+            .env("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/bus")
+            .output()
+            .unwrap()
+    };
+    let out = pacer(&["service", "install"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "install claimed success: {stderr}");
+    assert!(stderr.contains("loginctl enable-linger"), "{stderr}");
+    assert!(stderr.contains("run `pacerd` in a terminal"), "{stderr}");
+    assert!(dir.path().join("systemd/user/pacerd.socket").exists());
+    // Uninstall removes the files; a second one has nothing to do, and says so quietly.
+    assert!(pacer(&["service", "uninstall"]).status.success());
+    assert!(!dir.path().join("systemd/user/pacerd.socket").exists());
+    let again = pacer(&["service", "uninstall"]);
+    assert!(again.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout),
+        "the pacerd service is not installed: nothing to remove\n"
+    );
+    assert!(
+        again.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+}

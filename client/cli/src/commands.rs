@@ -35,6 +35,9 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Also list the clients seen in the last 10 minutes (always in --json).
+        #[arg(long)]
+        clients: bool,
     },
     /// Wait for a permit for one API call and print its lease id (for shell scripts).
     Acquire(lease::AcquireArgs),
@@ -49,10 +52,15 @@ enum Command {
     Pause(lease::PauseArgs),
     /// Print the daemon's events as they happen: grants, pauses, limits learned.
     Watch {
-        /// Print one JSON object per line.
+        /// Print one JSON object per line (every event, grants included).
         #[arg(long)]
         json: bool,
+        /// Also print a line when each permit is granted (each call's outcome is always shown).
+        #[arg(long)]
+        grants: bool,
     },
+    /// A live full-screen view: budgets, pauses, windows, clients, events (q quits).
+    Top(crate::top::TopArgs),
     /// Print the fingerprint of an API key, as the configuration and status show it.
     KeyId(KeyArgs),
     /// Run pacerd as a user service (systemd on Linux, launchd on macOS).
@@ -76,7 +84,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Run(run) => run::run(socket, run).await,
         Command::Env(env) => run::env(socket, env).await,
         Command::Probe(probe) => probe::probe(&connect(FailMode::Open).await?, probe).await,
-        Command::Status { json } => status::status(&connect(FailMode::Closed).await?, json).await,
+        Command::Status { json, clients } => {
+            status::status(&connect(FailMode::Closed).await?, json, clients).await
+        }
         Command::Acquire(acquire) => {
             let mode = if acquire.fail_closed {
                 FailMode::Closed
@@ -95,7 +105,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             lease::release(&connect(FailMode::Closed).await?, lease).await
         }
         Command::Pause(pause) => lease::pause(&connect(FailMode::Closed).await?, pause).await,
-        Command::Watch { json } => watch::watch(&connect(FailMode::Closed).await?, json).await,
+        Command::Watch { json, grants } => {
+            watch::watch(&connect(FailMode::Closed).await?, json, grants).await
+        }
+        Command::Top(args) => crate::top::top(&connect(FailMode::Closed).await?, args).await,
         Command::Service(command) => service::service(socket, command).await,
         Command::KeyId(key) => {
             println!("{}", key.fingerprint()?);

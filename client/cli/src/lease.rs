@@ -152,14 +152,41 @@ pub async fn report(client: Option<&Client>, args: ReportArgs) -> anyhow::Result
         }
         Outcome::Failed | Outcome::Unknown => {}
     }
-    if let Some(client) = client {
-        client.report(LeaseId(args.lease), outcome).await?;
+    let said = describe_outcome(&outcome);
+    match client {
+        Some(client) => {
+            client.report(LeaseId(args.lease), outcome).await?;
+            eprintln!("pacer: reported lease {}: {said}", args.lease);
+        }
+        None => eprintln!("pacer: lease 0 is unpaced: nothing to report ({said})"),
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// `ok, 120 input + 40 output tokens`, `429, retry after 12s`, …
+fn describe_outcome(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Success { usage, .. } => format!(
+            "ok, {} input + {} output tokens",
+            usage.counted_input_tokens(),
+            usage.output_tokens
+        ),
+        Outcome::RateLimited { retry_after, .. } => match retry_after {
+            Some(wait) => format!(
+                "429, every peer pauses for {}",
+                humantime::format_duration(Duration::from_secs(wait.as_secs_f64().ceil() as u64))
+            ),
+            None => "429, every peer pauses (the wait comes from the headers)".into(),
+        },
+        Outcome::Overloaded { .. } => "529, the model class backs off".into(),
+        Outcome::Failed => "failed".into(),
+        Outcome::Unknown => "outcome unknown".into(),
+    }
+}
+
 pub async fn release(client: &Client, lease: u64) -> anyhow::Result<ExitCode> {
     client.release(LeaseId(lease)).await?;
+    eprintln!("pacer: released lease {lease}: what it reserved is given back");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -176,10 +203,23 @@ pub struct PauseArgs {
 }
 
 pub async fn pause(client: &Client, args: PauseArgs) -> anyhow::Result<ExitCode> {
-    let until = SystemTime::now() + args.duration;
-    client
-        .pause(args.key.fingerprint()?, &args.model, until)
-        .await?;
+    let now = SystemTime::now();
+    let until = now + args.duration;
+    let key = args.key.fingerprint()?;
+    client.pause(key, &args.model, until).await?;
+    if args.duration.is_zero() {
+        eprintln!(
+            "pacer: lifted the pause (and any 529 backoff or lockout) on {key}'s {} budget",
+            args.model
+        );
+    } else {
+        eprintln!(
+            "pacer: paused {key}'s {} budget until {} ({}): every peer on it waits",
+            args.model,
+            crate::clock::local(until, now),
+            crate::clock::remaining(until, now)
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

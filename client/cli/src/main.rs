@@ -2,7 +2,7 @@
 //!
 //! - `commands`: the command line and which module runs each command;
 //! - `run`: `pacer run` and `pacer env` (a command pointed at the gateway);
-//! - `status`: `pacer status`; `watch`: `pacer watch`;
+//! - `status`: `pacer status`; `watch`: `pacer watch`; `top`: `pacer top`;
 //! - `clock`: times as a person reads them;
 //! - `lease`: `pacer acquire`, `report`, `release`, `pause` (permits for shell scripts);
 //! - `probe`: `pacer probe`;
@@ -18,6 +18,7 @@ mod probe;
 mod run;
 mod service;
 mod status;
+mod top;
 mod watch;
 
 use std::process::ExitCode;

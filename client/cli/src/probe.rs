@@ -1,5 +1,7 @@
 //! `pacer probe`: one minimal request to see the key's current rate limits, as the API reports
-//! them in its headers, and teach them to the daemon.
+//! them in its headers, and teach them to the daemon — through its gateway (to the upstream it
+//! is configured with, paced like any call), or with `--upstream` straight to an API under a
+//! permit.
 
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
@@ -16,35 +18,63 @@ pub struct ProbeArgs {
     /// The model to ask (its class's limits are shown).
     #[arg(long, default_value = "claude-haiku-4-5")]
     model: String,
-    /// The API to probe.
-    #[arg(
-        long,
-        env = "PACER_UPSTREAM",
-        default_value = "https://api.anthropic.com",
-        value_name = "URL"
-    )]
-    upstream: String,
+    /// The API to probe directly (under a permit) [default: through pacerd's gateway, to the
+    /// upstream pacerd is configured with; without a gateway, https://api.anthropic.com].
+    #[arg(long, env = "PACER_UPSTREAM", value_name = "URL")]
+    upstream: Option<String>,
     #[command(flatten)]
     key: KeyArgs,
 }
 
+/// Where the probe goes.
+enum Target {
+    /// Through pacerd's gateway, which paces and settles it like any call.
+    Gateway { base: String, upstream: String },
+    /// Straight to an API, under a permit taken here.
+    Direct(String),
+}
+
+async fn target(client: &Client, upstream: Option<String>) -> anyhow::Result<Target> {
+    if let Some(upstream) = upstream {
+        return Ok(Target::Direct(upstream));
+    }
+    let info = client.gateway_info().await?;
+    Ok(match info.listen {
+        Some(listen) => Target::Gateway {
+            base: format!("http://{listen}"),
+            upstream: info.upstream,
+        },
+        None => Target::Direct("https://api.anthropic.com".into()),
+    })
+}
+
 pub async fn probe(client: &Client, args: ProbeArgs) -> anyhow::Result<ExitCode> {
     let key = args.key.value()?;
-    let url = format!("{}/v1/messages", args.upstream.trim_end_matches('/'));
+    let target = target(client, args.upstream.clone()).await?;
+    let (base, permit) = match &target {
+        Target::Gateway { base, upstream } => {
+            eprintln!("pacer: probing {upstream} through pacerd's gateway");
+            (base.clone(), None)
+        }
+        Target::Direct(upstream) => {
+            let permit = client
+                .acquire(
+                    AcquireRequest::new(&key, &args.model)
+                        .input_tokens(8)
+                        .output_tokens(1)
+                        .max_tokens(1)
+                        .timeout(Duration::from_secs(60)),
+                )
+                .await?;
+            (upstream.clone(), Some(permit))
+        }
+    };
+    let url = format!("{}/v1/messages", base.trim_end_matches('/'));
     let body = json!({
         "model": args.model,
         "max_tokens": 1,
         "messages": [{"role": "user", "content": "hi"}],
     });
-    let permit = client
-        .acquire(
-            AcquireRequest::new(&key, &args.model)
-                .input_tokens(8)
-                .output_tokens(1)
-                .max_tokens(1)
-                .timeout(Duration::from_secs(60)),
-        )
-        .await?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()?;
@@ -59,7 +89,9 @@ pub async fn probe(client: &Client, args: ProbeArgs) -> anyhow::Result<ExitCode>
     let response = match response {
         Ok(response) => response,
         Err(e) => {
-            permit.release().await.ok();
+            if let Some(permit) = permit {
+                permit.release().await.ok();
+            }
             return Err(e).with_context(|| format!("cannot reach {url}"));
         }
     };
@@ -67,13 +99,15 @@ pub async fn probe(client: &Client, args: ProbeArgs) -> anyhow::Result<ExitCode>
     let headers = response.headers().clone();
     let text = response.text().await.unwrap_or_default();
     let json: Option<Value> = serde_json::from_str(&text).ok();
-    permit
-        .report(outcome::from_response(
-            status.as_u16(),
-            &headers,
-            json.as_ref(),
-        ))
-        .await?;
+    if let Some(permit) = permit {
+        permit
+            .report(outcome::from_response(
+                status.as_u16(),
+                &headers,
+                json.as_ref(),
+            ))
+            .await?;
+    }
 
     let pairs = headers
         .iter()

@@ -91,13 +91,17 @@ impl Platform {
                     &dir.join("pacerd.service"),
                     &SYSTEMD_SERVICE.replace(TEMPLATE_PACERD, &pacerd_text),
                 )?;
-                run_or_print(
+                let done = run_or_print(
                     start,
                     &[
                         &["systemctl", "--user", "daemon-reload"],
                         &["systemctl", "--user", "enable", "--now", "pacerd.socket"],
                     ],
                 )?;
+                if start && !done {
+                    eprintln!("{NO_USER_MANAGER}");
+                    return Ok(ExitCode::FAILURE);
+                }
             }
             Platform::Launchd { dir, logs } => {
                 std::fs::create_dir_all(logs)
@@ -109,10 +113,14 @@ impl Platform {
                 let path = dir.join(format!("{LAUNCHD_LABEL}.plist"));
                 write(&path, &plist)?;
                 let domain = launchd_domain();
-                run_or_print(
+                let done = run_or_print(
                     start,
                     &[&["launchctl", "bootstrap", &domain, &path.to_string_lossy()]],
                 )?;
+                if start && !done {
+                    eprintln!("pacer: the LaunchAgent is written but not loaded; {RUN_BY_HAND}");
+                    return Ok(ExitCode::FAILURE);
+                }
             }
         }
         println!("pacerd: {}", pacerd.display());
@@ -120,7 +128,12 @@ impl Platform {
     }
 
     fn uninstall(&self, stop: bool) -> anyhow::Result<ExitCode> {
-        match self {
+        if !self.files().iter().any(|f| f.exists()) {
+            println!("the pacerd service is not installed: nothing to remove");
+            return Ok(ExitCode::SUCCESS);
+        }
+        // The files go whether or not the manager could be told (it may not be reachable).
+        let _told = match self {
             Platform::Systemd { .. } => run_or_print(
                 stop,
                 &[&[
@@ -134,9 +147,9 @@ impl Platform {
             )?,
             Platform::Launchd { .. } => {
                 let target = format!("{}/{LAUNCHD_LABEL}", launchd_domain());
-                run_or_print(stop, &[&["launchctl", "bootout", &target]])?;
+                run_or_print(stop, &[&["launchctl", "bootout", &target]])?
             }
-        }
+        };
         for file in self.files() {
             match std::fs::remove_file(&file) {
                 Ok(()) => println!("removed {}", file.display()),
@@ -220,9 +233,20 @@ fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Says what to do when systemd's user manager cannot be reached.
+const NO_USER_MANAGER: &str = "pacer: the units are written, but the service is not running: \
+systemd's user manager cannot be reached from here (no user session bus, as in a container, \
+an ssh session without a login session, or su). Log in through a session that starts one, or \
+have root run `loginctl enable-linger $USER` so your user manager runs without a login, then \
+run the commands above; until then, run `pacerd` in a terminal (or under nohup or tmux), or \
+let `pacer run -- COMMAND` start it in the background.";
+/// How to go on without a service manager.
+const RUN_BY_HAND: &str = "until then, run `pacerd` in a terminal (or under nohup or tmux), or \
+let `pacer run -- COMMAND` start it in the background.";
+
 /// Runs each command in turn when `run` is set and the tool exists; otherwise (or when one fails)
-/// prints the commands left for the user to run.
-fn run_or_print(run: bool, commands: &[&[&str]]) -> anyhow::Result<()> {
+/// prints the commands left for the user to run. Returns whether every command ran.
+fn run_or_print(run: bool, commands: &[&[&str]]) -> anyhow::Result<bool> {
     for (i, command) in commands.iter().enumerate() {
         let available = run && which(command[0]);
         let failure = if available {
@@ -244,9 +268,9 @@ fn run_or_print(run: bool, commands: &[&[&str]]) -> anyhow::Result<()> {
         for rest in &commands[i..] {
             println!("  {}", rest.join(" "));
         }
-        return Ok(());
+        return Ok(false);
     }
-    Ok(())
+    Ok(true)
 }
 
 fn which(tool: &str) -> bool {

@@ -1,30 +1,69 @@
-//! `pacer watch`: the daemon's events as they happen.
+//! `pacer watch`: the daemon's events as they happen — each call's outcome, each refusal by
+//! pacer, pauses, limits learned, windows — across daemon restarts.
 
 use std::process::ExitCode;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use pacer_client::{Client, Event};
 use serde_json::{Value, json};
 
 use crate::clock::rfc3339;
 
-pub async fn watch(client: &Client, as_json: bool) -> anyhow::Result<ExitCode> {
-    let mut events = client.subscribe().await?;
-    while let Some(event) = events.next().await {
-        let now = humantime::format_rfc3339_millis(SystemTime::now());
-        if as_json {
-            println!(
-                "{}",
-                json!({ "at": now.to_string(), "event": event_json(&event) })
-            );
-        } else {
-            println!("{now} {}", describe(&event));
+/// How often a watch whose daemon went away tries to reach it again.
+const RECONNECT_EVERY: Duration = Duration::from_secs(1);
+
+pub async fn watch(client: &Client, as_json: bool, grants: bool) -> anyhow::Result<ExitCode> {
+    let mut lines = Lines::default();
+    loop {
+        let mut events = client.subscribe().await?;
+        while let Some(event) = events.next().await {
+            let now = humantime::format_rfc3339_millis(SystemTime::now());
+            if as_json {
+                println!(
+                    "{}",
+                    json!({ "at": now.to_string(), "event": event_json(&event) })
+                );
+            } else if grants || !matches!(event, Event::Granted { .. }) {
+                lines.print(&now.to_string(), describe(&event));
+            }
         }
+        lines.flush();
+        eprintln!("pacer watch: pacerd went away; waiting for it to come back…");
+        while client.status().await.is_err() {
+            tokio::time::sleep(RECONNECT_EVERY).await;
+        }
+        eprintln!("pacer watch: pacerd is back");
     }
-    anyhow::bail!("pacerd closed the connection")
 }
 
-fn describe(event: &Event) -> String {
+/// Prints lines, folding a run of identical ones into one line and a count.
+#[derive(Default)]
+struct Lines {
+    last: Option<String>,
+    repeats: u32,
+}
+
+impl Lines {
+    fn print(&mut self, at: &str, line: String) {
+        if self.last.as_deref() == Some(line.as_str()) {
+            self.repeats += 1;
+            return;
+        }
+        self.flush();
+        println!("{at} {line}");
+        self.last = Some(line);
+    }
+
+    fn flush(&mut self) {
+        if self.repeats > 0 {
+            println!("  … the line above {} more times", self.repeats);
+            self.repeats = 0;
+        }
+    }
+}
+
+/// An event in one line, as `pacer watch` and `pacer top` print it.
+pub fn describe(event: &Event) -> String {
     match event {
         Event::Granted {
             budget,
@@ -72,6 +111,27 @@ fn describe(event: &Event) -> String {
         Event::LockoutEnded { owner, model_class } => format!(
             "lockout ended {owner}/{}",
             model_class.as_deref().unwrap_or("*")
+        ),
+        Event::Settled {
+            budget,
+            client_id,
+            outcome,
+            input_tokens,
+            output_tokens,
+            waited,
+        } => format!(
+            "done {budget} client={client_id} {} in={input_tokens} out={output_tokens} \
+             waited={:.3}s",
+            outcome.as_str(),
+            waited.as_secs_f64()
+        ),
+        Event::Refused {
+            budget,
+            client_id,
+            reason,
+        } => format!(
+            "refused {} client={client_id}: {reason}",
+            budget.as_ref().map_or("-".to_owned(), ToString::to_string)
         ),
     }
 }
@@ -127,6 +187,27 @@ fn event_json(event: &Event) -> Value {
         }
         Event::LockoutEnded { owner, model_class } => {
             json!({"type": "lockout_ended", "owner": owner.to_string(), "model_class": model_class})
+        }
+        Event::Settled {
+            budget,
+            client_id,
+            outcome,
+            input_tokens,
+            output_tokens,
+            waited,
+        } => {
+            json!({"type": "settled", "owner": budget.owner.to_string(), "model_class": budget.model_class,
+            "client_id": client_id, "outcome": outcome.as_str(), "input_tokens": input_tokens,
+            "output_tokens": output_tokens, "waited_ms": waited.as_millis() as u64})
+        }
+        Event::Refused {
+            budget,
+            client_id,
+            reason,
+        } => {
+            json!({"type": "refused", "owner": budget.as_ref().map(|b| b.owner.to_string()),
+            "model_class": budget.as_ref().map(|b| b.model_class.clone()),
+            "client_id": client_id, "reason": reason})
         }
     }
 }

@@ -13,6 +13,9 @@ const EPSILON: f64 = 1e-6;
 pub struct Bucket {
     capacity: f64,
     level: f64,
+    /// Everything ever taken (refunds not subtracted): what was taken between two moments
+    /// bounds a refund (see [`Bucket::give_back`]).
+    taken: f64,
     /// The moment `level` was last brought up to date; refill is computed lazily from here.
     updated: Instant,
 }
@@ -24,6 +27,7 @@ impl Bucket {
         Self {
             capacity,
             level: capacity,
+            taken: 0.0,
             updated: now,
         }
     }
@@ -83,6 +87,25 @@ impl Bucket {
     pub fn take(&mut self, cost: u64, now: Instant) {
         self.refill(now);
         self.level -= cost as f64;
+        self.taken += cost as f64;
+    }
+
+    /// Everything ever taken, for [`Bucket::give_back`].
+    pub fn taken(&self) -> f64 {
+        self.taken
+    }
+
+    /// Returns `amount` taken when [`Bucket::taken`] was `taken_before` (a call that never went
+    /// out), no more than the bucket would hold had it never been taken. Had it not been taken,
+    /// the bucket would have filled up sooner and lost refill to its capacity: a plain refund
+    /// would count that refill twice. The bucket without the reservation holds at most its
+    /// capacity less what was taken since, so that is the most the refund brings it to.
+    pub fn give_back(&mut self, amount: u64, taken_before: f64, now: Instant) {
+        self.refill(now);
+        let taken_since = (self.taken - taken_before - amount as f64).max(0.0);
+        let ceiling = (self.capacity - taken_since).min(self.capacity);
+        let refunded = (self.level + amount as f64).min(ceiling);
+        self.level = self.level.max(refunded);
     }
 
     /// Returns `amount` (a refund), never above capacity.

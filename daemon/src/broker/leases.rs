@@ -2,6 +2,7 @@
 //! settles by itself.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Instant;
 
 use pacer_protocol::KeyFingerprint;
@@ -34,6 +35,9 @@ pub struct Lease {
     pub probe: bool,
     /// For a workspace's call: its organization's budget, and what was reserved there.
     pub parent: Option<(BudgetIdx, Reservation)>,
+    /// Who holds it, and how long it waited for its grant (for `pacer watch`, `pacer top`).
+    pub client: Arc<str>,
+    pub waited: std::time::Duration,
 }
 
 /// How long a call in flight when the daemon died is taken to hold its slot: the longest a

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use pacer_protocol::KeyFingerprint;
-use pacer_protocol::message::{Event, Response, TimedOut};
+use pacer_protocol::message::{Event, Response, SettledAs, TimedOut};
 
 use super::budget::Readiness;
 use super::queue::WaiterId;
@@ -34,7 +34,7 @@ impl Broker {
             }
             self.overloads.lift(&class);
         } else {
-            let reason = "paused by administrator";
+            let reason = super::budget::ADMIN_PAUSE_REASON;
             self.budgets[b].set_pause(until, reason);
             self.out.push(Output::Event(Event::PauseStarted {
                 budget: self.budgets[b].id(),
@@ -66,6 +66,7 @@ impl Broker {
             }
         }
         for lease in self.leases.take_conn(conn) {
+            self.note_settled(&lease, SettledAs::Unknown, (0, 0), now);
             self.budgets[lease.budget].finish();
             touched.push(lease.budget);
         }
@@ -93,8 +94,10 @@ impl Broker {
             self.lockout_ended(&owner, scope);
         }
         while let Some(lease) = self.leases.take_expired(now) {
+            self.note_settled(&lease, SettledAs::Unknown, (0, 0), now);
             self.budgets[lease.budget].finish();
         }
+        self.prune_clients(now);
         self.serve_all(now);
         while let Some(id) = self.waiters.first_expired(now) {
             self.time_out(id, now);
@@ -108,8 +111,15 @@ impl Broker {
         };
         let b = w.budget;
         let gate = self.gate(b, &w.cost, now);
-        let retry_after = self.budgets[b].waiter_wait(w.priority, w.mark, &w.cost, gate, now);
-        self.answer_waiters(vec![id], |_| Response::TimedOut(TimedOut { retry_after }));
+        let wait = self.budgets[b].waiter_wait(w.priority, w.mark, &w.cost, gate, now);
+        let reason = self.holdup_text(b, wait.holdup);
+        let client = w.client.clone();
+        self.note_refusal(Some(b), None, &client, &reason, now);
+        let timed_out = TimedOut {
+            retry_after: wait.duration,
+            reason,
+        };
+        self.answer_waiters(vec![id], |_| Response::TimedOut(timed_out.clone()));
         // The head may have left: whoever is next may be servable.
         self.serve(b, now);
     }

@@ -12,6 +12,8 @@
 //! - `link`: a key joining its account, its budgets merging into the account's;
 //! - `lifecycle`: pauses, lockouts, connections closing, time passing, stopping;
 //! - `status`: what `pacer status`, the state file and the service manager are shown;
+//! - `usage`: who used what — grants, settlements and refusals counted per budget and per
+//!   client (`clients`), and told to subscribers;
 //! - the tables the broker ties together: `budgets` (each a `budget`: buckets, pause, `queue`),
 //!   `waiters`, `leases`, `overload` (per class), `accounts` (which keys share an account, and
 //!   its subscription windows), `lockouts` (per owner); `owner`: whose budget it is;
@@ -25,6 +27,7 @@ mod bucket;
 mod budget;
 mod budgets;
 mod calibration;
+mod clients;
 mod config;
 mod cost;
 mod exchange;
@@ -42,6 +45,7 @@ mod settle;
 mod snapshot;
 mod status;
 mod time;
+mod usage;
 mod waiters;
 mod workspaces;
 
@@ -59,7 +63,7 @@ use pacer_protocol::{KeyFingerprint, Priority};
 
 use accounts::Accounts;
 pub use accounts::AccountsConfig;
-use budget::{Readiness, Reservation};
+use budget::Readiness;
 use budgets::{BudgetIdx, Budgets, MAX_BUDGETS};
 pub use calibration::Calibration;
 pub use config::BrokerConfig;
@@ -98,15 +102,18 @@ pub struct Broker {
     stopping: bool,
     /// Grant events cost allocations on the hot path; they are only built while someone listens.
     grant_events: bool,
+    clients: clients::Clients,
+    /// When clients not seen for a while were last forgotten.
+    last_prune: Option<Instant>,
     /// What the operation under way will return.
     out: Vec<Output>,
 }
 
 /// What [`Broker::grant`] needs to know of the acquire being granted.
-struct Grant<'a> {
+struct Grant {
     ticket: Ticket,
     key: KeyFingerprint,
-    client_id: &'a str,
+    client: Arc<str>,
     priority: Priority,
     detached_ttl: Option<Duration>,
     cost: Costs,
@@ -128,6 +135,8 @@ impl Broker {
             lockouts: Lockouts::default(),
             stopping: false,
             grant_events: false,
+            clients: clients::Clients::default(),
+            last_prune: None,
             out: Vec::new(),
         }
     }
@@ -195,26 +204,31 @@ impl Broker {
             return self.take_output();
         }
         if let Some(reason) = self.invalid(ticket, req) {
+            self.note_refusal(None, None, &req.client_id, &reason, now);
             self.answer(ticket, Response::Rejected(refusal(reason)));
             return self.take_output();
         }
         let owner = self.accounts.owner_of(req.key);
         let class = self.classify(&req.model);
         if let Some(rejected) = self.locked_out(&owner, &class, now) {
+            let (budget, reason) = (rejected.budget.clone(), rejected.reason.clone());
+            self.note_refusal(None, budget, &req.client_id, &reason, now);
             self.answer(ticket, Response::Rejected(rejected));
             return self.take_output();
         }
         let Some(b) = self.budget_of(&owner, &class, now) else {
             let reason = format!("pacerd tracks at most {MAX_BUDGETS} key × model class budgets");
+            self.note_refusal(None, None, &req.client_id, &reason, now);
             self.answer(ticket, Response::Rejected(refusal(reason)));
             return self.take_output();
         };
+        self.note_asked(b, req, now);
         let cost = self.budgets[b].cost_of(req);
         if self.budgets[b].grants_at_once(&cost, self.gate(b, &cost, now), now) {
             let grant = Grant {
                 ticket,
                 key: req.key,
-                client_id: &req.client_id,
+                client: Arc::from(req.client_id.as_str()),
                 priority: req.priority,
                 detached_ttl: req.detached_ttl,
                 cost,
@@ -225,8 +239,15 @@ impl Broker {
         }
         let deadline = req.deadline.map(|d| later(now, d));
         if deadline.is_some_and(|d| d <= now) {
-            let retry_after = self.estimate_wait(now, req).unwrap_or_default();
-            self.answer(ticket, Response::TimedOut(TimedOut { retry_after }));
+            let gate = self.gate(b, &cost, now);
+            let wait = self.budgets[b].newcomer_wait(req.priority, &cost, gate, now);
+            let reason = self.holdup_text(b, wait.holdup);
+            self.note_refusal(Some(b), None, &req.client_id, &reason, now);
+            let timed_out = TimedOut {
+                retry_after: wait.duration,
+                reason,
+            };
+            self.answer(ticket, Response::TimedOut(timed_out));
             return self.take_output();
         }
         let client: Arc<str> = Arc::from(req.client_id.as_str());
@@ -250,9 +271,9 @@ impl Broker {
     }
 
     /// How long an acquire made now would wait, as far as the broker can tell (zero if it would
-    /// be granted at once; `None` if it would be refused at once): the gateway answers 429
-    /// straight away rather than hold a request it cannot serve in time.
-    pub fn estimate_wait(&mut self, now: Instant, req: &Acquire) -> Option<Duration> {
+    /// be granted at once; `None` if it would be refused at once), and what holds it up: the
+    /// gateway answers 429 straight away rather than hold a request it cannot serve in time.
+    pub fn estimate_wait(&mut self, now: Instant, req: &Acquire) -> Option<(Duration, String)> {
         let owner = self.accounts.owner_of(req.key);
         let class = self.classify(&req.model);
         if self.lockouts.covering(&owner, &class, now).is_some() {
@@ -263,9 +284,10 @@ impl Broker {
         let cost = budget.cost_of(req);
         let gate = self.gate(b, &cost, now);
         if budget.grants_at_once(&cost, gate, now) {
-            return Some(Duration::ZERO);
+            return Some((Duration::ZERO, String::new()));
         }
-        Some(budget.newcomer_wait(req.priority, &cost, gate, now))
+        let wait = budget.newcomer_wait(req.priority, &cost, gate, now);
+        Some((wait.duration, self.holdup_text(b, wait.holdup)))
     }
 
     fn invalid(&self, ticket: Ticket, req: &Acquire) -> Option<String> {
@@ -294,10 +316,11 @@ impl Broker {
         None
     }
 
-    fn grant(&mut self, b: BudgetIdx, grant: Grant<'_>, now: Instant) {
-        let (charged, probe) = self.budgets[b].take(&grant.cost, now);
+    fn grant(&mut self, b: BudgetIdx, grant: Grant, now: Instant) {
+        let (reservation, probe) = self.budgets[b].take(&grant.cost, now);
         let parent = self.charge_parent(b, &grant.cost, now);
         let expires = grant.detached_ttl.map(|ttl| later(now, ttl));
+        self.note_grant(b, &grant.client, grant.waited, now);
         let lease = self.leases.issue(Lease {
             key: grant.key,
             probe,
@@ -306,11 +329,10 @@ impl Broker {
             budget: b,
             owner: expires.is_none().then_some(grant.ticket.conn),
             expires,
-            reservation: Reservation {
-                cost: grant.cost,
-                charged,
-            },
-            unmetered: charged.map(|_, charged| !charged),
+            reservation,
+            unmetered: reservation.charged.map(|_, charged| !charged),
+            client: grant.client.clone(),
+            waited: grant.waited,
         });
         let response = Response::Granted(Granted {
             lease,
@@ -322,7 +344,7 @@ impl Broker {
                 budget: self.budgets[b].id(),
                 lease,
                 priority: grant.priority,
-                client_id: grant.client_id.to_owned(),
+                client_id: grant.client.to_string(),
                 waited: grant.waited,
             }));
         }
@@ -343,7 +365,7 @@ impl Broker {
             let grant = Grant {
                 ticket: waiter.ticket,
                 key: waiter.key,
-                client_id: &waiter.client,
+                client: waiter.client.clone(),
                 priority: waiter.priority,
                 detached_ttl: waiter.detached_ttl,
                 cost,

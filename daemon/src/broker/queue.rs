@@ -56,6 +56,15 @@ impl FairQueue {
         self.len == 0
     }
 
+    /// Waiters queued at `priority` (walks its clients: for status, not for the hot path).
+    pub fn len_of(&self, priority: Priority) -> usize {
+        self.levels[priority.index()]
+            .clients
+            .values()
+            .map(|line| line.waiters.len())
+            .sum()
+    }
+
     /// Queues a waiter at the back of its client's line.
     pub fn push(
         &mut self,

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pacer_protocol::message::{Event, LeaseId};
+use pacer_protocol::message::{Event, LeaseId, SettledAs};
 use pacer_protocol::ratelimit::{RateLimitHeaders, limit_named_in};
 use pacer_protocol::unified::{WindowState, window_class};
 
@@ -53,6 +53,17 @@ impl Broker {
         let b = held.budget;
         let reserved = held.reservation;
         let rate_limited = matches!(settlement, Settlement::RateLimited { .. });
+        let (outcome, tokens) = match &settlement {
+            Settlement::Success { usage } => (
+                SettledAs::Success,
+                (usage.counted_input_tokens(), usage.output_tokens),
+            ),
+            Settlement::RateLimited { .. } => (SettledAs::RateLimited, (0, 0)),
+            Settlement::Overloaded { .. } => (SettledAs::Overloaded, (0, 0)),
+            Settlement::Failed => (SettledAs::Failed, (0, 0)),
+            Settlement::Unknown => (SettledAs::Unknown, (0, 0)),
+        };
+        self.note_settled(&held, outcome, tokens, now);
         let settlement_kind = match settlement {
             Settlement::Success { .. }
             | Settlement::RateLimited { .. }
@@ -91,6 +102,7 @@ impl Broker {
                 self.rate_limited(b, refused, headers, now);
             }
             Settlement::Overloaded { retry_after } => {
+                self.budgets[b].record_overload();
                 self.budgets[b].refund_output(&reserved, now);
                 self.refund_parent_output(held.parent.as_ref(), now);
                 self.overloaded(b, retry_after.or(headers.retry_after), now);
@@ -118,6 +130,7 @@ impl Broker {
     /// Gives a lease back unused: everything it reserved is refunded.
     pub fn release(&mut self, now: Instant, lease: LeaseId) -> Result<Vec<Output>, BrokerError> {
         let held = self.leases.take(lease)?;
+        self.note_settled(&held, SettledAs::Released, (0, 0), now);
         if let Some((p, parent)) = &held.parent {
             self.budgets[*p].refund(parent, now);
         }

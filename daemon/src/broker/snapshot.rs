@@ -397,10 +397,14 @@ impl Broker {
                         .cost
                         .map(|_, n| n.min(crate::broker::limits::MAX_LIMIT)),
                     charged: saved.charged,
+                    // Nothing is known of what was taken before the restart.
+                    taken_before: self.budgets[b].taken_totals(),
                 },
                 unmetered: PerKind::default(),
                 probe: false,
                 parent: None,
+                client: super::usage::unknown_client(),
+                waited: std::time::Duration::ZERO,
             };
             self.leases.restore(saved.id, lease);
         }

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use pacer_protocol::BudgetOwner;
-use pacer_protocol::message::{AccountStatus, BudgetStatus, LockoutStatus};
+use pacer_protocol::message::{AccountStatus, BudgetStatus, LockoutStatus, PauseCause};
 
 use super::Broker;
 use super::budget::Budget;
@@ -28,7 +28,9 @@ impl Broker {
             .budgets
             .iter()
             .map(|(b, budget)| {
-                let (paused_until, pause_reason) = self.pause_of(budget, now);
+                let (paused_until, cause, pause_reason) = self.pause_of(budget, now);
+                let paused = paused_until.is_some_and(|at| at > now);
+                let tally = budget.tally();
                 BudgetStatus {
                     budget: budget.id(),
                     limits: budget.limits_snapshot(),
@@ -36,10 +38,18 @@ impl Broker {
                     in_flight: budget.in_flight(),
                     waiting: budget.waiting() as u32,
                     paused_until: to_wall(paused_until),
-                    pause_reason: paused_until.filter(|&at| at > now).map(|_| pause_reason),
+                    pause_reason: paused.then_some(pause_reason),
+                    pause_cause: paused.then_some(cause),
                     overloaded_until: to_wall(self.overload_gate(b)),
-                    granted: budget.granted(),
-                    rate_limited: budget.rate_limited_count(),
+                    waiting_by_priority: budget.waiting_by_priority(),
+                    drain_estimate: budget.drain_estimate(self.overload_gate(b), now),
+                    granted: tally.granted,
+                    rate_limited: tally.rate_limited,
+                    overloaded: tally.overloaded,
+                    refused: tally.refused,
+                    input_tokens: tally.input_tokens,
+                    output_tokens: tally.output_tokens,
+                    waits: tally.waits.clone(),
                 }
             })
             .collect();
@@ -49,21 +59,22 @@ impl Broker {
 
     /// Until when, and why, a budget lets nothing through: its own pause, or a lockout of its
     /// owner, whichever ends later.
-    fn pause_of(&self, budget: &Budget, now: Instant) -> (Option<Instant>, String) {
-        let own = budget
-            .paused_until()
-            .map(|until| (until, budget.pause_reason().to_owned()));
+    fn pause_of(&self, budget: &Budget, now: Instant) -> (Option<Instant>, PauseCause, String) {
+        let own = budget.paused_until().map(|until| {
+            let reason = budget.pause_reason().to_owned();
+            (until, budget.pause_cause(), reason)
+        });
         let locked = self
             .lockouts
             .covering(budget.owner(), budget.class(), now)
-            .map(|lockout| (lockout.until, lockout.reason.clone()));
+            .map(|lockout| (lockout.until, PauseCause::Lockout, lockout.reason.clone()));
         match own
             .into_iter()
             .chain(locked)
-            .max_by_key(|(until, _)| *until)
+            .max_by_key(|(until, _, _)| *until)
         {
-            Some((until, reason)) => (Some(until), reason),
-            None => (None, String::new()),
+            Some((until, cause, reason)) => (Some(until), cause, reason),
+            None => (None, PauseCause::RateLimited, String::new()),
         }
     }
 

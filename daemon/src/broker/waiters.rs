@@ -59,6 +59,10 @@ impl Waiters {
         self.by_id.insert(id, waiter);
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = &Waiter> {
+        self.by_id.values()
+    }
+
     pub fn get(&self, id: WaiterId) -> Option<&Waiter> {
         self.by_id.get(&id)
     }

@@ -54,14 +54,7 @@ impl Broker {
         now: Instant,
     ) -> Option<(BudgetIdx, Reservation)> {
         let p = self.budgets[b].parent()?;
-        let charged = self.budgets[p].take_for_child(cost, now);
-        Some((
-            p,
-            Reservation {
-                cost: *cost,
-                charged,
-            },
-        ))
+        Some((p, self.budgets[p].take_for_child(cost, now)))
     }
 
     /// What a workspace's limits teach its organization: its limits are at least theirs.

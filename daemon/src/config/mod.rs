@@ -36,6 +36,10 @@
 //! max_hold = "4m"     # how long a request may be held waiting for the budget (or seconds)
 //! allow_non_loopback = false  # the gateway has no authentication: loopback only by default
 //!
+//! # `GET /metrics` on the gateway's address (Prometheus).
+//! [metrics]
+//! enabled = true
+//!
 //! # Who may use the socket besides pacerd's own user and root (a system-wide daemon).
 //! [access]
 //! allow_groups = ["pacer"]   # names or gids
@@ -70,14 +74,14 @@ use crate::broker::BrokerConfig;
 pub const CONFIG_ENV: &str = "PACER_CONFIG";
 
 /// The top-level sections a file may have.
-const SECTIONS: [&str; 8] = [
-    "classes", "limits", "keys", "accounts", "gateway", "state", "log", "access",
+const SECTIONS: [&str; 9] = [
+    "classes", "limits", "keys", "accounts", "gateway", "state", "log", "access", "metrics",
 ];
 /// The classes every model maps to by default (and `count_tokens`, the gateway's own).
 const DEFAULT_CLASSES: [&str; 4] = ["opus", "sonnet", "haiku", "count_tokens"];
 
 /// The daemon's configuration.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub broker: BrokerConfig,
     pub gateway: GatewayConfig,
@@ -87,8 +91,24 @@ pub struct Config {
     pub state_file: Option<PathBuf>,
     pub log: LogConfig,
     pub access: AccessConfig,
+    /// Whether the gateway answers `GET /metrics`.
+    pub metrics: bool,
     /// The file it came from, if any, for messages and reloads.
     pub path: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            broker: BrokerConfig::default(),
+            gateway: GatewayConfig::default(),
+            state_file: None,
+            log: LogConfig::default(),
+            access: AccessConfig::default(),
+            metrics: true,
+            path: None,
+        }
+    }
 }
 
 /// Where and what pacerd logs.
@@ -245,6 +265,7 @@ impl Config {
             .take()
             .map(AccessConfig::from)
             .unwrap_or_default();
+        let metrics = raw.metrics.take().and_then(|m| m.enabled).unwrap_or(true);
         let log = raw.log.take().unwrap_or_default();
         let log = LogConfig {
             dir: match log.enabled {
@@ -261,6 +282,7 @@ impl Config {
             state_file,
             log,
             access,
+            metrics,
             path: Some(path.to_owned()),
         })
     }

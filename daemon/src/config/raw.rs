@@ -22,6 +22,7 @@ pub struct RawConfig {
     pub log: Option<RawLog>,
     pub accounts: Option<RawAccounts>,
     pub access: Option<RawAccess>,
+    pub metrics: Option<RawMetrics>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,6 +114,12 @@ pub struct RawGateway {
     upstream: Option<Upstream>,
     max_hold: Option<Seconds>,
     allow_non_loopback: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    pub enabled: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

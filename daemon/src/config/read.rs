@@ -101,6 +101,7 @@ impl<'a> Reader<'a> {
                 "log" => raw.log = self.take("log", value),
                 "accounts" => raw.accounts = self.take("accounts", value),
                 "access" => raw.access = self.take("access", value),
+                "metrics" => raw.metrics = self.take("metrics", value),
                 other => self.problem(
                     at,
                     other,

@@ -150,24 +150,26 @@ impl Cycle<'_> {
             detached_ttl: None,
         };
         let expected = self.session.estimate_wait(&acquire);
-        if let Some(expected) = expected
+        if let Some((expected, holdup)) = expected
             && expected > hold_left
         {
             let message = format!(
-                "pacer: the shared rate limit for {} is spent; the wait (about {}s) would \
-                 exceed the gateway's max_hold ({}s)",
+                "pacer: {} ({}); the wait (about {}s) would exceed the gateway's max_hold ({}s)",
+                holdup,
                 self.gate.model,
                 expected.as_secs_f64().ceil(),
                 gateway.max_hold().as_secs()
             );
+            self.session.refused_locally(&acquire, &message);
             return Step::Done(self.give_up(expected, message));
         }
         match self.session.acquire(&acquire).await {
             Answer::Granted(granted) => Step::Next(granted.lease),
             Answer::TimedOut(timed_out) => {
                 let message = format!(
-                    "pacer: the shared rate limit for {} is spent; this request waited {}s \
-                     (the gateway's max_hold) and would wait about {}s more",
+                    "pacer: {} ({}); this request waited {}s (the gateway's max_hold) and \
+                     would wait about {}s more",
+                    timed_out.reason,
                     self.gate.model,
                     self.started.elapsed().as_secs(),
                     timed_out.retry_after.as_secs_f64().ceil()

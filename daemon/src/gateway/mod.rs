@@ -1,4 +1,5 @@
-//! The local HTTP gateway: Claude Code and every SDK through pacer, unchanged.
+//! The local HTTP gateway: Claude Code and every SDK through pacer, unchanged. It also answers
+//! `GET /metrics` (Prometheus) and `GET /healthz` itself.
 //!
 //! They all honour `ANTHROPIC_BASE_URL`, so `pacer run` points it here. Every method and path is
 //! forwarded to the upstream API; `POST /v1/messages` and `POST /v1/messages/count_tokens` are
@@ -54,15 +55,22 @@ pub const COUNT_TOKENS_BUDGET: &str = "count_tokens";
 pub struct Gateway {
     hub: Arc<Hub>,
     upstream: Upstream,
+    /// Whether `GET /metrics` is answered (`[metrics] enabled`).
+    metrics: bool,
     /// In milliseconds; a configuration reload may change it.
     max_hold_ms: AtomicU64,
 }
 
 impl Gateway {
-    pub fn new(hub: Arc<Hub>, config: &GatewayConfig) -> anyhow::Result<Arc<Gateway>> {
+    pub fn new(
+        hub: Arc<Hub>,
+        config: &GatewayConfig,
+        metrics: bool,
+    ) -> anyhow::Result<Arc<Gateway>> {
         Ok(Arc::new(Gateway {
             hub,
             upstream: Upstream::new(config.upstream.clone())?,
+            metrics,
             max_hold_ms: AtomicU64::new(config.max_hold.as_millis() as u64),
         }))
     }
@@ -89,6 +97,10 @@ impl Gateway {
                 "invalid_request_error",
                 format!("pacer gateway: the path segment `{segment}` is not allowed"),
             );
+        }
+        if let Some(answer) = self.own_answer(&parts.method, parts.uri.path()) {
+            discard(body).await;
+            return answer;
         }
         let route = Route::parse(&parts.method, parts.uri.path());
         // A registered route forwards to its own upstream; a route nobody registered is
@@ -165,6 +177,39 @@ impl Gateway {
                 self.pass_through(method, url, headers, body.into(), &base)
                     .await
             }
+        }
+    }
+
+    /// `GET /metrics` and `GET /healthz`, answered by pacerd itself (the API has neither path).
+    fn own_answer(&self, method: &http::Method, path: &str) -> Option<Response<GatewayBody>> {
+        if method != http::Method::GET && method != http::Method::HEAD {
+            return None;
+        }
+        match path {
+            "/metrics" if self.metrics => Some(reply::ok(
+                crate::metrics::CONTENT_TYPE,
+                crate::metrics::render(&self.hub),
+            )),
+            "/metrics" => Some(reply::error(
+                StatusCode::NOT_FOUND,
+                "not_found_error",
+                "pacer gateway: metrics are turned off ([metrics] enabled = false)".into(),
+            )),
+            "/healthz" => {
+                let daemon = self.hub.daemon_status();
+                let up = daemon
+                    .started_at
+                    .and_then(|at| at.elapsed().ok())
+                    .map_or(0, |up| up.as_secs());
+                let body = serde_json::json!({
+                    "status": "ok",
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "uptime_seconds": up,
+                    "upstream": self.upstream.base.as_str(),
+                });
+                Some(reply::ok("application/json", body.to_string()))
+            }
+            _ => None,
         }
     }
 

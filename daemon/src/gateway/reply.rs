@@ -37,6 +37,15 @@ pub fn error(status: StatusCode, kind: &str, message: String) -> Response<Gatewa
     response
 }
 
+/// A 200 of the gateway's own with `content_type`.
+pub fn ok(content_type: &'static str, body: String) -> Response<GatewayBody> {
+    let mut response = Response::new(full(body));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
 /// A 429 the gateway gives itself because the shared budget would keep the request waiting
 /// longer than it may be held.
 pub fn rate_limited(retry_after: Duration, message: String) -> Response<GatewayBody> {

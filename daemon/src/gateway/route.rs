@@ -36,7 +36,7 @@ pub struct Route {
 pub const PRIORITY_HEADER: &str = "x-pacer-priority";
 /// The header a client may set to name itself.
 pub const CLIENT_HEADER: &str = "x-pacer-client";
-/// Claude Code's per-session header, used as the client id when present.
+/// Claude Code's per-session header: each session is a client of its own.
 pub const SESSION_HEADER: &str = "x-claude-code-session-id";
 
 impl Route {
@@ -99,7 +99,7 @@ fn percent_decode(segment: &str) -> String {
 }
 
 /// Who is asking and how urgently: headers win over the path prefix; Claude Code's session id
-/// names the client when no header does.
+/// (its first 8 characters) tells its sessions apart, after the prefix's name if there is one.
 pub fn identity(route: &Route, headers: &HeaderMap) -> (String, Priority) {
     let header = |name: &str| {
         headers
@@ -108,11 +108,16 @@ pub fn identity(route: &Route, headers: &HeaderMap) -> (String, Priority) {
             .map(str::trim)
             .filter(|v| !v.is_empty())
     };
-    let client = header(CLIENT_HEADER)
-        .or_else(|| header(SESSION_HEADER))
-        .map(str::to_owned)
-        .or_else(|| route.client_id.clone())
-        .unwrap_or_else(|| "gateway".to_owned());
+    // A session of a named `pacer run` keeps the name: `review/3f2a9c1d`, one client (and one
+    // fair turn) per session.
+    let session = header(SESSION_HEADER).map(|s| s.chars().take(8).collect::<String>());
+    let client = match (header(CLIENT_HEADER), route.client_id.as_deref(), session) {
+        (Some(named), _, _) => named.to_owned(),
+        (None, Some(name), Some(session)) => format!("{name}/{session}"),
+        (None, Some(name), None) => name.to_owned(),
+        (None, None, Some(session)) => session,
+        (None, None, None) => "gateway".to_owned(),
+    };
     let priority = header(PRIORITY_HEADER)
         .and_then(|p| p.parse().ok())
         .or(route.priority)
@@ -203,11 +208,13 @@ mod tests {
         let route = Route::parse(&Method::POST, "/s/job~batch/v1/messages");
         let mut headers = HeaderMap::new();
         assert_eq!(identity(&route, &headers), ("job".into(), Priority::Batch));
-        headers.insert(SESSION_HEADER, "session-1".parse().unwrap());
+        headers.insert(SESSION_HEADER, "3f2a9c1d-0000-4000".parse().unwrap());
         assert_eq!(
             identity(&route, &headers),
-            ("session-1".into(), Priority::Batch)
+            ("job/3f2a9c1d".into(), Priority::Batch)
         );
+        let bare = Route::parse(&Method::POST, "/v1/messages");
+        assert_eq!(identity(&bare, &headers).0, "3f2a9c1d");
         headers.insert(CLIENT_HEADER, "named".parse().unwrap());
         headers.insert(PRIORITY_HEADER, "interactive".parse().unwrap());
         assert_eq!(

@@ -98,7 +98,16 @@ impl Hub {
 
 fn log_event(event: &Event) {
     match event {
-        Event::Granted { .. } => {}
+        Event::Granted { .. } | Event::Settled { .. } => {}
+        Event::Refused {
+            budget,
+            client_id,
+            reason,
+        } => tracing::info!(
+            budget = budget.as_ref().map_or("-".to_owned(), ToString::to_string),
+            client = %client_id,
+            "refused by pacer: {reason}"
+        ),
         Event::PauseStarted {
             budget,
             until,

@@ -63,10 +63,17 @@ pub fn release(hub: &Hub, release: Release) -> Response {
 pub const STATUS_PAGE_LEN: usize = 500;
 
 /// Page `page` of the status snapshot (`Status` is page 0): budgets and accounts from
-/// `page × STATUS_PAGE_LEN` on. Routes come with the first page.
+/// `page × STATUS_PAGE_LEN` on. Routes and clients come with the first page.
 pub fn status(hub: &Hub, page: u32) -> Response {
     // A read: it leaves the state clean, so `pacer status` never makes the saver write.
-    let (budgets, accounts) = hub.read(|broker, now| (broker.status(now), broker.accounts(now)));
+    let (budgets, accounts, clients) = hub.read(|broker, now| {
+        let clients = if page == 0 {
+            broker.clients(now)
+        } else {
+            Vec::new()
+        };
+        (broker.status(now), broker.accounts(now), clients)
+    });
     let from = (page as usize).saturating_mul(STATUS_PAGE_LEN);
     let to = from.saturating_add(STATUS_PAGE_LEN);
     let more = budgets.len() > to || accounts.len() > to;
@@ -76,6 +83,8 @@ pub fn status(hub: &Hub, page: u32) -> Response {
         accounts: page_of(accounts, from),
         routes: if page == 0 { hub.routes() } else { Vec::new() },
         next_page: more.then(|| page + 1),
+        clients,
+        daemon: hub.daemon_status(),
     })
 }
 

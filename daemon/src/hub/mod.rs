@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
-use pacer_protocol::message::{Event, GatewayInfo, RouteInfo, RouteStatus};
+use pacer_protocol::message::{DaemonStatus, Event, GatewayInfo, RouteInfo, RouteStatus};
 use tokio::sync::{Notify, broadcast};
 
 use crate::broker::{Broker, BrokerState, Calibration, ConnId, Output};
@@ -65,6 +65,9 @@ pub struct Hub {
     /// Connections and requests turned away before reaching the broker (not allowed, too
     /// many, malformed).
     refusals: AtomicU64,
+    /// Times the state file was written.
+    saves: AtomicU64,
+    started_at: std::time::SystemTime,
 }
 
 struct State {
@@ -99,6 +102,8 @@ impl Hub {
             settled: Notify::new(),
             gateway,
             refusals: AtomicU64::new(0),
+            saves: AtomicU64::new(0),
+            started_at: std::time::SystemTime::now(),
         }
     }
 
@@ -292,6 +297,27 @@ impl Hub {
     /// How many connections and requests were turned away since the start.
     pub fn refusals(&self) -> u64 {
         self.refusals.load(Ordering::Relaxed)
+    }
+
+    /// Counts a write of the state file.
+    pub fn count_save(&self) {
+        self.saves.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The daemon as a whole: since when it runs, its connections, what it turned away.
+    pub fn daemon_status(&self) -> DaemonStatus {
+        let connections = self
+            .lock()
+            .writers
+            .values()
+            .filter(|w| matches!(w, Writer::Socket(_)))
+            .count();
+        DaemonStatus {
+            started_at: Some(self.started_at),
+            connections: connections as u32,
+            refused_connections: self.refusals(),
+            state_saves: self.saves.load(Ordering::Relaxed),
+        }
     }
 
     /// Where the HTTP gateway listens.

@@ -55,10 +55,17 @@ impl Session {
     }
 
     /// How long an acquire made now would wait (zero: granted at once; `None`: refused at
-    /// once).
-    pub fn estimate_wait(&self, acquire: &Acquire) -> Option<Duration> {
+    /// once), and what holds it up.
+    pub fn estimate_wait(&self, acquire: &Acquire) -> Option<(Duration, String)> {
         self.hub
             .update(|broker, now| (Vec::new(), broker.estimate_wait(now, acquire)))
+    }
+
+    /// The gateway answers a request itself rather than wait for a permit: counted and told
+    /// like any refusal by pacer.
+    pub fn refused_locally(&self, acquire: &Acquire, reason: &str) {
+        self.hub
+            .update(|broker, now| (broker.refused_locally(now, acquire, reason), ()));
     }
 
     pub fn report(&self, lease: LeaseId, outcome: Outcome) {

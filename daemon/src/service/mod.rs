@@ -70,11 +70,18 @@ impl Setup {
 /// accepting, answers waiting acquires "stopping", gives calls in flight up to [`STOP_GRACE`]
 /// to report, saves the state and returns.
 pub async fn run(mut setup: Setup, mut control: Control) -> anyhow::Result<()> {
-    if let Some(path) = &setup.config.state_file {
-        crate::persist::private_dir(crate::persist::dir_of(path))
-            .map_err(|e| anyhow::anyhow!("cannot keep the state file {}: {e}", path.display()))?;
-    }
+    // The socket first: a second daemon on the same socket is told "already running" by it.
     let listeners = listeners::claim(&mut setup).await?;
+    let _state_lock = match &setup.config.state_file {
+        Some(path) => {
+            crate::persist::private_dir(crate::persist::dir_of(path)).map_err(|e| {
+                anyhow::anyhow!("cannot keep the state file {}: {e}", path.display())
+            })?;
+            Some(crate::persist::lock(path).map_err(anyhow::Error::msg)?)
+        }
+        None => None,
+    };
+
     let mut config = setup.config;
     match &config.path {
         Some(path) if path.exists() => {
@@ -120,7 +127,7 @@ pub async fn run(mut setup: Setup, mut control: Control) -> anyhow::Result<()> {
                 upstream = %gateway_info.upstream,
                 "HTTP gateway listening"
             );
-            let gateway = Gateway::new(hub.clone(), &config.gateway)?;
+            let gateway = Gateway::new(hub.clone(), &config.gateway, config.metrics)?;
             let task = tokio::spawn(crate::gateway::serve(
                 listener,
                 gateway.clone(),
@@ -138,12 +145,16 @@ pub async fn run(mut setup: Setup, mut control: Control) -> anyhow::Result<()> {
         "pacerd listening"
     );
     notify::ready(&hub);
-    control.announce(Ready {
+    let ready = Ready {
         socket: listeners.socket_name,
         socket_path: listeners.socket_path,
         gateway: gateway_addr,
         upstream: gateway_info.upstream,
-    });
+    };
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprint!("{}", notify::next_steps(&ready, config.log.dir.as_deref()));
+    }
+    control.announce(ready);
 
     loop {
         tokio::select! {

@@ -70,3 +70,59 @@ pub async fn keep_alive(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
         let _ = (hub, stop.changed().await, STATUS_INTERVAL);
     }
 }
+
+/// What a person who started pacerd in a terminal does next: where it listens, where it logs,
+/// and the commands that use it.
+pub fn next_steps(ready: &super::Ready, log_dir: Option<&std::path::Path>) -> String {
+    let mut out = format!("\npacerd {} is ready.\n", env!("CARGO_PKG_VERSION"));
+    out.push_str(&format!("  socket   {}\n", ready.socket));
+    match ready.gateway {
+        Some(addr) => out.push_str(&format!(
+            "  gateway  http://{addr} (forwards to {})\n",
+            ready.upstream
+        )),
+        None => out.push_str("  gateway  off (--no-gateway)\n"),
+    }
+    match log_dir {
+        Some(dir) => out.push_str(&format!("  logs     {} (and here)\n", dir.display())),
+        None => out.push_str("  logs     here only\n"),
+    }
+    out.push_str("\nIn another terminal:\n");
+    out.push_str("  pacer run -- claude       Claude Code through pacer (any command works)\n");
+    out.push_str("  pacer status              the budgets; `pacer top` for a live view\n");
+    if let Some(addr) = ready.gateway {
+        out.push_str(&format!(
+            "  export ANTHROPIC_BASE_URL=http://{addr}   for SDK scripts you start yourself\n"
+        ));
+    }
+    out.push_str("Ctrl-C stops it (calls in flight get 10 s to report).\n\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_steps_name_the_gateway_the_logs_and_the_commands() {
+        let ready = super::super::Ready {
+            socket: "/run/user/1000/pacer/pacer.sock".into(),
+            socket_path: None,
+            gateway: Some("127.0.0.1:4141".parse().unwrap()),
+            upstream: "https://api.anthropic.com/".into(),
+        };
+        let text = next_steps(
+            &ready,
+            Some(std::path::Path::new("/home/u/.local/state/pacer/logs")),
+        );
+        for part in [
+            "socket   /run/user/1000/pacer/pacer.sock",
+            "gateway  http://127.0.0.1:4141 (forwards to https://api.anthropic.com/)",
+            "logs     /home/u/.local/state/pacer/logs",
+            "pacer run -- claude",
+            "export ANTHROPIC_BASE_URL=http://127.0.0.1:4141",
+        ] {
+            assert!(text.contains(part), "{part}: {text}");
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! SIGHUP: the configuration file read again. New limits and classes apply at once to every
 //! budget, and `[access]` to every new connection, without dropping a connection or a waiter;
 //! an invalid file is refused and the old one stays in force. What needs new sockets or files (`[gateway] listen`/`upstream`, `[state]`,
-//! `[log]`) waits for the next start, and the log says so.
+//! `[log]`, `[metrics]`) waits for the next start, and the log says so.
 
 use std::sync::Arc;
 
@@ -40,6 +40,7 @@ pub fn reload(config: &mut Config, hub: &Hub, access: &Policy, gateway: Option<&
         ),
         (config.state_file != new.state_file, "[state]"),
         (config.log != new.log, "[log]"),
+        (config.metrics != new.metrics, "[metrics]"),
     ];
     for (changed, what) in restart_needed {
         if changed {
@@ -54,6 +55,7 @@ pub fn reload(config: &mut Config, hub: &Hub, access: &Policy, gateway: Option<&
         gateway: config.gateway.clone(),
         state_file: config.state_file.clone(),
         log: config.log.clone(),
+        metrics: config.metrics,
         ..new
     };
 }

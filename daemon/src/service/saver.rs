@@ -43,7 +43,7 @@ pub async fn save_now(hub: &Hub, path: &Path) {
         tokio::task::spawn_blocking(move || persist::save(&path, &state).map_err(|e| (path, e)))
             .await;
     match written {
-        Ok(Ok(())) => {}
+        Ok(Ok(())) => hub.count_save(),
         Ok(Err((path, e))) => tracing::error!(path = %path.display(), "cannot save the state: {e}"),
         Err(e) => tracing::error!("cannot save the state: {e}"),
     }

@@ -2,7 +2,9 @@
 
 use pacer_client::StatusSnapshot;
 use pacer_protocol::BudgetOwner;
-use pacer_protocol::message::{AccountStatus, BudgetStatus, WindowStatus};
+use pacer_protocol::message::{
+    AccountStatus, BudgetStatus, ClientStatus, PauseCause, WindowStatus,
+};
 use serde_json::{Value, json};
 
 use crate::clock::rfc3339;
@@ -26,11 +28,20 @@ pub fn status(snapshot: &StatusSnapshot) -> Value {
                    "last_used": rfc3339(Some(r.last_used))})
         })
         .collect();
+    let clients: Vec<Value> = snapshot.clients.iter().map(client).collect();
+    let daemon = &snapshot.daemon;
     json!({
         "daemon_version": snapshot.daemon_version,
+        "daemon": {
+            "started_at": rfc3339(daemon.started_at),
+            "connections": daemon.connections,
+            "refused_connections": daemon.refused_connections,
+            "state_saves": daemon.state_saves,
+        },
         "budgets": budgets,
         "accounts": accounts,
         "routes": routes,
+        "clients": clients,
     })
 }
 
@@ -53,11 +64,39 @@ fn budget(b: &BudgetStatus) -> Value {
         },
         "in_flight": b.in_flight,
         "waiting": b.waiting,
+        "waiting_by_priority": {
+            "interactive": b.waiting_by_priority[0],
+            "normal": b.waiting_by_priority[1],
+            "batch": b.waiting_by_priority[2],
+        },
+        "drain_seconds": b.drain_estimate.map(|d| d.as_secs_f64()),
         "paused_until": rfc3339(b.paused_until),
         "pause_reason": b.pause_reason,
+        "pause_cause": b.pause_cause.map(PauseCause::as_str),
         "overloaded_until": rfc3339(b.overloaded_until),
         "granted": b.granted,
         "rate_limited": b.rate_limited,
+        "overloaded": b.overloaded,
+        "refused": b.refused,
+        "input_tokens": b.input_tokens,
+        "output_tokens": b.output_tokens,
+        "waits": {"count": b.waits.count(), "sum_seconds": b.waits.sum_seconds},
+    })
+}
+
+fn client(c: &ClientStatus) -> Value {
+    json!({
+        "id": c.id,
+        "priority": c.priority.to_string(),
+        "budget": c.budget.as_ref().map(ToString::to_string),
+        "granted": c.granted,
+        "input_tokens": c.input_tokens,
+        "output_tokens": c.output_tokens,
+        "waiting": c.waiting,
+        "longest_wait_seconds": c.longest_wait.map(|d| d.as_secs_f64()),
+        "waited_seconds": c.waited_total.as_secs_f64(),
+        "refused": c.refused,
+        "last_seen": rfc3339(Some(c.last_seen)),
     })
 }
 

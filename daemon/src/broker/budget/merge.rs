@@ -40,8 +40,7 @@ impl Budget {
             self.extend_pause(until, &other.pause_reason);
         }
         self.in_flight += other.in_flight;
-        self.granted += other.granted;
-        self.rate_limited += other.rate_limited;
+        self.tally.absorb(&other.tally);
         if self.input_average.is_empty() {
             self.input_average = other.input_average;
         }

@@ -1,12 +1,13 @@
 //! One budget: an owner (an API key, or an account) × a model class, with its buckets, pause,
 //! in-flight count and queue.
 //! Its state changes only through its own methods: here, in `reserve` (grants and their
-//! settlement) and in `headers` (what response headers teach it).
+//! settlement) and in `headers` (what response headers teach it); `wait` estimates how long a
+//! waiter has left and what holds it up; `tally` counts what happened to it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pacer_protocol::message::{Acquire, Available, BudgetId, Limits};
+use pacer_protocol::message::{Acquire, Available, BudgetId, Limits, PauseCause};
 use pacer_protocol::{LimitKind, Priority};
 
 use crate::broker::bucket::Bucket;
@@ -22,18 +23,27 @@ mod merge;
 mod probe;
 mod reserve;
 mod saved;
+mod tally;
+mod wait;
 
 use probe::Probe;
 pub use saved::SavedBudget;
+pub use tally::Tally;
+pub use wait::Holdup;
+
+/// The reason an administrator's pause gives.
+pub const ADMIN_PAUSE_REASON: &str = "paused by administrator";
 
 /// Which buckets a grant's reservation was taken from.
 pub type Charged = PerKind<bool>;
 
 /// What a grant reserved, and from which buckets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Reservation {
     pub cost: Costs,
     pub charged: Charged,
+    /// Per kind: what the bucket had taken in all before this (see `Bucket::give_back`).
+    pub taken_before: PerKind<f64>,
 }
 
 /// Whether a cost can be granted.
@@ -78,8 +88,7 @@ pub struct Budget {
     input_average: RunningAverage,
     output_average: RunningAverage,
     /// Since the daemon started, for `pacer status`.
-    granted: u64,
-    rate_limited: u64,
+    tally: Tally,
     /// Calls answered with a success, since the daemon started.
     succeeded: u64,
     /// 429s in a row that said nothing of how long to wait: each doubles the next pause.
@@ -128,8 +137,7 @@ impl Budget {
             queue: FairQueue::default(),
             input_average: RunningAverage::default(),
             output_average: RunningAverage::default(),
-            granted: 0,
-            rate_limited: 0,
+            tally: Tally::default(),
             succeeded: 0,
             blind_429s: 0,
             calibrating: PerKind::default(),
@@ -179,6 +187,15 @@ impl Budget {
     /// Why the budget is paused (meaningful while it is).
     pub fn pause_reason(&self) -> &str {
         &self.pause_reason
+    }
+
+    /// What kind of pause it is (meaningful while it is).
+    pub fn pause_cause(&self) -> PauseCause {
+        if self.pause_reason == ADMIN_PAUSE_REASON {
+            PauseCause::Administrator
+        } else {
+            PauseCause::RateLimited
+        }
     }
 
     /// Whether forgetting the budget loses nothing: idle, no limit known, never a success.
@@ -249,7 +266,7 @@ impl Budget {
         Costs::new(1, input, output)
     }
 
-    fn at_in_flight_cap(&self) -> bool {
+    pub(super) fn at_in_flight_cap(&self) -> bool {
         self.limits()
             .max_in_flight
             .is_some_and(|max| self.in_flight >= max)
@@ -281,58 +298,6 @@ impl Budget {
     /// Whether the queue is empty and `cost` could be granted at once.
     pub fn grants_at_once(&self, cost: &Costs, gate: Option<Instant>, now: Instant) -> bool {
         self.queue.is_empty() && self.readiness(cost, gate, now) == Readiness::Now
-    }
-
-    /// An estimate of how long a waiter with `cost` and `ahead` queued before it still has to
-    /// wait.
-    pub fn wait_estimate(
-        &self,
-        ahead: &Costs,
-        cost: &Costs,
-        gate: Option<Instant>,
-        now: Instant,
-    ) -> Duration {
-        let mut wait = Duration::ZERO;
-        for until in [self.paused_until, gate, self.probe_hold()]
-            .into_iter()
-            .flatten()
-        {
-            wait = wait.max(until.saturating_duration_since(now));
-        }
-        for (kind, bucket) in self.buckets() {
-            wait = wait.max(bucket.time_until_after(ahead[kind], cost[kind], now));
-        }
-        if wait.is_zero() && self.at_in_flight_cap() {
-            // The wait depends on when calls in flight finish, which nobody knows: suggest a
-            // short retry rather than claiming none is needed.
-            wait = Duration::from_secs(1);
-        }
-        wait
-    }
-
-    /// How long a newcomer at `priority` with `cost` would wait behind the current queue.
-    pub fn newcomer_wait(
-        &self,
-        priority: Priority,
-        cost: &Costs,
-        gate: Option<Instant>,
-        now: Instant,
-    ) -> Duration {
-        let ahead = self.queue.cost_ahead(priority, self.queue.mark(priority));
-        self.wait_estimate(&ahead, cost, gate, now)
-    }
-
-    /// How long a queued waiter that joined at `mark` still has to wait.
-    pub fn waiter_wait(
-        &self,
-        priority: Priority,
-        mark: Mark,
-        cost: &Costs,
-        gate: Option<Instant>,
-        now: Instant,
-    ) -> Duration {
-        let ahead = self.queue.cost_ahead(priority, mark);
-        self.wait_estimate(&ahead, cost, gate, now)
     }
 
     pub fn waiting(&self) -> usize {
@@ -378,15 +343,17 @@ impl Budget {
         (at > now).then_some(at)
     }
 
-    /// Pauses every peer until `until`, unless already paused for longer. Returns whether the
-    /// pause was extended.
+    /// Pauses every peer until `until`, unless already paused for longer. Returns whether that
+    /// is news: the budget was not paused, or the end moved by a second or more (the held
+    /// requests of one pause all get 429s moments apart: they extend it, they do not start one).
     pub fn extend_pause(&mut self, until: Instant, reason: &str) -> bool {
-        if self.paused_until.is_some_and(|current| current >= until) {
+        let current = self.paused_until;
+        if current.is_some_and(|current| current >= until) {
             return false;
         }
         self.paused_until = Some(until);
         reason.clone_into(&mut self.pause_reason);
-        true
+        current.is_none_or(|current| until.duration_since(current) >= Duration::from_secs(1))
     }
 
     /// Sets the pause to exactly `until`, shorter or longer (an administrator's pause).
@@ -433,13 +400,5 @@ impl Budget {
             input_tokens: level(LimitKind::InputTokens),
             output_tokens: level(LimitKind::OutputTokens),
         }
-    }
-
-    pub fn granted(&self) -> u64 {
-        self.granted
-    }
-
-    pub fn rate_limited_count(&self) -> u64 {
-        self.rate_limited
     }
 }

@@ -6,32 +6,33 @@ use std::time::Instant;
 use pacer_protocol::LimitKind;
 
 use super::{Budget, Charged, Reservation};
-use crate::broker::Costs;
+use crate::broker::{Costs, PerKind};
 
 impl Budget {
-    /// Reserves `cost` for a granted call. Returns which buckets the reservation was taken from
-    /// (a limit learned later has no reservation to refund), and whether the call is the
+    /// Reserves `cost` for a granted call. Returns the reservation (which buckets it was taken
+    /// from: a limit learned later has no reservation to refund), and whether the call is the
     /// budget's first contact with the API.
-    pub fn take(&mut self, cost: &Costs, now: Instant) -> (Charged, bool) {
-        let mut charged = Charged::default();
-        for (kind, bucket) in self.buckets_mut() {
-            bucket.take(cost[kind], now);
-            charged[kind] = true;
-        }
+    pub fn take(&mut self, cost: &Costs, now: Instant) -> (Reservation, bool) {
+        let reservation = self.take_for_child(cost, now);
         self.in_flight += 1;
-        self.granted += 1;
-        (charged, self.advance_probe(now))
+        self.tally.granted += 1;
+        (reservation, self.advance_probe(now))
     }
 
-    /// Reserves `cost` in the buckets only, for a call of a workspace this organization's
-    /// budget covers. Returns which buckets it was taken from.
-    pub fn take_for_child(&mut self, cost: &Costs, now: Instant) -> Charged {
-        let mut charged = Charged::default();
+    /// Reserves `cost` in the buckets only (for a call of a workspace this organization's
+    /// budget covers, and for every grant of its own).
+    pub fn take_for_child(&mut self, cost: &Costs, now: Instant) -> Reservation {
+        let mut reservation = Reservation {
+            cost: *cost,
+            charged: Charged::default(),
+            taken_before: PerKind::default(),
+        };
         for (kind, bucket) in self.buckets_mut() {
+            reservation.taken_before[kind] = bucket.taken();
             bucket.take(cost[kind], now);
-            charged[kind] = true;
+            reservation.charged[kind] = true;
         }
-        charged
+        reservation
     }
 
     /// Settles a workspace's call in this organization's buckets (no averages, no counts).
@@ -44,6 +45,16 @@ impl Budget {
     ) {
         self.adjust(LimitKind::InputTokens, reservation, used_input, now);
         self.adjust(LimitKind::OutputTokens, reservation, used_output, now);
+    }
+
+    /// What each bucket has taken in all (a reservation restored from the state file starts
+    /// from here).
+    pub fn taken_totals(&self) -> PerKind<f64> {
+        let mut totals = PerKind::default();
+        for (kind, bucket) in self.buckets() {
+            totals[kind] = bucket.taken();
+        }
+        totals
     }
 
     /// Takes an in-flight slot for a call granted before a restart (its reservation is already in
@@ -68,6 +79,8 @@ impl Budget {
     ) {
         self.input_average.record(used_input);
         self.output_average.record(used_output);
+        self.tally.input_tokens += used_input;
+        self.tally.output_tokens += used_output;
         self.succeeded += 1;
         self.blind_429s = 0;
         self.adjust(LimitKind::InputTokens, reservation, used_input, now);
@@ -95,7 +108,11 @@ impl Budget {
             0
         };
         if let Some(bucket) = &mut self.buckets[kind] {
-            if reserved > used {
+            if reserved > used && kind == LimitKind::Requests {
+                // A call that never went out: no more back than had it never been granted.
+                bucket.give_back(reserved - used, reservation.taken_before[kind], now);
+            } else if reserved > used {
+                // Tokens reserved by an estimate and not used: the estimate is corrected.
                 bucket.give(reserved - used, now);
             } else {
                 bucket.take(used - reserved, now);
@@ -112,7 +129,7 @@ impl Budget {
         named: Option<LimitKind>,
         now: Instant,
     ) {
-        self.rate_limited += 1;
+        self.tally.rate_limited += 1;
         self.refund_output(reservation, now);
         for (kind, bucket) in self.buckets_mut() {
             if named.is_none_or(|named| named == kind) {

@@ -817,7 +817,8 @@ fn a_deadline_ends_the_wait_with_an_estimate_of_the_rest() {
     assert_eq!(
         response,
         Response::TimedOut(TimedOut {
-            retry_after: secs(15.0)
+            retry_after: secs(15.0),
+            reason: "the rpm limit (requests per minute) is spent for now".into(),
         })
     );
     assert_eq!(h.granted_at(first), Some(secs(10.0)));
@@ -832,7 +833,8 @@ fn a_zero_deadline_takes_only_a_free_permit() {
     assert_eq!(
         h.answer(busy).unwrap().2,
         Response::TimedOut(TimedOut {
-            retry_after: secs(60.0)
+            retry_after: secs(60.0),
+            reason: "the rpm limit (requests per minute) is spent for now".into(),
         })
     );
     assert_eq!(h.status().waiting, 0);

@@ -187,3 +187,23 @@ proptest! {
         }
     }
 }
+
+/// The case the property found: two permits taken at once and given back unused half a minute
+/// later, after the refill went to another call. Without them the bucket (2 a minute) would
+/// have been full all along and let 2 calls through at 30 s, not 3.
+#[test]
+fn permits_given_back_late_do_not_count_the_refill_twice() {
+    let mut h = Harness::with_limits("sonnet", rpm(2));
+    let early: Vec<_> = (0..2).map(|i| h.acquire(i, |_| {})).collect();
+    let waiting: Vec<_> = (0..3).map(|i| h.acquire(10 + i, |_| {})).collect();
+    h.run_until(secs(30.0));
+    assert_eq!(h.granted_at(waiting[0]), Some(secs(30.0)));
+    for ticket in early {
+        let lease = h.lease(ticket).unwrap();
+        let out = h.broker.release(h.now, lease).unwrap();
+        h.collect(out);
+    }
+    // One more call goes at 30 s (2 in all at that moment), not two.
+    assert_eq!(h.granted_at(waiting[1]), Some(secs(30.0)));
+    assert_eq!(h.granted_at(waiting[2]), None);
+}

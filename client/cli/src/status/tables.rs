@@ -1,0 +1,250 @@
+//! The tables of `pacer status` a person reads: budgets, accounts, routes, clients.
+
+use std::time::SystemTime;
+
+use pacer_protocol::message::{
+    AccountStatus, BudgetStatus, ClientStatus, PauseCause, RouteStatus, WindowStatus,
+};
+
+use crate::clock::{local, remaining};
+
+pub fn routes_table(routes: &[RouteStatus], now: SystemTime) -> String {
+    let rows: Vec<Vec<String>> = routes
+        .iter()
+        .map(|r| {
+            vec![
+                r.id.clone(),
+                r.upstream.clone(),
+                dash_if_empty(r.clients.join(", ")),
+                format!("{} ago", remaining(now, r.last_used)),
+            ]
+        })
+        .collect();
+    table(&["ROUTE", "UPSTREAM", "CLIENTS", "LAST USED"], &rows)
+}
+
+pub fn budgets_table(budgets: &[BudgetStatus], now: SystemTime) -> String {
+    let header = [
+        "OWNER",
+        "CLASS",
+        "RPM",
+        "ITPM",
+        "OTPM",
+        "AVAIL REQ",
+        "AVAIL IN",
+        "AVAIL OUT",
+        "IN FLIGHT",
+        "WAITING (I/N/B)",
+        "DRAINS IN",
+        "PAUSED",
+        "GRANTED",
+        "429S",
+        "529S",
+        "REFUSED",
+    ];
+    let rows: Vec<Vec<String>> = budgets.iter().map(|b| budget_row(b, now)).collect();
+    table(&header, &rows)
+}
+
+fn budget_row(b: &BudgetStatus, now: SystemTime) -> Vec<String> {
+    let opt = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
+    let avail = |v: Option<i64>| v.map_or("-".to_owned(), |v| v.to_string());
+    let paused = match (b.paused_until, b.overloaded_until) {
+        (Some(until), _) => {
+            let cause = b.pause_cause.map_or("paused", PauseCause::as_str);
+            format!("{cause}, {} more", remaining(until, now))
+        }
+        (None, Some(until)) => format!("529, {} more", remaining(until, now)),
+        (None, None) => "-".to_owned(),
+    };
+    let [interactive, normal, batch] = b.waiting_by_priority;
+    let waiting = if b.waiting == 0 {
+        "0".to_owned()
+    } else {
+        format!("{} ({interactive}/{normal}/{batch})", b.waiting)
+    };
+    let drains = b
+        .drain_estimate
+        .map_or("-".to_owned(), |d| format!("~{}", remaining(now + d, now)));
+    vec![
+        b.budget.owner.to_string(),
+        b.budget.model_class.clone(),
+        opt(b.limits.rpm),
+        opt(b.limits.itpm),
+        opt(b.limits.otpm),
+        avail(b.available.requests),
+        avail(b.available.input_tokens),
+        avail(b.available.output_tokens),
+        match b.limits.max_in_flight {
+            Some(max) => format!("{}/{max}", b.in_flight),
+            None => b.in_flight.to_string(),
+        },
+        waiting,
+        drains,
+        paused,
+        b.granted.to_string(),
+        b.rate_limited.to_string(),
+        b.overloaded.to_string(),
+        b.refused.to_string(),
+    ]
+}
+
+/// One line per paused or backing-off budget: why, until when.
+pub fn pauses(budgets: &[BudgetStatus], now: SystemTime) -> String {
+    let mut out = String::new();
+    for b in budgets {
+        if let Some(until) = b.paused_until {
+            let cause = match b.pause_cause {
+                Some(PauseCause::RateLimited) => "paused after a 429",
+                Some(PauseCause::Administrator) => "paused by hand (pacer pause)",
+                Some(PauseCause::Lockout) => "locked out",
+                None => "paused",
+            };
+            out.push_str(&format!(
+                "{}/{} {cause} until {} ({} more): {}\n",
+                b.budget.owner,
+                b.budget.model_class,
+                local(until, now),
+                remaining(until, now),
+                b.pause_reason.as_deref().unwrap_or("-"),
+            ));
+        }
+        if let Some(until) = b.overloaded_until {
+            out.push_str(&format!(
+                "{}/{} backs off after 529 (overloaded) answers until {} ({} more)\n",
+                b.budget.owner,
+                b.budget.model_class,
+                local(until, now),
+                remaining(until, now),
+            ));
+        }
+    }
+    out
+}
+
+/// `pacer status --clients`: each client seen in the last 10 minutes.
+pub fn clients_table(clients: &[ClientStatus], now: SystemTime) -> String {
+    if clients.is_empty() {
+        return "no clients in the last 10 minutes\n".to_owned();
+    }
+    let header = [
+        "CLIENT",
+        "PRIORITY",
+        "BUDGET",
+        "GRANTED",
+        "TOKENS IN",
+        "TOKENS OUT",
+        "WAITING",
+        "REFUSED",
+        "LAST SEEN",
+    ];
+    let rows: Vec<Vec<String>> = clients
+        .iter()
+        .map(|c| {
+            let waiting = match c.longest_wait {
+                Some(longest) if c.waiting > 0 => {
+                    format!("{} (longest {})", c.waiting, remaining(now + longest, now))
+                }
+                _ => c.waiting.to_string(),
+            };
+            let seen = now.duration_since(c.last_seen).unwrap_or_default();
+            vec![
+                c.id.clone(),
+                c.priority.to_string(),
+                c.budget
+                    .as_ref()
+                    .map_or("-".to_owned(), ToString::to_string),
+                c.granted.to_string(),
+                c.input_tokens.to_string(),
+                c.output_tokens.to_string(),
+                waiting,
+                c.refused.to_string(),
+                if seen.as_secs() < 1 {
+                    "now".to_owned()
+                } else {
+                    format!("{} ago", remaining(now, now - seen))
+                },
+            ]
+        })
+        .collect();
+    table(&header, &rows)
+}
+
+pub fn accounts_table(accounts: &[AccountStatus], now: SystemTime) -> String {
+    let header = ["ACCOUNT", "KEYS", "WINDOWS", "LOCKED OUT"];
+    let rows: Vec<Vec<String>> = accounts
+        .iter()
+        .map(|a| {
+            let keys: Vec<String> = a.keys.iter().map(ToString::to_string).collect();
+            let windows: Vec<String> = a.windows.iter().map(|w| window(w, now)).collect();
+            let lockouts: Vec<String> = a
+                .lockouts
+                .iter()
+                .map(|l| {
+                    let scope = l.model_class.as_deref().unwrap_or("all");
+                    format!("{scope} until {} ({})", local(l.until, now), l.reason)
+                })
+                .collect();
+            let owner = match &a.parent {
+                Some(parent) => format!("{} (in {parent})", a.owner),
+                None => a.owner.to_string(),
+            };
+            vec![
+                owner,
+                dash_if_empty(keys.join(", ")),
+                dash_if_empty(windows.join(", ")),
+                dash_if_empty(lockouts.join("; ")),
+            ]
+        })
+        .collect();
+    table(&header, &rows)
+}
+
+/// One window as a person reads it: `5h 42% · resets 14:10`, `7d 100% rejected · resets Tue
+/// 09:00`.
+pub fn window(w: &WindowStatus, now: SystemTime) -> String {
+    let mut text = w.name.clone();
+    if let Some(u) = w.utilization {
+        text.push_str(&format!(" {:.0}%", u * 100.0));
+    }
+    if let Some(status) = w.status.as_deref().filter(|s| *s != "allowed") {
+        text.push(' ');
+        text.push_str(status);
+    }
+    if let Some(reset) = w.reset {
+        text.push_str(&format!(" · resets {}", local(reset, now)));
+    }
+    text
+}
+
+fn dash_if_empty(text: String) -> String {
+    if text.is_empty() { "-".into() } else { text }
+}
+
+/// Columns padded to their widest cell, two spaces apart.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let text: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        out.push_str(text.join("  ").trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for r in rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+    out
+}

@@ -1,0 +1,201 @@
+//! Who uses the budgets: per client id (a `pacer run --name`, a Claude Code session, a script),
+//! its grants, tokens, waits and refusals, for `pacer status --clients`, `pacer top` and the
+//! metrics. Clients not seen for [`CLIENTS_SEEN_WITHIN`] are forgotten, and at most
+//! [`MAX_CLIENTS`] are kept (the least recently seen go first).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pacer_protocol::Priority;
+use pacer_protocol::message::{BudgetId, ClientStatus};
+use pacer_protocol::status::CLIENTS_SEEN_WITHIN;
+
+use super::TimeBase;
+
+/// The most clients tracked at once.
+pub const MAX_CLIENTS: usize = 1000;
+
+#[derive(Debug, Clone)]
+struct Client {
+    priority: Priority,
+    budget: Option<BudgetId>,
+    granted: u64,
+    input_tokens: u64,
+    output_tokens: u64,
+    waited_total: Duration,
+    refused: u64,
+    last_seen: Instant,
+}
+
+impl Client {
+    fn new(now: Instant) -> Client {
+        Client {
+            priority: Priority::Normal,
+            budget: None,
+            granted: 0,
+            input_tokens: 0,
+            output_tokens: 0,
+            waited_total: Duration::ZERO,
+            refused: 0,
+            last_seen: now,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Clients {
+    by_id: HashMap<Arc<str>, Client>,
+}
+
+impl Clients {
+    fn touch(&mut self, id: &str, now: Instant) -> &mut Client {
+        if !self.by_id.contains_key(id) {
+            if self.by_id.len() >= MAX_CLIENTS {
+                self.forget_oldest();
+            }
+            self.by_id.insert(Arc::from(id), Client::new(now));
+        }
+        let client = self.by_id.get_mut(id).expect("just inserted");
+        client.last_seen = client.last_seen.max(now);
+        client
+    }
+
+    fn forget_oldest(&mut self) {
+        if let Some(oldest) = self
+            .by_id
+            .iter()
+            .min_by_key(|(_, c)| c.last_seen)
+            .map(|(id, _)| id.clone())
+        {
+            self.by_id.remove(&oldest);
+        }
+    }
+
+    /// A client asked for a permit on `budget`.
+    pub fn asked(&mut self, id: &str, priority: Priority, budget: BudgetId, now: Instant) {
+        let client = self.touch(id, now);
+        client.priority = priority;
+        client.budget = Some(budget);
+    }
+
+    /// A client was granted a permit after waiting `waited`.
+    pub fn granted(&mut self, id: &str, waited: Duration, now: Instant) {
+        let client = self.touch(id, now);
+        client.granted += 1;
+        client.waited_total += waited;
+    }
+
+    /// A client's call was settled with this usage.
+    pub fn settled(&mut self, id: &str, input: u64, output: u64, now: Instant) {
+        let client = self.touch(id, now);
+        client.input_tokens += input;
+        client.output_tokens += output;
+    }
+
+    /// pacer refused a client's acquire (or it timed out in the queue).
+    pub fn refused(&mut self, id: &str, now: Instant) {
+        self.touch(id, now).refused += 1;
+    }
+
+    /// Forgets clients not seen for [`CLIENTS_SEEN_WITHIN`].
+    pub fn prune(&mut self, now: Instant) {
+        self.by_id
+            .retain(|_, c| now.saturating_duration_since(c.last_seen) < CLIENTS_SEEN_WITHIN);
+    }
+
+    /// Every client seen recently, busiest first; `waiting` gives, per client id, how many of
+    /// its acquires wait now and since when the oldest does.
+    pub fn status(
+        &self,
+        waiting: &HashMap<&str, (u32, Instant)>,
+        time_base: &TimeBase,
+        now: Instant,
+    ) -> Vec<ClientStatus> {
+        let mut out: Vec<ClientStatus> = self
+            .by_id
+            .iter()
+            .filter(|(_, c)| now.saturating_duration_since(c.last_seen) < CLIENTS_SEEN_WITHIN)
+            .map(|(id, c)| {
+                let (count, since) = waiting.get(&**id).copied().unwrap_or((0, now));
+                ClientStatus {
+                    id: id.to_string(),
+                    priority: c.priority,
+                    budget: c.budget.clone(),
+                    granted: c.granted,
+                    input_tokens: c.input_tokens,
+                    output_tokens: c.output_tokens,
+                    waiting: count,
+                    longest_wait: (count > 0).then(|| now.saturating_duration_since(since)),
+                    waited_total: c.waited_total,
+                    refused: c.refused,
+                    last_seen: time_base.to_wall(c.last_seen),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            (b.input_tokens + b.output_tokens, b.granted, &a.id).cmp(&(
+                a.input_tokens + a.output_tokens,
+                a.granted,
+                &b.id,
+            ))
+        });
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pacer_protocol::{BudgetOwner, KeyFingerprint};
+    use std::time::SystemTime;
+
+    fn budget() -> BudgetId {
+        BudgetId {
+            owner: BudgetOwner::Key(KeyFingerprint::of("k")),
+            model_class: "sonnet".into(),
+        }
+    }
+
+    #[test]
+    fn clients_are_counted_sorted_and_forgotten() {
+        let t0 = Instant::now();
+        let base = TimeBase {
+            instant: t0,
+            wall: SystemTime::UNIX_EPOCH,
+        };
+        let mut clients = Clients::default();
+        let (a, b) = ("a", "b");
+        clients.asked(a, Priority::Batch, budget(), t0);
+        clients.granted(a, Duration::from_secs(2), t0);
+        clients.settled(a, 10, 5, t0);
+        clients.asked(b, Priority::Interactive, budget(), t0);
+        clients.granted(b, Duration::ZERO, t0);
+        clients.settled(b, 100, 50, t0);
+        clients.refused(b, t0);
+        let waiting = HashMap::from([(a, (2, t0))]);
+        let later = t0 + Duration::from_secs(3);
+        let status = clients.status(&waiting, &base, later);
+        assert_eq!(status[0].id, "b");
+        assert_eq!(
+            (status[0].refused, status[0].priority),
+            (1, Priority::Interactive)
+        );
+        assert_eq!(status[1].waiting, 2);
+        assert_eq!(status[1].longest_wait, Some(Duration::from_secs(3)));
+        assert_eq!(status[1].waited_total, Duration::from_secs(2));
+        clients.prune(t0 + CLIENTS_SEEN_WITHIN);
+        assert!(clients.status(&waiting, &base, later).is_empty());
+    }
+
+    #[test]
+    fn at_most_max_clients_are_kept() {
+        let t0 = Instant::now();
+        let mut clients = Clients::default();
+        for i in 0..MAX_CLIENTS + 10 {
+            clients.refused(&format!("c{i}"), t0 + Duration::from_millis(i as u64));
+        }
+        assert_eq!(clients.by_id.len(), MAX_CLIENTS);
+        assert!(!clients.by_id.contains_key("c0"));
+    }
+}

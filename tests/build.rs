@@ -1,0 +1,33 @@
+//! Which optional tests this build can run, as cfg flags, so that a test that cannot run here
+//! is reported as ignored (with the reason) rather than counted as passed:
+//!
+//! - `pacer_e2e_python` / `pacer_e2e_claude`: `$PACER_E2E_PYTHON` / `$PACER_E2E_CLAUDE` name the
+//!   end-to-end clients (`.ci/e2e-setup` installs them). With `PACER_E2E_REQUIRED` set, their
+//!   absence fails the build instead.
+//! - `pacer_root`: the build runs as root, so the tests can create the users they need.
+
+fn main() {
+    let required = std::env::var_os("PACER_E2E_REQUIRED").is_some();
+    println!("cargo::rerun-if-env-changed=PACER_E2E_REQUIRED");
+    for (var, cfg) in [
+        ("PACER_E2E_PYTHON", "pacer_e2e_python"),
+        ("PACER_E2E_CLAUDE", "pacer_e2e_claude"),
+    ] {
+        println!("cargo::rerun-if-env-changed={var}");
+        println!("cargo::rustc-check-cfg=cfg({cfg})");
+        if std::env::var_os(var).is_some_and(|v| !v.is_empty()) {
+            println!("cargo::rustc-cfg={cfg}");
+        } else if required {
+            panic!("${var} is not set, but PACER_E2E_REQUIRED is: `.ci/e2e-setup` installs it");
+        }
+    }
+    println!("cargo::rustc-check-cfg=cfg(pacer_root)");
+    let uid = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok());
+    if uid.as_deref().map(str::trim) == Some("0") {
+        println!("cargo::rustc-cfg=pacer_root");
+    }
+}
