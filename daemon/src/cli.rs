@@ -39,6 +39,10 @@ pub struct Args {
     /// Log directory [default: [log] dir, else $XDG_STATE_HOME/pacer/logs].
     #[arg(long, env = "PACER_LOG_DIR", value_name = "PATH")]
     pub log_dir: Option<PathBuf>,
+    /// Share budgets with the daemons of other machines through this Redis
+    /// (redis://host:6379/0, rediss:// for TLS) [default: [cluster] redis, else none].
+    #[arg(long, env = "PACER_REDIS", value_name = "URL", value_parser = config::parse_redis)]
+    pub redis: Option<reqwest::Url>,
     /// Also log to stderr (always on when stderr is a terminal).
     #[arg(long)]
     pub log_stderr: bool,
@@ -62,6 +66,9 @@ impl Args {
         }
         if let Some(dir) = &self.log_dir {
             config.log.dir = Some(dir.clone());
+        }
+        if let Some(redis) = &self.redis {
+            config.cluster.redis = Some(redis.clone());
         }
         Ok(config)
     }

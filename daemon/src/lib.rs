@@ -12,6 +12,8 @@
 //! - [`hub`]: the broker shared by every front end: one mutex, the timer that ticks it, the
 //!   request handlers, in-process sessions, and delivery of answers and events.
 //! - [`metrics`]: Prometheus metrics read from the hub at each scrape (served by the gateway).
+//! - [`cluster`]: budgets shared with other daemons through Redis — the I/O half of the
+//!   broker's `shared` module (claims, settlements, events, heartbeat, Redis going away).
 //! - [`server`]: the socket server (pacer's protocol, one task per connection), and claiming
 //!   the socket.
 //! - [`gateway`]: the local HTTP gateway (`ANTHROPIC_BASE_URL`), a sibling of the socket
@@ -23,6 +25,7 @@
 
 pub mod broker;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod gateway;
 pub mod hub;

@@ -13,8 +13,8 @@ use crate::budget::{KeyFingerprint, Priority};
 
 pub use crate::event::{Event, SettledAs};
 pub use crate::status::{
-    AccountStatus, Available, BudgetId, BudgetStatus, ClientStatus, DaemonStatus, Limits,
-    LockoutStatus, PauseCause, RouteStatus, StatusSnapshot, WaitHistogram, WindowStatus,
+    AccountStatus, Available, BudgetId, BudgetStatus, ClientStatus, ClusterStatus, DaemonStatus,
+    Limits, LockoutStatus, PauseCause, RouteStatus, StatusSnapshot, WaitHistogram, WindowStatus,
 };
 
 /// A request and the id its response will carry.

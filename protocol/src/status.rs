@@ -25,6 +25,24 @@ pub struct StatusSnapshot {
     pub clients: Vec<ClientStatus>,
     /// The daemon as a whole.
     pub daemon: DaemonStatus,
+    /// The shared store, when budgets are shared with other daemons.
+    pub cluster: Option<ClusterStatus>,
+}
+
+/// Budgets shared through Redis, as this daemon sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// The Redis URL, without its password.
+    pub redis: String,
+    pub connected: bool,
+    /// This daemon's id in the heartbeat set.
+    pub daemon_id: String,
+    /// Daemons seen in the heartbeat set recently (this one included).
+    pub daemons: u32,
+    /// While Redis is away: the fraction of every limit this daemon runs on.
+    pub local_share: Option<f64>,
+    /// Why it is not connected, if it is not.
+    pub problem: Option<String>,
 }
 
 /// How long a client stays in the status after it was last seen.

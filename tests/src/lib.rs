@@ -11,12 +11,15 @@
 //! - [`wait_until`] waits for a condition with a deadline instead of sleeping.
 //! - [`mock`]: a mock of the Anthropic Messages API (also the `mock-upstream` binary).
 //! - [`bench`]: what the benchmark binaries share.
+//! - [`redis`]: a real `redis-server` on a free port, for the tests of shared budgets.
 //! - [`users`]: other local users (created when missing), for tests of who may connect.
 
 pub mod bench;
 mod daemon;
 pub mod mock;
 mod process;
+#[cfg(unix)]
+pub mod redis;
 #[cfg(unix)]
 pub mod users;
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use pacer_protocol::message::{Event, LeaseId, Response, Usage};
 
 use super::Rejection;
+use super::shared::{Claim, SharedOp};
 
 /// A connection, as the server numbers them. Leases and waiters belong to one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -27,6 +28,11 @@ pub enum Output {
     /// An event for logs and subscribers. [`Event::Granted`] is only produced while
     /// [`Broker::set_events`] is on; the rest are rare and always produced.
     Event(Event),
+    /// Ask the shared store for capacity (see `shared`); answered through
+    /// [`Broker::claim_answered`].
+    Claim(Claim),
+    /// Work for the shared store.
+    Shared(SharedOp),
 }
 
 /// How a permitted call went, as the broker needs it (response headers already parsed).

@@ -38,6 +38,8 @@ pub struct Lease {
     /// Who holds it, and how long it waited for its grant (for `pacer watch`, `pacer top`).
     pub client: Arc<str>,
     pub waited: std::time::Duration,
+    /// Granted from the shared store: what settles it there.
+    pub shared: Option<super::shared::SharedLease>,
 }
 
 /// How long a call in flight when the daemon died is taken to hold its slot: the longest a

@@ -24,15 +24,9 @@ impl Broker {
             return Vec::new();
         };
         if until <= now {
-            self.end_pause(b);
-            let (owner, class) = (
-                self.budgets[b].owner().clone(),
-                self.budgets[b].class().clone(),
-            );
-            for scope in self.lockouts.lift(&owner, &class) {
-                self.lockout_ended(&owner, scope);
-            }
-            self.overloads.lift(&class);
+            self.lift(b, now);
+            let budget = self.budgets[b].id();
+            self.publish(super::ClusterEvent::Lift { budget });
         } else {
             let reason = super::budget::ADMIN_PAUSE_REASON;
             self.budgets[b].set_pause(until, reason);
@@ -41,9 +35,23 @@ impl Broker {
                 until: self.time_base.to_wall(until),
                 reason: reason.into(),
             }));
+            self.publish_pause(b, until, reason, None, now);
         }
         self.serve(b, now);
         self.take_output()
+    }
+
+    /// Lifts budget `b`'s pause, its owner's lockouts of its class, and its class's backoff.
+    pub(super) fn lift(&mut self, b: super::BudgetIdx, _now: Instant) {
+        self.end_pause(b);
+        let (owner, class) = (
+            self.budgets[b].owner().clone(),
+            self.budgets[b].class().clone(),
+        );
+        for scope in self.lockouts.lift(&owner, &class) {
+            self.lockout_ended(&owner, scope);
+        }
+        self.overloads.lift(&class);
     }
 
     fn end_pause(&mut self, b: super::BudgetIdx) {
@@ -67,6 +75,7 @@ impl Broker {
         }
         for lease in self.leases.take_conn(conn) {
             self.note_settled(&lease, SettledAs::Unknown, (0, 0), now);
+            self.settle_shared(&lease, Some(lease.reservation.cost));
             self.budgets[lease.budget].finish();
             touched.push(lease.budget);
         }
@@ -95,6 +104,7 @@ impl Broker {
         }
         while let Some(lease) = self.leases.take_expired(now) {
             self.note_settled(&lease, SettledAs::Unknown, (0, 0), now);
+            self.settle_shared(&lease, Some(lease.reservation.cost));
             self.budgets[lease.budget].finish();
         }
         self.prune_clients(now);
@@ -135,10 +145,28 @@ impl Broker {
 
     /// When time alone will next change something, if ever.
     pub fn next_wakeup(&self, now: Instant) -> Option<Instant> {
+        let shared = self.shares.is_shared();
         let budgets = self.budgets.needing_attention().flat_map(|b| {
             let budget = &self.budgets[b];
             let head = budget.head().and_then(|(_, cost)| {
-                match budget.readiness(&cost, self.gate(b, &cost, now), now) {
+                let readiness = if shared {
+                    // The store decides; ask it again when it said to (or when the pause,
+                    // backoff or first contact holding the head ends).
+                    if self.shares.is_claiming(b) {
+                        return None;
+                    }
+                    let local = budget.local_readiness(self.overload_gate(b), now);
+                    match (local, self.shares.retry_at(b)) {
+                        (Readiness::At(at), retry) => {
+                            Readiness::At(retry.map_or(at, |r| r.max(at)))
+                        }
+                        (_, Some(retry)) => Readiness::At(retry),
+                        (other, None) => other,
+                    }
+                } else {
+                    budget.readiness(&cost, self.gate(b, &cost, now), now)
+                };
+                match readiness {
                     Readiness::Now => Some(now),
                     Readiness::At(at) => Some(at),
                     Readiness::AfterSettlement => None,

@@ -72,6 +72,10 @@ impl Broker {
             key,
             account: account.to_string(),
         }));
+        self.publish(super::ClusterEvent::Link {
+            key,
+            account: account.to_string(),
+        });
         for b in touched {
             self.serve(b, now);
         }

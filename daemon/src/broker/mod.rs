@@ -12,6 +12,8 @@
 //! - `link`: a key joining its account, its budgets merging into the account's;
 //! - `lifecycle`: pauses, lockouts, connections closing, time passing, stopping;
 //! - `status`: what `pacer status`, the state file and the service manager are shown;
+//! - `shared`: budgets kept in a store shared with other daemons (claims, settlements and
+//!   events the I/O layer carries to Redis and back), and the local share when it is away;
 //! - `usage`: who used what — grants, settlements and refusals counted per budget and per
 //!   client (`clients`), and told to subscribers;
 //! - the tables the broker ties together: `budgets` (each a `budget`: buckets, pause, `queue`),
@@ -42,6 +44,7 @@ mod per_kind;
 mod queue;
 mod refuse;
 mod settle;
+mod shared;
 mod snapshot;
 mod status;
 mod time;
@@ -77,6 +80,7 @@ use overload::Overloads;
 use owner::Owner;
 pub use per_kind::PerKind;
 use queue::WaiterId;
+pub use shared::{Claim, ClaimAnswer, ClusterEvent, SharedOp, Sharing};
 pub use snapshot::BrokerState;
 pub use status::Summary;
 pub use time::{FOREVER, TimeBase, later};
@@ -105,6 +109,9 @@ pub struct Broker {
     clients: clients::Clients,
     /// When clients not seen for a while were last forgotten.
     last_prune: Option<Instant>,
+    shares: shared::Shares,
+    /// Set while applying what another daemon published, so that it is not published again.
+    applying_shared: bool,
     /// What the operation under way will return.
     out: Vec<Output>,
 }
@@ -114,6 +121,8 @@ struct Grant {
     ticket: Ticket,
     key: KeyFingerprint,
     client: Arc<str>,
+    /// Granted from the shared store: what settles it there.
+    shared: Option<shared::SharedLease>,
     priority: Priority,
     detached_ttl: Option<Duration>,
     cost: Costs,
@@ -137,6 +146,8 @@ impl Broker {
             grant_events: false,
             clients: clients::Clients::default(),
             last_prune: None,
+            shares: shared::Shares::new(Sharing::Alone),
+            applying_shared: false,
             out: Vec::new(),
         }
     }
@@ -224,11 +235,13 @@ impl Broker {
         };
         self.note_asked(b, req, now);
         let cost = self.budgets[b].cost_of(req);
-        if self.budgets[b].grants_at_once(&cost, self.gate(b, &cost, now), now) {
+        let local = !self.shares.is_shared();
+        if local && self.budgets[b].grants_at_once(&cost, self.gate(b, &cost, now), now) {
             let grant = Grant {
                 ticket,
                 key: req.key,
                 client: Arc::from(req.client_id.as_str()),
+                shared: None,
                 priority: req.priority,
                 detached_ttl: req.detached_ttl,
                 cost,
@@ -317,8 +330,18 @@ impl Broker {
     }
 
     fn grant(&mut self, b: BudgetIdx, grant: Grant, now: Instant) {
-        let (reservation, probe) = self.budgets[b].take(&grant.cost, now);
-        let parent = self.charge_parent(b, &grant.cost, now);
+        let (reservation, probe) = match grant.shared {
+            Some(_) => self.budgets[b].take_shared(&grant.cost, now),
+            None => self.budgets[b].take(&grant.cost, now),
+        };
+        let id = self.budgets[b].id();
+        self.shares.spend(&id, &grant.cost, false);
+        let parent = match grant.shared {
+            Some(_) => self.budgets[b]
+                .parent()
+                .map(|p| (p, self.budgets[p].reservation_shared(&grant.cost))),
+            None => self.charge_parent(b, &grant.cost, now),
+        };
         let expires = grant.detached_ttl.map(|ttl| later(now, ttl));
         self.note_grant(b, &grant.client, grant.waited, now);
         let lease = self.leases.issue(Lease {
@@ -333,6 +356,7 @@ impl Broker {
             unmetered: reservation.charged.map(|_, charged| !charged),
             client: grant.client.clone(),
             waited: grant.waited,
+            shared: grant.shared,
         });
         let response = Response::Granted(Granted {
             lease,
@@ -350,30 +374,48 @@ impl Broker {
         }
     }
 
-    /// Grants queued waiters of budget `b`, head first, while the head can be served.
+    /// Grants queued waiters of budget `b`, head first, while the head can be served (while
+    /// shared, asks the store for the head instead).
     fn serve(&mut self, b: BudgetIdx, now: Instant) {
+        if self.shares.is_shared() {
+            self.serve_shared(b, now);
+            self.budgets.touch(b);
+            return;
+        }
         while let Some((id, cost)) = self.budgets[b].head() {
             let gate = self.gate(b, &cost, now);
             if self.budgets[b].readiness(&cost, gate, now) != Readiness::Now {
                 break;
             }
-            self.budgets[b].pop_head();
-            let waiter = self
-                .waiters
-                .remove(id)
-                .expect("a queued waiter is in the waiter table");
-            let grant = Grant {
-                ticket: waiter.ticket,
-                key: waiter.key,
-                client: waiter.client.clone(),
-                priority: waiter.priority,
-                detached_ttl: waiter.detached_ttl,
-                cost,
-                waited: now.saturating_duration_since(waiter.enqueued_at),
-            };
-            self.grant(b, grant, now);
+            self.grant_waiter(b, id, None, now);
         }
         self.budgets.touch(b);
+    }
+
+    /// Grants the head of budget `b`, waiter `id`.
+    fn grant_waiter(
+        &mut self,
+        b: BudgetIdx,
+        id: WaiterId,
+        shared: Option<shared::SharedLease>,
+        now: Instant,
+    ) {
+        self.budgets[b].pop_head();
+        let waiter = self
+            .waiters
+            .remove(id)
+            .expect("a queued waiter is in the waiter table");
+        let grant = Grant {
+            ticket: waiter.ticket,
+            key: waiter.key,
+            client: waiter.client.clone(),
+            shared,
+            priority: waiter.priority,
+            detached_ttl: waiter.detached_ttl,
+            cost: waiter.cost,
+            waited: now.saturating_duration_since(waiter.enqueued_at),
+        };
+        self.grant(b, grant, now);
     }
 
     fn serve_all(&mut self, now: Instant) {

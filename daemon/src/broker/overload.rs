@@ -54,6 +54,14 @@ impl Overloads {
         Some(until)
     }
 
+    /// Backs the class off until `until` at least (another daemon saw the 529s).
+    pub fn extend(&mut self, class: &Arc<str>, until: Instant) {
+        let overload = self.by_class.entry(class.clone()).or_default();
+        if overload.until.is_none_or(|current| current < until) {
+            overload.until = Some(until);
+        }
+    }
+
     /// A call of the class succeeded: the next 529 starts the backoff over.
     pub fn succeeded(&mut self, class: &str) {
         if let Some(overload) = self.by_class.get_mut(class) {

@@ -66,6 +66,12 @@ impl Broker {
         if lockout.until <= now || !self.lockouts.lock(owner, scope.clone(), lockout.clone()) {
             return;
         }
+        self.publish(super::ClusterEvent::Lockout {
+            owner: owner.to_wire(),
+            class: scope.as_deref().map(str::to_owned),
+            for_ms: lockout.until.saturating_duration_since(now).as_millis() as u64,
+            reason: lockout.reason.clone(),
+        });
         self.out.push(Output::Event(Event::LockedOut {
             owner: owner.to_wire(),
             model_class: scope.as_deref().map(str::to_owned),

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pacer_protocol::LimitKind;
 use pacer_protocol::message::{Event, LeaseId, SettledAs};
 use pacer_protocol::ratelimit::{RateLimitHeaders, limit_named_in};
 use pacer_protocol::unified::{WindowState, window_class};
@@ -64,6 +65,18 @@ impl Broker {
             Settlement::Unknown => (SettledAs::Unknown, (0, 0)),
         };
         self.note_settled(&held, outcome, tokens, now);
+        let cost = held.reservation.cost;
+        let used = match &settlement {
+            Settlement::Success { usage } => {
+                Costs::new(1, usage.counted_input_tokens(), usage.output_tokens)
+            }
+            // Rejected or failed: the request and its input count, no output was produced.
+            Settlement::RateLimited { .. } | Settlement::Overloaded { .. } | Settlement::Failed => {
+                Costs::new(1, cost[LimitKind::InputTokens], 0)
+            }
+            Settlement::Unknown => cost,
+        };
+        self.settle_shared(&held, Some(used));
         let settlement_kind = match settlement {
             Settlement::Success { .. }
             | Settlement::RateLimited { .. }
@@ -131,6 +144,7 @@ impl Broker {
     pub fn release(&mut self, now: Instant, lease: LeaseId) -> Result<Vec<Output>, BrokerError> {
         let held = self.leases.take(lease)?;
         self.note_settled(&held, SettledAs::Released, (0, 0), now);
+        self.settle_shared(&held, None);
         if let Some((p, parent)) = &held.parent {
             self.budgets[*p].refund(parent, now);
         }
@@ -205,6 +219,11 @@ impl Broker {
                 kind,
                 limit,
             }));
+            self.publish(super::ClusterEvent::Limit {
+                budget: self.budgets[b].id(),
+                kind,
+                limit,
+            });
         }
         self.budgets[b].end_calibration(unmetered_left);
         self.teach_parent(b, now);
@@ -257,7 +276,15 @@ impl Broker {
             };
             self.lock_out(&owner, class, lockout, now);
         } else {
-            self.extend_pause(target, later(now, retry_after), reason);
+            let until = later(now, retry_after);
+            self.publish_pause(
+                target,
+                until,
+                &reason,
+                Some(named.into_iter().collect()),
+                now,
+            );
+            self.extend_pause(target, until, reason);
         }
     }
 
@@ -324,6 +351,11 @@ impl Broker {
     fn overloaded(&mut self, b: BudgetIdx, retry_after: Option<Duration>, now: Instant) {
         let class = self.budgets[b].class().clone();
         if let Some(until) = self.overloads.record(&class, retry_after, now) {
+            let for_ms = until.saturating_duration_since(now).as_millis() as u64;
+            self.publish(super::ClusterEvent::Overload {
+                class: class.to_string(),
+                for_ms,
+            });
             self.out.push(Output::Event(Event::Overloaded {
                 model_class: class.to_string(),
                 until: self.time_base.to_wall(until),

@@ -399,12 +399,14 @@ impl Broker {
                     charged: saved.charged,
                     // Nothing is known of what was taken before the restart.
                     taken_before: self.budgets[b].taken_totals(),
+                    shared: false,
                 },
                 unmetered: PerKind::default(),
                 probe: false,
                 parent: None,
                 client: super::usage::unknown_client(),
                 waited: std::time::Duration::ZERO,
+                shared: None,
             };
             self.leases.restore(saved.id, lease);
         }

@@ -117,6 +117,12 @@ impl Broker {
     /// What holds a waiter of budget `b` up, in words.
     pub(super) fn holdup_text(&self, b: BudgetIdx, holdup: Holdup) -> String {
         let budget = &self.budgets[b];
+        let shared_store_decides = matches!(holdup, Holdup::Spent(_) | Holdup::InFlightCap);
+        if self.shares.is_shared() && shared_store_decides {
+            return "the budget shared through Redis has no room yet (its limits, or its \
+                    in-flight cap)"
+                .into();
+        }
         match holdup {
             Holdup::Paused => format!("the budget is paused: {}", budget.pause_reason()),
             Holdup::Gate if self.overload_gate(b).is_some() => format!(

@@ -36,6 +36,14 @@
 //! max_hold = "4m"     # how long a request may be held waiting for the budget (or seconds)
 //! allow_non_loopback = false  # the gateway has no authentication: loopback only by default
 //!
+//! # Budgets shared with the daemons of other machines through Redis (also --redis URL).
+//! [cluster]
+//! redis = "redis://redis.internal:6379/0"   # rediss:// for TLS
+//! password_file = "/etc/pacer/redis-password"
+//! prefix = "pacer"
+//! on_unavailable = "local"   # or "closed"
+//! lease_ttl = "30s"
+//!
 //! # `GET /metrics` on the gateway's address (Prometheus).
 //! [metrics]
 //! enabled = true
@@ -61,7 +69,7 @@ mod read;
 mod users;
 mod values;
 
-pub use values::parse_upstream;
+pub use values::{parse_redis, parse_upstream, without_password};
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -74,8 +82,9 @@ use crate::broker::BrokerConfig;
 pub const CONFIG_ENV: &str = "PACER_CONFIG";
 
 /// The top-level sections a file may have.
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "classes", "limits", "keys", "accounts", "gateway", "state", "log", "access", "metrics",
+    "cluster",
 ];
 /// The classes every model maps to by default (and `count_tokens`, the gateway's own).
 const DEFAULT_CLASSES: [&str; 4] = ["opus", "sonnet", "haiku", "count_tokens"];
@@ -93,8 +102,59 @@ pub struct Config {
     pub access: AccessConfig,
     /// Whether the gateway answers `GET /metrics`.
     pub metrics: bool,
+    /// Budgets shared with other daemons through Redis (when `redis` is set).
+    pub cluster: ClusterConfig,
     /// The file it came from, if any, for messages and reloads.
     pub path: Option<PathBuf>,
+}
+
+/// Where budgets are shared, and how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    /// `redis://` or `rediss://` (TLS); `None`: budgets are this daemon's own.
+    pub redis: Option<reqwest::Url>,
+    /// From `password_file`, for a URL that carries none.
+    pub password: Option<String>,
+    /// The prefix of every key and of the channel.
+    pub prefix: String,
+    /// What to do while Redis is unreachable.
+    pub on_unavailable: OnUnavailable,
+    /// How long an in-flight slot outlives its daemon (renewed while the daemon lives).
+    pub lease_ttl: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            redis: None,
+            password: None,
+            prefix: "pacer".into(),
+            on_unavailable: OnUnavailable::Local,
+            lease_ttl: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The URL to connect to: `redis` with the password from `password_file` if it has none.
+    pub fn url(&self) -> Option<reqwest::Url> {
+        let mut url = self.redis.clone()?;
+        if url.password().is_none()
+            && let Some(password) = &self.password
+        {
+            let _ = url.set_password(Some(password));
+        }
+        Some(url)
+    }
+}
+
+/// What a daemon does while Redis is unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnUnavailable {
+    /// Serve from a local share: the limits divided by the daemons seen recently.
+    Local,
+    /// Grant nothing until Redis is back (acquires wait out their deadlines).
+    Closed,
 }
 
 impl Default for Config {
@@ -106,6 +166,7 @@ impl Default for Config {
             log: LogConfig::default(),
             access: AccessConfig::default(),
             metrics: true,
+            cluster: ClusterConfig::default(),
             path: None,
         }
     }
@@ -266,6 +327,7 @@ impl Config {
             .map(AccessConfig::from)
             .unwrap_or_default();
         let metrics = raw.metrics.take().and_then(|m| m.enabled).unwrap_or(true);
+        let cluster = raw.cluster.take().unwrap_or_default().into_config();
         let log = raw.log.take().unwrap_or_default();
         let log = LogConfig {
             dir: match log.enabled {
@@ -283,6 +345,7 @@ impl Config {
             log,
             access,
             metrics,
+            cluster,
             path: Some(path.to_owned()),
         })
     }

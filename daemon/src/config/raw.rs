@@ -7,8 +7,10 @@ use std::path::PathBuf;
 use pacer_protocol::KeyFingerprint;
 use serde::Deserialize;
 
-use super::values::{AccountName, Address, Filter, GroupId, Name, Seconds, Upstream, UserId};
-use super::{AccessConfig, DEFAULT_CLASSES, GatewayConfig};
+use super::values::{
+    AccountName, Address, Filter, GroupId, Name, PasswordFile, RedisUrl, Seconds, Upstream, UserId,
+};
+use super::{AccessConfig, ClusterConfig, DEFAULT_CLASSES, GatewayConfig, OnUnavailable};
 use crate::broker::{AccountsConfig, BrokerConfig, LimitSet, LimitTable, MAX_LIMIT, ModelClasses};
 
 /// Every section; each is read on its own, so that one mistake does not hide the next.
@@ -23,6 +25,7 @@ pub struct RawConfig {
     pub accounts: Option<RawAccounts>,
     pub access: Option<RawAccess>,
     pub metrics: Option<RawMetrics>,
+    pub cluster: Option<RawCluster>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,6 +117,39 @@ pub struct RawGateway {
     upstream: Option<Upstream>,
     max_hold: Option<Seconds>,
     allow_non_loopback: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    redis: Option<RedisUrl>,
+    prefix: Option<Name>,
+    on_unavailable: Option<OnUnavailableValue>,
+    lease_ttl: Option<Seconds>,
+    password_file: Option<PasswordFile>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum OnUnavailableValue {
+    Local,
+    Closed,
+}
+
+impl RawCluster {
+    pub fn into_config(self) -> ClusterConfig {
+        let defaults = ClusterConfig::default();
+        ClusterConfig {
+            redis: self.redis.map(|r| r.0),
+            password: self.password_file.map(|p| p.0),
+            prefix: self.prefix.map_or(defaults.prefix, |p| p.0),
+            on_unavailable: match self.on_unavailable {
+                Some(OnUnavailableValue::Closed) => OnUnavailable::Closed,
+                _ => OnUnavailable::Local,
+            },
+            lease_ttl: self.lease_ttl.map_or(defaults.lease_ttl, |s| s.0),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -102,6 +102,7 @@ impl<'a> Reader<'a> {
                 "accounts" => raw.accounts = self.take("accounts", value),
                 "access" => raw.access = self.take("access", value),
                 "metrics" => raw.metrics = self.take("metrics", value),
+                "cluster" => raw.cluster = self.take("cluster", value),
                 other => self.problem(
                     at,
                     other,

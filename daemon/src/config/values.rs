@@ -194,3 +194,61 @@ enum NameOrId {
     Id(u32),
     Name(String),
 }
+
+/// A Redis URL: `redis://` or `rediss://` (TLS), with a host.
+#[derive(Debug)]
+pub struct RedisUrl(pub reqwest::Url);
+
+impl<'de> Deserialize<'de> for RedisUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_redis(&s)
+            .map(RedisUrl)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses a Redis URL: `redis://[:password@]host[:port][/db]`, or `rediss://` for TLS.
+pub fn parse_redis(text: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(text).map_err(|e| {
+        format!("`{text}` is not a URL ({e}): expected redis://host:6379/0 (rediss:// for TLS)")
+    })?;
+    if !matches!(url.scheme(), "redis" | "rediss") || url.host().is_none() {
+        return Err(format!(
+            "`{}` is not a redis:// or rediss:// URL with a host",
+            without_password(&url)
+        ));
+    }
+    redis::Client::open(url.as_str()).map_err(|e| format!("`{}`: {e}", without_password(&url)))?;
+    Ok(url)
+}
+
+/// A URL as it may be shown: its password replaced.
+pub fn without_password(url: &reqwest::Url) -> String {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some("***"));
+    }
+    shown.to_string()
+}
+
+/// A file holding a password (its first line), read when the configuration is read.
+#[derive(Debug)]
+pub struct PasswordFile(pub String);
+
+impl<'de> Deserialize<'de> for PasswordFile {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let path = std::path::PathBuf::deserialize(d)?;
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            serde::de::Error::custom(format!("cannot read {}: {e}", path.display()))
+        })?;
+        let password = text.lines().next().unwrap_or("").trim().to_owned();
+        if password.is_empty() {
+            return Err(serde::de::Error::custom(format!(
+                "{} is empty",
+                path.display()
+            )));
+        }
+        Ok(PasswordFile(password))
+    }
+}

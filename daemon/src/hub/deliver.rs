@@ -73,6 +73,8 @@ impl Hub {
                         deliveries.push((writer.clone(), frame));
                     }
                 }
+                Output::Claim(claim) => self.to_store(super::StoreWork::Claim(claim)),
+                Output::Shared(op) => self.to_store(super::StoreWork::Op(op)),
                 Output::Event(event) => {
                     if matches!(
                         event,
@@ -93,6 +95,17 @@ impl Hub {
             }
         }
         deliveries
+    }
+}
+
+impl Hub {
+    fn to_store(&self, work: super::StoreWork) {
+        match self.store.get() {
+            Some(store) => {
+                let _ = store.send(work);
+            }
+            None => tracing::debug!("no shared store for {work:?}"),
+        }
     }
 }
 

@@ -31,7 +31,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
-use pacer_protocol::message::{DaemonStatus, Event, GatewayInfo, RouteInfo, RouteStatus};
+use pacer_protocol::message::{
+    ClusterStatus, DaemonStatus, Event, GatewayInfo, RouteInfo, RouteStatus,
+};
 use tokio::sync::{Notify, broadcast};
 
 use crate::broker::{Broker, BrokerState, Calibration, ConnId, Output};
@@ -68,6 +70,17 @@ pub struct Hub {
     /// Times the state file was written.
     saves: AtomicU64,
     started_at: std::time::SystemTime,
+    /// Where claims and shared-store work go, when budgets are shared (see `cluster`).
+    store: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<StoreWork>>,
+    /// The shared store as the cluster task last saw it.
+    cluster: Mutex<Option<ClusterStatus>>,
+}
+
+/// Work for the shared store, from the broker.
+#[derive(Debug)]
+pub enum StoreWork {
+    Claim(crate::broker::Claim),
+    Op(crate::broker::SharedOp),
 }
 
 struct State {
@@ -104,6 +117,8 @@ impl Hub {
             refusals: AtomicU64::new(0),
             saves: AtomicU64::new(0),
             started_at: std::time::SystemTime::now(),
+            store: std::sync::OnceLock::new(),
+            cluster: Mutex::new(None),
         }
     }
 
@@ -297,6 +312,23 @@ impl Hub {
     /// How many connections and requests were turned away since the start.
     pub fn refusals(&self) -> u64 {
         self.refusals.load(Ordering::Relaxed)
+    }
+
+    /// Sends claims and shared-store work to `store` from now on.
+    pub fn connect_store(&self, store: tokio::sync::mpsc::UnboundedSender<StoreWork>) {
+        let _ = self.store.set(store);
+    }
+
+    /// Records what the cluster task sees of the shared store.
+    pub fn set_cluster_status(&self, status: ClusterStatus) {
+        *self.cluster.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
+    }
+
+    pub fn cluster_status(&self) -> Option<ClusterStatus> {
+        self.cluster
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Counts a write of the state file.

@@ -103,6 +103,12 @@ pub async fn run(mut setup: Setup, mut control: Control) -> anyhow::Result<()> {
     let (draining_tx, draining) = watch::channel(false);
     let (closing_tx, closing) = watch::channel(false);
     let mut timer = tokio::spawn(hub::drive_timer(hub.clone(), closing.clone()));
+    let cluster = match config.cluster.url() {
+        Some(url) => {
+            crate::cluster::start(url, config.cluster.clone(), hub.clone(), closing.clone()).await?
+        }
+        None => Vec::new(),
+    };
     let saver = config
         .state_file
         .clone()
@@ -190,6 +196,9 @@ pub async fn run(mut setup: Setup, mut control: Control) -> anyhow::Result<()> {
     }
     let _ = timer.await;
     let _ = keep_alive.await;
+    for task in cluster {
+        let _ = task.await;
+    }
     if let Some(saver) = saver {
         let _ = saver.await;
     }

@@ -90,5 +90,26 @@ fn daemon_line(snapshot: &StatusSnapshot, now: SystemTime) -> String {
             daemon.refused_connections
         ));
     }
-    format!("{}\n", parts.join(" · "))
+    let mut out = format!("{}\n", parts.join(" · "));
+    if let Some(cluster) = &snapshot.cluster {
+        out.push_str(&match (cluster.connected, cluster.local_share) {
+            (true, _) => format!(
+                "shared through Redis at {} with {} daemons (this one: {})\n",
+                cluster.redis, cluster.daemons, cluster.daemon_id
+            ),
+            (false, Some(share)) => format!(
+                "Redis at {} is unreachable ({}): serving this daemon's local share, {:.0} % of \
+                 each limit\n",
+                cluster.redis,
+                cluster.problem.as_deref().unwrap_or("no answer"),
+                share * 100.0
+            ),
+            (false, None) => format!(
+                "Redis at {} is unreachable ({}): granting nothing until it is back\n",
+                cluster.redis,
+                cluster.problem.as_deref().unwrap_or("no answer")
+            ),
+        });
+    }
+    out
 }

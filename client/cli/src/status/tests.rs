@@ -77,6 +77,7 @@ fn snapshot(paused_until: Option<SystemTime>) -> StatusSnapshot {
             last_used: SystemTime::UNIX_EPOCH + Duration::from_secs(900),
         }],
         next_page: None,
+        cluster: None,
         clients: vec![ClientStatus {
             id: "claude-review/3f2a".into(),
             priority: Priority::Interactive,

@@ -116,6 +116,7 @@ fn during_a_pause() -> Model {
         }],
         routes: Vec::new(),
         next_page: None,
+        cluster: None,
         clients: vec![
             client(
                 "claude-review/3f2a9c1d",

@@ -23,6 +23,7 @@ mod merge;
 mod probe;
 mod reserve;
 mod saved;
+mod shared;
 mod tally;
 mod wait;
 
@@ -44,6 +45,8 @@ pub struct Reservation {
     pub charged: Charged,
     /// Per kind: what the bucket had taken in all before this (see `Bucket::give_back`).
     pub taken_before: PerKind<f64>,
+    /// Taken from the shared store, not from these buckets: it settles there.
+    pub shared: bool,
 }
 
 /// Whether a cost can be granted.
@@ -89,6 +92,8 @@ pub struct Budget {
     output_average: RunningAverage,
     /// Since the daemon started, for `pacer status`.
     tally: Tally,
+    /// This daemon's share of the limits: 1, or a fraction while the shared store is away.
+    share: f64,
     /// Calls answered with a success, since the daemon started.
     succeeded: u64,
     /// 429s in a row that said nothing of how long to wait: each doubles the next pause.
@@ -138,6 +143,7 @@ impl Budget {
             input_average: RunningAverage::default(),
             output_average: RunningAverage::default(),
             tally: Tally::default(),
+            share: 1.0,
             succeeded: 0,
             blind_429s: 0,
             calibrating: PerKind::default(),
@@ -237,11 +243,16 @@ impl Budget {
         self.sync_buckets(now);
     }
 
-    /// Creates, resizes or removes buckets to match the limits in force. A new bucket starts full.
+    /// Creates, resizes or removes buckets to match the limits in force (this daemon's share of
+    /// them). A new bucket starts full.
     fn sync_buckets(&mut self, now: Instant) {
         let limits = self.limits();
+        let share = self.share;
         for (kind, slot) in self.buckets.iter_mut() {
-            match (limits.get(kind), slot.as_mut()) {
+            let limit = limits
+                .get(kind)
+                .map(|l| ((l as f64 * share).round() as u64).max(1));
+            match (limit, slot.as_mut()) {
                 (None, _) => *slot = None,
                 (Some(limit), None) => *slot = Some(Bucket::full(limit, now)),
                 (Some(limit), Some(bucket)) if bucket.limit() != limit => {
@@ -267,9 +278,10 @@ impl Budget {
     }
 
     pub(super) fn at_in_flight_cap(&self) -> bool {
-        self.limits()
-            .max_in_flight
-            .is_some_and(|max| self.in_flight >= max)
+        self.limits().max_in_flight.is_some_and(|max| {
+            let share = ((f64::from(max) * self.share).round() as u32).max(1);
+            self.in_flight >= share
+        })
     }
 
     /// Whether `cost` can be granted now; `gate` is a moment decided outside the budget (the model

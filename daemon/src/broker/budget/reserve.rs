@@ -26,6 +26,7 @@ impl Budget {
             cost: *cost,
             charged: Charged::default(),
             taken_before: PerKind::default(),
+            shared: false,
         };
         for (kind, bucket) in self.buckets_mut() {
             reservation.taken_before[kind] = bucket.taken();
@@ -102,6 +103,10 @@ impl Budget {
     /// Refunds the part of a reservation that was not used, or charges what was used beyond it.
     /// A bucket created after the grant held no reservation: it is charged all that was used.
     fn adjust(&mut self, kind: LimitKind, reservation: &Reservation, used: u64, now: Instant) {
+        if reservation.shared {
+            // Held in the shared store, and settled there.
+            return;
+        }
         let reserved = if reservation.charged[kind] {
             reservation.cost[kind]
         } else {

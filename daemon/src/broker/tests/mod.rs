@@ -33,6 +33,9 @@ struct Harness {
     /// Every answer and event seen, with the time it came out.
     answers: Vec<(Duration, Ticket, Response)>,
     events: Vec<Event>,
+    /// What went to the shared store (while sharing).
+    claims: Vec<Claim>,
+    shared: Vec<SharedOp>,
 }
 
 impl Harness {
@@ -51,6 +54,8 @@ impl Harness {
             next_request: 0,
             answers: Vec::new(),
             events: Vec::new(),
+            claims: Vec::new(),
+            shared: Vec::new(),
         }
     }
 
@@ -81,6 +86,8 @@ impl Harness {
                     self.answers.push((self.elapsed(), ticket, response))
                 }
                 Output::Event(event) => self.events.push(event),
+                Output::Claim(claim) => self.claims.push(claim),
+                Output::Shared(op) => self.shared.push(op),
             }
         }
     }

@@ -1,0 +1,312 @@
+//! The Lua scripts that keep the shared budgets in Redis, each one atomic, all on Redis's own
+//! clock (`TIME`), so that the hosts' clocks do not matter. Loaded once and called by SHA
+//! (`EVALSHA`, loading them again if Redis was restarted).
+//!
+//! A budget is a hash: `l0 l1 l2` the levels of its requests, input-token and output-token
+//! buckets, `t` when they were last brought up to date (ms), `m0 m1 m2` their limits per
+//! minute, `mf` its in-flight cap, `tk` every request ever taken (bounds a refund), `p` and `pr`
+//! its pause's end and reason. Beside it, a sorted set of the leases holding its in-flight
+//! slots, each scored with when it expires unless renewed.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Refills a bucket (levels are floats, written back with all their digits).
+const REFILL: &str = r#"
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function refill(level, limit, last, now)
+  if level == nil then return limit end
+  if now > last then
+    return math.min(limit, level + (now - last) * limit / 60000)
+  end
+  return level
+end
+local function num(x) return string.format('%.17g', x) end
+"#;
+
+/// Takes a cost from one budget, or a workspace's and its organization's, all or none.
+///
+/// KEYS: the class's overload key, the owner's lockout key (every class), the owner's lockout
+/// key for the class, then per budget its hash and its leases.
+/// ARGV: the number of budgets, the cost (requests, input, output), the lease's name, the
+/// lease's time to live (ms), then per budget the limits this daemon knows (0 for unknown) and
+/// its in-flight cap (0 for none).
+/// Returns `{'ok', taken_before, l0, l1, l2, m0, m1, m2}`, `{'wait', ms, m0, m1, m2}` or
+/// `{'locked', ms, reason}` (levels and limits as strings, '' where there is none).
+pub static TAKE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{REFILL}{}",
+        r#"
+local now = now_ms()
+for i = 2, 3 do
+  local left = redis.call('PTTL', KEYS[i])
+  if left > 0 then return {'locked', tostring(left), redis.call('GET', KEYS[i]) or ''} end
+end
+local n = tonumber(ARGV[1])
+local cost = {tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])}
+local member, ttl = ARGV[5], tonumber(ARGV[6])
+local wait = 0
+local overload = redis.call('PTTL', KEYS[1])
+if overload > 0 then wait = overload end
+local state = {}
+for b = 1, n do
+  local h, l = KEYS[2 + 2 * b], KEYS[3 + 2 * b]
+  local base = 6 + 4 * (b - 1)
+  local f = redis.call('HMGET', h, 'l0', 'l1', 'l2', 't', 'm0', 'm1', 'm2', 'tk', 'p', 'mf',
+    'u0', 'u1', 'u2', 'pb')
+  local lim, levels = {}, {}
+  local last = tonumber(f[4]) or now
+  local known = false
+  for k = 1, 3 do
+    local told = tonumber(ARGV[base + k])
+    if told and told > 0 then
+      lim[k] = told
+      redis.call('HSET', h, 'm' .. (k - 1), told)
+    else
+      lim[k] = tonumber(f[4 + k])
+    end
+    if lim[k] then
+      known = true
+      local level, from = tonumber(f[k]), last
+      if level == nil then
+        -- A limit just learned: what went out before it was known counts against it.
+        level = lim[k] - (tonumber(f[10 + k]) or 0)
+        redis.call('HDEL', h, 'u' .. (k - 1))
+        from = now
+      end
+      levels[k] = refill(level, lim[k], from, now)
+      local need = math.min(cost[k], lim[k])
+      if levels[k] < need then
+        wait = math.max(wait, math.ceil((need - levels[k]) * 60000 / lim[k]))
+      end
+    end
+  end
+  if not known and b == 1 then
+    -- First contact, for every daemon at once: one call goes out, the others wait for the
+    -- limits its answer teaches (at most 5 s).
+    local probe = tonumber(f[14])
+    if probe and now - probe < 5000 then wait = math.max(wait, probe + 5000 - now) end
+  end
+  local cap = tonumber(ARGV[base + 4])
+  if cap and cap > 0 then redis.call('HSET', h, 'mf', cap) else cap = tonumber(f[10]) end
+  if cap and cap > 0 then
+    redis.call('ZREMRANGEBYSCORE', l, '-inf', now)
+    if redis.call('ZCARD', l) >= cap then wait = math.max(wait, 250) end
+  end
+  local pause = tonumber(f[9])
+  if pause and pause > now then wait = math.max(wait, pause - now) end
+  state[b] = {h = h, l = l, lim = lim, levels = levels, cap = cap, tk = tonumber(f[8]) or 0}
+end
+local function limits(s)
+  local out = {}
+  for k = 1, 3 do out[k] = s.lim[k] and tostring(s.lim[k]) or '' end
+  return out
+end
+if wait > 0 then
+  local m = limits(state[1])
+  return {'wait', tostring(wait), m[1], m[2], m[3]}
+end
+for b = 1, n do
+  local s = state[b]
+  redis.call('HSET', s.h, 't', now, 'tk', s.tk + cost[1])
+  local any = false
+  for k = 1, 3 do
+    if s.lim[k] then
+      any = true
+      s.levels[k] = s.levels[k] - cost[k]
+      redis.call('HSET', s.h, 'l' .. (k - 1), num(s.levels[k]))
+    else
+      redis.call('HINCRBYFLOAT', s.h, 'u' .. (k - 1), cost[k])
+    end
+  end
+  if not any then redis.call('HSET', s.h, 'pb', now) end
+  redis.call('PEXPIRE', s.h, 86400000)
+  if s.cap and s.cap > 0 then
+    redis.call('ZADD', s.l, now + ttl, member)
+    redis.call('PEXPIRE', s.l, 86400000)
+  end
+end
+local s = state[1]
+local out = {'ok', tostring(s.tk)}
+for k = 1, 3 do out[2 + k] = s.levels[k] and num(s.levels[k]) or '' end
+local m = limits(s)
+for k = 1, 3 do out[5 + k] = m[k] end
+return out
+"#
+    ))
+});
+
+/// Settles a lease: the reservation refunded down to what the call used, or charged beyond
+/// it (into debt), and its in-flight slot freed. A request given back unused is refunded only
+/// up to what the bucket would hold had it never been taken.
+///
+/// KEYS: per budget its hash and its leases.
+/// ARGV: the number of budgets, the lease's name, reserved (requests, input, output), used
+/// (the same), the requests taken before it ('' if not given back unused), a message to
+/// publish when a slot frees ('' for none), the channel.
+pub static SETTLE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{REFILL}{}",
+        r#"
+local now = now_ms()
+local n = tonumber(ARGV[1])
+local member = ARGV[2]
+local reserved = {tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])}
+local used = {tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])}
+local taken_before = tonumber(ARGV[9])
+local freed = 0
+for b = 1, n do
+  local h, l = KEYS[2 * b - 1], KEYS[2 * b]
+  local f = redis.call('HMGET', h, 'l0', 'l1', 'l2', 't', 'm0', 'm1', 'm2', 'tk')
+  local last = tonumber(f[4]) or now
+  local tk = tonumber(f[8]) or 0
+  for k = 1, 3 do
+    local lim = tonumber(f[4 + k])
+    if lim then
+      local level = refill(tonumber(f[k]), lim, last, now)
+      local back = reserved[k] - used[k]
+      if back > 0 and k == 1 and taken_before then
+        local since = math.max(0, tk - taken_before - back)
+        level = math.max(level, math.min(level + back, lim - since, lim))
+      elseif back > 0 then
+        level = math.min(lim, level + back)
+      else
+        level = level + back
+      end
+      redis.call('HSET', h, 'l' .. (k - 1), num(level))
+    end
+  end
+  redis.call('HSET', h, 't', now)
+  freed = freed + redis.call('ZREM', l, member)
+end
+if freed > 0 and ARGV[10] ~= '' then redis.call('PUBLISH', ARGV[11], ARGV[10]) end
+return freed
+"#
+    ))
+});
+
+/// Pauses a budget until `now + ms` unless it already is for longer (extend-only), drains the
+/// named buckets, and publishes the event when the pause is news.
+///
+/// KEYS: the budget's hash. ARGV: ms, the reason, the buckets to drain ('' none, 'all', or
+/// indices such as '0'), the message, the channel. Returns 1 when extended.
+pub static PAUSE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{REFILL}{}",
+        r#"
+local now = now_ms()
+local h = KEYS[1]
+local untl = now + tonumber(ARGV[1])
+local drain = ARGV[3]
+if drain ~= '' then
+  local f = redis.call('HMGET', h, 'l0', 'l1', 'l2', 't', 'm0', 'm1', 'm2')
+  local last = tonumber(f[4]) or now
+  for k = 1, 3 do
+    local lim = tonumber(f[4 + k])
+    if lim and (drain == 'all' or string.find(drain, tostring(k - 1), 1, true)) then
+      local level = refill(tonumber(f[k]), lim, last, now)
+      redis.call('HSET', h, 'l' .. (k - 1), num(math.min(level, 0)))
+    end
+  end
+  redis.call('HSET', h, 't', now)
+end
+local current = tonumber(redis.call('HGET', h, 'p'))
+if current and current >= untl then return 0 end
+redis.call('HSET', h, 'p', untl, 'pr', ARGV[2])
+redis.call('PEXPIRE', h, 86400000)
+redis.call('PUBLISH', ARGV[5], ARGV[4])
+return 1
+"#
+    ))
+});
+
+/// Sets a key that expires by itself (an overload backoff, a lockout) unless it is already set
+/// for longer, and publishes the event when that is news.
+///
+/// KEYS: the key. ARGV: ms, the value, the message, the channel. Returns 1 when set.
+pub static EXTEND_KEY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local left = redis.call('PTTL', KEYS[1])
+if left >= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[1])
+redis.call('PUBLISH', ARGV[4], ARGV[3])
+return 1
+"#,
+    )
+});
+
+/// Lifts a budget's pause, its class's backoff and its owner's lockouts, and publishes it.
+///
+/// KEYS: the budget's hash, the overload key, the lockout keys. ARGV: the message, the channel.
+pub static LIFT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+redis.call('HDEL', KEYS[1], 'p', 'pr')
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+redis.call('PUBLISH', ARGV[2], ARGV[1])
+return 1
+"#,
+    )
+});
+
+/// Charges what a daemon spent from its local share while Redis was away (into debt if need
+/// be). KEYS: the budget's hash. ARGV: requests, input, output.
+pub static CHARGE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{REFILL}{}",
+        r#"
+local now = now_ms()
+local h = KEYS[1]
+local f = redis.call('HMGET', h, 'l0', 'l1', 'l2', 't', 'm0', 'm1', 'm2', 'tk')
+local last = tonumber(f[4]) or now
+for k = 1, 3 do
+  local lim = tonumber(f[4 + k])
+  if lim then
+    local level = refill(tonumber(f[k]), lim, last, now) - tonumber(ARGV[k])
+    redis.call('HSET', h, 'l' .. (k - 1), num(level))
+  end
+end
+redis.call('HSET', h, 't', now, 'tk', (tonumber(f[8]) or 0) + tonumber(ARGV[1]))
+return 1
+"#
+    ))
+});
+
+/// Renews leases: each one's expiry moved to `now + ttl` (only those still there).
+///
+/// KEYS: the leases' sets, one per lease. ARGV: the ttl (ms), then the lease names.
+pub static RENEW: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{REFILL}{}",
+        r#"
+local now = now_ms()
+local ttl = tonumber(ARGV[1])
+local renewed = 0
+for i = 1, #KEYS do
+  renewed = renewed + redis.call('ZADD', KEYS[i], 'XX', 'CH', now + ttl, ARGV[i + 1])
+end
+return renewed
+"#
+    ))
+});
+
+/// Records this daemon in the heartbeat set and counts the daemons seen within the window.
+///
+/// KEYS: the set. ARGV: this daemon's id, the window (ms). Returns the count.
+pub static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{REFILL}{}",
+        r#"
+local now = now_ms()
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 10)
+return redis.call('ZCARD', KEYS[1])
+"#
+    ))
+});

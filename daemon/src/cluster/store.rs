@@ -1,0 +1,420 @@
+//! The shared store: Redis, spoken through a connection manager that reconnects by itself,
+//! with every call bounded in time. Each method is one script call (one round trip).
+
+use std::time::Duration;
+
+use pacer_protocol::LimitKind;
+use pacer_protocol::message::BudgetId;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::scripts;
+use crate::broker::{Claim, ClaimAnswer, ClusterEvent, Costs, LimitSet, PerKind};
+
+/// How long one call to Redis may take before it counts as a failure.
+pub const CALL_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Where things are in Redis, under a prefix.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Keys {
+        Keys {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    fn tag(id: &BudgetId) -> String {
+        format!("{}/{}", id.owner, id.model_class)
+    }
+
+    pub fn budget(&self, id: &BudgetId) -> String {
+        format!("{}:b:{{{}}}", self.prefix, Self::tag(id))
+    }
+
+    pub fn leases(&self, id: &BudgetId) -> String {
+        format!("{}:l:{{{}}}", self.prefix, Self::tag(id))
+    }
+
+    pub fn overload(&self, class: &str) -> String {
+        format!("{}:o:{class}", self.prefix)
+    }
+
+    pub fn lockout(&self, owner: &str, class: Option<&str>) -> String {
+        match class {
+            Some(class) => format!("{}:x:{owner}:{class}", self.prefix),
+            None => format!("{}:x:{owner}", self.prefix),
+        }
+    }
+
+    pub fn links(&self) -> String {
+        format!("{}:links", self.prefix)
+    }
+
+    pub fn daemons(&self) -> String {
+        format!("{}:daemons", self.prefix)
+    }
+
+    pub fn channel(&self) -> String {
+        format!("{}:events", self.prefix)
+    }
+}
+
+/// A message on the channel: who sent it, and what.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Message {
+    pub from: String,
+    pub event: ClusterEvent,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    conn: ConnectionManager,
+    pub keys: Keys,
+    /// This daemon's id (its leases are named after it).
+    pub daemon: String,
+    pub lease_ttl: Duration,
+}
+
+/// Why a call did not get an answer.
+pub type StoreError = String;
+
+fn failed(e: impl std::fmt::Display) -> StoreError {
+    e.to_string()
+}
+
+impl Store {
+    fn manager_config() -> ConnectionManagerConfig {
+        ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(CALL_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500))
+    }
+
+    /// A store whose connection is made on first use (Redis is not there yet).
+    pub fn lazy(
+        client: &redis::Client,
+        keys: Keys,
+        daemon: String,
+        lease_ttl: Duration,
+    ) -> Result<Store, StoreError> {
+        let conn = client
+            .get_connection_manager_lazy(Self::manager_config())
+            .map_err(failed)?;
+        Ok(Store {
+            conn,
+            keys,
+            daemon,
+            lease_ttl,
+        })
+    }
+
+    /// Connects (within a few seconds).
+    pub async fn connect(
+        client: &redis::Client,
+        keys: Keys,
+        daemon: String,
+        lease_ttl: Duration,
+    ) -> Result<Store, StoreError> {
+        let conn = tokio::time::timeout(
+            Duration::from_secs(3),
+            client.get_connection_manager_with_config(Self::manager_config()),
+        )
+        .await
+        .map_err(|_| "Redis did not answer within 3 s".to_owned())?
+        .map_err(failed)?;
+        Ok(Store {
+            conn,
+            keys,
+            daemon,
+            lease_ttl,
+        })
+    }
+
+    fn message(&self, event: &ClusterEvent) -> String {
+        serde_json::to_string(&Message {
+            from: self.daemon.clone(),
+            event: event.clone(),
+        })
+        .expect("events serialize")
+    }
+
+    fn lease_name(&self, claim: u64) -> String {
+        format!("{}#{claim}", self.daemon)
+    }
+
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn.clone();
+        tokio::time::timeout(CALL_TIMEOUT * 2, invocation.invoke_async(&mut conn))
+            .await
+            .map_err(|_| format!("Redis did not answer within {CALL_TIMEOUT:?}"))?
+            .map_err(failed)
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let cmd = redis::cmd("PING");
+        let ping = cmd.query_async::<String>(&mut conn);
+        tokio::time::timeout(CALL_TIMEOUT * 2, ping)
+            .await
+            .map_err(|_| "Redis did not answer a PING".to_owned())?
+            .map(|_| ())
+            .map_err(failed)
+    }
+
+    /// Takes a claim's capacity, all or none.
+    pub async fn take(&self, claim: &Claim) -> Result<ClaimAnswer, StoreError> {
+        let owner = claim.budget.owner.to_string();
+        let mut invocation = scripts::TAKE.prepare_invoke();
+        invocation
+            .key(self.keys.overload(&claim.class))
+            .key(self.keys.lockout(&owner, None))
+            .key(self.keys.lockout(&owner, Some(&claim.budget.model_class)));
+        let mut budgets = vec![(&claim.budget, claim.limits)];
+        if let Some((parent, limits)) = &claim.parent {
+            budgets.push((parent, *limits));
+        }
+        for (id, _) in &budgets {
+            invocation
+                .key(self.keys.budget(id))
+                .key(self.keys.leases(id));
+        }
+        invocation
+            .arg(budgets.len())
+            .arg(claim.cost[LimitKind::Requests])
+            .arg(claim.cost[LimitKind::InputTokens])
+            .arg(claim.cost[LimitKind::OutputTokens])
+            .arg(self.lease_name(claim.id))
+            .arg(self.lease_ttl.as_millis() as u64);
+        for (_, limits) in &budgets {
+            invocation
+                .arg(limits.rpm.unwrap_or(0))
+                .arg(limits.itpm.unwrap_or(0))
+                .arg(limits.otpm.unwrap_or(0))
+                .arg(limits.max_in_flight.unwrap_or(0));
+        }
+        let reply: Vec<String> = self.run(&invocation).await?;
+        parse_take(&reply)
+    }
+
+    /// Settles a lease (see [`scripts::SETTLE`]).
+    pub async fn settle(
+        &self,
+        budgets: &[&BudgetId],
+        claim: u64,
+        reserved: &Costs,
+        used: &Costs,
+        taken_before: Option<f64>,
+    ) -> Result<(), StoreError> {
+        let mut invocation = scripts::SETTLE.prepare_invoke();
+        for id in budgets {
+            invocation
+                .key(self.keys.budget(id))
+                .key(self.keys.leases(id));
+        }
+        let freed = ClusterEvent::Freed {
+            budget: budgets[0].clone(),
+        };
+        invocation
+            .arg(budgets.len())
+            .arg(self.lease_name(claim))
+            .arg(reserved[LimitKind::Requests])
+            .arg(reserved[LimitKind::InputTokens])
+            .arg(reserved[LimitKind::OutputTokens])
+            .arg(used[LimitKind::Requests])
+            .arg(used[LimitKind::InputTokens])
+            .arg(used[LimitKind::OutputTokens])
+            .arg(taken_before.map_or(String::new(), |t| t.to_string()))
+            .arg(self.message(&freed))
+            .arg(self.keys.channel());
+        self.run::<i64>(&invocation).await.map(|_| ())
+    }
+
+    /// Stores and publishes what this daemon tells the others.
+    pub async fn publish(&self, event: &ClusterEvent) -> Result<(), StoreError> {
+        let message = self.message(event);
+        let channel = self.keys.channel();
+        match event {
+            ClusterEvent::Pause {
+                budget,
+                for_ms,
+                reason,
+                drain,
+            } => {
+                let drain = match drain {
+                    None => String::new(),
+                    Some(kinds) if kinds.is_empty() => "all".into(),
+                    Some(kinds) => kinds
+                        .iter()
+                        .map(|k| k.index().to_string())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                };
+                let mut invocation = scripts::PAUSE.prepare_invoke();
+                invocation
+                    .key(self.keys.budget(budget))
+                    .arg(*for_ms)
+                    .arg(reason)
+                    .arg(drain)
+                    .arg(message)
+                    .arg(channel);
+                self.run::<i64>(&invocation).await.map(|_| ())
+            }
+            ClusterEvent::Lift { budget } => {
+                let owner = budget.owner.to_string();
+                let mut invocation = scripts::LIFT.prepare_invoke();
+                invocation
+                    .key(self.keys.budget(budget))
+                    .key(self.keys.overload(&budget.model_class))
+                    .key(self.keys.lockout(&owner, None))
+                    .key(self.keys.lockout(&owner, Some(&budget.model_class)))
+                    .arg(message)
+                    .arg(channel);
+                self.run::<i64>(&invocation).await.map(|_| ())
+            }
+            ClusterEvent::Overload { class, for_ms } => {
+                self.extend_key(&self.keys.overload(class), *for_ms, "529", message)
+                    .await
+            }
+            ClusterEvent::Lockout {
+                owner,
+                class,
+                for_ms,
+                reason,
+            } => {
+                let key = self.keys.lockout(&owner.to_string(), class.as_deref());
+                self.extend_key(&key, *for_ms, reason, message).await
+            }
+            ClusterEvent::Link { key, account } => {
+                let mut conn = self.conn.clone();
+                let mut pipe = redis::pipe();
+                pipe.hset(self.keys.links(), key.to_string(), account)
+                    .ignore()
+                    .publish(channel, message)
+                    .ignore();
+                tokio::time::timeout(CALL_TIMEOUT * 2, pipe.query_async::<()>(&mut conn))
+                    .await
+                    .map_err(|_| "Redis did not answer".to_owned())?
+                    .map_err(failed)
+            }
+            ClusterEvent::Freed { .. } | ClusterEvent::Limit { .. } => {
+                let mut conn = self.conn.clone();
+                let publish = redis::cmd("PUBLISH").arg(channel).arg(message).to_owned();
+                tokio::time::timeout(CALL_TIMEOUT * 2, publish.query_async::<i64>(&mut conn))
+                    .await
+                    .map_err(|_| "Redis did not answer".to_owned())?
+                    .map(|_| ())
+                    .map_err(failed)
+            }
+        }
+    }
+
+    async fn extend_key(
+        &self,
+        key: &str,
+        for_ms: u64,
+        value: &str,
+        message: String,
+    ) -> Result<(), StoreError> {
+        let mut invocation = scripts::EXTEND_KEY.prepare_invoke();
+        invocation
+            .key(key)
+            .arg(for_ms.max(1))
+            .arg(value)
+            .arg(message)
+            .arg(self.keys.channel());
+        self.run::<i64>(&invocation).await.map(|_| ())
+    }
+
+    /// Charges what was spent from a local share.
+    pub async fn charge(&self, budget: &BudgetId, spent: &Costs) -> Result<(), StoreError> {
+        let mut invocation = scripts::CHARGE.prepare_invoke();
+        invocation
+            .key(self.keys.budget(budget))
+            .arg(spent[LimitKind::Requests])
+            .arg(spent[LimitKind::InputTokens])
+            .arg(spent[LimitKind::OutputTokens]);
+        self.run::<i64>(&invocation).await.map(|_| ())
+    }
+
+    /// Renews this daemon's leases (budget, claim).
+    pub async fn renew(&self, leases: &[(BudgetId, u64)]) -> Result<(), StoreError> {
+        if leases.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = scripts::RENEW.prepare_invoke();
+        invocation.arg(self.lease_ttl.as_millis() as u64);
+        for (budget, _) in leases {
+            invocation.key(self.keys.leases(budget));
+        }
+        for (_, claim) in leases {
+            invocation.arg(self.lease_name(*claim));
+        }
+        self.run::<i64>(&invocation).await.map(|_| ())
+    }
+
+    /// Records this daemon as alive; returns how many are (seen within `window`).
+    pub async fn heartbeat(&self, window: Duration) -> Result<u32, StoreError> {
+        let mut invocation = scripts::HEARTBEAT.prepare_invoke();
+        invocation
+            .key(self.keys.daemons())
+            .arg(&self.daemon)
+            .arg(window.as_millis() as u64);
+        self.run::<u32>(&invocation).await
+    }
+
+    /// Every key → account link the daemons have recorded.
+    pub async fn links(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(self.keys.links());
+        let links = cmd.query_async::<Vec<(String, String)>>(&mut conn);
+        tokio::time::timeout(CALL_TIMEOUT * 2, links)
+            .await
+            .map_err(|_| "Redis did not answer".to_owned())?
+            .map_err(failed)
+    }
+}
+
+fn limit(text: &str) -> Option<u64> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 1.0)
+        .map(|v| v as u64)
+}
+
+fn limits(m: &[String]) -> LimitSet {
+    LimitSet {
+        rpm: m.first().and_then(|t| limit(t)),
+        itpm: m.get(1).and_then(|t| limit(t)),
+        otpm: m.get(2).and_then(|t| limit(t)),
+        max_in_flight: None,
+    }
+}
+
+/// Reads the take script's answer.
+pub fn parse_take(reply: &[String]) -> Result<ClaimAnswer, StoreError> {
+    let number = |i: usize| reply.get(i).and_then(|t| t.parse::<f64>().ok());
+    match reply.first().map(String::as_str) {
+        Some("ok") => Ok(ClaimAnswer::Granted {
+            taken_before: number(1).unwrap_or(0.0),
+            levels: PerKind::new(number(2), number(3), number(4)),
+            limits: limits(&reply[5.min(reply.len())..]),
+        }),
+        Some("wait") => Ok(ClaimAnswer::Refused {
+            wait: Duration::from_millis(number(1).unwrap_or(1.0).max(1.0) as u64),
+            limits: limits(&reply[2.min(reply.len())..]),
+        }),
+        Some("locked") => Ok(ClaimAnswer::LockedOut {
+            for_: Duration::from_millis(number(1).unwrap_or(1.0).max(1.0) as u64),
+            reason: reply.get(2).cloned().unwrap_or_default(),
+        }),
+        _ => Err(format!("unexpected answer from the take script: {reply:?}")),
+    }
+}

@@ -1,0 +1,297 @@
+//! Several daemons sharing their budgets through a real `redis-server`: real `pacerd` processes,
+//! clients through their gateways, against the mock API.
+#![cfg(unix)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use pacer_tests::mock::{Inject, MockConfig, MockUpstream};
+use pacer_tests::redis::RedisServer;
+use pacer_tests::{Pacerd, binary};
+use serde_json::{Value, json};
+
+const KEY: &str = "sk-ant-cluster-key";
+
+/// `n` daemons on one Redis, each with its own socket, state and gateway, forwarding to `mock`.
+fn daemons(n: usize, redis: &RedisServer, mock: &MockUpstream, toml: &str) -> Vec<Pacerd> {
+    (0..n)
+        .map(|_| {
+            let toml = format!("{toml}\n[gateway]\nmax_hold = 120\n");
+            Pacerd::start_configured(&toml, &["--upstream", &mock.url(), "--redis", &redis.url()])
+        })
+        .collect()
+}
+
+fn message() -> Value {
+    json!({"model": "claude-sonnet-4-5", "max_tokens": 16,
+           "messages": [{"role": "user", "content": "hi"}]})
+}
+
+async fn post(http: &reqwest::Client, base: &str, client: &str) -> u16 {
+    match http
+        .post(format!("{base}/v1/messages"))
+        .header("x-api-key", KEY)
+        .header("x-pacer-client", client)
+        .json(&message())
+        .send()
+        .await
+    {
+        Ok(response) => response.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+/// Runs `clients` callers per daemon for `seconds` (calls under way then are let finish), each
+/// calling as fast as it is let; returns the 200s per daemon and the calls that failed.
+async fn herd(daemons: &[Pacerd], clients: usize, seconds: f64) -> (Vec<u64>, u64) {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .timeout(Duration::from_secs(150))
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let failed = Arc::new(AtomicU64::new(0));
+    let mut per_daemon = Vec::new();
+    for (d, daemon) in daemons.iter().enumerate() {
+        let base = daemon.gateway_url().unwrap();
+        let ok = Arc::new(AtomicU64::new(0));
+        let workers: Vec<_> = (0..clients)
+            .map(|c| {
+                let (http, base, ok, failed) =
+                    (http.clone(), base.clone(), ok.clone(), failed.clone());
+                tokio::spawn(async move {
+                    while Instant::now() < deadline {
+                        match post(&http, &base, &format!("d{d}-c{c}")).await {
+                            200 => ok.fetch_add(1, Ordering::Relaxed),
+                            _ => failed.fetch_add(1, Ordering::Relaxed),
+                        };
+                    }
+                })
+            })
+            .collect();
+        per_daemon.push((ok, workers));
+    }
+    let mut oks = Vec::new();
+    for (ok, workers) in per_daemon {
+        for worker in workers {
+            worker.await.unwrap();
+        }
+        oks.push(ok.load(Ordering::Relaxed));
+    }
+    (oks, failed.load(Ordering::Relaxed))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_daemons_share_one_limit_fairly_without_a_stampede() {
+    let redis = RedisServer::start();
+    let mock = MockUpstream::start(MockConfig {
+        rpm: 120,
+        latency: Duration::from_millis(50),
+        ..MockConfig::default()
+    })
+    .await;
+    let daemons = daemons(3, &redis, &mock, "");
+    let started = Instant::now();
+    let (oks, failed) = herd(&daemons, 16, 30.0).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let stats = mock.stats();
+    let ok: u64 = oks.iter().sum();
+    // What the limit allows over the run: a full bucket, then 2 a second.
+    let allowed = 120.0 + 2.0 * seconds;
+    let goodput = ok as f64 / allowed;
+    let mean = ok as f64 / 3.0;
+    let spread = oks
+        .iter()
+        .map(|&n| (n as f64 - mean).abs() / mean)
+        .fold(0.0, f64::max);
+    eprintln!(
+        "three daemons: ok {oks:?} = {ok}, failed {failed}, upstream 429s {}, goodput {goodput:.3}, \
+         largest share off the mean {:.1} %",
+        stats.rate_limited,
+        spread * 100.0
+    );
+    assert_eq!(failed, 0, "calls failed");
+    assert!(
+        stats.rate_limited <= 2,
+        "{} upstream 429s",
+        stats.rate_limited
+    );
+    assert!(goodput >= 0.95, "goodput {goodput:.3}");
+    assert!(spread <= 0.10, "shares {oks:?}");
+}
+
+/// `pacer status --json` of a daemon.
+fn status(daemon: &Pacerd) -> Value {
+    daemon.status()
+}
+
+fn sonnet(status: &Value) -> Option<&Value> {
+    status["budgets"]
+        .as_array()?
+        .iter()
+        .find(|b| b["model_class"] == "sonnet" && b["account"].is_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_on_one_daemon_pauses_the_others_and_they_resume_together() {
+    let redis = RedisServer::start();
+    let mock = MockUpstream::start(MockConfig::default()).await;
+    let daemons = daemons(2, &redis, &mock, "");
+    let http = reqwest::Client::new();
+    let (a, b) = (
+        daemons[0].gateway_url().unwrap(),
+        daemons[1].gateway_url().unwrap(),
+    );
+    // Both know the account.
+    assert_eq!(post(&http, &a, "warm-a").await, 200);
+    assert_eq!(post(&http, &b, "warm-b").await, 200);
+    mock.inject(Inject {
+        blind_429: 1,
+        blind_retry_after: Some("3".into()),
+        ..Inject::default()
+    });
+    let held = {
+        let (http, a) = (http.clone(), a.clone());
+        tokio::spawn(async move { post(&http, &a, "hit").await })
+    };
+    // The other daemon pauses without having seen a 429 itself.
+    let started = Instant::now();
+    let paused_at = loop {
+        if sonnet(&status(&daemons[1])).is_some_and(|s| s["paused_until"].is_string()) {
+            break started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "daemon b never paused"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    eprintln!(
+        "the other daemon paused {} ms after the request that met the 429 was sent",
+        paused_at.as_millis()
+    );
+    let before = mock.stats().requests;
+    // During the pause, b sends nothing upstream; once it ends, both go on.
+    let during = {
+        let (http, b) = (http.clone(), b.clone());
+        tokio::spawn(async move { post(&http, &b, "during").await })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        mock.stats().requests,
+        before,
+        "a request went upstream during the pause"
+    );
+    assert_eq!(held.await.unwrap(), 200);
+    assert_eq!(during.await.unwrap(), 200);
+    assert_eq!(mock.stats().rate_limited, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_slots_of_a_daemon_killed_while_holding_them_free_by_expiry() {
+    let redis = RedisServer::start();
+    let mock = MockUpstream::start(MockConfig::default()).await;
+    let toml = "[limits.sonnet]\nmax_in_flight = 2\nrpm = 1000\n[cluster]\nlease_ttl = \"3s\"";
+    let mut daemons = daemons(2, &redis, &mock, toml);
+    let acquire = |daemon: &Pacerd| {
+        daemon.pacer(
+            &[
+                "acquire",
+                "--model",
+                "claude-sonnet-4-5",
+                "--timeout",
+                "1",
+                "--fail-closed",
+            ],
+            KEY,
+        )
+    };
+    for _ in 0..2 {
+        let out = acquire(&daemons[0]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Both slots are held (through daemon a): b has none to give.
+    assert_eq!(acquire(&daemons[1]).status.code(), Some(2));
+    daemons[0].kill();
+    // No renewal: within the lease's time to live, the slots come back.
+    let started = Instant::now();
+    loop {
+        if acquire(&daemons[1]).status.success() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the dead daemon's slots never freed"
+        );
+    }
+    eprintln!(
+        "slots freed {:.1} s after the daemon was killed",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemons_serve_their_local_share_while_redis_is_down_and_rejoin() {
+    let mut redis = RedisServer::start();
+    let mock = MockUpstream::start(MockConfig {
+        rpm: 120,
+        latency: Duration::from_millis(20),
+        ..MockConfig::default()
+    })
+    .await;
+    let daemons = daemons(3, &redis, &mock, "");
+    // Let the heartbeat count three daemons and the limit be learned.
+    let _ = herd(&daemons, 2, 4.0).await;
+    let before = mock.stats().ok;
+    redis.kill();
+    let (oks, failed) = herd(&daemons, 4, 12.0).await;
+    let during = mock.stats().ok - before;
+    eprintln!("with Redis down for 12 s: ok {oks:?}, failed {failed}, sent {during}");
+    assert!(
+        oks.iter().all(|&n| n > 0),
+        "a daemon stopped serving: {oks:?}"
+    );
+    assert_eq!(failed, 0);
+    // The limit over 12 s (24) plus what the bucket held, plus one local share (40).
+    assert!(
+        during <= 120 + 24 + 40,
+        "{during} sent while Redis was down"
+    );
+    for daemon in &daemons {
+        let status = status(daemon);
+        assert_eq!(status["cluster"]["connected"], false, "{status}");
+        assert!(
+            status["cluster"]["local_share"]
+                .as_f64()
+                .is_some_and(|s| (s - 1.0 / 3.0).abs() < 0.01)
+        );
+    }
+    redis.restart();
+    let started = Instant::now();
+    for daemon in &daemons {
+        while status(daemon)["cluster"]["connected"] != true {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "a daemon never rejoined"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let (oks, failed) = herd(&daemons, 4, 4.0).await;
+    assert!(
+        oks.iter().sum::<u64>() > 0 && failed == 0,
+        "{oks:?} {failed}"
+    );
+    // Every daemon lived through it.
+    let out = std::process::Command::new(binary("pacer"))
+        .args(["status"])
+        .env("PACER_SOCKET", daemons[2].socket())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}
