@@ -13,6 +13,10 @@ use serde_json::{Value, json};
 
 const KEY: &str = "sk-ant-cluster-key";
 
+/// One test at a time: each runs several daemons, a Redis and a herd of clients, and the shares
+/// they measure mean something only when the daemons are not starved of CPU by another test's.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// `n` daemons on one Redis, each with its own socket, state and gateway, forwarding to `mock`.
 fn daemons(n: usize, redis: &RedisServer, mock: &MockUpstream, toml: &str) -> Vec<Pacerd> {
     (0..n)
@@ -84,6 +88,7 @@ async fn herd(daemons: &[Pacerd], clients: usize, seconds: f64) -> (Vec<u64>, u6
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_daemons_share_one_limit_fairly_without_a_stampede() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let redis = RedisServer::start();
     let mock = MockUpstream::start(MockConfig {
         rpm: 120,
@@ -135,6 +140,7 @@ fn sonnet(status: &Value) -> Option<&Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_on_one_daemon_pauses_the_others_and_they_resume_together() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let redis = RedisServer::start();
     let mock = MockUpstream::start(MockConfig::default()).await;
     let daemons = daemons(2, &redis, &mock, "");
@@ -190,6 +196,7 @@ async fn a_429_on_one_daemon_pauses_the_others_and_they_resume_together() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_slots_of_a_daemon_killed_while_holding_them_free_by_expiry() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let redis = RedisServer::start();
     let mock = MockUpstream::start(MockConfig::default()).await;
     let toml = "[limits.sonnet]\nmax_in_flight = 2\nrpm = 1000\n[cluster]\nlease_ttl = \"3s\"";
@@ -237,6 +244,7 @@ async fn the_slots_of_a_daemon_killed_while_holding_them_free_by_expiry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemons_serve_their_local_share_while_redis_is_down_and_rejoin() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let mut redis = RedisServer::start();
     let mock = MockUpstream::start(MockConfig {
         rpm: 120,

@@ -239,3 +239,69 @@ async fn a_lockout_refuses_takes_until_it_ends() {
         vec![(key.to_string(), "org-locked".to_owned())]
     );
 }
+
+/// One request from `store` on a budget of 10 requests a second.
+async fn take(store: &Store, org: &BudgetId, id: u64) -> ClaimAnswer {
+    let claim = claim(id, org, Costs::new(1, 1, 0), limits(600, 1_000_000, None));
+    store.take(&claim).await.unwrap()
+}
+
+#[tokio::test]
+async fn daemons_take_turns_and_a_daemon_that_does_not_come_back_loses_its_turn() {
+    let server = RedisServer::start();
+    let connect = |name: &str| {
+        let client = redis::Client::open(server.url()).unwrap();
+        let name = name.to_owned();
+        async move {
+            Store::connect(&client, Keys::new("t"), name, Duration::from_secs(30))
+                .await
+                .unwrap()
+        }
+    };
+    let (a, b, c) = (connect("a").await, connect("b").await, connect("c").await);
+    let org = budget("org-turns");
+    let key = Keys::new("t").budget(&org);
+    let (turns, _) = Keys::new("t").turns(&org);
+    // 10 requests a second; the bucket held where the test puts it (no refill: last update
+    // in the far future).
+    assert!(granted(&take(&a, &org, 1).await));
+    let hold = |level: &str| {
+        server.cli(&["HSET", &key, "l0", level, "t", "99999999999999"]);
+    };
+    hold("0");
+    // a is refused, then b; b, which has had nothing yet, goes first.
+    assert!(matches!(
+        take(&a, &org, 2).await,
+        ClaimAnswer::Refused { .. }
+    ));
+    assert!(matches!(
+        take(&b, &org, 3).await,
+        ClaimAnswer::Refused { .. }
+    ));
+    assert_eq!(server.cli(&["ZRANGE", &turns, "0", "-1"]), "a\nb");
+    // Enough for one: kept for b, even though a was refused first and asks first.
+    hold("1.5");
+    let ClaimAnswer::Refused { wait, .. } = take(&a, &org, 4).await else {
+        panic!("a took b's turn")
+    };
+    assert!(wait <= Duration::from_millis(250), "{wait:?}");
+    assert!(granted(&take(&b, &org, 5).await));
+    // Enough for two: a daemon ahead does not stop another.
+    hold("0");
+    assert!(matches!(
+        take(&c, &org, 6).await,
+        ClaimAnswer::Refused { .. }
+    ));
+    hold("2.5");
+    assert!(granted(&take(&a, &org, 7).await));
+    // c, ahead now, never comes back: once it is overdue, its turn is gone.
+    hold("1.5");
+    assert!(matches!(
+        take(&b, &org, 8).await,
+        ClaimAnswer::Refused { .. }
+    ));
+    tokio::time::sleep(Duration::from_millis(100 + 250 + 100)).await;
+    hold("1.5");
+    assert!(granted(&take(&b, &org, 9).await));
+    assert_eq!(server.cli(&["ZRANGE", &turns, "0", "-1"]), "");
+}

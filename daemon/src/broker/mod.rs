@@ -8,6 +8,7 @@
 //!
 //! The rooms:
 //! - this file: the [`Broker`] and its acquire path (grant at once, or queue and serve later);
+//! - `admission`: whether an acquire is taken at all, and how long one would wait;
 //! - `settle`: reports, releases and response headers — what a call's outcome changes;
 //! - `link`: a key joining its account, its budgets merging into the account's;
 //! - `lifecycle`: pauses, lockouts, connections closing, time passing, stopping;
@@ -25,6 +26,7 @@
 //!   real usage (kept by the hub beside the broker).
 
 mod accounts;
+mod admission;
 mod bucket;
 mod budget;
 mod budgets;
@@ -281,52 +283,6 @@ impl Broker {
         self.waiters.insert(id, waiter);
         self.serve(b, now);
         self.take_output()
-    }
-
-    /// How long an acquire made now would wait, as far as the broker can tell (zero if it would
-    /// be granted at once; `None` if it would be refused at once), and what holds it up: the
-    /// gateway answers 429 straight away rather than hold a request it cannot serve in time.
-    pub fn estimate_wait(&mut self, now: Instant, req: &Acquire) -> Option<(Duration, String)> {
-        let owner = self.accounts.owner_of(req.key);
-        let class = self.classify(&req.model);
-        if self.lockouts.covering(&owner, &class, now).is_some() {
-            return None;
-        }
-        let b = self.budget_of(&owner, &class, now)?;
-        let budget = &self.budgets[b];
-        let cost = budget.cost_of(req);
-        let gate = self.gate(b, &cost, now);
-        if budget.grants_at_once(&cost, gate, now) {
-            return Some((Duration::ZERO, String::new()));
-        }
-        let wait = budget.newcomer_wait(req.priority, &cost, gate, now);
-        Some((wait.duration, self.holdup_text(b, wait.holdup)))
-    }
-
-    fn invalid(&self, ticket: Ticket, req: &Acquire) -> Option<String> {
-        if req.model.trim().is_empty() {
-            return Some("the model name is empty".into());
-        }
-        if req.model.len() > MAX_MODEL_LEN {
-            return Some(format!(
-                "the model name is {} bytes long; at most {MAX_MODEL_LEN} are taken",
-                req.model.len()
-            ));
-        }
-        if req.client_id.len() > MAX_NAME_LEN {
-            return Some(format!(
-                "the client id must be at most {MAX_NAME_LEN} bytes"
-            ));
-        }
-        if req.detached_ttl.is_some_and(|ttl| ttl.is_zero()) {
-            return Some("a detached permit needs a TTL above zero".into());
-        }
-        if self.waiters.of_conn(ticket.conn) >= MAX_WAITERS_PER_CONNECTION {
-            return Some(format!(
-                "this connection already has {MAX_WAITERS_PER_CONNECTION} acquires waiting"
-            ));
-        }
-        None
     }
 
     fn grant(&mut self, b: BudgetIdx, grant: Grant, now: Instant) {

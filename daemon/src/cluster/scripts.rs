@@ -6,11 +6,20 @@
 //! buckets, `t` when they were last brought up to date (ms), `m0 m1 m2` their limits per
 //! minute, `mf` its in-flight cap, `tk` every request ever taken (bounds a refund), `p` and `pr`
 //! its pause's end and reason. Beside it, a sorted set of the leases holding its in-flight
-//! slots, each scored with when it expires unless renewed.
+//! slots, each scored with when it expires unless renewed, and the budget's turns: a sorted set
+//! of the daemons refused capacity, scored with when they were first refused, and a hash of when
+//! each is due back and for what cost, and of what each has had of the budget lately.
 
 use std::sync::LazyLock;
 
 use redis::Script;
+
+/// How late a daemon refused capacity may come back and still have its turn (ms): its retry's
+/// jitter and a round trip, with room to spare.
+pub const TURN_GRACE_MS: u64 = 250;
+
+/// How quickly what a daemon had of a budget is forgotten, for its turns (ms).
+pub const TURN_HALF_LIFE_MS: u64 = 60_000;
 
 /// Refills a bucket (levels are floats, written back with all their digits).
 const REFILL: &str = r#"
@@ -30,11 +39,21 @@ local function num(x) return string.format('%.17g', x) end
 
 /// Takes a cost from one budget, or a workspace's and its organization's, all or none.
 ///
+/// Daemons take turns: one refused capacity joins the budget's turns. When capacity is not
+/// enough for two, it is kept for the daemon due back now (within [`TURN_GRACE_MS`] of when it
+/// was told) that has had least of the budget lately (its takes, each worth its share of the
+/// tightest limit, halving every [`TURN_HALF_LIFE_MS`]), the first refused among equals. So with
+/// the same demand, daemons get the same share, whoever's host or network is quicker, and a
+/// burst won by the quickest is made up afterwards; a daemon that does not come back loses its
+/// turn.
+///
 /// KEYS: the class's overload key, the owner's lockout key (every class), the owner's lockout
-/// key for the class, then per budget its hash and its leases.
+/// key for the class, then per budget its hash and its leases, then the first budget's turns
+/// (the sorted set, and a hash of `d:<daemon>` when each is due back and for what cost, and
+/// `g:<daemon>` what each has had lately).
 /// ARGV: the number of budgets, the cost (requests, input, output), the lease's name, the
 /// lease's time to live (ms), then per budget the limits this daemon knows (0 for unknown) and
-/// its in-flight cap (0 for none).
+/// its in-flight cap (0 for none), then this daemon's id, the turns' grace and half-life (ms).
 /// Returns `{'ok', taken_before, l0, l1, l2, m0, m1, m2}`, `{'wait', ms, m0, m1, m2}` or
 /// `{'locked', ms, reason}` (levels and limits as strings, '' where there is none).
 pub static TAKE: LazyLock<Script> = LazyLock::new(|| {
@@ -93,14 +112,92 @@ for b = 1, n do
   end
   local cap = tonumber(ARGV[base + 4])
   if cap and cap > 0 then redis.call('HSET', h, 'mf', cap) else cap = tonumber(f[10]) end
+  local busy = 0
   if cap and cap > 0 then
     redis.call('ZREMRANGEBYSCORE', l, '-inf', now)
-    if redis.call('ZCARD', l) >= cap then wait = math.max(wait, 250) end
+    busy = redis.call('ZCARD', l)
+    if busy >= cap then wait = math.max(wait, 250) end
   end
   local pause = tonumber(f[9])
   if pause and pause > now then wait = math.max(wait, pause - now) end
-  state[b] = {h = h, l = l, lim = lim, levels = levels, cap = cap, tk = tonumber(f[8]) or 0}
+  state[b] = {h = h, l = l, lim = lim, levels = levels, cap = cap, busy = busy,
+    tk = tonumber(f[8]) or 0}
 end
+-- Turns: among the daemons refused before and due back now, the one that has had least of
+-- the budget lately goes first.
+local tz, tx = KEYS[4 + 2 * n], KEYS[5 + 2 * n]
+local me = ARGV[7 + 4 * n]
+local grace = tonumber(ARGV[8 + 4 * n])
+local half_life = tonumber(ARGV[9 + 4 * n])
+local function had(d)
+  local g, at = string.match(redis.call('HGET', tx, 'g:' .. d) or '', '^([^:]+):([^:]+)$')
+  g, at = tonumber(g), tonumber(at)
+  if g == nil or at == nil then return 0 end
+  if now <= at then return g end
+  return g * math.pow(0.5, (now - at) / half_life)
+end
+local mine = had(me)
+local my_turn = redis.call('ZSCORE', tz, me)
+my_turn = my_turn and tonumber(my_turn)
+local rival = nil
+local queue = redis.call('ZRANGE', tz, 0, -1, 'WITHSCORES')
+for i = 1, #queue, 2 do
+  local d, since = queue[i], tonumber(queue[i + 1])
+  if d ~= me then
+    local back, c1, c2, c3 = string.match(redis.call('HGET', tx, 'd:' .. d) or '',
+      '^([^:]+):([^:]+):([^:]+):([^:]+)$')
+    back = tonumber(back)
+    if back == nil or now > back + grace then
+      redis.call('ZREM', tz, d)
+      redis.call('HDEL', tx, 'd:' .. d)
+    elseif back <= now + grace then
+      local g = had(d)
+      if g < mine or (g == mine and (my_turn == nil or since < my_turn)) then
+        if rival == nil or g < rival.g then
+          rival = {g = g, back = back, cost = {tonumber(c1), tonumber(c2), tonumber(c3)}}
+        end
+      end
+    end
+  end
+end
+if wait == 0 and rival then
+  -- Keep what that one needs unless there is enough for both.
+  local s = state[1]
+  local short = s.cap and s.cap > 0 and s.busy + 2 > s.cap
+  for k = 1, 3 do
+    if s.lim[k] and s.levels[k] < math.min(rival.cost[k], s.lim[k]) + math.min(cost[k], s.lim[k]) then
+      short = true
+    end
+  end
+  if short then wait = math.max(10, math.min(grace, rival.back + grace - now)) end
+end
+if wait > 0 then
+  redis.call('ZADD', tz, 'NX', now, me)
+  redis.call('HSET', tx, 'd:' .. me,
+    (now + wait) .. ':' .. cost[1] .. ':' .. cost[2] .. ':' .. cost[3])
+else
+  redis.call('ZREM', tz, me)
+  redis.call('HDEL', tx, 'd:' .. me)
+  -- What this take is worth: its share of the budget's tightest limit.
+  local share = 0
+  for k = 1, 3 do
+    local lim = state[1].lim[k]
+    if lim and lim > 0 then share = math.max(share, cost[k] / lim) end
+  end
+  if share > 0 then
+    redis.call('HSET', tx, 'g:' .. me, num(mine + share) .. ':' .. now)
+    if redis.call('HLEN', tx) > 256 then
+      -- Forget the daemons that have had nothing for long.
+      local all = redis.call('HGETALL', tx)
+      for i = 1, #all, 2 do
+        local d = string.match(all[i], '^g:(.*)$')
+        if d and had(d) < 0.001 then redis.call('HDEL', tx, all[i]) end
+      end
+    end
+  end
+end
+redis.call('PEXPIRE', tz, 3600000)
+redis.call('PEXPIRE', tx, 3600000)
 local function limits(s)
   local out = {}
   for k = 1, 3 do out[k] = s.lim[k] and tostring(s.lim[k]) or '' end

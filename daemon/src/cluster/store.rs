@@ -38,6 +38,15 @@ impl Keys {
         format!("{}:l:{{{}}}", self.prefix, Self::tag(id))
     }
 
+    /// A budget's turns: the daemons refused capacity, in order, and when each is due back.
+    pub fn turns(&self, id: &BudgetId) -> (String, String) {
+        let tag = Self::tag(id);
+        (
+            format!("{}:w:{{{tag}}}", self.prefix),
+            format!("{}:wx:{{{tag}}}", self.prefix),
+        )
+    }
+
     pub fn overload(&self, class: &str) -> String {
         format!("{}:o:{class}", self.prefix)
     }
@@ -185,6 +194,8 @@ impl Store {
                 .key(self.keys.budget(id))
                 .key(self.keys.leases(id));
         }
+        let (turns, due) = self.keys.turns(&claim.budget);
+        invocation.key(turns).key(due);
         invocation
             .arg(budgets.len())
             .arg(claim.cost[LimitKind::Requests])
@@ -199,6 +210,10 @@ impl Store {
                 .arg(limits.otpm.unwrap_or(0))
                 .arg(limits.max_in_flight.unwrap_or(0));
         }
+        invocation
+            .arg(&self.daemon)
+            .arg(scripts::TURN_GRACE_MS)
+            .arg(scripts::TURN_HALF_LIFE_MS);
         let reply: Vec<String> = self.run(&invocation).await?;
         parse_take(&reply)
     }

@@ -1,12 +1,16 @@
 //! IPC micro-benchmark: acquire + report round trips against a real `pacerd` over its socket.
 //!
 //! `cargo run --release -p pacer-tests --bin ipc-bench -- [--duration 3] [--clients 1,16,64,256]
-//! [--json] [--skip-memory]`
+//! [--json] [--skip-memory] [--redis]`
 //!
 //! For each number of concurrent clients (each its own connection), clients take a permit on an
 //! unlimited budget and report it, as fast as they can; the latency of each acquire + report pair
 //! and the permits per second are printed. Then the daemon's resident memory: idle, and with
 //! 1,000 connected clients holding 10,000 waiting acquires.
+//!
+//! `--redis` measures a daemon that shares its budgets through a throwaway `redis-server` on
+//! loopback instead (limits configured, far above the load, so every permit is taken from and
+//! settled in Redis): the difference to a run without it is the cost of sharing.
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +18,7 @@ use clap::Parser;
 use pacer_client::{AcquireRequest, Client, FailMode, KeyFingerprint, Outcome, Usage};
 use pacer_tests::Pacerd;
 use pacer_tests::bench::{percentile, table, us};
+use pacer_tests::redis::RedisServer;
 use serde_json::json;
 
 #[derive(Debug, Parser)]
@@ -40,6 +45,9 @@ struct Args {
     memory_clients: usize,
     #[arg(long, default_value_t = 10)]
     waiters_per_client: usize,
+    /// Share the budget through a throwaway `redis-server` (see above).
+    #[arg(long)]
+    redis: bool,
 }
 
 const KEY: &str = "sk-ant-ipc-bench";
@@ -83,7 +91,17 @@ async fn main() -> anyhow::Result<()> {
             us(p99)
         );
     }
-    let daemon = Pacerd::start_configured("", &["--no-gateway"]);
+    let redis = args.redis.then(RedisServer::start);
+    let daemon = match &redis {
+        None => Pacerd::start_configured("", &["--no-gateway"]),
+        Some(redis) => Pacerd::start_configured(
+            "[limits.sonnet]\nrpm = 1000000000\nitpm = 1000000000\notpm = 1000000000\n",
+            &["--no-gateway", "--redis", &redis.url()],
+        ),
+    };
+    if redis.is_some() && !args.json {
+        println!("budget shared through redis-server on loopback");
+    }
     let mut rows = Vec::new();
     for &clients in &args.clients {
         let mut connections = Vec::new();

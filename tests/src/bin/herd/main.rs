@@ -18,6 +18,11 @@
 //! `--keys N` spreads the clients over N keys of one organization, which share its limit;
 //! `--group-by key --first-contact-hold 0` runs pacerd as it was before accounts (a budget per
 //! key, no first-contact hold), for comparison.
+//!
+//! `--daemons N` runs N daemons per pacer strategy (as N machines would), the clients spread
+//! over them round robin; alone, each paces to the whole limit. `--redis` starts a throwaway
+//! `redis-server` (no persistence) and points every daemon at it, so they share one budget; the
+//! report adds each daemon's share of the calls that succeeded.
 
 mod caller;
 mod report;
@@ -31,6 +36,7 @@ use pacer_client::{Client, FailMode, Priority};
 use pacer_tests::TestDaemon;
 use pacer_tests::bench::{jain, percentile};
 use pacer_tests::mock::{MockConfig, MockUpstream};
+use pacer_tests::redis::RedisServer;
 use tokio::sync::Mutex;
 
 use caller::Caller;
@@ -102,6 +108,12 @@ struct Args {
     /// Seconds a budget's other calls wait for its first call's answer (0: none, as before).
     #[arg(long, default_value_t = 5.0)]
     first_contact_hold: f64,
+    /// Daemons per pacer strategy (as on that many machines); clients go to them round robin.
+    #[arg(long, default_value_t = 1)]
+    daemons: usize,
+    /// Start a throwaway `redis-server` and have the daemons share their budgets through it.
+    #[arg(long)]
+    redis: bool,
 }
 
 const MODEL: &str = "claude-sonnet-4-5";
@@ -114,6 +126,8 @@ fn key_of(i: usize, keys: usize) -> String {
 
 /// One call's result, as the client saw it.
 struct Call {
+    /// The daemon it went through (0 without pacer).
+    daemon: usize,
     latency: Duration,
     ok: bool,
     interactive: bool,
@@ -130,15 +144,20 @@ struct Outcome {
     jain: f64,
     /// The interactive client's latency (p50, p99) and failed calls, in the mixed scenario.
     interactive: Option<(Duration, Duration, u64)>,
+    /// Calls that succeeded through each daemon, with several daemons.
+    per_daemon: Vec<u64>,
     timeline: Vec<(Duration, u16)>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    anyhow::ensure!(args.daemons >= 1, "--daemons must be at least 1");
+    let redis = args.redis.then(RedisServer::start);
+    let url = redis.as_ref().map(RedisServer::url);
     let runs = args.strategies.iter().map(|&strategy| {
-        let args = args.clone();
-        tokio::spawn(async move { run(strategy, &args).await })
+        let (args, url) = (args.clone(), url.clone());
+        tokio::spawn(async move { run(strategy, &args, url.as_deref()).await })
     });
     let mut outcomes = Vec::new();
     for run in runs.collect::<Vec<_>>() {
@@ -152,7 +171,7 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(strategy: Strategy, args: &Args) -> anyhow::Result<Outcome> {
+async fn run(strategy: Strategy, args: &Args, redis: Option<&str>) -> anyhow::Result<Outcome> {
     let mock = MockUpstream::start(MockConfig {
         rpm: args.rpm,
         itpm: args.itpm,
@@ -171,23 +190,36 @@ async fn run(strategy: Strategy, args: &Args) -> anyhow::Result<Outcome> {
             args.rpm, args.itpm, args.otpm
         ));
     }
+    if let Some(url) = redis {
+        // A namespace per strategy: they run at the same time against mocks of their own.
+        configured.push_str(&format!(
+            "[cluster]\nredis = \"{url}\"\nprefix = \"herd-{}\"\n",
+            strategy.name()
+        ));
+    }
     let upstream: reqwest::Url = mock.url().parse()?;
-    let daemon = match strategy {
-        Strategy::PacerIpc | Strategy::PacerGateway => Some(
-            TestDaemon::start_with(&configured, |config| {
-                config.gateway.upstream = upstream;
-                config.gateway.max_hold = Duration::from_secs(600);
-                config.broker.max_hold = Duration::from_secs(600);
-                config.broker.cold_start_hold = Duration::from_secs_f64(args.first_contact_hold);
-            })
-            .await,
-        ),
-        _ => None,
-    };
-    let gateway = match &daemon {
-        Some(daemon) if strategy == Strategy::PacerGateway => Some(daemon.gateway_url().await),
-        _ => None,
-    };
+    let mut daemons = Vec::new();
+    if matches!(strategy, Strategy::PacerIpc | Strategy::PacerGateway) {
+        for _ in 0..args.daemons {
+            let upstream = upstream.clone();
+            daemons.push(
+                TestDaemon::start_with(&configured, |config| {
+                    config.gateway.upstream = upstream;
+                    config.gateway.max_hold = Duration::from_secs(600);
+                    config.broker.max_hold = Duration::from_secs(600);
+                    config.broker.cold_start_hold =
+                        Duration::from_secs_f64(args.first_contact_hold);
+                })
+                .await,
+            );
+        }
+    }
+    let mut gateways = Vec::new();
+    if strategy == Strategy::PacerGateway {
+        for daemon in &daemons {
+            gateways.push(daemon.gateway_url().await);
+        }
+    }
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .build()?;
@@ -195,7 +227,8 @@ async fn run(strategy: Strategy, args: &Args) -> anyhow::Result<Outcome> {
     let mut callers = Vec::new();
     for i in 0..args.clients {
         let interactive = args.scenario == Scenario::Mixed && i == 0;
-        let client = match &daemon {
+        let through = i % daemons.len().max(1);
+        let client = match daemons.get(through) {
             Some(daemon) => Some(
                 Client::builder()
                     .endpoint(daemon.socket())
@@ -210,7 +243,7 @@ async fn run(strategy: Strategy, args: &Args) -> anyhow::Result<Outcome> {
             strategy,
             key: key_of(i, args.keys),
             http: http.clone(),
-            url: match &gateway {
+            url: match gateways.get(through) {
                 Some(gateway) => {
                     let priority = if interactive { "interactive" } else { "batch" };
                     format!("{gateway}/s/client-{i}~{priority}/v1/messages")
@@ -224,13 +257,13 @@ async fn run(strategy: Strategy, args: &Args) -> anyhow::Result<Outcome> {
                 Priority::Batch
             },
         };
-        callers.push((i, interactive, caller));
+        callers.push((i, through, interactive, caller));
     }
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(args.duration);
     let calls = Arc::new(Mutex::new(Vec::<(usize, Call)>::new()));
     let mut tasks = Vec::new();
-    for (i, interactive, caller) in callers {
+    for (i, through, interactive, caller) in callers {
         let calls = calls.clone();
         tasks.push(tokio::spawn(async move {
             loop {
@@ -242,6 +275,7 @@ async fn run(strategy: Strategy, args: &Args) -> anyhow::Result<Outcome> {
                 calls.lock().await.push((
                     i,
                     Call {
+                        daemon: through,
                         latency: began.elapsed(),
                         ok,
                         interactive,
@@ -270,9 +304,13 @@ async fn run(strategy: Strategy, args: &Args) -> anyhow::Result<Outcome> {
         .map(|(_, c)| c.latency)
         .collect();
     let mut per_client = vec![0u64; args.clients];
+    let mut per_daemon = vec![0u64; if daemons.len() > 1 { daemons.len() } else { 0 }];
     for (i, call) in &calls {
         if call.ok {
             per_client[*i] += 1;
+            if let Some(n) = per_daemon.get_mut(call.daemon) {
+                *n += 1;
+            }
         }
     }
     let interactive = (args.scenario == Scenario::Mixed).then(|| {
@@ -302,6 +340,7 @@ async fn run(strategy: Strategy, args: &Args) -> anyhow::Result<Outcome> {
         p99: percentile(&mut latencies, 0.99),
         jain: fairness,
         interactive,
+        per_daemon,
         timeline: mock.timeline(),
     })
 }

@@ -26,12 +26,16 @@ pub fn report(args: &Args, outcomes: &[Outcome]) {
                 line["interactive_p99_ms"] = json!(p99.as_millis() as u64);
                 line["interactive_failed"] = json!(failed);
             }
+            if !o.per_daemon.is_empty() {
+                line["per_daemon"] = json!(o.per_daemon);
+                line["share_spread"] = json!((spread(&o.per_daemon) * 1000.0).round() / 1000.0);
+            }
             println!("{line}");
         }
         return;
     }
     println!(
-        "herd: {} clients, {} s, {} rpm / {} itpm / {} otpm, {} ms latency, scenario {:?}, limits {}",
+        "herd: {} clients, {} s, {} rpm / {} itpm / {} otpm, {} ms latency, scenario {:?}, limits {}{}",
         args.clients,
         args.duration,
         args.rpm,
@@ -43,6 +47,11 @@ pub fn report(args: &Args, outcomes: &[Outcome]) {
             "configured"
         } else {
             "learned"
+        },
+        match (args.daemons, args.redis) {
+            (1, false) => String::new(),
+            (n, false) => format!(", {n} daemons alone"),
+            (n, true) => format!(", {n} daemons sharing through Redis"),
         }
     );
     let mixed = args.scenario == Scenario::Mixed;
@@ -56,6 +65,10 @@ pub fn report(args: &Args, outcomes: &[Outcome]) {
         "p99 ms",
         "jain",
     ];
+    let several = outcomes.iter().any(|o| !o.per_daemon.is_empty());
+    if several {
+        header.extend(["per daemon", "spread"]);
+    }
     if mixed {
         header.extend([
             "interactive p50 ms",
@@ -76,6 +89,19 @@ pub fn report(args: &Args, outcomes: &[Outcome]) {
                 ms(o.p99),
                 format!("{:.3}", o.jain),
             ];
+            if several {
+                match o.per_daemon.as_slice() {
+                    [] => row.extend(["-".to_owned(), "-".to_owned()]),
+                    shares => row.extend([
+                        shares
+                            .iter()
+                            .map(u64::to_string)
+                            .collect::<Vec<_>>()
+                            .join("/"),
+                        format!("{:.1} %", spread(shares) * 100.0),
+                    ]),
+                }
+            }
             if let Some((p50, p99, failed)) = o.interactive {
                 row.extend([ms(p50), ms(p99), failed.to_string()]);
             }
@@ -146,4 +172,16 @@ pub fn plot(args: &Args, outcomes: &[Outcome]) -> anyhow::Result<PathBuf> {
     }
     root.present()?;
     Ok(path)
+}
+
+/// The largest share's distance from the mean share, as a fraction of the mean.
+fn spread(shares: &[u64]) -> f64 {
+    let mean = shares.iter().sum::<u64>() as f64 / shares.len().max(1) as f64;
+    if mean == 0.0 {
+        return 0.0;
+    }
+    shares
+        .iter()
+        .map(|&n| (n as f64 - mean).abs() / mean)
+        .fold(0.0, f64::max)
 }

@@ -19,19 +19,24 @@
 //! budget's limits (and in-flight caps) divided by the number of daemons, its buckets starting
 //! from its share of what the store last said was left; back in the store, what was spent
 //! meanwhile is charged there.
+//!
+//! - `exchange`: the claims, answers, store work and events that cross to the I/O layer;
+//! - `events`: what other daemons published, taken in.
+
+mod events;
+mod exchange;
+
+pub use exchange::{Claim, ClaimAnswer, ClusterEvent, SharedOp};
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pacer_protocol::LimitKind;
 use pacer_protocol::message::BudgetId;
-use pacer_protocol::{BudgetOwner, KeyFingerprint, LimitKind};
-use serde::{Deserialize, Serialize};
 
 use super::budget::Readiness;
 use super::budgets::BudgetIdx;
 use super::lockouts::Lockout;
-use super::owner::Owner;
 use super::queue::WaiterId;
 use super::{Broker, Costs, LimitSet, Output, PerKind, later};
 
@@ -44,96 +49,6 @@ pub enum Sharing {
     Shared,
     /// The store is unreachable: this daemon's share of every limit, locally.
     Fallback { share: f64 },
-}
-
-/// A request for capacity in the store.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Claim {
-    pub id: u64,
-    pub budget: BudgetId,
-    pub cost: Costs,
-    /// The limits this daemon knows (configured, else learned); the store keeps the ones it is
-    /// told and fills in the others.
-    pub limits: LimitSet,
-    /// For a workspace's budget: its organization's, which must have the capacity too.
-    pub parent: Option<(BudgetId, LimitSet)>,
-    /// The model class, whose overload backoff the store keeps.
-    pub class: String,
-}
-
-/// What the store said to a claim.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ClaimAnswer {
-    Granted {
-        /// The store's count of requests taken before this one (bounds a later refund).
-        taken_before: f64,
-        /// What each bucket holds after the take.
-        levels: PerKind<Option<f64>>,
-        limits: LimitSet,
-    },
-    /// Not yet: try again after `wait` (or when an event says something changed).
-    Refused { wait: Duration, limits: LimitSet },
-    /// A lockout in the store refuses every request until `for_` has passed.
-    LockedOut { for_: Duration, reason: String },
-    /// The store could not be asked (the broker is put on its local share first).
-    Unavailable,
-}
-
-/// Work for the store.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SharedOp {
-    /// A call settled: its reservation is adjusted to what it used, its slot freed.
-    Settle {
-        budget: BudgetId,
-        parent: Option<BudgetId>,
-        claim: u64,
-        reserved: Costs,
-        used: Costs,
-        /// For a permit given back unused: what the store had taken before it.
-        taken_before: Option<f64>,
-    },
-    /// Tell the other daemons (and the store, where it keeps it).
-    Publish(ClusterEvent),
-    /// Spent from a local share while the store was away.
-    Charge { budget: BudgetId, spent: Costs },
-}
-
-/// What one daemon tells the others.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum ClusterEvent {
-    /// Everyone on `budget` waits `for_ms` (a 429, or an administrator); `drain` empties the
-    /// named buckets (every bucket if the list is empty; none with `None`) so that grants
-    /// resume at the refill pace.
-    Pause {
-        budget: BudgetId,
-        for_ms: u64,
-        reason: String,
-        drain: Option<Vec<LimitKind>>,
-    },
-    /// An administrator lifted `budget`'s pause (and its class's backoff, its lockouts).
-    Lift { budget: BudgetId },
-    /// The class backs off after 529s.
-    Overload { class: String, for_ms: u64 },
-    /// Requests of `owner` (of one class, or every class) are refused at once.
-    Lockout {
-        owner: BudgetOwner,
-        class: Option<String>,
-        for_ms: u64,
-        reason: String,
-    },
-    /// A key's responses named its account.
-    Link {
-        key: KeyFingerprint,
-        account: String,
-    },
-    /// An in-flight slot of `budget` was freed: who waits for one may ask again.
-    Freed { budget: BudgetId },
-    /// A limit was learned from response headers (the first contact's answer, say).
-    Limit {
-        budget: BudgetId,
-        kind: LimitKind,
-        limit: u64,
-    },
 }
 
 /// A permit granted from the store: what settles it there.
@@ -378,87 +293,6 @@ impl Broker {
         if self.shares.is_on() && !self.applying_shared {
             self.out.push(Output::Shared(SharedOp::Publish(event)));
         }
-    }
-
-    /// What another daemon published (not published again).
-    pub fn apply_shared(&mut self, now: Instant, event: ClusterEvent) -> Vec<Output> {
-        self.applying_shared = true;
-        self.apply_event(now, event);
-        self.applying_shared = false;
-        self.take_output()
-    }
-
-    fn apply_event(&mut self, now: Instant, event: ClusterEvent) {
-        match event {
-            ClusterEvent::Pause {
-                budget,
-                for_ms,
-                reason,
-                drain,
-            } => {
-                if let Some(b) = self.budget_by_id(&budget, now) {
-                    let until = later(now, Duration::from_millis(for_ms));
-                    if let Some(kinds) = &drain {
-                        self.budgets[b].drain(kinds, now);
-                    }
-                    self.extend_pause(b, until, reason);
-                    self.serve(b, now);
-                }
-            }
-            ClusterEvent::Lift { budget } => {
-                if let Some(b) = self.budget_by_id(&budget, now) {
-                    self.lift(b, now);
-                    self.shares.retry_at.remove(&b);
-                    self.serve(b, now);
-                }
-            }
-            ClusterEvent::Overload { class, for_ms } => {
-                let class: Arc<str> = Arc::from(class.as_str());
-                let until = later(now, Duration::from_millis(for_ms));
-                self.overloads.extend(&class, until);
-            }
-            ClusterEvent::Lockout {
-                owner,
-                class,
-                for_ms,
-                reason,
-            } => {
-                let lockout = Lockout {
-                    until: later(now, Duration::from_millis(for_ms)),
-                    reason,
-                    rejection: None,
-                };
-                let owner = Owner::from_wire(&owner);
-                self.lock_out(&owner, class.map(|c| Arc::from(c.as_str())), lockout, now);
-            }
-            ClusterEvent::Link { key, account } => {
-                self.link(key, Arc::from(account.as_str()), now);
-            }
-            ClusterEvent::Freed { budget } => {
-                if let Some(b) = self.budget_by_id(&budget, now) {
-                    self.shares.retry_at.remove(&b);
-                    self.serve(b, now);
-                }
-            }
-            ClusterEvent::Limit {
-                budget,
-                kind,
-                limit,
-            } => {
-                if let Some(b) = self.budget_by_id(&budget, now) {
-                    self.budgets[b].learn(kind, limit, now);
-                    self.shares.retry_at.remove(&b);
-                    self.serve(b, now);
-                }
-            }
-        }
-    }
-
-    /// The budget a wire id names, created if this daemon has none yet.
-    fn budget_by_id(&mut self, id: &BudgetId, now: Instant) -> Option<BudgetIdx> {
-        let owner = Owner::from_wire(&id.owner);
-        let class: Arc<str> = Arc::from(id.model_class.as_str());
-        self.budget_of(&owner, &class, now)
     }
 
     /// A lease granted from the store is settled there: its reservation adjusted to `used`
