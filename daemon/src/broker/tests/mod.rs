@@ -13,6 +13,7 @@ use super::*;
 mod accounts;
 mod hardening;
 mod properties;
+mod shared;
 
 fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s)
