@@ -5,6 +5,9 @@
 //!   end-to-end clients (`.ci/e2e-setup` installs them). With `PACER_E2E_REQUIRED` set, their
 //!   absence fails the build instead.
 //! - `pacer_root`: the build runs as root, so the tests can create the users they need.
+//! - `pacer_redis`: `redis-server` is on the `PATH` (the Debian package; `.ci/run` installs it),
+//!   for the tests of budgets shared through Redis. With `PACER_E2E_REQUIRED` set, its absence
+//!   fails the build too.
 
 fn main() {
     let required = std::env::var_os("PACER_E2E_REQUIRED").is_some();
@@ -20,6 +23,18 @@ fn main() {
         } else if required {
             panic!("${var} is not set, but PACER_E2E_REQUIRED is: `.ci/e2e-setup` installs it");
         }
+    }
+    println!("cargo::rerun-if-env-changed=PATH");
+    println!("cargo::rustc-check-cfg=cfg(pacer_redis)");
+    let on_path = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| dir.join("redis-server").is_file())
+    });
+    if on_path {
+        println!("cargo::rustc-cfg=pacer_redis");
+    } else if required {
+        panic!(
+            "redis-server is not on the PATH, but PACER_E2E_REQUIRED is set: apt-get install redis-server"
+        );
     }
     println!("cargo::rustc-check-cfg=cfg(pacer_root)");
     let uid = std::process::Command::new("id")

@@ -87,6 +87,10 @@ async fn herd(daemons: &[Pacerd], clients: usize, seconds: f64) -> (Vec<u64>, u6
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(pacer_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
 async fn three_daemons_share_one_limit_fairly_without_a_stampede() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let redis = RedisServer::start();
@@ -139,6 +143,10 @@ fn sonnet(status: &Value) -> Option<&Value> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(pacer_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
 async fn a_429_on_one_daemon_pauses_the_others_and_they_resume_together() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let redis = RedisServer::start();
@@ -195,6 +203,10 @@ async fn a_429_on_one_daemon_pauses_the_others_and_they_resume_together() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(pacer_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
 async fn the_slots_of_a_daemon_killed_while_holding_them_free_by_expiry() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let redis = RedisServer::start();
@@ -243,6 +255,10 @@ async fn the_slots_of_a_daemon_killed_while_holding_them_free_by_expiry() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(pacer_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
 async fn daemons_serve_their_local_share_while_redis_is_down_and_rejoin() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let mut redis = RedisServer::start();

@@ -56,6 +56,10 @@ fn granted(answer: &ClaimAnswer) -> bool {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(pacer_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
 async fn a_take_is_all_or_none() {
     let server = RedisServer::start();
     let store = store(&server, Duration::from_secs(30)).await;
@@ -98,6 +102,10 @@ async fn a_take_is_all_or_none() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(pacer_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
 async fn settlement_refunds_up_to_the_limit_and_charges_into_debt() {
     let server = RedisServer::start();
     let store = store(&server, Duration::from_secs(30)).await;
@@ -136,6 +144,10 @@ async fn settlement_refunds_up_to_the_limit_and_charges_into_debt() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(pacer_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
 async fn a_pause_only_ever_extends_and_holds_every_take() {
     let server = RedisServer::start();
     let store = store(&server, Duration::from_secs(30)).await;
@@ -176,6 +188,10 @@ async fn a_pause_only_ever_extends_and_holds_every_take() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(pacer_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
 async fn in_flight_slots_are_freed_by_settlement_or_by_expiry() {
     let server = RedisServer::start();
     let store = store(&server, Duration::from_millis(400)).await;
@@ -203,6 +219,10 @@ async fn in_flight_slots_are_freed_by_settlement_or_by_expiry() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(pacer_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
 async fn a_lockout_refuses_takes_until_it_ends() {
     let server = RedisServer::start();
     let store = store(&server, Duration::from_secs(30)).await;
@@ -247,6 +267,10 @@ async fn take(store: &Store, org: &BudgetId, id: u64) -> ClaimAnswer {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(pacer_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
 async fn daemons_take_turns_and_a_daemon_that_does_not_come_back_loses_its_turn() {
     let server = RedisServer::start();
     let connect = |name: &str| {
