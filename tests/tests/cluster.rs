@@ -319,3 +319,50 @@ async fn daemons_serve_their_local_share_while_redis_is_down_and_rejoin() {
         .unwrap();
     assert!(out.status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(pacer_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
+async fn closed_when_redis_is_away_grants_nothing_until_it_is_back() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let mut redis = RedisServer::start();
+    let mock = MockUpstream::start(MockConfig::default()).await;
+    let toml = "[limits.sonnet]\nrpm = 1000\n[cluster]\non_unavailable = \"closed\"";
+    let daemons = daemons(1, &redis, &mock, toml);
+    let acquire = |daemon: &Pacerd| {
+        daemon.pacer(
+            &[
+                "acquire",
+                "--model",
+                "claude-sonnet-4-5",
+                "--timeout",
+                "2",
+                "--fail-closed",
+            ],
+            KEY,
+        )
+    };
+    assert!(acquire(&daemons[0]).status.success());
+    redis.kill();
+    // The first call after the loss finds Redis gone; from then on nothing is granted.
+    let _ = acquire(&daemons[0]);
+    let refused = acquire(&daemons[0]);
+    assert_eq!(
+        refused.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert_eq!(status(&daemons[0])["cluster"]["connected"], false);
+    assert!(status(&daemons[0])["cluster"]["local_share"].is_null());
+    redis.restart();
+    let started = Instant::now();
+    while !acquire(&daemons[0]).status.success() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "never granted again"
+        );
+    }
+}
