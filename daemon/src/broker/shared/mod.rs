@@ -207,9 +207,9 @@ impl Broker {
             }
             ClaimAnswer::Refused { wait, limits } => {
                 self.learn_shared(b, limits, now);
-                // Every daemon refused would ask again at the same moment, and the quickest
-                // would always win: a little jitter (from this daemon's own clock) shares the
-                // refill fairly.
+                // Every daemon refused would ask again at the same moment; the store's turns
+                // decide who gets the refill, and a little jitter (from this daemon's own clock)
+                // keeps them from all asking in the same instant.
                 let entropy = now.duration_since(self.time_base.instant).subsec_nanos();
                 let spread = (wait / 4).min(Duration::from_millis(40)).as_micros() as u32;
                 let jitter = Duration::from_micros(u64::from(entropy % spread.max(1)));
