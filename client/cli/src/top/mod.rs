@@ -4,11 +4,14 @@
 //!
 //! - this file: the command and its loop (keys, status reads, events, a daemon that restarts);
 //! - `model`: what is shown, and the history behind the sparklines;
-//! - `view`: drawing it (a pure function, tested on ratatui's test backend).
+//! - `view`: drawing it (a pure function, tested on ratatui's test backend), with `budgets`
+//!   (that section's gauges, sparklines and countdowns) and `text` (numbers in little room).
 
+mod budgets;
 mod model;
 #[cfg(test)]
 mod tests;
+mod text;
 mod view;
 
 use std::io::IsTerminal;

@@ -7,29 +7,20 @@
 use std::time::{Duration, SystemTime};
 
 use pacer_client::StatusSnapshot;
-use pacer_protocol::message::{
-    AccountStatus, BudgetStatus, ClientStatus, PauseCause, WindowStatus,
-};
+use pacer_protocol::message::{AccountStatus, ClientStatus, WindowStatus};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, LineGauge, Paragraph, Row, Sparkline, Table, Wrap};
+use ratatui::widgets::{Block, LineGauge, Paragraph, Row, Table, Wrap};
 
-use super::model::{History, Model};
+use super::budgets::{budget_lines, render_budgets};
+use super::model::Model;
+use super::text::{count, plural, short};
 
 /// The smallest terminal the view is drawn in.
 pub const MIN_WIDTH: u16 = 40;
 pub const MIN_HEIGHT: u16 = 8;
-/// Lines a budget takes: its line, its gauges, its sparklines, and its pause if it has one.
-fn budget_lines(b: &BudgetStatus) -> u16 {
-    if b.paused_until.is_some() || b.overloaded_until.is_some() {
-        4
-    } else {
-        3
-    }
-}
-
 pub fn render(frame: &mut Frame, model: &Model) {
     let area = frame.area();
     if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
@@ -187,165 +178,6 @@ fn footer_line<'a>(snapshot: &StatusSnapshot, model: &Model, plan: &Plan) -> Lin
     Line::from(text).dim()
 }
 
-fn render_budgets(
-    frame: &mut Frame,
-    area: Rect,
-    snapshot: &StatusSnapshot,
-    model: &Model,
-    shown: usize,
-) {
-    let block = Block::bordered().title(" budgets ");
-    let inner = block.inner(area);
-    frame.render_widget(block, area);
-    if snapshot.budgets.is_empty() {
-        let text = "no budgets yet: one appears with the first call for a key and model class";
-        frame.render_widget(Paragraph::new(text), inner);
-        return;
-    }
-    let heights = snapshot
-        .budgets
-        .iter()
-        .take(shown)
-        .map(|b| Constraint::Length(budget_lines(b)));
-    let rows = Layout::vertical(heights).split(inner);
-    for (budget, row) in snapshot.budgets.iter().zip(rows.iter()) {
-        let empty = History::default();
-        let history = model.history.get(&budget.budget).unwrap_or(&empty);
-        render_budget(frame, *row, budget, history, model.now);
-    }
-}
-
-fn render_budget(
-    frame: &mut Frame,
-    area: Rect,
-    b: &BudgetStatus,
-    history: &History,
-    now: SystemTime,
-) {
-    let lines = Layout::vertical(vec![Constraint::Length(1); budget_lines(b) as usize]).split(area);
-    let (title, gauges, sparks) = (lines[0], lines[1], lines[2]);
-    frame.render_widget(budget_line(b), title);
-    if let (Some(line), Some(pause)) = (pause_line(b, now), lines.get(3)) {
-        frame.render_widget(line, *pause);
-    }
-    let limits: Vec<(&str, u64, i64)> = [
-        ("rpm", b.limits.rpm, b.available.requests),
-        ("itpm", b.limits.itpm, b.available.input_tokens),
-        ("otpm", b.limits.otpm, b.available.output_tokens),
-    ]
-    .into_iter()
-    .filter_map(|(name, limit, available)| Some((name, limit?, available.unwrap_or(0))))
-    .collect();
-    if limits.is_empty() {
-        let text = "  no limit known yet: learned from the first answer's headers";
-        frame.render_widget(Line::from(text).dim(), gauges);
-    } else {
-        let cells = Layout::horizontal(vec![Constraint::Fill(1); limits.len()])
-            .spacing(2)
-            .split(gauges.inner(ratatui::layout::Margin::new(1, 0)));
-        for ((name, limit, available), cell) in limits.into_iter().zip(cells.iter()) {
-            let ratio = (available as f64 / limit as f64).clamp(0.0, 1.0);
-            let color = if ratio < 0.1 {
-                Color::Red
-            } else {
-                Color::Green
-            };
-            let gauge = LineGauge::default()
-                .ratio(ratio)
-                .label(format!("{name} {}", of_limit(available, limit)))
-                .filled_style(Style::new().fg(color))
-                .filled_symbol("━")
-                .unfilled_symbol("─");
-            frame.render_widget(gauge, *cell);
-        }
-    }
-    let [g_label, g_spark, l_label, l_spark] = Layout::horizontal([
-        Constraint::Length(9),
-        Constraint::Fill(1),
-        Constraint::Length(6),
-        Constraint::Fill(1),
-    ])
-    .areas(sparks);
-    frame.render_widget(Line::from("  grants ").dim(), g_label);
-    frame.render_widget(
-        sparkline(&history.grants, g_spark.width, Color::Cyan),
-        g_spark,
-    );
-    frame.render_widget(Line::from(" 429s ").dim(), l_label);
-    frame.render_widget(
-        sparkline(&history.limited, l_spark.width, Color::Red),
-        l_spark,
-    );
-}
-
-/// The newest `width` values, on a scale of their own.
-fn sparkline(
-    series: &std::collections::VecDeque<u64>,
-    width: u16,
-    color: Color,
-) -> Sparkline<'static> {
-    let tail: Vec<u64> = series
-        .iter()
-        .skip(series.len().saturating_sub(width as usize))
-        .copied()
-        .collect();
-    let max = tail.iter().copied().max().unwrap_or(0).max(1);
-    Sparkline::default()
-        .data(tail)
-        .max(max)
-        .style(Style::new().fg(color))
-}
-
-fn budget_line(b: &BudgetStatus) -> Line<'static> {
-    let mut spans = vec![Span::styled(
-        format!("{}/{}", b.budget.owner, b.budget.model_class),
-        Style::new().add_modifier(Modifier::BOLD),
-    )];
-    let in_flight = match b.limits.max_in_flight {
-        Some(max) => format!("{}/{max}", b.in_flight),
-        None => b.in_flight.to_string(),
-    };
-    spans.push(Span::raw(format!(
-        "  in flight {in_flight}  waiting {}",
-        b.waiting
-    )));
-    if b.waiting > 0 {
-        let [i, n, batch] = b.waiting_by_priority;
-        spans.push(Span::raw(format!(" (i{i} n{n} b{batch})")));
-        if let Some(drain) = b.drain_estimate {
-            spans.push(Span::raw(format!(" drains ~{}", short(drain))));
-        }
-    }
-    Line::from(spans)
-}
-
-/// `PAUSED 429 12s more: <the API's message>` or the 529 backoff, for a budget that has one.
-fn pause_line(b: &BudgetStatus, now: SystemTime) -> Option<Line<'static>> {
-    let style = Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD);
-    if let Some(until) = b.paused_until {
-        let left = until.duration_since(now).unwrap_or_default();
-        let cause = b.pause_cause.map_or("PAUSED", |c| match c {
-            PauseCause::RateLimited => "PAUSED 429",
-            PauseCause::Administrator => "PAUSED by hand",
-            PauseCause::Lockout => "LOCKED OUT",
-        });
-        let reason = b.pause_reason.as_deref().unwrap_or("");
-        return Some(Line::styled(
-            format!("  {cause} {} more: {reason}", short(left)),
-            style,
-        ));
-    }
-    let until = b.overloaded_until?;
-    let left = until.duration_since(now).unwrap_or_default();
-    Some(Line::styled(
-        format!(
-            "  529 BACKOFF {} more: the model class is overloaded",
-            short(left)
-        ),
-        style,
-    ))
-}
-
 fn render_windows(
     frame: &mut Frame,
     area: Rect,
@@ -445,52 +277,4 @@ fn render_events(frame: &mut Frame, area: Rect, model: &Model) {
         .map(|e| Line::from(e.clone()))
         .collect();
     frame.render_widget(Paragraph::new(lines).block(block), area);
-}
-
-/// `12s`, `4m`, `2h 10m`: a short duration, at most two units.
-pub fn short(d: Duration) -> String {
-    let secs = d.as_secs_f64().ceil() as u64;
-    match secs {
-        0..60 => format!("{secs}s"),
-        60..3600 => format!("{}m", secs.div_ceil(60)),
-        3600..86400 => format!("{}h {}m", secs / 3600, secs % 3600 / 60),
-        _ => format!("{}d {}h", secs / 86400, secs % 86400 / 3600),
-    }
-}
-
-/// `12/50`, `1.2k/30.0k`: what is available of a limit, in the limit's unit.
-fn of_limit(available: i64, limit: u64) -> String {
-    if limit < 10_000 {
-        return format!("{available}/{limit}");
-    }
-    let (scale, unit) = if limit < 10_000_000 {
-        (1e3, "k")
-    } else {
-        (1e6, "M")
-    };
-    format!(
-        "{:.1}{unit}/{:.1}{unit}",
-        available as f64 / scale,
-        limit as f64 / scale
-    )
-}
-
-/// `1 connection`, `4 connections`.
-fn plural(n: usize, what: &str) -> String {
-    if n == 1 {
-        format!("1 {what}")
-    } else {
-        format!("{n} {what}s")
-    }
-}
-
-/// `950`, `12.3k`, `4.1M`.
-fn count(n: i64) -> String {
-    let abs = n.unsigned_abs() as f64;
-    let sign = if n < 0 { "-" } else { "" };
-    match abs {
-        a if a < 10_000.0 => n.to_string(),
-        a if a < 1e6 => format!("{sign}{:.1}k", a / 1e3),
-        a => format!("{sign}{:.1}M", a / 1e6),
-    }
 }
