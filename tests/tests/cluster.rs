@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use pacer_tests::mock::{Inject, MockConfig, MockUpstream};
+use pacer_tests::mock::{Inject, MockConfig, MockUpstream, Subscription};
 use pacer_tests::redis::RedisServer;
 use pacer_tests::{Pacerd, binary};
 use serde_json::{Value, json};
@@ -364,5 +364,59 @@ async fn closed_when_redis_is_away_grants_nothing_until_it_is_back() {
             started.elapsed() < Duration::from_secs(20),
             "never granted again"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(pacer_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
+async fn a_subscriptions_windows_seen_through_one_daemon_show_on_the_others() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let redis = RedisServer::start();
+    let mock = MockUpstream::start(MockConfig {
+        subscription: Some(Subscription {
+            five_hour: 40,
+            ..Subscription::default()
+        }),
+        ..MockConfig::default()
+    })
+    .await;
+    let daemons = daemons(2, &redis, &mock, "");
+    let http = reqwest::Client::new();
+    let a = daemons[0].gateway_url().unwrap();
+    for _ in 0..4 {
+        let status = http
+            .post(format!("{a}/v1/messages"))
+            .header("authorization", "Bearer sk-ant-oat01-cluster-subscription")
+            .json(&message())
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200);
+    }
+    // Four of forty: 10 % of the 5-hour window, which only daemon a has seen in a response.
+    let started = Instant::now();
+    loop {
+        let status = status(&daemons[1]);
+        let five_hour = status["accounts"].as_array().and_then(|accounts| {
+            accounts.iter().find_map(|account| {
+                account["windows"]
+                    .as_array()?
+                    .iter()
+                    .find(|w| w["name"] == "5h")
+                    .and_then(|w| w["utilization"].as_f64())
+            })
+        });
+        if five_hour.is_some_and(|u| (u - 0.1).abs() < 0.001) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "daemon b never showed the window: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -214,12 +214,18 @@ impl Accounts {
     }
 
     /// Takes in what a response said of `owner`'s subscription; returns the windows that
-    /// crossed 75 %, 90 % or 100 % or changed status.
-    pub fn observe_subscription(&mut self, owner: &Owner, unified: &Unified) -> Vec<WindowStatus> {
+    /// crossed 75 %, 90 % or 100 % or changed status, and whether anything moved that other
+    /// daemons should hear (a status, a reset, or a point of utilization).
+    pub fn observe_subscription(
+        &mut self,
+        owner: &Owner,
+        unified: &Unified,
+    ) -> (Vec<WindowStatus>, bool) {
         if unified.is_empty() {
-            return Vec::new();
+            return (Vec::new(), false);
         }
         let subscription = self.subscriptions.entry(owner.clone()).or_default();
+        let mut moved = unified.status.is_some() && subscription.status != unified.status;
         if unified.status.is_some() {
             subscription.status = unified.status.clone();
         }
@@ -239,8 +245,14 @@ impl Accounts {
             if known.status != before.status || known.band() > before.band() {
                 changed.push(known.to_wire(&window.name));
             }
+            let utilization_moved = match (known.utilization, before.utilization) {
+                (Some(now), Some(then)) => (now - then).abs() >= 0.01,
+                (now, then) => now.is_some() != then.is_some(),
+            };
+            moved |=
+                known.status != before.status || known.reset != before.reset || utilization_moved;
         }
-        changed
+        (changed, moved)
     }
 
     pub fn subscription(&self, owner: &Owner) -> Option<&Subscription> {

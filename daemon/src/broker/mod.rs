@@ -82,7 +82,9 @@ use overload::Overloads;
 use owner::Owner;
 pub use per_kind::PerKind;
 use queue::WaiterId;
-pub use shared::{Claim, ClaimAnswer, ClusterEvent, SharedOp, Sharing};
+pub use shared::{
+    Claim, ClaimAnswer, ClusterEvent, SharedOp, Sharing, WindowReport, WindowsReport,
+};
 pub use snapshot::BrokerState;
 pub use status::Summary;
 pub use time::{FOREVER, TimeBase, later};

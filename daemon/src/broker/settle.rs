@@ -228,11 +228,18 @@ impl Broker {
         self.budgets[b].end_calibration(unmetered_left);
         self.teach_parent(b, now);
         let owner = self.budgets[b].owner().clone();
-        for window in self.accounts.observe_subscription(&owner, &headers.unified) {
+        let (crossed, moved) = self.accounts.observe_subscription(&owner, &headers.unified);
+        for window in crossed {
             self.out.push(Output::Event(Event::Window {
                 owner: owner.to_wire(),
                 window,
             }));
+        }
+        if moved {
+            self.publish(super::ClusterEvent::Windows {
+                owner: owner.to_wire(),
+                windows: super::shared::WindowsReport::of(&headers.unified),
+            });
         }
     }
 

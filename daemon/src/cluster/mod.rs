@@ -195,16 +195,21 @@ impl Cluster {
         });
     }
 
-    /// Key → account links other daemons recorded.
+    /// Key → account links and subscription windows other daemons recorded.
     async fn load_links(&self) {
-        let Ok(links) = self.store.links().await else {
-            return;
-        };
-        for (key, account) in links {
-            let Ok(key) = key.parse() else { continue };
-            let event = ClusterEvent::Link { key, account };
-            self.hub
-                .update(|broker, now| (broker.apply_shared(now, event), ()));
+        if let Ok(links) = self.store.links().await {
+            for (key, account) in links {
+                let Ok(key) = key.parse() else { continue };
+                let event = ClusterEvent::Link { key, account };
+                self.hub
+                    .update(|broker, now| (broker.apply_shared(now, event), ()));
+            }
+        }
+        if let Ok(windows) = self.store.windows().await {
+            for event in windows {
+                self.hub
+                    .update(|broker, now| (broker.apply_shared(now, event), ()));
+            }
         }
     }
 

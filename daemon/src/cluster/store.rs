@@ -58,6 +58,11 @@ impl Keys {
         }
     }
 
+    /// The subscription windows last reported per owner (each a message as published).
+    pub fn windows(&self) -> String {
+        format!("{}:windows", self.prefix)
+    }
+
     pub fn links(&self) -> String {
         format!("{}:links", self.prefix)
     }
@@ -318,6 +323,18 @@ impl Store {
                     .map_err(|_| "Redis did not answer".to_owned())?
                     .map_err(failed)
             }
+            ClusterEvent::Windows { owner, .. } => {
+                let mut conn = self.conn.clone();
+                let mut pipe = redis::pipe();
+                pipe.hset(self.keys.windows(), owner.to_string(), &message)
+                    .ignore()
+                    .publish(channel, message)
+                    .ignore();
+                tokio::time::timeout(CALL_TIMEOUT * 2, pipe.query_async::<()>(&mut conn))
+                    .await
+                    .map_err(|_| "Redis did not answer".to_owned())?
+                    .map_err(failed)
+            }
             ClusterEvent::Freed { .. } | ClusterEvent::Limit { .. } => {
                 let mut conn = self.conn.clone();
                 let publish = redis::cmd("PUBLISH").arg(channel).arg(message).to_owned();
@@ -386,11 +403,26 @@ impl Store {
 
     /// Every key → account link the daemons have recorded.
     pub async fn links(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.hash(&self.keys.links()).await
+    }
+
+    /// The subscription windows other daemons reported, as the events they published.
+    pub async fn windows(&self) -> Result<Vec<ClusterEvent>, StoreError> {
+        let reported = self.hash(&self.keys.windows()).await?;
+        Ok(reported
+            .into_iter()
+            .filter_map(|(_, message)| serde_json::from_str::<Message>(&message).ok())
+            .map(|message| message.event)
+            .filter(|event| matches!(event, ClusterEvent::Windows { .. }))
+            .collect())
+    }
+
+    async fn hash(&self, key: &str) -> Result<Vec<(String, String)>, StoreError> {
         let mut conn = self.conn.clone();
         let mut cmd = redis::cmd("HGETALL");
-        cmd.arg(self.keys.links());
-        let links = cmd.query_async::<Vec<(String, String)>>(&mut conn);
-        tokio::time::timeout(CALL_TIMEOUT * 2, links)
+        cmd.arg(key);
+        let fields = cmd.query_async::<Vec<(String, String)>>(&mut conn);
+        tokio::time::timeout(CALL_TIMEOUT * 2, fields)
             .await
             .map_err(|_| "Redis did not answer".to_owned())?
             .map_err(failed)

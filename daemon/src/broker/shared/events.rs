@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pacer_protocol::message::BudgetId;
+use pacer_protocol::message::{BudgetId, Event};
 
 use super::ClusterEvent;
 use crate::broker::budgets::BudgetIdx;
@@ -66,6 +66,18 @@ impl Broker {
             }
             ClusterEvent::Link { key, account } => {
                 self.link(key, Arc::from(account.as_str()), now);
+            }
+            ClusterEvent::Windows { owner, windows } => {
+                let owner = Owner::from_wire(&owner);
+                let (crossed, _) = self
+                    .accounts
+                    .observe_subscription(&owner, &windows.to_unified());
+                for window in crossed {
+                    self.out.push(Output::Event(Event::Window {
+                        owner: owner.to_wire(),
+                        window,
+                    }));
+                }
             }
             ClusterEvent::Freed { budget } => {
                 if let Some(b) = self.budget_by_id(&budget, now) {

@@ -1,9 +1,10 @@
 //! What crosses between the broker and the store's I/O layer: claims for capacity and their
 //! answers, work for the store, and the events daemons tell each other.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pacer_protocol::message::BudgetId;
+use pacer_protocol::unified::{Unified, UnifiedWindow, WindowState};
 use pacer_protocol::{BudgetOwner, KeyFingerprint, LimitKind};
 use serde::{Deserialize, Serialize};
 
@@ -91,10 +92,77 @@ pub enum ClusterEvent {
     },
     /// An in-flight slot of `budget` was freed: who waits for one may ask again.
     Freed { budget: BudgetId },
+    /// What a response said of `owner`'s subscription windows.
+    Windows {
+        owner: BudgetOwner,
+        windows: WindowsReport,
+    },
     /// A limit was learned from response headers (the first contact's answer, say).
     Limit {
         budget: BudgetId,
         kind: LimitKind,
         limit: u64,
     },
+}
+
+/// A subscription's windows as one response reported them (the unified headers), in a form
+/// that crosses to other daemons.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowsReport {
+    pub status: Option<String>,
+    pub windows: Vec<WindowReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowReport {
+    pub name: String,
+    pub status: Option<String>,
+    pub utilization: Option<f64>,
+    /// Seconds since the Unix epoch.
+    pub reset: Option<u64>,
+}
+
+fn epoch(time: SystemTime) -> Option<u64> {
+    time.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs())
+}
+
+impl WindowsReport {
+    pub fn of(unified: &Unified) -> WindowsReport {
+        WindowsReport {
+            status: unified.status.as_ref().map(|s| s.as_str().to_owned()),
+            windows: unified
+                .windows
+                .iter()
+                .map(|w| WindowReport {
+                    name: w.name.clone(),
+                    status: w.status.as_ref().map(|s| s.as_str().to_owned()),
+                    utilization: w.utilization,
+                    reset: w.reset.and_then(epoch),
+                })
+                .collect(),
+        }
+    }
+
+    /// Back to what the headers said (what another daemon's response said).
+    pub fn to_unified(&self) -> Unified {
+        Unified {
+            status: self.status.as_deref().map(WindowState::parse),
+            windows: self
+                .windows
+                .iter()
+                .map(|w| UnifiedWindow {
+                    name: w.name.clone(),
+                    status: w.status.as_deref().map(WindowState::parse),
+                    utilization: w
+                        .utilization
+                        .filter(|u| u.is_finite())
+                        .map(|u| u.clamp(0.0, 1.0)),
+                    reset: w
+                        .reset
+                        .map(|s| UNIX_EPOCH + Duration::from_secs(s.min(1 << 40))),
+                })
+                .collect(),
+            ..Unified::default()
+        }
+    }
 }

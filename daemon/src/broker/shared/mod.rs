@@ -26,7 +26,7 @@
 mod events;
 mod exchange;
 
-pub use exchange::{Claim, ClaimAnswer, ClusterEvent, SharedOp};
+pub use exchange::{Claim, ClaimAnswer, ClusterEvent, SharedOp, WindowReport, WindowsReport};
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

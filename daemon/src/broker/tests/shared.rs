@@ -151,3 +151,66 @@ fn without_the_store_a_daemon_serves_its_share_and_charges_it_on_return() {
     assert_eq!(charged.map(|c| c[LimitKind::Requests]), Some(4));
     assert_eq!(h.claims.len(), claims + 1);
 }
+
+#[test]
+fn subscription_windows_are_told_to_the_others_when_they_move_and_taken_in_from_them() {
+    let mut h = sharing();
+    let mut published = Vec::new();
+    for (conn, utilization) in [(1, "0.500"), (2, "0.503"), (3, "0.52")] {
+        let ticket = h.acquire(conn, |_| {});
+        h.answer_claim(granted(0.0));
+        let headers = RateLimitHeaders::parse(
+            [
+                ("anthropic-ratelimit-unified-status", "allowed"),
+                ("anthropic-ratelimit-unified-5h-status", "allowed"),
+                ("anthropic-ratelimit-unified-5h-utilization", utilization),
+                ("anthropic-ratelimit-unified-5h-reset", "1800003600"),
+            ],
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+        );
+        h.shared.clear();
+        h.report_with(
+            h.lease(ticket).unwrap(),
+            Settlement::Success {
+                usage: Usage::default(),
+            },
+            headers,
+        );
+        published.push(
+            h.shared
+                .iter()
+                .filter(|op| matches!(op, SharedOp::Publish(ClusterEvent::Windows { .. })))
+                .count(),
+        );
+    }
+    // New, then less than a point of utilization (not worth a message), then two points.
+    assert_eq!(published, [1, 0, 1]);
+
+    // Another daemon's report of another account's windows shows here.
+    let other = BudgetOwner::Account("org-elsewhere".into());
+    let out = h.broker.apply_shared(
+        h.now,
+        ClusterEvent::Windows {
+            owner: other.clone(),
+            windows: WindowsReport {
+                status: Some("allowed_warning".into()),
+                windows: vec![WindowReport {
+                    name: "7d".into(),
+                    status: Some("allowed_warning".into()),
+                    utilization: Some(0.91),
+                    reset: Some(1_800_500_000),
+                }],
+            },
+        },
+    );
+    h.collect(out);
+    let accounts = h.broker.accounts(h.now);
+    let elsewhere = accounts
+        .iter()
+        .find(|a| a.owner == other)
+        .expect("the other daemon's account is shown");
+    assert_eq!(elsewhere.windows[0].utilization, Some(0.91));
+    // Not published again.
+    assert!(!h.shared.iter().any(|op| matches!(op,
+        SharedOp::Publish(ClusterEvent::Windows { owner, .. }) if *owner == other)));
+}
