@@ -5,13 +5,15 @@
 //!   events from the other daemons brought in, a heartbeat that counts the daemons and renews
 //!   this daemon's in-flight slots, and what happens when Redis goes away and comes back;
 //! - `store`: one method per script call, each bounded in time;
-//! - `scripts`: the Lua scripts (atomic, on Redis's clock).
+//! - `scripts`: the Lua scripts (atomic, on Redis's clock);
+//! - `keys`: where things are in Redis.
 //!
 //! Redis unreachable (at start or later) is logged once; with `on_unavailable = "local"` the
 //! broker serves from its share of every limit (the limits divided by the daemons seen
 //! recently) and charges what it spent when Redis is back; with `"closed"` nothing is granted
 //! until then. Nothing here blocks a client on Redis for longer than a call's timeout.
 
+mod keys;
 mod scripts;
 pub mod store;
 

@@ -7,74 +7,12 @@ use pacer_protocol::LimitKind;
 use pacer_protocol::message::BudgetId;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+pub use super::keys::Keys;
 use super::scripts;
 use crate::broker::{Claim, ClaimAnswer, ClusterEvent, Costs, LimitSet, PerKind};
 
 /// How long one call to Redis may take before it counts as a failure.
 pub const CALL_TIMEOUT: Duration = Duration::from_millis(500);
-
-/// Where things are in Redis, under a prefix.
-#[derive(Debug, Clone)]
-pub struct Keys {
-    prefix: String,
-}
-
-impl Keys {
-    pub fn new(prefix: &str) -> Keys {
-        Keys {
-            prefix: prefix.to_owned(),
-        }
-    }
-
-    fn tag(id: &BudgetId) -> String {
-        format!("{}/{}", id.owner, id.model_class)
-    }
-
-    pub fn budget(&self, id: &BudgetId) -> String {
-        format!("{}:b:{{{}}}", self.prefix, Self::tag(id))
-    }
-
-    pub fn leases(&self, id: &BudgetId) -> String {
-        format!("{}:l:{{{}}}", self.prefix, Self::tag(id))
-    }
-
-    /// A budget's turns: the daemons refused capacity, in order, and when each is due back.
-    pub fn turns(&self, id: &BudgetId) -> (String, String) {
-        let tag = Self::tag(id);
-        (
-            format!("{}:w:{{{tag}}}", self.prefix),
-            format!("{}:wx:{{{tag}}}", self.prefix),
-        )
-    }
-
-    pub fn overload(&self, class: &str) -> String {
-        format!("{}:o:{class}", self.prefix)
-    }
-
-    pub fn lockout(&self, owner: &str, class: Option<&str>) -> String {
-        match class {
-            Some(class) => format!("{}:x:{owner}:{class}", self.prefix),
-            None => format!("{}:x:{owner}", self.prefix),
-        }
-    }
-
-    /// The subscription windows last reported per owner (each a message as published).
-    pub fn windows(&self) -> String {
-        format!("{}:windows", self.prefix)
-    }
-
-    pub fn links(&self) -> String {
-        format!("{}:links", self.prefix)
-    }
-
-    pub fn daemons(&self) -> String {
-        format!("{}:daemons", self.prefix)
-    }
-
-    pub fn channel(&self) -> String {
-        format!("{}:events", self.prefix)
-    }
-}
 
 /// A message on the channel: who sent it, and what.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -165,21 +103,15 @@ impl Store {
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
         let mut conn = self.conn.clone();
-        tokio::time::timeout(CALL_TIMEOUT * 2, invocation.invoke_async(&mut conn))
-            .await
-            .map_err(|_| format!("Redis did not answer within {CALL_TIMEOUT:?}"))?
-            .map_err(failed)
+        bounded(invocation.invoke_async(&mut conn)).await
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
         let cmd = redis::cmd("PING");
-        let ping = cmd.query_async::<String>(&mut conn);
-        tokio::time::timeout(CALL_TIMEOUT * 2, ping)
+        bounded(cmd.query_async::<String>(&mut conn))
             .await
-            .map_err(|_| "Redis did not answer a PING".to_owned())?
             .map(|_| ())
-            .map_err(failed)
     }
 
     /// Takes a claim's capacity, all or none.
@@ -312,39 +244,39 @@ impl Store {
                 self.extend_key(&key, *for_ms, reason, message).await
             }
             ClusterEvent::Link { key, account } => {
-                let mut conn = self.conn.clone();
-                let mut pipe = redis::pipe();
-                pipe.hset(self.keys.links(), key.to_string(), account)
-                    .ignore()
-                    .publish(channel, message)
-                    .ignore();
-                tokio::time::timeout(CALL_TIMEOUT * 2, pipe.query_async::<()>(&mut conn))
+                self.record_and_publish(&self.keys.links(), &key.to_string(), account, message)
                     .await
-                    .map_err(|_| "Redis did not answer".to_owned())?
-                    .map_err(failed)
             }
             ClusterEvent::Windows { owner, .. } => {
-                let mut conn = self.conn.clone();
-                let mut pipe = redis::pipe();
-                pipe.hset(self.keys.windows(), owner.to_string(), &message)
-                    .ignore()
-                    .publish(channel, message)
-                    .ignore();
-                tokio::time::timeout(CALL_TIMEOUT * 2, pipe.query_async::<()>(&mut conn))
+                let windows = self.keys.windows();
+                self.record_and_publish(&windows, &owner.to_string(), &message, message.clone())
                     .await
-                    .map_err(|_| "Redis did not answer".to_owned())?
-                    .map_err(failed)
             }
             ClusterEvent::Freed { .. } | ClusterEvent::Limit { .. } => {
                 let mut conn = self.conn.clone();
                 let publish = redis::cmd("PUBLISH").arg(channel).arg(message).to_owned();
-                tokio::time::timeout(CALL_TIMEOUT * 2, publish.query_async::<i64>(&mut conn))
+                bounded(publish.query_async::<i64>(&mut conn))
                     .await
-                    .map_err(|_| "Redis did not answer".to_owned())?
                     .map(|_| ())
-                    .map_err(failed)
             }
         }
+    }
+
+    /// Sets `field` of the hash `key` to `value` and publishes `message`, in one round trip.
+    async fn record_and_publish(
+        &self,
+        key: &str,
+        field: &str,
+        value: &str,
+        message: String,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.hset(key, field, value)
+            .ignore()
+            .publish(self.keys.channel(), message)
+            .ignore();
+        bounded(pipe.query_async::<()>(&mut conn)).await
     }
 
     async fn extend_key(
@@ -421,12 +353,18 @@ impl Store {
         let mut conn = self.conn.clone();
         let mut cmd = redis::cmd("HGETALL");
         cmd.arg(key);
-        let fields = cmd.query_async::<Vec<(String, String)>>(&mut conn);
-        tokio::time::timeout(CALL_TIMEOUT * 2, fields)
-            .await
-            .map_err(|_| "Redis did not answer".to_owned())?
-            .map_err(failed)
+        bounded(cmd.query_async::<Vec<(String, String)>>(&mut conn)).await
     }
+}
+
+/// A call to Redis, bounded in time: past twice [`CALL_TIMEOUT`] it counts as failed.
+async fn bounded<T>(
+    call: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(CALL_TIMEOUT * 2, call)
+        .await
+        .map_err(|_| format!("Redis did not answer within {:?}", CALL_TIMEOUT * 2))?
+        .map_err(failed)
 }
 
 fn limit(text: &str) -> Option<u64> {
