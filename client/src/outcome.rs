@@ -17,7 +17,8 @@ use serde_json::Value;
 
 /// The outcome of a call from its HTTP status, its response headers and (if at hand) its JSON
 /// body: 2xx is a success with the body's `usage`; 429 is rate limited, with the error message
-/// that names the limit; 529 is overloaded; anything else failed. Header names may be in any
+/// that names the limit; 529 is overloaded; another 4xx is the caller's own mistake (nothing
+/// counted but the request); anything else failed. Header names may be in any
 /// case; values that are not text are skipped.
 pub fn from_response<N, V>(
     status: u16,
@@ -59,6 +60,7 @@ where
                     header("retry-after").and_then(|v| parse_retry_after(v, SystemTime::now()))
                 }),
         },
+        400..=499 => Outcome::ClientError { status },
         _ => Outcome::Failed,
     }
 }
@@ -142,7 +144,11 @@ mod tests {
         );
         let none: [(&str, &str); 0] = [];
         assert_eq!(from_response(500, none, None), Outcome::Failed);
-        assert_eq!(from_response(400, none, None), Outcome::Failed);
+        // The caller's own mistake: its tokens are given back.
+        assert_eq!(
+            from_response(400, none, None),
+            Outcome::ClientError { status: 400 }
+        );
     }
 
     #[test]

@@ -24,11 +24,18 @@ use crate::hub::Hub;
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 /// How many clients get a label of their own; the others are summed as `other`.
 pub const TOP_CLIENTS: usize = 20;
+/// How many budgets (and accounts' windows) get series of their own: the busiest. A daemon
+/// tracking 10,000 budgets would otherwise answer every scrape with tens of megabytes;
+/// `pacer_budgets` says how many there are in all.
+pub const TOP_BUDGETS: usize = 200;
 
-/// Renders the metrics as of now.
-pub fn render(hub: &Arc<Hub>) -> String {
+/// Renders the metrics as of now; `buffered` is what the gateway's request bodies hold.
+pub fn render(hub: &Arc<Hub>, buffered: usize) -> String {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(Scrape { hub: hub.clone() }));
+    registry.register_collector(Box::new(Scrape {
+        hub: hub.clone(),
+        buffered,
+    }));
     let mut out = String::new();
     prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)
         .expect("writing to a String cannot fail");
@@ -38,6 +45,7 @@ pub fn render(hub: &Arc<Hub>) -> String {
 #[derive(Debug)]
 struct Scrape {
     hub: Arc<Hub>,
+    buffered: usize,
 }
 
 impl std::fmt::Debug for Hub {
@@ -48,7 +56,12 @@ impl std::fmt::Debug for Hub {
 
 /// What one scrape reads, all at once.
 struct Snapshot {
+    /// The busiest [`TOP_BUDGETS`] budgets.
     budgets: Vec<BudgetStatus>,
+    /// How many budgets there are in all.
+    all_budgets: usize,
+    /// Bytes the gateway's request bodies hold.
+    buffered: usize,
     accounts: Vec<AccountStatus>,
     clients: Vec<ClientStatus>,
     daemon: DaemonStatus,
@@ -64,9 +77,16 @@ impl Collector for Scrape {
                 broker.clients(now),
             )
         });
+        let all_budgets = budgets.len();
         let snapshot = Snapshot {
-            budgets,
-            accounts,
+            budgets: busiest(budgets),
+            accounts: accounts
+                .into_iter()
+                .filter(|a| !a.windows.is_empty())
+                .take(TOP_BUDGETS)
+                .collect(),
+            all_budgets,
+            buffered: self.buffered,
             clients,
             daemon: self.hub.daemon_status(),
             now: SystemTime::now(),
@@ -76,6 +96,23 @@ impl Collector for Scrape {
         encode_clients(&mut encoder, &snapshot)?;
         encode_process(&mut encoder, &snapshot)
     }
+}
+
+/// The [`TOP_BUDGETS`] busiest budgets: those with calls waiting or in flight, or paused, first,
+/// then those that granted most.
+fn busiest(mut budgets: Vec<BudgetStatus>) -> Vec<BudgetStatus> {
+    if budgets.len() > TOP_BUDGETS {
+        budgets.sort_by_key(|b| {
+            let busy = b.waiting + b.in_flight + u32::from(b.paused_until.is_some());
+            std::cmp::Reverse((busy, b.granted))
+        });
+        budgets.truncate(TOP_BUDGETS);
+        budgets.sort_by(|a, b| {
+            (a.budget.owner.to_string(), &a.budget.model_class)
+                .cmp(&(b.budget.owner.to_string(), &b.budget.model_class))
+        });
+    }
+    budgets
 }
 
 type Labels = Vec<(&'static str, String)>;
@@ -356,9 +393,21 @@ fn encode_process(encoder: &mut DescriptorEncoder, s: &Snapshot) -> std::fmt::Re
     )?;
     gauges(
         encoder,
+        "pacer_budgets",
+        "Budgets (account × model class) pacerd tracks; the busiest have series of their own",
+        [(none(), s.all_budgets as f64)],
+    )?;
+    gauges(
+        encoder,
         "pacer_clients",
         "Clients seen in the last 10 minutes",
         [(none(), s.clients.len() as f64)],
+    )?;
+    gauges(
+        encoder,
+        "pacer_gateway_buffered_bytes",
+        "Bytes the gateway's request bodies hold now (bounded by [gateway] max_buffered)",
+        [(none(), s.buffered as f64)],
     )?;
     counters(
         encoder,

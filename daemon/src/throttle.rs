@@ -61,7 +61,7 @@ macro_rules! warn_throttled {
         if let Some(suppressed) = $throttle.admit() {
             if suppressed > 0 {
                 tracing::warn!(
-                    "{} ({suppressed} more like it suppressed)",
+                    "{} ({suppressed} more like it since the last one logged)",
                     format_args!($($arg)+)
                 );
             } else {

@@ -91,6 +91,8 @@ pub enum SettledAs {
     Unknown,
     /// Given back unused.
     Released,
+    /// The API refused it as the caller's mistake (a 4xx other than 429).
+    ClientError,
 }
 
 impl SettledAs {
@@ -102,6 +104,7 @@ impl SettledAs {
             SettledAs::Failed => "failed",
             SettledAs::Unknown => "unknown",
             SettledAs::Released => "released",
+            SettledAs::ClientError => "4xx",
         }
     }
 }

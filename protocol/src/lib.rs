@@ -15,6 +15,7 @@
 //! - [`ratelimit`]: the parser for `retry-after` and `anthropic-ratelimit-*` / `x-ratelimit-*`
 //!   response headers (and `anthropic-organization-id`), shared by the daemon's report
 //!   handling and its HTTP gateway; [`unified`]: a subscription's windows in them.
+//! - [`text`]: text from outside, held to a length where it enters.
 //!
 //! Without the `io` feature the crate is free of any async runtime, so that any client, blocking
 //! or async, can speak the protocol.
@@ -35,6 +36,7 @@ pub mod io;
 pub mod message;
 pub mod ratelimit;
 pub mod status;
+pub mod text;
 pub mod unified;
 
 pub use budget::{BudgetOwner, KeyFingerprint, LimitKind, Priority};

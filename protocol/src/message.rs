@@ -142,6 +142,11 @@ pub enum Outcome {
     /// The caller does not know what happened (it dropped the permit, or its process died): the
     /// reservation stays spent and only the in-flight slot is freed.
     Unknown,
+    /// The API refused the call as the caller's own mistake: a 4xx other than 429 (a malformed
+    /// body, an unknown model, a bad key). Its token reservations are refunded (nothing was
+    /// processed); the request stays counted. A 404 of a budget that never saw a success lets
+    /// pacerd forget that budget (a model the API does not have).
+    ClientError { status: u16 },
 }
 
 /// Token usage as the Messages API reports it in `usage`.

@@ -89,7 +89,7 @@ impl Unified {
                 let Some((name, field)) = rest.rsplit_once('-') else {
                     return;
                 };
-                if name.is_empty() || name.len() > 32 || !name.bytes().all(is_name_byte) {
+                if !is_window_name(name) {
                     return;
                 }
                 let window = self.window_mut(name);
@@ -157,6 +157,21 @@ pub fn window_class(name: &str) -> Option<&str> {
     name.split_once('_')
         .map(|(_, class)| class)
         .filter(|c| !c.is_empty())
+}
+
+/// The longest window name taken (real ones are `5h`, `7d`, `7d_opus`).
+pub const MAX_WINDOW_NAME: usize = 32;
+
+/// Whether `name` can be a window's: 1 to [`MAX_WINDOW_NAME`] letters, digits or `_`. Names
+/// from a state file or another daemon are held to the same rule as those from headers.
+pub fn is_window_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_WINDOW_NAME && name.bytes().all(is_name_byte)
+}
+
+/// A utilization from a state file or another daemon, held to sense: finite, from 0 up to 10
+/// (a window is reported a little over 1.0 when spent; headers are parsed the same way).
+pub fn sane_utilization(utilization: f64) -> Option<f64> {
+    (utilization.is_finite() && utilization >= 0.0).then(|| utilization.min(10.0))
 }
 
 fn is_name_byte(b: u8) -> bool {

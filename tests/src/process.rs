@@ -130,6 +130,15 @@ impl Pacerd {
         .map(|addr| format!("http://{addr}"))
     }
 
+    /// Everything the daemon logged so far (its daily files), when it runs in a directory the
+    /// fixture made ([`Pacerd::start_in_temp_dir`], [`Pacerd::start_configured`]).
+    pub fn logs(&self) -> String {
+        self.dir
+            .as_ref()
+            .map(|dir| crate::read_logs(&dir.path().join("pacer").join("logs")))
+            .unwrap_or_default()
+    }
+
     /// The daemon's resident memory, from /proc (Linux).
     pub fn rss_kib(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;

@@ -130,6 +130,198 @@ async fn three_daemons_share_one_limit_fairly_without_a_stampede() {
     assert!(spread <= 0.10, "shares {oks:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(pacer_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
+async fn two_daemons_bursting_on_a_fresh_key_send_one_first_call_between_them() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    // The first call of a key nobody knew goes against the key's own budget in Redis; its
+    // answer ties the key to its account, whose budget must count that call too.
+    for round in 0..2 {
+        let redis = RedisServer::start();
+        let mock = MockUpstream::start(MockConfig {
+            rpm: 30,
+            ..MockConfig::default()
+        })
+        .await;
+        let daemons = daemons(2, &redis, &mock, "");
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(150))
+            .build()
+            .unwrap();
+        // 32 calls at the same moment, 16 through each daemon, on a key neither knows: the
+        // 31st and 32nd wait for the refill.
+        let calls: Vec<_> = (0..32)
+            .map(|i| {
+                let (http, base) = (http.clone(), daemons[i % 2].gateway_url().unwrap());
+                tokio::spawn(async move { post(&http, &base, &format!("c{i}")).await })
+            })
+            .collect();
+        let mut statuses = Vec::new();
+        for call in calls {
+            statuses.push(call.await.unwrap());
+        }
+        let stats = mock.stats();
+        eprintln!("round {round}: {stats:?}");
+        assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+        assert_eq!(stats.rate_limited, 0, "round {round}: {stats:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(pacer_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
+async fn bad_values_written_into_redis_cannot_jam_a_budget() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let redis = RedisServer::start();
+    let mock = MockUpstream::start(MockConfig::default()).await;
+    let daemons = daemons(2, &redis, &mock, "");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let bases: Vec<String> = daemons.iter().map(|d| d.gateway_url().unwrap()).collect();
+    for base in &bases {
+        assert_eq!(post(&http, base, "warm").await, 200);
+    }
+    let budget = redis
+        .cli(&["KEYS", "pacer:b:{org-*/sonnet}"])
+        .trim()
+        .to_owned();
+    assert!(budget.starts_with("pacer:b:"), "{budget}");
+    for bad in ["-inf", "nan", "1e308", "garbage", "inf"] {
+        for field in ["l0", "l1", "l2", "m0", "m1", "t", "p", "tk", "mf"] {
+            redis.cli(&["HSET", &budget, field, bad]);
+        }
+        // Another daemon (or anyone who can write to the channel) publishes absurd events.
+        let owner = budget
+            .trim_start_matches("pacer:b:{")
+            .trim_end_matches("/sonnet}");
+        let pause = json!({"from": "elsewhere", "event": {"Pause": {
+            "budget": {"owner": {"Account": owner}, "model_class": "sonnet"},
+            "for_ms": 366u64 * 24 * 3600 * 1000, "reason": "x".repeat(100_000), "drain": null}}});
+        let overload = json!({"from": "elsewhere", "event": {"Overload": {
+            "class": "haiku", "for_ms": 366u64 * 24 * 3600 * 1000}}});
+        redis.cli(&["PUBLISH", "pacer:events", &overload.to_string()]);
+        if bad == "inf" {
+            // A year's pause published for the budget is held to the longest wait a 429 may
+            // ask for (8 days), its reason to a sentence; then lifted by hand, like any pause.
+            redis.cli(&["PUBLISH", "pacer:events", &pause.to_string()]);
+            let started = Instant::now();
+            let paused = loop {
+                if let Some(s) = sonnet(&status(&daemons[1]))
+                    && let Some(until) = s["paused_until"].as_str()
+                {
+                    break (
+                        humantime::parse_rfc3339(until).unwrap(),
+                        s["pause_reason"].as_str().unwrap_or("").len(),
+                    );
+                }
+                assert!(started.elapsed() < Duration::from_secs(5), "never paused");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            let left = paused
+                .0
+                .duration_since(std::time::SystemTime::now())
+                .unwrap();
+            assert!(left <= Duration::from_secs(8 * 24 * 3600), "{left:?}");
+            assert!(paused.1 <= 1024, "a reason of {} bytes", paused.1);
+            let lifted = daemons[1].pacer(&["pause", "--model", "sonnet", "--for", "0"], KEY);
+            assert!(lifted.status.success());
+            // The lift reaches the other daemon through the channel, a moment later.
+            for daemon in &daemons {
+                let started = Instant::now();
+                while sonnet(&status(daemon)).is_some_and(|s| s["paused_until"].is_string()) {
+                    assert!(started.elapsed() < Duration::from_secs(5), "never lifted");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        for base in &bases {
+            let started = Instant::now();
+            let status = post(&http, base, bad).await;
+            assert_eq!(
+                status,
+                200,
+                "{bad}: answered {status} after {:?}",
+                started.elapsed()
+            );
+        }
+    }
+    // The overload published for a year holds haiku for the cap (32 s), not for a year.
+    let haiku = status(&daemons[0]);
+    let until = haiku["budgets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|b| b["overloaded_until"].as_str().map(str::to_owned));
+    if let Some(until) = until {
+        let until = humantime::parse_rfc3339(&until).unwrap();
+        let left = until
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
+        assert!(left <= Duration::from_secs(33), "{left:?}");
+    }
+    let logs = daemons[0].logs() + &daemons[1].logs();
+    assert!(logs.contains("were not valid"), "{logs}");
+    assert!(
+        logs.matches("were not valid").count() <= 4,
+        "said once, then counted: {logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(pacer_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
+async fn a_pause_and_the_lift_after_it_reach_redis_in_that_order() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let redis = RedisServer::start();
+    let mock = MockUpstream::start(MockConfig::default()).await;
+    let daemons = daemons(2, &redis, &mock, "");
+    let http = reqwest::Client::new();
+    for daemon in &daemons {
+        assert_eq!(
+            post(&http, &daemon.gateway_url().unwrap(), "warm").await,
+            200
+        );
+    }
+    // One process pauses and lifts at once, many times: each lift must land after its pause.
+    let socket = daemons[0].socket().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let client = pacer_client::blocking::Client::with(
+            pacer_client::Client::builder()
+                .endpoint(socket)
+                .fail_mode(pacer_client::FailMode::Closed),
+        )
+        .unwrap();
+        let key = pacer_client::KeyFingerprint::of(KEY);
+        for _ in 0..50 {
+            let until = std::time::SystemTime::now() + Duration::from_secs(600);
+            client.pause(key, "sonnet", until).unwrap();
+            client
+                .pause(key, "sonnet", std::time::SystemTime::UNIX_EPOCH)
+                .unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let budget = redis.cli(&["KEYS", "pacer:b:{org-*/sonnet}"]);
+    let pause = redis.cli(&["HGET", budget.trim(), "p"]);
+    assert_eq!(pause.trim(), "", "a pause was left in Redis after its lift");
+    for daemon in &daemons {
+        let status = status(daemon);
+        let sonnet = sonnet(&status).unwrap();
+        assert!(sonnet["paused_until"].is_null(), "{status}");
+    }
+}
+
 /// `pacer status --json` of a daemon.
 fn status(daemon: &Pacerd) -> Value {
     daemon.status()

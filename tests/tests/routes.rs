@@ -3,7 +3,7 @@
 
 use std::process::{Command, Output};
 
-use pacer_tests::mock::{MockConfig, MockUpstream};
+use pacer_tests::mock::{MockConfig, MockUpstream, Subscription};
 use pacer_tests::{Pacerd, binary};
 use serde_json::{Value, json};
 
@@ -128,7 +128,9 @@ async fn a_command_with_its_own_endpoint_reaches_it_paced_and_a_plain_one_the_da
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_routes_in_front_of_one_organization_share_one_budget() {
+async fn two_routes_naming_one_organization_keep_budgets_of_their_own() {
+    // Any local client can register a route to a server of its own, and that server can name
+    // any organization: its answers count only for the route's keys.
     let org = "0b0b0b0b-0000-4000-8000-000000000001";
     let b = mock_with(Some(org), "").await;
     let c = mock_with(Some(org), "/v2").await;
@@ -145,10 +147,76 @@ async fn two_routes_in_front_of_one_organization_share_one_budget() {
     assert_eq!(call(&via_c).await.status(), 200);
     let (status, _daemon) = blocking(move || (daemon.status(), daemon)).await;
     let budgets = status["budgets"].as_array().unwrap();
-    assert_eq!(budgets.len(), 1, "one budget, the organization's: {status}");
-    assert!(budgets[0]["account"].as_str().unwrap().starts_with("org-"));
-    assert_eq!(budgets[0]["granted"], 2);
+    assert_eq!(budgets.len(), 2, "one account per route: {status}");
+    let accounts: Vec<&str> = budgets
+        .iter()
+        .map(|b| b["account"].as_str().unwrap())
+        .collect();
+    assert!(accounts.iter().all(|a| a.starts_with("org-")), "{status}");
+    assert_ne!(accounts[0], accounts[1], "{status}");
+    assert!(budgets.iter().all(|b| b["granted"] == 1), "{status}");
     assert_eq!(status["routes"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_naming_another_organization_cannot_lock_it_out() {
+    let org = "0c0c0c0c-0000-4000-8000-000000000002";
+    // The daemon's upstream: the real key of the organization.
+    let a = mock_with(Some(org), "").await;
+    // A route to a server that claims to be that organization's subscription, spent.
+    let evil = MockUpstream::start(MockConfig {
+        subscription: Some(Subscription {
+            organization: org.to_owned(),
+            five_hour: 1,
+            ..Subscription::default()
+        }),
+        ..MockConfig::default()
+    })
+    .await;
+    let (a_url, evil_url) = (a.url(), evil.url());
+    let (daemon, direct, via_evil) = blocking(move || {
+        let daemon = Pacerd::start_in_temp_dir(&["--upstream", &a_url]);
+        let direct = wrapped_url(&daemon, &[]).0;
+        let via_evil = wrapped_url(&daemon, &[("ANTHROPIC_BASE_URL", &evil_url)]).0;
+        (daemon, direct, via_evil)
+    })
+    .await;
+    assert_eq!(call(&direct).await.status(), 200);
+    let via_route = || async {
+        reqwest::Client::new()
+            .post(format!("{via_evil}/v1/messages"))
+            .header("authorization", "Bearer sk-ant-oat01-evil")
+            .header("anthropic-version", "2023-06-01")
+            .json(&json!({"model": "claude-sonnet-4-5", "max_tokens": 16,
+                          "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap()
+    };
+    assert_eq!(via_route().await.status(), 200);
+    let refused = via_route().await;
+    assert_eq!(refused.status(), 429, "the route's own window is spent");
+    assert_eq!(evil.stats().window_rejected, 1);
+    // The organization's real key is not locked out, nor paused.
+    for _ in 0..3 {
+        assert_eq!(call(&direct).await.status(), 200);
+    }
+    assert_eq!(a.stats().ok, 4);
+    let (status, _daemon) = blocking(move || (daemon.status(), daemon)).await;
+    let locked: Vec<&Value> = status["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| !a["lockouts"].as_array().unwrap().is_empty())
+        .collect();
+    assert_eq!(locked.len(), 1, "only the route's account: {status}");
+    let direct_budget = status["budgets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["granted"] == 4)
+        .expect("the direct key's budget");
+    assert_ne!(locked[0]["account"], direct_budget["account"], "{status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -111,7 +111,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Top(args) => crate::top::top(&connect(FailMode::Closed).await?, args).await,
         Command::Service(command) => service::service(socket, command).await,
         Command::KeyId(key) => {
-            println!("{}", key.fingerprint()?);
+            crate::outln!("{}", key.fingerprint()?);
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -63,7 +63,7 @@ pub async fn acquire(client: &Client, args: AcquireArgs) -> anyhow::Result<ExitC
         Ok(permit) => {
             // The permit is detached: it lives on in the daemon after this process exits.
             let lease = permit.detach().map_or(0, |l| l.0);
-            println!("{lease}");
+            crate::outln!("{lease}");
             Ok(ExitCode::SUCCESS)
         }
         Err(e @ Error::TimedOut { .. }) => {
@@ -150,7 +150,7 @@ pub async fn report(client: Option<&Client>, args: ReportArgs) -> anyhow::Result
         Outcome::RateLimited { retry_after, .. } | Outcome::Overloaded { retry_after } => {
             *retry_after = args.retry_after.or(*retry_after);
         }
-        Outcome::Failed | Outcome::Unknown => {}
+        Outcome::Failed | Outcome::Unknown | Outcome::ClientError { .. } => {}
     }
     let said = describe_outcome(&outcome);
     match client {
@@ -181,6 +181,9 @@ fn describe_outcome(outcome: &Outcome) -> String {
         Outcome::Overloaded { .. } => "529, the model class backs off".into(),
         Outcome::Failed => "failed".into(),
         Outcome::Unknown => "outcome unknown".into(),
+        Outcome::ClientError { status } => {
+            format!("{status}, the request was refused as invalid: its tokens are given back")
+        }
     }
 }
 

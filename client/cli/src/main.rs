@@ -8,11 +8,13 @@
 //! - `probe`: `pacer probe`;
 //! - `service`: `pacer service install|uninstall|status`;
 //! - `args`: arguments several commands share; `pacerd`: finding the daemon's executable.
+//! - `output`: standard output that ends quietly on a closed pipe.
 
 mod args;
 mod clock;
 mod commands;
 mod lease;
+mod output;
 mod pacerd;
 mod probe;
 mod run;

@@ -113,15 +113,15 @@ pub async fn probe(client: &Client, args: ProbeArgs) -> anyhow::Result<ExitCode>
         .iter()
         .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?)));
     let limits = RateLimitHeaders::parse(pairs, SystemTime::now());
-    println!(
+    crate::outln!(
         "{} {} ({})",
         status.as_u16(),
         status.canonical_reason().unwrap_or(""),
         args.model
     );
-    print!("{}", table(&limits));
+    crate::out!("{}", table(&limits));
     if let Some(wait) = limits.retry_after {
-        println!(
+        crate::outln!(
             "retry-after: {}",
             humantime::format_duration(Duration::from_secs(wait.as_secs()))
         );

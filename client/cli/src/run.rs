@@ -93,8 +93,8 @@ pub async fn env(socket: Option<PathBuf>, args: EnvArgs) -> anyhow::Result<ExitC
     let wrapped = wrap(socket, &name, args.priority).await?;
     eprintln!("pacer: this shell {}", wrapped.note);
     match &wrapped.base_url {
-        Some(url) => println!("export {BASE_URL_ENV}='{url}'"),
-        None => println!("# {BASE_URL_ENV} already points at pacer's gateway"),
+        Some(url) => crate::outln!("export {BASE_URL_ENV}='{url}'"),
+        None => crate::outln!("# {BASE_URL_ENV} already points at pacer's gateway"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -123,13 +123,13 @@ impl Platform {
                 }
             }
         }
-        println!("pacerd: {}", pacerd.display());
+        crate::outln!("pacerd: {}", pacerd.display());
         Ok(ExitCode::SUCCESS)
     }
 
     fn uninstall(&self, stop: bool) -> anyhow::Result<ExitCode> {
         if !self.files().iter().any(|f| f.exists()) {
-            println!("the pacerd service is not installed: nothing to remove");
+            crate::outln!("the pacerd service is not installed: nothing to remove");
             return Ok(ExitCode::SUCCESS);
         }
         // The files go whether or not the manager could be told (it may not be reachable).
@@ -152,7 +152,7 @@ impl Platform {
         };
         for file in self.files() {
             match std::fs::remove_file(&file) {
-                Ok(()) => println!("removed {}", file.display()),
+                Ok(()) => crate::outln!("removed {}", file.display()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
                     return Err(e).with_context(|| format!("cannot remove {}", file.display()));
@@ -170,7 +170,7 @@ impl Platform {
         for file in self.files() {
             let present = file.exists();
             installed &= present;
-            println!(
+            crate::outln!(
                 "{:<9} {}",
                 if present { "installed" } else { "missing" },
                 file.display()
@@ -198,23 +198,23 @@ impl Platform {
             }),
         };
         match manager {
-            Some(text) => println!(
+            Some(text) => crate::outln!(
                 "manager   {}",
                 text.split_whitespace().collect::<Vec<_>>().join(" ")
             ),
-            None => println!("manager   (not available)"),
+            None => crate::outln!("manager   (not available)"),
         }
         let mut builder = pacer_client::Client::builder().fail_mode(pacer_client::FailMode::Closed);
         if let Some(path) = socket {
             builder = builder.endpoint(path);
         }
         match builder.connect().await {
-            Ok(client) => println!(
+            Ok(client) => crate::outln!(
                 "daemon    pacerd {} answers at {}",
                 client.daemon_version().await?,
                 client.endpoint().display()
             ),
-            Err(e) => println!("daemon    not answering: {e}"),
+            Err(e) => crate::outln!("daemon    not answering: {e}"),
         }
         Ok(if installed {
             ExitCode::SUCCESS
@@ -229,7 +229,7 @@ fn write(path: &Path, text: &str) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
-    println!("wrote {}", path.display());
+    crate::outln!("wrote {}", path.display());
     Ok(())
 }
 
@@ -252,7 +252,7 @@ fn run_or_print(run: bool, commands: &[&[&str]]) -> anyhow::Result<bool> {
         let failure = if available {
             match Command::new(command[0]).args(&command[1..]).output() {
                 Ok(out) if out.status.success() => {
-                    println!("ran {}", command.join(" "));
+                    crate::outln!("ran {}", command.join(" "));
                     continue;
                 }
                 Ok(out) => Some(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
@@ -264,9 +264,9 @@ fn run_or_print(run: bool, commands: &[&[&str]]) -> anyhow::Result<bool> {
         if let Some(reason) = failure {
             eprintln!("pacer: `{}` failed: {reason}", command.join(" "));
         }
-        println!("to finish, run:");
+        crate::outln!("to finish, run:");
         for rest in &commands[i..] {
-            println!("  {}", rest.join(" "));
+            crate::outln!("  {}", rest.join(" "));
         }
         return Ok(false);
     }

@@ -19,7 +19,7 @@ pub async fn watch(client: &Client, as_json: bool, grants: bool) -> anyhow::Resu
         while let Some(event) = events.next().await {
             let now = humantime::format_rfc3339_millis(SystemTime::now());
             if as_json {
-                println!(
+                crate::outln!(
                     "{}",
                     json!({ "at": now.to_string(), "event": event_json(&event) })
                 );
@@ -50,13 +50,13 @@ impl Lines {
             return;
         }
         self.flush();
-        println!("{at} {line}");
+        crate::outln!("{at} {line}");
         self.last = Some(line);
     }
 
     fn flush(&mut self) {
         if self.repeats > 0 {
-            println!("  … the line above {} more times", self.repeats);
+            crate::outln!("  … the line above {} more times", self.repeats);
             self.repeats = 0;
         }
     }

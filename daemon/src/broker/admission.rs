@@ -5,7 +5,10 @@ use std::time::{Duration, Instant};
 
 use pacer_protocol::message::Acquire;
 
-use super::{Broker, MAX_MODEL_LEN, MAX_NAME_LEN, MAX_WAITERS_PER_CONNECTION, Ticket};
+use super::{
+    Broker, MAX_DETACHED_LEASES, MAX_LEASES_PER_CONNECTION, MAX_MODEL_LEN, MAX_NAME_LEN,
+    MAX_WAITERS, MAX_WAITERS_PER_CONNECTION, Ticket,
+};
 
 impl Broker {
     /// How long an acquire made now would wait, as far as the broker can tell (zero if it would
@@ -48,7 +51,26 @@ impl Broker {
         }
         if self.waiters.of_conn(ticket.conn) >= MAX_WAITERS_PER_CONNECTION {
             return Some(format!(
-                "this connection already has {MAX_WAITERS_PER_CONNECTION} acquires waiting"
+                "this connection already has {MAX_WAITERS_PER_CONNECTION} acquires waiting, as \
+                 many as one connection may"
+            ));
+        }
+        if self.leases.held_by(ticket.conn) >= MAX_LEASES_PER_CONNECTION {
+            return Some(format!(
+                "this connection already holds {MAX_LEASES_PER_CONNECTION} permits, as many as \
+                 one connection may: report or release some first"
+            ));
+        }
+        if self.waiters.len() >= MAX_WAITERS {
+            return Some(format!(
+                "pacerd already has {MAX_WAITERS} acquires waiting, as many as it takes; try \
+                 again shortly"
+            ));
+        }
+        if req.detached_ttl.is_some() && self.leases.detached() >= MAX_DETACHED_LEASES {
+            return Some(format!(
+                "pacerd already holds {MAX_DETACHED_LEASES} detached permits, as many as it \
+                 takes: report or release some (`pacer report`, `pacer release`)"
             ));
         }
         None

@@ -83,11 +83,22 @@ impl Bucket {
         self.time_until(queued as f64 + self.threshold(cost), now)
     }
 
-    /// Takes `cost`, which may leave the bucket in debt.
+    /// Takes `cost`, which may leave the bucket in debt (at most a whole bucket below zero: a
+    /// cost larger than the limit waits for a full bucket, and then for one more minute).
     pub fn take(&mut self, cost: u64, now: Instant) {
         self.refill(now);
-        self.level -= cost as f64;
+        let floor = (-self.capacity).min(self.level);
+        self.level = (self.level - cost as f64).max(floor);
         self.taken += cost as f64;
+    }
+
+    /// Charges what a call used beyond its reservation, into debt if need be — but never
+    /// deeper than a whole bucket below zero (a minute of refill): one call's report, however
+    /// absurd, cannot hold a budget up for longer than that.
+    pub fn charge(&mut self, amount: u64, now: Instant) {
+        self.refill(now);
+        let floor = (-self.capacity).min(self.level);
+        self.level = (self.level - amount as f64).max(floor);
     }
 
     /// Everything ever taken, for [`Bucket::give_back`].
@@ -207,9 +218,21 @@ mod tests {
         let t1 = t0 + secs(30.0);
         assert_eq!(b.time_until_cost(250, t1), Duration::ZERO);
         b.take(250, t1);
-        assert!((b.level_at(t1) + 150.0).abs() < 1e-9);
-        // The debt is paid off by refill: 150 tokens = 90 s until the level is back at zero.
-        assert_eq!(b.time_until(0.0, t1), secs(90.0));
+        // Into debt, but no deeper than a whole bucket: paid off by a minute of refill.
+        assert!((b.level_at(t1) + 100.0).abs() < 1e-9);
+        assert_eq!(b.time_until(0.0, t1), secs(60.0));
+    }
+
+    #[test]
+    fn no_cost_or_charge_leaves_more_than_a_bucket_of_debt() {
+        let t0 = Instant::now();
+        let mut b = Bucket::full(100, t0);
+        b.charge(1_000_000_000_000_000_000, t0);
+        assert_eq!(b.level_at(t0), -100.0);
+        b.take(u64::MAX, t0);
+        assert_eq!(b.level_at(t0), -100.0);
+        // Back at zero after a minute of refill, full after two.
+        assert_eq!(b.time_until(0.0, t0), secs(60.0));
     }
 
     #[test]

@@ -58,7 +58,7 @@ impl Budgets {
     }
 
     /// The budget of an owner and class, created on first use with `configured` limits; `None`
-    /// past [`MAX_BUDGETS`].
+    /// when the table is full (the broker makes room first, see `evict`).
     pub fn get_or_create(
         &mut self,
         owner: &Owner,
@@ -68,9 +68,10 @@ impl Budgets {
         now: Instant,
     ) -> Option<BudgetIdx> {
         if let Some(b) = self.find(owner, class) {
+            self[b].used_at(now);
             return Some(b);
         }
-        if self.len() >= MAX_BUDGETS && !self.evict_one() {
+        if self.len() >= MAX_BUDGETS {
             return None;
         }
         let budget = Budget::new(
@@ -94,22 +95,20 @@ impl Budgets {
         Some(b)
     }
 
-    /// Makes room by forgetting a budget that is cheap to forget: a key's (not an account's,
-    /// which other budgets may answer to), idle (nothing waiting, in flight or paused), that
-    /// knows no limit and never saw a success — what a flood of made-up keys and model names
-    /// leaves behind. Returns whether one was found.
-    fn evict_one(&mut self) -> bool {
-        let victim = self
-            .iter()
-            .find(|(_, budget)| matches!(budget.owner(), Owner::Key(_)) && budget.is_disposable())
-            .map(|(b, _)| b);
-        match victim {
-            Some(b) => {
-                self.remove(b);
-                true
-            }
-            None => false,
-        }
+    /// Whether no budget has `b` as its parent (a workspace's budget points at its
+    /// organization's by index, so that one must stay while they do).
+    pub fn is_no_parent(&self, b: BudgetIdx) -> bool {
+        self.iter().all(|(_, budget)| budget.parent() != Some(b))
+    }
+
+    /// The budget that is cheapest to forget: idle (nothing waiting, in flight or paused), no
+    /// workspace's parent, and used least recently — those that never saw a success first.
+    pub fn eviction_candidate(&self) -> Option<BudgetIdx> {
+        let parents: BTreeSet<BudgetIdx> = self.iter().filter_map(|(_, b)| b.parent()).collect();
+        self.iter()
+            .filter(|(b, budget)| budget.is_idle() && !parents.contains(b))
+            .min_by_key(|(_, budget)| (budget.ever_succeeded(), budget.last_used()))
+            .map(|(b, _)| b)
     }
 
     /// Files budget `b` under another owner.

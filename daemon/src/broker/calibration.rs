@@ -6,7 +6,7 @@
 //! from settled usage; a client with no history uses the ratio of all clients, and before any
 //! history at all, a conservative 1 token per 4 bytes.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 /// Tokens per byte before anything is known: about right for uncached English text and JSON.
 const DEFAULT_TOKENS_PER_BYTE: f64 = 0.25;
@@ -14,6 +14,9 @@ const DEFAULT_TOKENS_PER_BYTE: f64 = 0.25;
 const WEIGHT: f64 = 0.3;
 /// The most clients remembered (each Claude Code session is a new one).
 const MAX_CLIENTS: usize = 10_000;
+/// The highest ratio believed: no request counts more than four tokens for each of its bytes
+/// (see the gateway's `input_bound`).
+const MAX_TOKENS_PER_BYTE: f64 = 4.0;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Ratio {
@@ -34,12 +37,17 @@ impl Ratio {
     fn known(&self) -> Option<f64> {
         (self.samples > 0).then_some(self.tokens_per_byte)
     }
+
+    fn is_sane(&self) -> bool {
+        self.tokens_per_byte.is_finite()
+            && (0.0..=MAX_TOKENS_PER_BYTE).contains(&self.tokens_per_byte)
+    }
 }
 
 /// Serialized as is into the state file, so estimates stay calibrated across restarts.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Calibration {
-    clients: HashMap<String, Ratio>,
+    clients: BTreeMap<String, Ratio>,
     overall: Ratio,
 }
 
@@ -55,12 +63,28 @@ impl Calibration {
         (body_bytes as f64 * ratio).ceil() as u64
     }
 
+    /// The calibration from a state file, held to sense: a ratio no request can have (`1e300`,
+    /// negative, not a number) is forgotten, and so are clients past the table's size.
+    pub fn sane(mut self) -> Calibration {
+        self.clients.retain(|_, ratio| ratio.is_sane());
+        while self.clients.len() > MAX_CLIENTS {
+            let Some(evict) = self.clients.keys().next().cloned() else {
+                break;
+            };
+            self.clients.remove(&evict);
+        }
+        if !self.overall.is_sane() {
+            self.overall = Ratio::default();
+        }
+        self
+    }
+
     /// Learns from a settled call: its body size and the input tokens that counted.
     pub fn record(&mut self, client: &str, body_bytes: usize, counted_input: u64) {
         if body_bytes == 0 {
             return;
         }
-        let sample = counted_input as f64 / body_bytes as f64;
+        let sample = (counted_input as f64 / body_bytes as f64).min(MAX_TOKENS_PER_BYTE);
         if !self.clients.contains_key(client) && self.clients.len() >= MAX_CLIENTS {
             // Forget some client to make room; any will do, the overall ratio remains.
             if let Some(evict) = self.clients.keys().next().cloned() {
@@ -104,6 +128,24 @@ mod tests {
         assert_eq!(calibration.estimate("plain", 1_000), 250);
         let newcomer = calibration.estimate("new", 1_000);
         assert!(newcomer > 1 && newcomer < 250, "{newcomer}");
+    }
+
+    #[test]
+    fn absurd_samples_and_saved_ratios_are_held_to_sense() {
+        let mut calibration = Calibration::default();
+        calibration.record("liar", 1000, 1_000_000_000_000_000_000);
+        assert_eq!(calibration.estimate("liar", 1000), 4000);
+        let saved: Calibration = serde_json::from_str(
+            r#"{"clients":{"a":{"tokens_per_byte":1e300,"samples":3},"b":{"tokens_per_byte":0.1,"samples":2}},"overall":{"tokens_per_byte":-5.0,"samples":9}}"#,
+        )
+        .unwrap();
+        let sane = saved.sane();
+        assert_eq!(
+            sane.estimate("a", 1000),
+            250,
+            "forgotten: the default ratio"
+        );
+        assert_eq!(sane.estimate("b", 1000), 100);
     }
 
     #[test]

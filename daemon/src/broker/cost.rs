@@ -15,6 +15,19 @@ impl Costs {
     }
 }
 
+/// The most input one call can count: twice the largest context window (1M tokens).
+pub const MAX_CALL_INPUT: u64 = 2_000_000;
+/// The most output one call can produce when it names no `max_tokens`: twice the largest output
+/// any model allows.
+pub const MAX_CALL_OUTPUT: u64 = 256_000;
+
+/// The most a call's report is believed to have used: one request, [`MAX_CALL_INPUT`] input
+/// tokens, and its `max_tokens` (else [`MAX_CALL_OUTPUT`]) of output.
+pub fn usage_bound(max_tokens: Option<u64>) -> Costs {
+    let output = max_tokens.map_or(MAX_CALL_OUTPUT, |max| max.min(MAX_CALL_OUTPUT));
+    Costs::new(1, MAX_CALL_INPUT, output)
+}
+
 /// A running average of real token counts, used where the caller gave no estimate. Exponentially
 /// weighted so it follows a workload that changes, seeded by the first sample.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]

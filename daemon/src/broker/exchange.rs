@@ -52,6 +52,10 @@ pub enum Settlement {
     },
     Failed,
     Unknown,
+    /// A 4xx other than 429: the caller's own mistake, which the API does not count.
+    ClientError {
+        status: u16,
+    },
 }
 
 /// Why a report or release was refused.

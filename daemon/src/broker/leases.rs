@@ -40,6 +40,8 @@ pub struct Lease {
     pub waited: std::time::Duration,
     /// Granted from the shared store: what settles it there.
     pub shared: Option<super::shared::SharedLease>,
+    /// The most its report is believed to have used (see [`super::cost::usage_bound`]).
+    pub bound: super::Costs,
 }
 
 /// How long a call in flight when the daemon died is taken to hold its slot: the longest a
@@ -173,6 +175,16 @@ impl Leases {
 
     pub fn len(&self) -> usize {
         self.by_id.len()
+    }
+
+    /// Leases held by connection `conn`.
+    pub fn held_by(&self, conn: ConnId) -> usize {
+        self.by_conn.get(&conn).map_or(0, HashSet::len)
+    }
+
+    /// Leases that outlive their connection (or were restored from the state file).
+    pub fn detached(&self) -> usize {
+        self.by_id.len() - self.owned
     }
 
     /// The id the next lease will get.

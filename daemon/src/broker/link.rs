@@ -50,11 +50,18 @@ impl Broker {
             let class = self.budgets[source].class().clone();
             match self.budgets.find(&to, &class) {
                 None => {
+                    // The account has no budget of this class here, but the store may: what
+                    // the key's took is carried over all the same.
+                    let from = self.budgets[source].id();
                     self.budgets.relabel(source, &to);
+                    let into = self.budgets[source].id();
+                    self.for_store(super::SharedOp::Merge { from, into });
                     touched.push(source);
                 }
                 Some(target) => {
+                    let (from, into) = (self.budgets[source].id(), self.budgets[target].id());
                     self.merge(source, target, now);
+                    self.for_store(super::SharedOp::Merge { from, into });
                     touched.push(target);
                 }
             }
@@ -107,6 +114,7 @@ impl Broker {
         for lease in self.leases.of_budget_mut(source) {
             lease.budget = target;
         }
+        self.shares.moved(source, target);
         let absorbed = self.budgets.remove(source);
         self.budgets[target].absorb(absorbed, now);
         // In arrival order: each client's line stays first come, first served.

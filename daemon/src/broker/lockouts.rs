@@ -18,6 +18,45 @@ pub struct Rejection {
     pub body: Vec<u8>,
 }
 
+/// The largest body kept to replay (an API error is a few hundred bytes).
+pub const MAX_REJECTION_BODY: usize = 64 << 10;
+/// The most headers kept to replay, and the longest name or value.
+const MAX_REJECTION_HEADERS: usize = 64;
+const MAX_HEADER_LEN: usize = 4096;
+
+impl Rejection {
+    /// An answer to keep and replay, held to a size: at most [`MAX_REJECTION_BODY`] of body
+    /// (a longer one is replaced by the API's error shape carrying its message, if it had a
+    /// readable one), and a bounded number of short headers.
+    pub fn bounded(status: u16, headers: Vec<(String, String)>, body: Vec<u8>) -> Rejection {
+        let headers = headers
+            .into_iter()
+            .filter(|(name, value)| name.len() <= MAX_HEADER_LEN && value.len() <= MAX_HEADER_LEN)
+            .take(MAX_REJECTION_HEADERS)
+            .collect();
+        let body = if body.len() <= MAX_REJECTION_BODY {
+            body
+        } else {
+            let shape = serde_json::json!({
+                "type": "error",
+                "error": {
+                    "type": "rate_limit_error",
+                    "message": format!(
+                        "the API's {status} answer ({} bytes) was too large for pacer to keep",
+                        body.len()
+                    ),
+                },
+            });
+            shape.to_string().into_bytes()
+        };
+        Rejection {
+            status,
+            headers,
+            body,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Lockout {
     pub until: Instant,

@@ -34,6 +34,7 @@ mod calibration;
 mod clients;
 mod config;
 mod cost;
+mod evict;
 mod exchange;
 mod leases;
 mod lifecycle;
@@ -77,11 +78,12 @@ pub use exchange::{BrokerError, ConnId, Output, Settlement, Ticket};
 use leases::{Lease, Leases};
 pub use limits::{LimitSet, LimitTable, MAX_LIMIT, ModelClasses};
 use lockouts::Lockouts;
-pub use lockouts::Rejection;
+pub use lockouts::{MAX_REJECTION_BODY, Rejection};
 use overload::Overloads;
 use owner::Owner;
 pub use per_kind::PerKind;
 use queue::WaiterId;
+pub use settle::MAX_RATE_LIMIT_WAIT;
 pub use shared::{
     Claim, ClaimAnswer, ClusterEvent, SharedOp, Sharing, WindowReport, WindowsReport,
 };
@@ -90,9 +92,16 @@ pub use status::Summary;
 pub use time::{FOREVER, TimeBase, later};
 use waiters::{Waiter, Waiters};
 
-/// Bounds on what one connection may hold, so a runaway client cannot exhaust the daemon.
-const MAX_WAITERS_PER_CONNECTION: usize = 65_536;
-const MAX_NAME_LEN: usize = 256;
+/// Bounds on what one connection, and every connection together, may hold, so that runaway
+/// clients cannot exhaust the daemon's memory (or a state file fill the disk).
+pub const MAX_WAITERS_PER_CONNECTION: usize = 4_096;
+pub const MAX_WAITERS: usize = 65_536;
+/// Permits one connection may hold at once (calls in flight under it).
+pub const MAX_LEASES_PER_CONNECTION: usize = 4_096;
+/// Detached leases (shell scripts' permits) outlive their connection: at most this many at once.
+pub const MAX_DETACHED_LEASES: usize = 10_000;
+/// The longest client id taken (a `pacer run --name`, a session, a script's id).
+pub const MAX_NAME_LEN: usize = 256;
 /// The longest model name taken: real ones are a few dozen characters; a model matching no
 /// pattern is a class of its own, and each class a budget, so this bounds what a name can cost.
 pub const MAX_MODEL_LEN: usize = 128;
@@ -130,6 +139,8 @@ struct Grant {
     priority: Priority,
     detached_ttl: Option<Duration>,
     cost: Costs,
+    /// The most its report is believed to have used.
+    bound: Costs,
     waited: Duration,
 }
 
@@ -187,8 +198,12 @@ impl Broker {
         self.budgets.classify(&self.config.classes, model)
     }
 
-    /// The budget of an owner and class, created on first use; `None` past [`MAX_BUDGETS`].
+    /// The budget of an owner and class, created on first use (forgetting an idle one when the
+    /// table is full); `None` when every one of [`MAX_BUDGETS`] is busy.
     fn budget_of(&mut self, owner: &Owner, class: &Arc<str>, now: Instant) -> Option<BudgetIdx> {
+        if self.budgets.find(owner, class).is_none() && !self.make_room() {
+            return None;
+        }
         let (limits, accounts) = (&self.config.limits, &self.accounts);
         let b = self.budgets.get_or_create(
             owner,
@@ -232,13 +247,17 @@ impl Broker {
             return self.take_output();
         }
         let Some(b) = self.budget_of(&owner, &class, now) else {
-            let reason = format!("pacerd tracks at most {MAX_BUDGETS} key × model class budgets");
+            let reason = format!(
+                "pacerd tracks at most {MAX_BUDGETS} account × model class budgets, and every one \
+                 has calls waiting or in flight"
+            );
             self.note_refusal(None, None, &req.client_id, &reason, now);
             self.answer(ticket, Response::Rejected(refusal(reason)));
             return self.take_output();
         };
         self.note_asked(b, req, now);
         let cost = self.budgets[b].cost_of(req);
+        let bound = cost::usage_bound(req.max_tokens);
         let local = !self.shares.is_shared();
         if local && self.budgets[b].grants_at_once(&cost, self.gate(b, &cost, now), now) {
             let grant = Grant {
@@ -249,6 +268,7 @@ impl Broker {
                 priority: req.priority,
                 detached_ttl: req.detached_ttl,
                 cost,
+                bound,
                 waited: Duration::ZERO,
             };
             self.grant(b, grant, now);
@@ -277,6 +297,7 @@ impl Broker {
             client,
             priority: req.priority,
             cost,
+            bound,
             mark,
             deadline,
             detached_ttl: req.detached_ttl,
@@ -315,6 +336,7 @@ impl Broker {
             client: grant.client.clone(),
             waited: grant.waited,
             shared: grant.shared,
+            bound: grant.bound,
         });
         let response = Response::Granted(Granted {
             lease,
@@ -371,6 +393,7 @@ impl Broker {
             priority: waiter.priority,
             detached_ttl: waiter.detached_ttl,
             cost: waiter.cost,
+            bound: waiter.bound,
             waited: now.saturating_duration_since(waiter.enqueued_at),
         };
         self.grant(b, grant, now);

@@ -54,38 +54,48 @@ impl Broker {
         let b = held.budget;
         let reserved = held.reservation;
         let rate_limited = matches!(settlement, Settlement::RateLimited { .. });
+        // What a call reports is believed only up to what it could have cost: a broken or
+        // hostile answer claiming 10¹⁸ tokens must not leave the budget in debt for ever.
+        let counted = |usage: &pacer_protocol::message::Usage| {
+            (
+                usage
+                    .counted_input_tokens()
+                    .min(held.bound[LimitKind::InputTokens]),
+                usage.output_tokens.min(held.bound[LimitKind::OutputTokens]),
+            )
+        };
         let (outcome, tokens) = match &settlement {
-            Settlement::Success { usage } => (
-                SettledAs::Success,
-                (usage.counted_input_tokens(), usage.output_tokens),
-            ),
+            Settlement::Success { usage } => (SettledAs::Success, counted(usage)),
             Settlement::RateLimited { .. } => (SettledAs::RateLimited, (0, 0)),
             Settlement::Overloaded { .. } => (SettledAs::Overloaded, (0, 0)),
             Settlement::Failed => (SettledAs::Failed, (0, 0)),
             Settlement::Unknown => (SettledAs::Unknown, (0, 0)),
+            Settlement::ClientError { .. } => (SettledAs::ClientError, (0, 0)),
         };
         self.note_settled(&held, outcome, tokens, now);
         let cost = held.reservation.cost;
         let used = match &settlement {
-            Settlement::Success { usage } => {
-                Costs::new(1, usage.counted_input_tokens(), usage.output_tokens)
-            }
+            Settlement::Success { .. } => Costs::new(1, tokens.0, tokens.1),
             // Rejected or failed: the request and its input count, no output was produced.
             Settlement::RateLimited { .. } | Settlement::Overloaded { .. } | Settlement::Failed => {
                 Costs::new(1, cost[LimitKind::InputTokens], 0)
             }
+            // The caller's mistake: the API processed nothing, only the request counts.
+            Settlement::ClientError { .. } => Costs::new(1, 0, 0),
             Settlement::Unknown => cost,
         };
         self.settle_shared(&held, Some(used));
         let settlement_kind = match settlement {
             Settlement::Success { .. }
             | Settlement::RateLimited { .. }
-            | Settlement::Overloaded { .. } => Answered::Yes,
+            | Settlement::Overloaded { .. }
+            | Settlement::ClientError { .. } => Answered::Yes,
             Settlement::Failed | Settlement::Unknown => Answered::No,
         };
+        let mut unknown_model = false;
         match settlement {
-            Settlement::Success { usage } => {
-                let (input, output) = (usage.counted_input_tokens(), usage.output_tokens);
+            Settlement::Success { .. } => {
+                let (input, output) = tokens;
                 let budget = &mut self.budgets[b];
                 budget.settle_usage(&reserved, input, output, now);
                 self.overloads.succeeded(budget.class());
@@ -124,6 +134,13 @@ impl Broker {
                 self.budgets[b].refund_output(&reserved, now);
                 self.refund_parent_output(held.parent.as_ref(), now);
             }
+            Settlement::ClientError { status } => {
+                self.budgets[b].refund_tokens(&reserved, now);
+                if let Some((p, parent)) = &held.parent {
+                    self.budgets[*p].refund_tokens(parent, now);
+                }
+                unknown_model = status == 404;
+            }
             Settlement::Unknown => {}
         }
         if !rate_limited {
@@ -137,6 +154,10 @@ impl Broker {
         }
         self.budgets[b].finish();
         self.serve(b, now);
+        if unknown_model {
+            // A model the API does not have: its budget is not worth a slot of the table.
+            self.forget_if_unused(b);
+        }
         Ok(self.take_output())
     }
 

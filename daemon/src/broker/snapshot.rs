@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use pacer_protocol::KeyFingerprint;
-use pacer_protocol::unified::WindowState;
+use pacer_protocol::text::{MAX_MESSAGE, bounded};
+use pacer_protocol::unified::{MAX_WINDOW_NAME, WindowState, is_window_name, sane_utilization};
 use serde::{Deserialize, Serialize};
 
 use super::accounts::{Subscription, WindowInfo};
@@ -160,7 +161,7 @@ impl OwnerState {
     /// The owner, if the entry names one properly.
     fn owner(&self) -> Option<Owner> {
         match (&self.account, &self.key) {
-            (Some(account), _) if !account.is_empty() => {
+            (Some(account), _) if is_account_label(account) => {
                 Some(Owner::Account(Arc::from(account.as_str())))
             }
             (_, Some(key)) => key.parse().ok().map(Owner::Key),
@@ -169,12 +170,25 @@ impl OwnerState {
     }
 }
 
+/// The longest account label taken from a state file or another daemon (`org-` and 12 hex
+/// characters, a workspace's, or a name from the configuration, at most 64).
+pub const MAX_ACCOUNT_LABEL: usize = 128;
+
+/// Whether `label` can be an account's: not empty, not too long, printable.
+pub fn is_account_label(label: &str) -> bool {
+    !label.is_empty()
+        && label.len() <= MAX_ACCOUNT_LABEL
+        && label.chars().all(|c| !c.is_control() && !c.is_whitespace())
+}
+
 fn state_of(status: &Option<WindowState>) -> Option<String> {
     status.as_ref().map(|s| s.as_str().to_owned())
 }
 
 fn parse_state(status: &Option<String>) -> Option<WindowState> {
-    status.as_deref().map(WindowState::parse)
+    status
+        .as_deref()
+        .map(|s| WindowState::parse(&bounded(s, MAX_WINDOW_NAME)))
 }
 
 impl Broker {
@@ -260,12 +274,19 @@ impl Broker {
                 charged: lease.reservation.charged,
             }
         });
+        // Sorted where the tables are not, so that the same state always writes the same file.
+        let mut leases: Vec<LeaseState> = leases.filter(|l| l.expires > wall(now)).collect();
+        leases.sort_by_key(|l| l.id);
+        let mut overloads: Vec<OverloadState> = overloads.collect();
+        overloads.sort_by(|a, b| a.model_class.cmp(&b.model_class));
+        let mut links: Vec<LinkState> = links.collect();
+        links.sort_by(|a, b| a.key.cmp(&b.key));
         BrokerState {
-            leases: leases.filter(|l| l.expires > wall(now)).collect(),
+            leases,
             budgets: budgets.collect(),
-            overloads: overloads.collect(),
+            overloads,
             next_lease: self.leases.next_id(),
-            links: links.collect(),
+            links,
             workspaces: workspaces.collect(),
             lockouts: lockouts.collect(),
             subscriptions: subscriptions.collect(),
@@ -289,7 +310,7 @@ impl Broker {
         };
         // Links first, so that every budget is filed under the owner it has now.
         for workspace in &state.workspaces {
-            if !workspace.account.is_empty() && !workspace.organization.is_empty() {
+            if is_account_label(&workspace.account) && is_account_label(&workspace.organization) {
                 self.accounts.set_parent(
                     Arc::from(workspace.account.as_str()),
                     Arc::from(workspace.organization.as_str()),
@@ -298,7 +319,7 @@ impl Broker {
         }
         for link in &state.links {
             if let Ok(key) = link.key.parse::<KeyFingerprint>()
-                && !link.account.is_empty()
+                && is_account_label(&link.account)
             {
                 self.accounts.link(key, Arc::from(link.account.as_str()));
             }
@@ -320,7 +341,7 @@ impl Broker {
             };
             budget.restore(&kept, downtime, now);
             if let Some(until) = saved.paused_until.and_then(instant) {
-                budget.extend_pause(until, &saved.pause_reason);
+                budget.extend_pause(until, &bounded(&saved.pause_reason, MAX_MESSAGE));
             }
             self.budgets.touch(b);
         }
@@ -338,17 +359,13 @@ impl Broker {
             let (Some(owner), Some(until)) = (saved.owner.owner(), instant(saved.until)) else {
                 continue;
             };
-            let rejection = saved.rejection.map(|r| {
-                Arc::new(Rejection {
-                    status: r.status,
-                    headers: r.headers,
-                    body: r.body.into_bytes(),
-                })
-            });
+            let rejection = saved
+                .rejection
+                .map(|r| Arc::new(Rejection::bounded(r.status, r.headers, r.body.into_bytes())));
             let scope = saved.model_class.as_deref().map(Arc::from);
             let lockout = Lockout {
                 until,
-                reason: saved.reason,
+                reason: bounded(&saved.reason, MAX_MESSAGE),
                 rejection,
             };
             self.lockouts.lock(&owner, scope, lockout);
@@ -360,10 +377,11 @@ impl Broker {
             let windows = saved
                 .windows
                 .iter()
+                .filter(|w| is_window_name(&w.name))
                 .map(|w| {
                     let info = WindowInfo {
                         status: parse_state(&w.status),
-                        utilization: w.utilization,
+                        utilization: w.utilization.and_then(sane_utilization),
                         reset: w.reset,
                     };
                     (w.name.clone(), info)
@@ -377,7 +395,7 @@ impl Broker {
         }
         // Calls that were in flight: their slots stay taken (their reservations are already in
         // the saved levels) until they expire, at most LEASE_MAX_AGE from now.
-        for saved in state.leases {
+        for saved in state.leases.into_iter().take(super::MAX_DETACHED_LEASES) {
             let (Some(owner), Some(expires)) = (saved.owner.owner(), instant(saved.expires)) else {
                 continue;
             };
@@ -402,6 +420,7 @@ impl Broker {
                     shared: false,
                 },
                 unmetered: PerKind::default(),
+                bound: super::cost::usage_bound(None),
                 probe: false,
                 parent: None,
                 client: super::usage::unknown_client(),

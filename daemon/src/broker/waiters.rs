@@ -22,6 +22,8 @@ pub struct Waiter {
     pub priority: Priority,
     /// What it will reserve when granted.
     pub cost: Costs,
+    /// The most its report will be believed to have used.
+    pub bound: Costs,
     /// Where it joined the queue, for estimating its remaining wait if it times out.
     pub mark: Mark,
     pub deadline: Option<Instant>,

@@ -27,9 +27,14 @@ use pacer_protocol::message::{BudgetId, ClusterStatus};
 use tokio::sync::{mpsc, watch};
 
 use crate::broker::{ClaimAnswer, ClusterEvent, SharedOp, Sharing};
-use crate::config::{ClusterConfig, OnUnavailable, without_password};
+use crate::config::{ClusterConfig, OnUnavailable, shown_url};
 use crate::hub::{Hub, StoreWork};
-use store::{Keys, Message, Store};
+use crate::throttle::Throttle;
+use crate::warn_throttled;
+use store::{Keys, Message, Store, StoreError};
+
+/// Values in Redis that were not valid are said once a minute.
+static REPAIRED: Throttle = Throttle::new(Duration::from_secs(60));
 
 /// How often the heartbeat runs (and a lost Redis is tried again).
 const HEARTBEAT: Duration = Duration::from_secs(2);
@@ -62,18 +67,18 @@ pub async fn start(
     let client = redis::Client::open(url.as_str())?;
     let daemon = daemon_id();
     let keys = Keys::new(&config.prefix);
-    let shown = without_password(&url);
+    let shown = shown_url(&url);
     let (connected, store, problem) =
         match Store::connect(&client, keys.clone(), daemon.clone(), config.lease_ttl).await {
             Ok(store) => match store.ping().await {
                 Ok(()) => (true, store, None),
-                Err(e) => (false, store, Some(e)),
+                Err(e) => (false, store, Some(e.to_string())),
             },
             Err(e) => {
                 // The manager is made lazily instead, and connects once Redis is there.
                 let store = Store::lazy(&client, keys, daemon.clone(), config.lease_ttl)
                     .map_err(anyhow::Error::msg)?;
-                (false, store, Some(e))
+                (false, store, Some(e.to_string()))
             }
         };
     let cluster = Arc::new(Cluster {
@@ -143,7 +148,8 @@ impl Cluster {
     }
 
     /// Redis failed a call: logged once, then the local share (or nothing, when closed).
-    fn lost(&self, problem: String) {
+    fn lost(&self, problem: &StoreError) {
+        let problem = problem.to_string();
         if self.connected.swap(false, Ordering::Relaxed) {
             let share = self.daemons.load(Ordering::Relaxed).max(1);
             tracing::warn!(
@@ -215,33 +221,45 @@ impl Cluster {
         }
     }
 
-    /// Carries the broker's work to Redis, each item on its own task.
+    /// Carries the broker's work to Redis, one item after the other, in the order the broker
+    /// made them: a pause and the lift after it, two settlements, a key's merge into its account
+    /// and the claim after it reach Redis in that order. (Each call is bounded in time, and a
+    /// permit costs a round trip or two: one at a time is far more than any API's limits need.)
     async fn carry(
         self: Arc<Self>,
         mut work: mpsc::UnboundedReceiver<StoreWork>,
         mut closing: watch::Receiver<bool>,
     ) {
         loop {
-            tokio::select! {
+            let item = tokio::select! {
                 item = work.recv() => match item {
-                    Some(item) => {
-                        tokio::spawn(self.clone().handle(item));
-                    }
+                    Some(item) => item,
                     None => return,
                 },
                 _ = closing.changed() => return,
-            }
+            };
+            self.handle(item).await;
         }
     }
 
-    async fn handle(self: Arc<Self>, item: StoreWork) {
+    async fn handle(&self, item: StoreWork) {
         match item {
             StoreWork::Claim(claim) => {
                 let answer = if self.is_connected() {
                     match self.store.take(&claim).await {
-                        Ok(answer) => answer,
+                        Ok(taken) => {
+                            if taken.repaired {
+                                warn_throttled!(
+                                    REPAIRED,
+                                    "values in Redis for {} were not valid (not a number, out of \
+                                     range): dropped, and the budget rebuilt",
+                                    claim.budget
+                                );
+                            }
+                            taken.answer
+                        }
                         Err(e) => {
-                            self.lost(e);
+                            self.lost(&e);
                             self.unavailable_answer()
                         }
                     }
@@ -285,9 +303,10 @@ impl Cluster {
                     }
                     SharedOp::Publish(event) => self.store.publish(event).await,
                     SharedOp::Charge { budget, spent } => self.store.charge(budget, spent).await,
+                    SharedOp::Merge { from, into } => self.store.merge(from, into).await,
                 };
                 if let Err(e) = done {
-                    self.lost(e);
+                    self.lost(&e);
                 }
             }
         }
@@ -369,10 +388,10 @@ impl Cluster {
                     .cloned()
                     .collect();
                 if let Err(e) = self.store.renew(&leases).await {
-                    self.lost(e);
+                    self.lost(&e);
                 }
             }
-            Err(e) => self.lost(e),
+            Err(e) => self.lost(&e),
         }
         self.report();
     }

@@ -35,6 +35,21 @@ local function refill(level, limit, last, now)
   return level
 end
 local function num(x) return string.format('%.17g', x) end
+-- A number read from Redis, if it is one and within [lo, hi] (not nan, not inf): anyone who can
+-- write to Redis can write anything, and one bad level must not jam a budget on every daemon.
+local function sane(x, lo, hi)
+  x = tonumber(x)
+  if x == nil or x ~= x or x < lo or x > hi then return nil end
+  return x
+end
+local MAX_LIMIT = 1e10
+local MAX_WAIT = 691200000  -- 8 days (ms): the longest wait any daemon believes
+local MAX_OVERLOAD = 32000  -- the longest 529 backoff (ms)
+-- Takes `amount` from `level`, into debt if need be but never deeper than a whole bucket below
+-- zero (as the daemon's own buckets do).
+local function debit(level, amount, limit)
+  return math.max(level - amount, math.min(-limit, level))
+end
 "#;
 
 /// Takes a cost from one budget, or a workspace's and its organization's, all or none.
@@ -63,37 +78,51 @@ pub static TAKE: LazyLock<Script> = LazyLock::new(|| {
 local now = now_ms()
 for i = 2, 3 do
   local left = redis.call('PTTL', KEYS[i])
-  if left > 0 then return {'locked', tostring(left), redis.call('GET', KEYS[i]) or ''} end
+  if left > 0 then
+    local reason = string.sub(redis.call('GET', KEYS[i]) or '', 1, 1024)
+    return {'locked', tostring(math.min(left, MAX_WAIT)), reason}
+  end
 end
 local n = tonumber(ARGV[1])
 local cost = {tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])}
 local member, ttl = ARGV[5], tonumber(ARGV[6])
 local wait = 0
 local overload = redis.call('PTTL', KEYS[1])
-if overload > 0 then wait = overload end
+if overload > 0 then wait = math.min(overload, MAX_OVERLOAD) end
+local repaired = 0
 local state = {}
 for b = 1, n do
   local h, l = KEYS[2 + 2 * b], KEYS[3 + 2 * b]
   local base = 6 + 4 * (b - 1)
   local f = redis.call('HMGET', h, 'l0', 'l1', 'l2', 't', 'm0', 'm1', 'm2', 'tk', 'p', 'mf',
     'u0', 'u1', 'u2', 'pb')
+  -- Every value is checked as it is read; one that is not valid is dropped (and counted),
+  -- and what it stood for is rebuilt.
+  local function checked(i, lo, hi)
+    local x = sane(f[i], lo, hi)
+    if x == nil and f[i] then repaired = repaired + 1 end
+    return x
+  end
   local lim, levels = {}, {}
-  local last = tonumber(f[4]) or now
+  local last = checked(4, 0, now) or now
   local known = false
   for k = 1, 3 do
-    local told = tonumber(ARGV[base + k])
-    if told and told > 0 then
+    local told = sane(ARGV[base + k], 1, MAX_LIMIT)
+    local stored = checked(4 + k, 1, MAX_LIMIT)
+    if told then
       lim[k] = told
       redis.call('HSET', h, 'm' .. (k - 1), told)
     else
-      lim[k] = tonumber(f[4 + k])
+      lim[k] = stored
+      if stored == nil and f[4 + k] then redis.call('HDEL', h, 'm' .. (k - 1)) end
     end
     if lim[k] then
       known = true
-      local level, from = tonumber(f[k]), last
+      local level, from = checked(k, -lim[k], lim[k]), last
       if level == nil then
-        -- A limit just learned: what went out before it was known counts against it.
-        level = lim[k] - (tonumber(f[10 + k]) or 0)
+        -- A limit just learned (or a level rebuilt): what went out before it was known counts
+        -- against it.
+        level = lim[k] - (checked(10 + k, 0, 1e12) or 0)
         redis.call('HDEL', h, 'u' .. (k - 1))
         from = now
       end
@@ -107,21 +136,32 @@ for b = 1, n do
   if not known and b == 1 then
     -- First contact, for every daemon at once: one call goes out, the others wait for the
     -- limits its answer teaches (at most 5 s).
-    local probe = tonumber(f[14])
+    local probe = checked(14, 0, now)
     if probe and now - probe < 5000 then wait = math.max(wait, probe + 5000 - now) end
   end
-  local cap = tonumber(ARGV[base + 4])
-  if cap and cap > 0 then redis.call('HSET', h, 'mf', cap) else cap = tonumber(f[10]) end
+  local cap = sane(ARGV[base + 4], 1, 1e6)
+  if cap then redis.call('HSET', h, 'mf', cap) else cap = checked(10, 1, 1e6) end
   local busy = 0
-  if cap and cap > 0 then
+  if cap then
     redis.call('ZREMRANGEBYSCORE', l, '-inf', now)
     busy = redis.call('ZCARD', l)
     if busy >= cap then wait = math.max(wait, 250) end
   end
-  local pause = tonumber(f[9])
+  local pause = checked(9, 0, now + MAX_WAIT)
+  if pause == nil and f[9] then redis.call('HDEL', h, 'p', 'pr') end
   if pause and pause > now then wait = math.max(wait, pause - now) end
   state[b] = {h = h, l = l, lim = lim, levels = levels, cap = cap, busy = busy,
-    tk = tonumber(f[8]) or 0}
+    tk = checked(8, 0, 1e15) or 0}
+end
+if repaired > 0 then
+  -- Write the rebuilt levels back now, so that the next take finds them whole.
+  for b = 1, n do
+    local s = state[b]
+    for k = 1, 3 do
+      if s.levels[k] then redis.call('HSET', s.h, 'l' .. (k - 1), num(s.levels[k])) end
+    end
+    redis.call('HSET', s.h, 't', now, 'tk', s.tk)
+  end
 end
 -- Turns: among the daemons refused before and due back now, the one that has had least of
 -- the budget lately goes first.
@@ -131,7 +171,7 @@ local grace = tonumber(ARGV[8 + 4 * n])
 local half_life = tonumber(ARGV[9 + 4 * n])
 local function had(d)
   local g, at = string.match(redis.call('HGET', tx, 'g:' .. d) or '', '^([^:]+):([^:]+)$')
-  g, at = tonumber(g), tonumber(at)
+  g, at = sane(g, 0, 1e9), sane(at, 0, now)
   if g == nil or at == nil then return 0 end
   if now <= at then return g end
   return g * math.pow(0.5, (now - at) / half_life)
@@ -146,7 +186,7 @@ for i = 1, #queue, 2 do
   if d ~= me then
     local back, c1, c2, c3 = string.match(redis.call('HGET', tx, 'd:' .. d) or '',
       '^([^:]+):([^:]+):([^:]+):([^:]+)$')
-    back = tonumber(back)
+    back = sane(back, 0, now + MAX_WAIT)
     if back == nil or now > back + grace then
       redis.call('ZREM', tz, d)
       redis.call('HDEL', tx, 'd:' .. d)
@@ -154,7 +194,8 @@ for i = 1, #queue, 2 do
       local g = had(d)
       if g < mine or (g == mine and (my_turn == nil or since < my_turn)) then
         if rival == nil or g < rival.g then
-          rival = {g = g, back = back, cost = {tonumber(c1), tonumber(c2), tonumber(c3)}}
+          rival = {g = g, back = back,
+            cost = {sane(c1, 0, 1e12) or 0, sane(c2, 0, 1e12) or 0, sane(c3, 0, 1e12) or 0}}
         end
       end
     end
@@ -205,7 +246,9 @@ local function limits(s)
 end
 if wait > 0 then
   local m = limits(state[1])
-  return {'wait', tostring(wait), m[1], m[2], m[3]}
+  local out = {'wait', tostring(math.min(wait, MAX_WAIT)), m[1], m[2], m[3]}
+  if repaired > 0 then out[6] = 'repaired' end
+  return out
 end
 for b = 1, n do
   local s = state[b]
@@ -214,7 +257,7 @@ for b = 1, n do
   for k = 1, 3 do
     if s.lim[k] then
       any = true
-      s.levels[k] = s.levels[k] - cost[k]
+      s.levels[k] = debit(s.levels[k], cost[k], s.lim[k])
       redis.call('HSET', s.h, 'l' .. (k - 1), num(s.levels[k]))
     else
       redis.call('HINCRBYFLOAT', s.h, 'u' .. (k - 1), cost[k])
@@ -232,6 +275,7 @@ local out = {'ok', tostring(s.tk)}
 for k = 1, 3 do out[2 + k] = s.levels[k] and num(s.levels[k]) or '' end
 local m = limits(s)
 for k = 1, 3 do out[5 + k] = m[k] end
+if repaired > 0 then out[9] = 'repaired' end
 return out
 "#
     ))
@@ -259,12 +303,12 @@ local freed = 0
 for b = 1, n do
   local h, l = KEYS[2 * b - 1], KEYS[2 * b]
   local f = redis.call('HMGET', h, 'l0', 'l1', 'l2', 't', 'm0', 'm1', 'm2', 'tk')
-  local last = tonumber(f[4]) or now
-  local tk = tonumber(f[8]) or 0
+  local last = sane(f[4], 0, now) or now
+  local tk = sane(f[8], 0, 1e15) or 0
   for k = 1, 3 do
-    local lim = tonumber(f[4 + k])
+    local lim = sane(f[4 + k], 1, MAX_LIMIT)
     if lim then
-      local level = refill(tonumber(f[k]), lim, last, now)
+      local level = refill(sane(f[k], -lim, lim), lim, last, now)
       local back = reserved[k] - used[k]
       if back > 0 and k == 1 and taken_before then
         local since = math.max(0, tk - taken_before - back)
@@ -272,7 +316,7 @@ for b = 1, n do
       elseif back > 0 then
         level = math.min(lim, level + back)
       else
-        level = level + back
+        level = debit(level, -back, lim)
       end
       redis.call('HSET', h, 'l' .. (k - 1), num(level))
     end
@@ -297,21 +341,21 @@ pub static PAUSE: LazyLock<Script> = LazyLock::new(|| {
         r#"
 local now = now_ms()
 local h = KEYS[1]
-local untl = now + tonumber(ARGV[1])
+local untl = now + math.min(tonumber(ARGV[1]), MAX_WAIT)
 local drain = ARGV[3]
 if drain ~= '' then
   local f = redis.call('HMGET', h, 'l0', 'l1', 'l2', 't', 'm0', 'm1', 'm2')
-  local last = tonumber(f[4]) or now
+  local last = sane(f[4], 0, now) or now
   for k = 1, 3 do
-    local lim = tonumber(f[4 + k])
+    local lim = sane(f[4 + k], 1, MAX_LIMIT)
     if lim and (drain == 'all' or string.find(drain, tostring(k - 1), 1, true)) then
-      local level = refill(tonumber(f[k]), lim, last, now)
+      local level = refill(sane(f[k], -lim, lim), lim, last, now)
       redis.call('HSET', h, 'l' .. (k - 1), num(math.min(level, 0)))
     end
   end
   redis.call('HSET', h, 't', now)
 end
-local current = tonumber(redis.call('HGET', h, 'p'))
+local current = sane(redis.call('HGET', h, 'p'), 0, now + MAX_WAIT)
 if current and current >= untl then return 0 end
 redis.call('HSET', h, 'p', untl, 'pr', ARGV[2])
 redis.call('PEXPIRE', h, 86400000)
@@ -360,15 +404,57 @@ pub static CHARGE: LazyLock<Script> = LazyLock::new(|| {
 local now = now_ms()
 local h = KEYS[1]
 local f = redis.call('HMGET', h, 'l0', 'l1', 'l2', 't', 'm0', 'm1', 'm2', 'tk')
-local last = tonumber(f[4]) or now
+local last = sane(f[4], 0, now) or now
 for k = 1, 3 do
-  local lim = tonumber(f[4 + k])
+  local lim = sane(f[4 + k], 1, MAX_LIMIT)
   if lim then
-    local level = refill(tonumber(f[k]), lim, last, now) - tonumber(ARGV[k])
+    local level = debit(refill(sane(f[k], -lim, lim), lim, last, now), tonumber(ARGV[k]), lim)
     redis.call('HSET', h, 'l' .. (k - 1), num(level))
   end
 end
-redis.call('HSET', h, 't', now, 'tk', (tonumber(f[8]) or 0) + tonumber(ARGV[1]))
+redis.call('HSET', h, 't', now, 'tk', (sane(f[8], 0, 1e15) or 0) + tonumber(ARGV[1]))
+return 1
+"#
+    ))
+});
+
+/// A key's budget joins its account's (its responses named the account): what the key took is
+/// charged to the account, so that the first call of a key nobody knew — made against the
+/// key's own budget — counts in the account's too. Where the account's limit is known, its
+/// level is lowered to the key's if that is lower, and the key's untracked takes come off it;
+/// where it is not, the key's untracked takes are added to the account's (they come off when
+/// its limit is learned). A recent first contact carries over. The key's budget is emptied.
+///
+/// KEYS: the key's budget hash, the account's budget hash.
+pub static MERGE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{REFILL}{}",
+        r#"
+local now = now_ms()
+local fields = {'l0', 'l1', 'l2', 't', 'm0', 'm1', 'm2', 'u0', 'u1', 'u2', 'pb', 'tk'}
+local from = redis.call('HMGET', KEYS[1], unpack(fields))
+local into = redis.call('HMGET', KEYS[2], unpack(fields))
+local from_last = sane(from[4], 0, now) or now
+local into_last = sane(into[4], 0, now) or now
+for k = 1, 3 do
+  local from_lim, into_lim = sane(from[4 + k], 1, MAX_LIMIT), sane(into[4 + k], 1, MAX_LIMIT)
+  local untracked = sane(from[7 + k], 0, 1e12) or 0
+  local into_level = into_lim and sane(into[k], -into_lim, into_lim)
+  if into_level then
+    local level = refill(into_level, into_lim, into_last, now)
+    local from_level = from_lim and sane(from[k], -from_lim, from_lim)
+    if from_level then level = math.min(level, refill(from_level, from_lim, from_last, now)) end
+    redis.call('HSET', KEYS[2], 'l' .. (k - 1), num(debit(level, untracked, into_lim)))
+  elseif untracked > 0 then
+    redis.call('HINCRBYFLOAT', KEYS[2], 'u' .. (k - 1), untracked)
+  end
+end
+redis.call('HSET', KEYS[2], 't', now,
+  'tk', (sane(into[12], 0, 1e15) or 0) + (sane(from[12], 0, 1e15) or 0))
+local probe = sane(from[11], 0, now)
+if probe and (sane(into[11], 0, now) or 0) < probe then redis.call('HSET', KEYS[2], 'pb', probe) end
+redis.call('PEXPIRE', KEYS[2], 86400000)
+redis.call('HDEL', KEYS[1], 'l0', 'l1', 'l2', 'u0', 'u1', 'u2', 'pb')
 return 1
 "#
     ))

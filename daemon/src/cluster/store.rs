@@ -9,7 +9,10 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 pub use super::keys::Keys;
 use super::scripts;
-use crate::broker::{Claim, ClaimAnswer, ClusterEvent, Costs, LimitSet, PerKind};
+use crate::broker::{
+    Claim, ClaimAnswer, ClusterEvent, Costs, LimitSet, MAX_LIMIT, MAX_RATE_LIMIT_WAIT, PerKind,
+};
+use pacer_protocol::text::{self, MAX_MESSAGE};
 
 /// How long one call to Redis may take before it counts as a failure.
 pub const CALL_TIMEOUT: Duration = Duration::from_millis(500);
@@ -30,11 +33,28 @@ pub struct Store {
     pub lease_ttl: Duration,
 }
 
-/// Why a call did not get an answer.
-pub type StoreError = String;
+/// Why a call to the store did not get a usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("Redis did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+    /// A script answered something it never says: a different pacer version, or a Redis that
+    /// someone else wrote to.
+    #[error("unexpected answer from the {script} script: {answer}")]
+    Answer {
+        script: &'static str,
+        answer: String,
+    },
+}
 
-fn failed(e: impl std::fmt::Display) -> StoreError {
-    e.to_string()
+/// The store's answer to a take, and whether the script found values in Redis that were not
+/// valid (and rebuilt them).
+#[derive(Debug)]
+pub struct Taken {
+    pub answer: ClaimAnswer,
+    pub repaired: bool,
 }
 
 impl Store {
@@ -53,9 +73,7 @@ impl Store {
         daemon: String,
         lease_ttl: Duration,
     ) -> Result<Store, StoreError> {
-        let conn = client
-            .get_connection_manager_lazy(Self::manager_config())
-            .map_err(failed)?;
+        let conn = client.get_connection_manager_lazy(Self::manager_config())?;
         Ok(Store {
             conn,
             keys,
@@ -76,8 +94,7 @@ impl Store {
             client.get_connection_manager_with_config(Self::manager_config()),
         )
         .await
-        .map_err(|_| "Redis did not answer within 3 s".to_owned())?
-        .map_err(failed)?;
+        .map_err(|_| StoreError::Timeout(Duration::from_secs(3)))??;
         Ok(Store {
             conn,
             keys,
@@ -115,7 +132,7 @@ impl Store {
     }
 
     /// Takes a claim's capacity, all or none.
-    pub async fn take(&self, claim: &Claim) -> Result<ClaimAnswer, StoreError> {
+    pub async fn take(&self, claim: &Claim) -> Result<Taken, StoreError> {
         let owner = claim.budget.owner.to_string();
         let mut invocation = scripts::TAKE.prepare_invoke();
         invocation
@@ -153,6 +170,15 @@ impl Store {
             .arg(scripts::TURN_HALF_LIFE_MS);
         let reply: Vec<String> = self.run(&invocation).await?;
         parse_take(&reply)
+    }
+
+    /// A key's budget joins its account's (see [`scripts::MERGE`]).
+    pub async fn merge(&self, from: &BudgetId, into: &BudgetId) -> Result<(), StoreError> {
+        let mut invocation = scripts::MERGE.prepare_invoke();
+        invocation
+            .key(self.keys.budget(from))
+            .key(self.keys.budget(into));
+        self.run::<i64>(&invocation).await.map(|_| ())
     }
 
     /// Settles a lease (see [`scripts::SETTLE`]).
@@ -361,17 +387,25 @@ impl Store {
 async fn bounded<T>(
     call: impl std::future::Future<Output = redis::RedisResult<T>>,
 ) -> Result<T, StoreError> {
-    tokio::time::timeout(CALL_TIMEOUT * 2, call)
+    Ok(tokio::time::timeout(CALL_TIMEOUT * 2, call)
         .await
-        .map_err(|_| format!("Redis did not answer within {:?}", CALL_TIMEOUT * 2))?
-        .map_err(failed)
+        .map_err(|_| StoreError::Timeout(CALL_TIMEOUT * 2))??)
 }
 
 fn limit(text: &str) -> Option<u64> {
     text.parse::<f64>()
         .ok()
-        .filter(|v| v.is_finite() && *v >= 1.0)
+        .filter(|v| v.is_finite() && (1.0..=MAX_LIMIT as f64).contains(v))
         .map(|v| v as u64)
+}
+
+/// A wait the store asked for, in ms: at least 1, at most the longest any daemon believes.
+fn wait_ms(text: Option<&String>) -> Duration {
+    let ms = text
+        .and_then(|t| t.parse::<f64>().ok())
+        .filter(|v| v.is_finite())
+        .unwrap_or(1.0);
+    Duration::from_millis(ms.max(1.0) as u64).min(MAX_RATE_LIMIT_WAIT)
 }
 
 fn limits(m: &[String]) -> LimitSet {
@@ -383,23 +417,89 @@ fn limits(m: &[String]) -> LimitSet {
     }
 }
 
-/// Reads the take script's answer.
-pub fn parse_take(reply: &[String]) -> Result<ClaimAnswer, StoreError> {
-    let number = |i: usize| reply.get(i).and_then(|t| t.parse::<f64>().ok());
-    match reply.first().map(String::as_str) {
-        Some("ok") => Ok(ClaimAnswer::Granted {
-            taken_before: number(1).unwrap_or(0.0),
-            levels: PerKind::new(number(2), number(3), number(4)),
-            limits: limits(&reply[5.min(reply.len())..]),
-        }),
-        Some("wait") => Ok(ClaimAnswer::Refused {
-            wait: Duration::from_millis(number(1).unwrap_or(1.0).max(1.0) as u64),
+/// Reads the take script's answer. Levels and counts are held to sense (finite, within the
+/// limit's reach), as everything read from Redis is.
+pub fn parse_take(reply: &[String]) -> Result<Taken, StoreError> {
+    let number = |i: usize| {
+        reply
+            .get(i)
+            .and_then(|t| t.parse::<f64>().ok())
+            .filter(|v| v.is_finite() && v.abs() <= MAX_LIMIT as f64)
+    };
+    let repaired = reply.last().is_some_and(|t| t == "repaired");
+    let answer = match reply.first().map(String::as_str) {
+        Some("ok") => {
+            let limits = limits(&reply[5.min(reply.len())..]);
+            let level = |i: usize, kind: LimitKind| {
+                let limit = limits.get(kind)? as f64;
+                number(i).filter(|l| l.abs() <= limit)
+            };
+            ClaimAnswer::Granted {
+                taken_before: number(1).filter(|t| *t >= 0.0).unwrap_or(0.0),
+                levels: PerKind::new(
+                    level(2, LimitKind::Requests),
+                    level(3, LimitKind::InputTokens),
+                    level(4, LimitKind::OutputTokens),
+                ),
+                limits,
+            }
+        }
+        Some("wait") => ClaimAnswer::Refused {
+            wait: wait_ms(reply.get(1)),
             limits: limits(&reply[2.min(reply.len())..]),
-        }),
-        Some("locked") => Ok(ClaimAnswer::LockedOut {
-            for_: Duration::from_millis(number(1).unwrap_or(1.0).max(1.0) as u64),
-            reason: reply.get(2).cloned().unwrap_or_default(),
-        }),
-        _ => Err(format!("unexpected answer from the take script: {reply:?}")),
+        },
+        Some("locked") => ClaimAnswer::LockedOut {
+            for_: wait_ms(reply.get(1)),
+            reason: text::bounded(reply.get(2).map_or("", String::as_str), MAX_MESSAGE),
+        },
+        _ => {
+            return Err(StoreError::Answer {
+                script: "take",
+                answer: text::bounded(&format!("{reply:?}"), 200),
+            });
+        }
+    };
+    Ok(Taken { answer, repaired })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn absurd_numbers_in_an_answer_are_not_believed() {
+        let taken = parse_take(&reply(&[
+            "ok", "inf", "-inf", "nan", "1e308", "30", "", "", "repaired",
+        ]))
+        .unwrap();
+        assert!(taken.repaired);
+        let ClaimAnswer::Granted {
+            taken_before,
+            levels,
+            limits,
+        } = taken.answer
+        else {
+            panic!()
+        };
+        assert_eq!(taken_before, 0.0);
+        assert_eq!(levels, PerKind::new(None, None, None));
+        assert_eq!(limits.rpm, Some(30));
+        let waited = parse_take(&reply(&["wait", "1e308", "garbage", "", ""])).unwrap();
+        let ClaimAnswer::Refused { wait, limits } = waited.answer else {
+            panic!()
+        };
+        assert_eq!(wait, MAX_RATE_LIMIT_WAIT);
+        assert_eq!(limits.rpm, None);
+        let locked = parse_take(&reply(&["locked", "3.1e13", &"x".repeat(5000)])).unwrap();
+        let ClaimAnswer::LockedOut { for_, reason } = locked.answer else {
+            panic!()
+        };
+        assert_eq!(for_, MAX_RATE_LIMIT_WAIT);
+        assert!(reason.len() <= MAX_MESSAGE);
+        assert!(parse_take(&reply(&["what"])).is_err());
     }
 }

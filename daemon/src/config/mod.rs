@@ -34,6 +34,7 @@
 //! listen = "127.0.0.1:4141"
 //! upstream = "https://api.anthropic.com"
 //! max_hold = "4m"     # how long a request may be held waiting for the budget (or seconds)
+//! max_buffered = "128MiB"  # memory gated request bodies may hold together
 //! allow_non_loopback = false  # the gateway has no authentication: loopback only by default
 //!
 //! # Budgets shared with the daemons of other machines through Redis (also --redis URL).
@@ -69,7 +70,7 @@ mod read;
 mod users;
 mod values;
 
-pub use values::{parse_redis, parse_upstream, without_password};
+pub use values::{parse_redis, parse_upstream, shown_url};
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -202,8 +203,15 @@ pub struct GatewayConfig {
     /// Whether the gateway may listen on an address other than loopback (it has no
     /// authentication: anyone who reaches it spends the keys sent through it).
     pub allow_non_loopback: bool,
+    /// The most memory the bodies of gated requests may hold together while they are read and
+    /// held (each is kept whole, to find its model and to send it again after a 429); past it,
+    /// new requests get a 503 with `retry-after`.
+    pub max_buffered: usize,
 }
 
+/// How much memory gated request bodies may hold together, by default: four bodies of the API's
+/// largest size, or hundreds of Claude Code's.
+pub const DEFAULT_MAX_BUFFERED: usize = 128 << 20;
 /// The gateway's default address.
 pub const DEFAULT_GATEWAY_LISTEN: &str = "127.0.0.1:4141";
 /// The API the gateway forwards to by default.
@@ -216,6 +224,7 @@ impl Default for GatewayConfig {
             upstream: DEFAULT_UPSTREAM.parse().expect("a valid URL"),
             max_hold: Duration::from_secs(240),
             allow_non_loopback: false,
+            max_buffered: DEFAULT_MAX_BUFFERED,
         }
     }
 }

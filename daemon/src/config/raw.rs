@@ -8,7 +8,8 @@ use pacer_protocol::KeyFingerprint;
 use serde::Deserialize;
 
 use super::values::{
-    AccountName, Address, Filter, GroupId, Name, PasswordFile, RedisUrl, Seconds, Upstream, UserId,
+    AccountName, Address, ByteSize, Filter, GroupId, Name, PasswordFile, RedisUrl, Seconds,
+    Upstream, UserId,
 };
 use super::{AccessConfig, ClusterConfig, DEFAULT_CLASSES, GatewayConfig, OnUnavailable};
 use crate::broker::{AccountsConfig, BrokerConfig, LimitSet, LimitTable, MAX_LIMIT, ModelClasses};
@@ -117,6 +118,7 @@ pub struct RawGateway {
     upstream: Option<Upstream>,
     max_hold: Option<Seconds>,
     allow_non_loopback: Option<bool>,
+    max_buffered: Option<ByteSize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -187,6 +189,7 @@ impl RawGateway {
             upstream: self.upstream.map_or(default.upstream, |u| u.0),
             max_hold: self.max_hold.map_or(default.max_hold, |s| s.0),
             allow_non_loopback: self.allow_non_loopback.unwrap_or(false),
+            max_buffered: self.max_buffered.map_or(default.max_buffered, |b| b.0),
         }
     }
 }

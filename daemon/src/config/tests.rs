@@ -204,3 +204,37 @@ fn an_explicit_missing_file_is_an_error_but_the_default_one_is_not() {
     let e = Config::load(Some(&missing)).unwrap_err().to_string();
     assert!(e.contains("nope.toml"), "{e}");
 }
+
+#[cfg(unix)]
+#[test]
+fn a_redis_password_file_every_user_can_read_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("redis-password");
+    std::fs::write(&file, "s3cret\n").unwrap();
+    let toml = format!(
+        "[cluster]\nredis = \"redis://127.0.0.1:6379\"\npassword_file = \"{}\"\n",
+        file.display()
+    );
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let message = error(&toml);
+    assert!(
+        message.contains("mode 0644") && message.contains("chmod 600"),
+        "{message}"
+    );
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let config = parse(&toml).unwrap();
+    assert_eq!(config.cluster.password.as_deref(), Some("s3cret"));
+}
+
+#[test]
+fn the_gateways_body_memory_takes_sizes_with_units() {
+    let config = parse("[gateway]\nmax_buffered = \"64MiB\"\n").unwrap();
+    assert_eq!(config.gateway.max_buffered, 64 << 20);
+    assert_eq!(
+        parse("").unwrap().gateway.max_buffered,
+        crate::config::DEFAULT_MAX_BUFFERED
+    );
+    assert!(error("[gateway]\nmax_buffered = \"lots\"\n").contains("max_buffered"));
+    assert!(error("[gateway]\nmax_buffered = 12\n").contains("between 1MiB"));
+}

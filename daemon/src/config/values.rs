@@ -216,19 +216,21 @@ pub fn parse_redis(text: &str) -> Result<reqwest::Url, String> {
     if !matches!(url.scheme(), "redis" | "rediss") || url.host().is_none() {
         return Err(format!(
             "`{}` is not a redis:// or rediss:// URL with a host",
-            without_password(&url)
+            shown_url(&url)
         ));
     }
-    redis::Client::open(url.as_str()).map_err(|e| format!("`{}`: {e}", without_password(&url)))?;
+    redis::Client::open(url.as_str()).map_err(|e| format!("`{}`: {e}", shown_url(&url)))?;
     Ok(url)
 }
 
-/// A URL as it may be shown: its password replaced.
-pub fn without_password(url: &reqwest::Url) -> String {
+/// A URL as it may be shown (in logs, `pacer status`, `/healthz`, error messages): without its
+/// user name and password, its query string (which may carry a token) or its fragment.
+pub fn shown_url(url: &reqwest::Url) -> String {
     let mut shown = url.clone();
-    if shown.password().is_some() {
-        let _ = shown.set_password(Some("***"));
-    }
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_query(None);
+    shown.set_fragment(None);
     shown.to_string()
 }
 
@@ -239,6 +241,19 @@ pub struct PasswordFile(pub String);
 impl<'de> Deserialize<'de> for PasswordFile {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let path = std::path::PathBuf::deserialize(d)?;
+        #[cfg(unix)]
+        if let Ok(meta) = std::fs::metadata(&path) {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o007 != 0 {
+                // As ssh does for keys: a secret every local user can read is no secret.
+                return Err(serde::de::Error::custom(format!(
+                    "{} is readable or writable by every user (mode {mode:04o}): make it \
+                     private with `chmod 600 {0}` (or `chmod 640 {0}` for pacerd's group)",
+                    path.display()
+                )));
+            }
+        }
         let text = std::fs::read_to_string(&path).map_err(|e| {
             serde::de::Error::custom(format!("cannot read {}: {e}", path.display()))
         })?;
@@ -251,4 +266,55 @@ impl<'de> Deserialize<'de> for PasswordFile {
         }
         Ok(PasswordFile(password))
     }
+}
+
+/// A size in bytes: a number, or a string with a unit (`"128MiB"`, `"64 MB"`, `"512KiB"`).
+#[derive(Debug, Clone, Copy)]
+pub struct ByteSize(pub usize);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(
+            untagged,
+            expecting = "a number of bytes, or a size such as \"128MiB\""
+        )]
+        enum Raw {
+            Bytes(u64),
+            Text(String),
+        }
+        let bytes = match Raw::deserialize(d)? {
+            Raw::Bytes(n) => Some(n),
+            Raw::Text(text) => parse_size(&text),
+        };
+        match bytes {
+            Some(n) if (1 << 20..=1 << 40).contains(&n) => Ok(ByteSize(n as usize)),
+            _ => Err(serde::de::Error::custom(
+                "is not a size between 1MiB and 1TiB: use bytes, or units like \"128MiB\"",
+            )),
+        }
+    }
+}
+
+/// `128MiB`, `64 MB`, `512kib`, `1048576`: bytes, with an optional unit (KB/MB/GB are powers of
+/// ten, KiB/MiB/GiB of two).
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" | "k" => 1e3,
+        "kib" => 1024.0,
+        "mb" | "m" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "gb" | "g" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let bytes = number * scale;
+    (0.0..1e15).contains(&bytes).then_some(bytes as u64)
 }

@@ -49,12 +49,17 @@ impl Upstream {
     }
 
     /// The URL for a request path and query at `base` (the daemon's upstream, or a route's):
-    /// the base's own path prefix is kept.
+    /// the base's own path prefix is kept, and its own query (a route's `?key=…`) comes first.
     pub fn url(&self, base: &reqwest::Url, path: &str, query: Option<&str>) -> reqwest::Url {
         let mut url = base.clone();
         let joined = format!("{}{path}", base.path().trim_end_matches('/'));
         url.set_path(&joined);
-        url.set_query(query);
+        let query = match (base.query().filter(|q| !q.is_empty()), query) {
+            (Some(own), Some(asked)) if !asked.is_empty() => Some(format!("{own}&{asked}")),
+            (Some(own), _) => Some(own.to_owned()),
+            (None, asked) => asked.map(str::to_owned),
+        };
+        url.set_query(query.as_deref());
         url
     }
 
@@ -249,6 +254,17 @@ mod tests {
                 .url(&upstream.base, "/v1/messages", Some("beta=true"))
                 .as_str(),
             "http://127.0.0.1:9/api/v1/messages?beta=true"
+        );
+        let keyed = Upstream::new("http://127.0.0.1:9/api?team=a".parse().unwrap()).unwrap();
+        assert_eq!(
+            keyed
+                .url(&keyed.base, "/v1/messages", Some("beta=true"))
+                .as_str(),
+            "http://127.0.0.1:9/api/v1/messages?team=a&beta=true"
+        );
+        assert_eq!(
+            keyed.url(&keyed.base, "/v1/models", None).as_str(),
+            "http://127.0.0.1:9/api/v1/models?team=a"
         );
         let plain = Upstream::new("https://api.anthropic.com".parse().unwrap()).unwrap();
         assert_eq!(

@@ -24,11 +24,16 @@ use super::forward::{buffered_response, header_list, stream_response};
 use super::metered::Settle;
 use super::reply::{self, GatewayBody};
 use super::spend_cap;
-use crate::broker::Rejection;
+use crate::broker::{MAX_REJECTION_BODY, Rejection};
 use crate::hub::Session;
+use futures_util::StreamExt;
 
 /// How many 529 answers are retried before the last one is passed on.
 const MAX_OVERLOAD_RETRIES: u32 = 3;
+
+/// An unreachable upstream is said once a minute, with the count of requests it failed since.
+static UNREACHABLE: crate::throttle::Throttle =
+    crate::throttle::Throttle::new(Duration::from_secs(60));
 
 /// What the gateway knows of a request it gates.
 pub struct Gate {
@@ -41,6 +46,8 @@ pub struct Gate {
     pub max_tokens: Option<u64>,
     /// The request body's size, to calibrate estimates with (`None`: don't).
     pub calibrate_bytes: Option<usize>,
+    /// Through a registered route: its upstream, whose answers count for its keys only.
+    pub scope: Option<String>,
 }
 
 /// The request to forward.
@@ -49,6 +56,8 @@ pub struct Forward {
     pub url: reqwest::Url,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The memory the body holds, given back when the request is done.
+    pub _held: super::memory::Held,
     /// The upstream it goes to (the daemon's, or a registered route's), for messages.
     pub base: reqwest::Url,
 }
@@ -61,11 +70,35 @@ struct Held {
 }
 
 impl Held {
+    /// Reads an error answer, at most [`MAX_REJECTION_BODY`] of its body: a longer one (an API
+    /// error is a few hundred bytes) is replaced by the API's error shape saying so, rather than
+    /// kept in memory and replayed.
     async fn read(upstream: reqwest::Response) -> Held {
+        let status = upstream.status();
+        let mut headers = upstream.headers().clone();
+        let mut body = Vec::new();
+        let mut stream = upstream.bytes_stream();
+        let mut cut = false;
+        while let Some(Ok(chunk)) = stream.next().await {
+            if body.len() + chunk.len() > MAX_REJECTION_BODY {
+                cut = true;
+                break;
+            }
+            body.extend_from_slice(&chunk);
+        }
+        if cut {
+            body = Rejection::bounded(status.as_u16(), Vec::new(), vec![0; MAX_REJECTION_BODY + 1])
+                .body;
+            headers.remove(http::header::CONTENT_ENCODING);
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+        }
         Held {
-            status: upstream.status(),
-            headers: upstream.headers().clone(),
-            body: upstream.bytes().await.unwrap_or_default(),
+            status,
+            headers,
+            body: body.into(),
         }
     }
 
@@ -100,7 +133,7 @@ struct Cycle<'a> {
 pub async fn handle(gateway: &Arc<Gateway>, gate: Gate, forward: Forward) -> Response<GatewayBody> {
     let mut cycle = Cycle {
         gateway,
-        session: Session::open(&gateway.hub),
+        session: Session::open_scoped(&gateway.hub, gate.scope.clone()),
         gate,
         started: Instant::now(),
         held: None,
@@ -123,7 +156,16 @@ pub async fn handle(gateway: &Arc<Gateway>, gate: Gate, forward: Forward) -> Res
         } else if status.as_u16() == 529 {
             cycle.on_529(lease, upstream).await
         } else {
-            cycle.session.report(lease, Outcome::Failed);
+            let outcome = if status.is_client_error() {
+                // The caller's mistake (a malformed body, an unknown model): the API processed
+                // nothing, and a 4 MB body's estimate must not stay charged.
+                Outcome::ClientError {
+                    status: status.as_u16(),
+                }
+            } else {
+                Outcome::Failed
+            };
+            cycle.session.report(lease, outcome);
             return stream_response(upstream, None);
         };
         if let Step::Done(response) = step {
@@ -242,7 +284,12 @@ impl Cycle<'_> {
                     self.session.report(lease, Outcome::Unknown);
                 }
                 let base = &forward.base;
-                tracing::warn!(upstream = %crate::hub::routes::without_credentials(base), "upstream unreachable: {e}");
+                crate::warn_throttled!(
+                    UNREACHABLE,
+                    "upstream {} unreachable: {}",
+                    crate::config::shown_url(base),
+                    reply::describe(&e)
+                );
                 Step::Done(reply::bad_gateway(base, &e))
             }
         }
@@ -274,11 +321,11 @@ impl Cycle<'_> {
         }
         self.session.report_rate_limited(
             lease,
-            Rejection {
-                status: held.status.as_u16(),
-                headers: header_list(&held.headers),
-                body: held.body.to_vec(),
-            },
+            Rejection::bounded(
+                held.status.as_u16(),
+                header_list(&held.headers),
+                held.body.to_vec(),
+            ),
         );
         self.held = Some(held);
         Step::Next(())

@@ -269,9 +269,25 @@ pub struct Settle {
     pub calibrate: Option<(String, usize)>,
 }
 
+/// The most input tokens a request body of `bytes` is believed to have counted: four a byte
+/// (text counts about one token for four bytes; a PDF's pages or an image can count more than
+/// their bytes, but not four times more), and never less than a small request's.
+pub fn input_bound(bytes: usize) -> u64 {
+    (bytes as u64).saturating_mul(4).max(4096)
+}
+
 impl Settle {
     fn finish(self, tap: &mut UsageTap, ended: Ended) {
-        let outcome = tap.outcome(self.headers);
+        let mut outcome = tap.outcome(self.headers);
+        if let (Outcome::Success { usage, .. }, Some((_, bytes))) = (&mut outcome, &self.calibrate)
+        {
+            // An answer claiming more input than its request could hold is not believed.
+            let bound = input_bound(*bytes);
+            usage.input_tokens = usage.input_tokens.min(bound);
+            usage.cache_creation_input_tokens = usage
+                .cache_creation_input_tokens
+                .min(bound - usage.input_tokens);
+        }
         if let (Outcome::Success { usage, .. }, Some((client, bytes))) = (&outcome, &self.calibrate)
             && ended == Ended::Complete
         {

@@ -20,6 +20,7 @@
 mod fields;
 mod forward;
 mod gated;
+mod memory;
 mod metered;
 mod reply;
 pub mod route;
@@ -37,15 +38,19 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use pacer_protocol::KeyFingerprint;
 
-use crate::broker::MAX_MODEL_LEN;
+use crate::broker::{MAX_MODEL_LEN, MAX_NAME_LEN};
 use crate::config::GatewayConfig;
 use crate::hub::Hub;
+use crate::warn_throttled;
 use fields::MessagesFields;
 use forward::Upstream;
 use gated::{Forward, Gate};
 use reply::GatewayBody;
 use route::{Endpoint, Route};
 use server::{BodyError, discard, read_body};
+
+static BUSY_BODIES: crate::throttle::Throttle =
+    crate::throttle::Throttle::new(Duration::from_secs(10));
 
 /// The largest request body accepted.
 pub const MAX_BODY: usize = 32 << 20;
@@ -59,6 +64,8 @@ pub struct Gateway {
     metrics: bool,
     /// In milliseconds; a configuration reload may change it.
     max_hold_ms: AtomicU64,
+    /// The memory gated request bodies hold together.
+    bodies: Arc<memory::BodyMemory>,
 }
 
 impl Gateway {
@@ -72,6 +79,7 @@ impl Gateway {
             upstream: Upstream::new(config.upstream.clone())?,
             metrics,
             max_hold_ms: AtomicU64::new(config.max_hold.as_millis() as u64),
+            bodies: memory::BodyMemory::new(config.max_buffered),
         }))
     }
 
@@ -139,11 +147,16 @@ impl Gateway {
             return reply::too_large(MAX_BODY);
         }
         let mut body = body;
-        let body = match read_body(&mut body).await {
-            Ok(bytes) => bytes,
+        let (body, held) = match read_body(&mut body, &self.bodies, declared).await {
+            Ok(read) => read,
             Err(BodyError::TooLarge) => {
                 discard(body).await;
                 return reply::too_large(MAX_BODY);
+            }
+            Err(e @ BodyError::Busy(_)) => {
+                self.hub.count_refusal();
+                warn_throttled!(BUSY_BODIES, "refused a request: {e}");
+                return reply::busy(format!("pacer gateway: {e}; try again shortly"));
             }
             Err(e) => {
                 return reply::error(
@@ -154,10 +167,11 @@ impl Gateway {
             }
         };
         let forward = Forward {
-            method: parts.method.clone(),
+            method: http::Method::POST,
             url,
             headers: forward::request_headers(&parts.headers, true),
             body,
+            _held: held,
             base,
         };
         match self.gate(&route, &parts.headers, &forward) {
@@ -173,6 +187,7 @@ impl Gateway {
                     headers,
                     body,
                     base,
+                    ..
                 } = forward;
                 self.pass_through(method, url, headers, body.into(), &base)
                     .await
@@ -188,7 +203,7 @@ impl Gateway {
         match path {
             "/metrics" if self.metrics => Some(reply::ok(
                 crate::metrics::CONTENT_TYPE,
-                crate::metrics::render(&self.hub),
+                crate::metrics::render(&self.hub, self.bodies.used()),
             )),
             "/metrics" => Some(reply::error(
                 StatusCode::NOT_FOUND,
@@ -205,7 +220,7 @@ impl Gateway {
                     "status": "ok",
                     "version": env!("CARGO_PKG_VERSION"),
                     "uptime_seconds": up,
-                    "upstream": self.upstream.base.as_str(),
+                    "upstream": crate::config::shown_url(&self.upstream.base),
                 });
                 Some(reply::ok("application/json", body.to_string()))
             }
@@ -223,6 +238,19 @@ impl Gateway {
     ) -> Result<Option<Gate>, Box<Response<GatewayBody>>> {
         let body = &forward.body;
         let (client_id, priority) = route::identity(route, headers);
+        if client_id.len() > MAX_NAME_LEN {
+            // The client's own mistake, not a limit: a 429 would have it retry for ever.
+            return Err(Box::new(reply::error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                format!(
+                    "pacer gateway: the client name is {} bytes long; at most {MAX_NAME_LEN} are \
+                     taken (`{}` or the `/s/<name>/` prefix)",
+                    client_id.len(),
+                    route::CLIENT_HEADER
+                ),
+            )));
+        }
         let key = api_key(headers).unwrap_or_default();
         let key = match &route.route {
             // Behind a registered route, a key is filed under the route's upstream too: an
@@ -232,6 +260,10 @@ impl Gateway {
             None if key.is_empty() => KeyFingerprint::ANONYMOUS,
             None => KeyFingerprint::of(key),
         };
+        let scope = route
+            .route
+            .as_ref()
+            .map(|_| crate::config::shown_url(&forward.base));
         Ok(match route.endpoint {
             Endpoint::Other => None,
             Endpoint::CountTokens => Some(Gate {
@@ -242,6 +274,7 @@ impl Gateway {
                 input_tokens: 0,
                 max_tokens: Some(0),
                 calibrate_bytes: None,
+                scope,
             }),
             Endpoint::Messages => {
                 // Whatever the body holds, the call counts against the limits: an odd body is
@@ -270,6 +303,7 @@ impl Gateway {
                     input_tokens,
                     max_tokens: fields.max_tokens,
                     calibrate_bytes: Some(body.len()),
+                    scope,
                 })
             }
         })

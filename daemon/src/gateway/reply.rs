@@ -127,21 +127,44 @@ pub fn unknown_route(id: &str) -> Response<GatewayBody> {
 }
 
 pub fn bad_gateway(upstream: &reqwest::Url, error: &reqwest::Error) -> Response<GatewayBody> {
-    let mut cause = error.to_string();
+    self::error(
+        StatusCode::BAD_GATEWAY,
+        "api_error",
+        format!(
+            "pacer gateway: cannot reach the upstream API at {}: {}",
+            crate::config::shown_url(upstream),
+            describe(error)
+        ),
+    )
+}
+
+/// What went wrong with a call upstream, with its causes, but never its URL (which may carry
+/// credentials or a token in its query).
+pub fn describe(error: &reqwest::Error) -> String {
+    let kind = if error.is_connect() {
+        "cannot connect"
+    } else if error.is_timeout() {
+        "timed out"
+    } else {
+        "the request failed"
+    };
+    let mut cause = kind.to_owned();
     let mut source = std::error::Error::source(error);
     while let Some(inner) = source {
         cause.push_str(": ");
         cause.push_str(&inner.to_string());
         source = inner.source();
     }
-    self::error(
-        StatusCode::BAD_GATEWAY,
-        "api_error",
-        format!(
-            "pacer gateway: cannot reach the upstream API at {}: {cause}",
-            crate::hub::routes::without_credentials(upstream)
-        ),
-    )
+    cause
+}
+
+/// A 503 of the gateway's own: it cannot take the request now (`retry-after: 1`).
+pub fn busy(message: String) -> Response<GatewayBody> {
+    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "overloaded_error", message);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(1));
+    response
 }
 
 pub fn too_large(limit: usize) -> Response<GatewayBody> {

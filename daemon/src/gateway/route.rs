@@ -40,21 +40,40 @@ pub const CLIENT_HEADER: &str = "x-pacer-client";
 pub const SESSION_HEADER: &str = "x-claude-code-session-id";
 
 impl Route {
+    /// Reads a request's method and path. Whether it is gated is decided on a loose reading of
+    /// the path (see [`loose_segments`]): any spelling the upstream might take for a Messages
+    /// endpoint (`//v1/messages`, `/v1/%6dessages`, `/V1/messages`, `/v1/messages;x`) is gated,
+    /// and forwarded in its canonical form, so that none goes around the budget. Everything else
+    /// is forwarded as it came, the prefix taken off.
     pub fn parse(method: &http::Method, path: &str) -> Route {
-        let (token, path) = match path.strip_prefix(gateway::PREFIX) {
-            Some(rest) => match rest.split_once('/') {
-                Some((token, rest)) => (Some(token), format!("/{rest}")),
-                None => (Some(rest), "/".to_owned()),
-            },
-            None => (None, path.to_owned()),
+        let loose = loose_segments(path);
+        let (loose_token, rest) = match loose.as_slice() {
+            [s, token, rest @ ..] if s == PREFIX_SEGMENT => (Some(token.as_str()), rest),
+            rest => (None, rest),
         };
-        let token = token.map(gateway::parse_client_token).unwrap_or_default();
-        let trimmed = path.trim_end_matches('/');
-        let endpoint = match (method, trimmed) {
-            (&http::Method::POST, "/v1/messages") => Endpoint::Messages,
-            (&http::Method::POST, "/v1/messages/count_tokens") => Endpoint::CountTokens,
+        let rest = rest.join("/").to_ascii_lowercase();
+        let post = method.as_str().eq_ignore_ascii_case("POST");
+        let endpoint = match rest.as_str() {
+            MESSAGES if post => Endpoint::Messages,
+            COUNT_TOKENS if post => Endpoint::CountTokens,
             _ => Endpoint::Other,
         };
+        let (token, path) = match endpoint {
+            Endpoint::Messages | Endpoint::CountTokens => {
+                (loose_token.map(str::to_owned), format!("/{rest}"))
+            }
+            Endpoint::Other => match path.strip_prefix(gateway::PREFIX) {
+                Some(rest) => match rest.split_once('/') {
+                    Some((token, rest)) => (Some(token.to_owned()), format!("/{rest}")),
+                    None => (Some(rest.to_owned()), "/".to_owned()),
+                },
+                None => (None, path.to_owned()),
+            },
+        };
+        let token = token
+            .as_deref()
+            .map(gateway::parse_client_token)
+            .unwrap_or_default();
         Route {
             path,
             endpoint,
@@ -65,15 +84,54 @@ impl Route {
     }
 }
 
+/// The gated endpoints, as [`loose_segments`] joined and lowercased read them.
+const MESSAGES: &str = "v1/messages";
+const COUNT_TOKENS: &str = "v1/messages/count_tokens";
+/// The first segment of the client prefix (`/s/<token>/`).
+const PREFIX_SEGMENT: &str = "s";
+
+/// The segments of a path as the most lenient server might read it: percent-escapes decoded
+/// (and decoded again, up to three times, for double encodings), `\` taken for `/`, empty
+/// segments dropped, and `;parameters` cut off each segment. Case is kept (the client prefix's
+/// name keeps its case); callers compare endpoints without it.
+fn loose_segments(path: &str) -> Vec<String> {
+    let mut decoded = path.to_owned();
+    for _ in 0..3 {
+        let next = percent_decode(&decoded);
+        if next == decoded {
+            break;
+        }
+        decoded = next;
+    }
+    decoded
+        .split(['/', '\\'])
+        .map(|segment| segment.split(';').next().unwrap_or_default())
+        .filter(|segment| !segment.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// The first path segment that is `.` or `..` once percent-decoded (`%2e%2E`, `.%2e`), or
 /// that decodes to a path of its own with such a segment (`..%2f`): forwarded, it would climb
 /// out of the upstream's path prefix.
 pub fn escaping_segment(path: &str) -> Option<&str> {
     path.split('/').find(|segment| {
-        let decoded = percent_decode(segment);
-        decoded
-            .split(['/', '\\'])
-            .any(|part| part == "." || part == "..")
+        // Decoded again for double encodings (`%252e%252e`), as some servers would.
+        let mut decoded = segment.to_string();
+        for _ in 0..3 {
+            let next = percent_decode(&decoded);
+            let escapes = next
+                .split(['/', '\\'])
+                .any(|part| part == "." || part == "..");
+            if escapes {
+                return true;
+            }
+            if next == decoded {
+                break;
+            }
+            decoded = next;
+        }
+        false
     })
 }
 
@@ -149,6 +207,7 @@ mod tests {
             "/v1/%2E/x",
             "/v1/..%2fadmin",
             "/v1/..%5cadmin",
+            "/v1/%252e%252e/admin",
             "/..",
         ] {
             assert!(escaping_segment(path).is_some(), "{path}");
@@ -162,6 +221,38 @@ mod tests {
         ] {
             assert_eq!(escaping_segment(path), None, "{path}");
         }
+    }
+
+    #[test]
+    fn every_spelling_of_a_messages_path_is_gated_and_forwarded_canonically() {
+        for path in [
+            "/v1/messages",
+            "//v1/messages",
+            "/v1//messages",
+            "/v1/%6dessages",
+            "/v1/%256dessages",
+            "/V1/Messages",
+            "/v1/messages;x",
+            "/v1;a/messages/",
+            "/v1%2Fmessages",
+            "/v1\\messages",
+        ] {
+            let route = Route::parse(&Method::POST, path);
+            assert_eq!(route.endpoint, Endpoint::Messages, "{path}");
+            assert_eq!(route.path, "/v1/messages", "{path}");
+        }
+        let route = Route::parse(&Method::POST, "//s/job~batch//v1/MESSAGES/count_tokens");
+        assert_eq!(route.endpoint, Endpoint::CountTokens);
+        assert_eq!(route.path, "/v1/messages/count_tokens");
+        assert_eq!(route.client_id.as_deref(), Some("job"));
+        let lower = Route::parse(&"post".parse().unwrap(), "/v1/messages");
+        assert_eq!(lower.endpoint, Endpoint::Messages);
+        // Anything else goes as it came.
+        let other = Route::parse(&Method::GET, "/v1//models;x");
+        assert_eq!(
+            (other.endpoint, other.path.as_str()),
+            (Endpoint::Other, "/v1//models;x")
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::memory::{BodyMemory, Held};
 use super::{Gateway, MAX_BODY};
 use crate::throttle::Throttle;
 use crate::warn_throttled;
@@ -123,25 +124,66 @@ pub enum BodyError {
     TooLarge,
     #[error("the request body stalled for {}s", BODY_IDLE_TIMEOUT.as_secs())]
     Stalled,
+    #[error(
+        "the request body arrives slower than {} KiB/s",
+        BODY_MIN_RATE >> 10
+    )]
+    TooSlow,
+    /// The bodies being read and held take all the memory they may (`[gateway] max_buffered`).
+    #[error("request bodies being read hold {} MiB already, as much as they may", .0 >> 20)]
+    Busy(usize),
     #[error("cannot read the request body: {0}")]
     Broken(#[from] hyper::Error),
 }
 
-/// Reads a request body whole, up to [`MAX_BODY`], each piece within [`BODY_IDLE_TIMEOUT`].
-pub async fn read_body(body: &mut Incoming) -> Result<Bytes, BodyError> {
+/// After [`BODY_RATE_GRACE`], a body must average at least this many bytes a second: a client
+/// that trickles a large body a few bytes at a time cannot hold its memory for ever.
+pub const BODY_MIN_RATE: u64 = 16 << 10;
+pub const BODY_RATE_GRACE: Duration = Duration::from_secs(30);
+
+/// Reads a request body whole, up to [`MAX_BODY`], each piece within [`BODY_IDLE_TIMEOUT`], at
+/// [`BODY_MIN_RATE`] or faster, in memory held from `memory` (as much as `declared` up front,
+/// when the request says its length).
+pub async fn read_body(
+    body: &mut Incoming,
+    memory: &Arc<BodyMemory>,
+    declared: Option<usize>,
+) -> Result<(Bytes, Held), BodyError> {
+    let mut held = memory.hold();
     let mut out = bytes::BytesMut::new();
+    if let Some(declared) = declared.filter(|&d| d > 0) {
+        if !held.grow_to(declared) {
+            return Err(BodyError::Busy(memory.limit()));
+        }
+        out.reserve(declared);
+    }
+    let started = tokio::time::Instant::now();
     loop {
         let frame = tokio::time::timeout(BODY_IDLE_TIMEOUT, body.frame())
             .await
             .map_err(|_| BodyError::Stalled)?;
         let Some(frame) = frame else {
-            return Ok(out.freeze());
+            return Ok((out.freeze(), held));
         };
         if let Ok(data) = frame?.into_data() {
-            if out.len() + data.len() > MAX_BODY {
+            let needed = out.len() + data.len();
+            if needed > MAX_BODY {
                 return Err(BodyError::TooLarge);
             }
+            if needed > out.capacity() {
+                let capacity = needed.max(out.capacity() * 2).min(MAX_BODY);
+                if !held.grow_to(capacity) {
+                    return Err(BodyError::Busy(memory.limit()));
+                }
+                out.reserve(capacity - out.len());
+            }
             out.extend_from_slice(&data);
+            let elapsed = started.elapsed();
+            if elapsed > BODY_RATE_GRACE
+                && (out.len() as f64) < BODY_MIN_RATE as f64 * elapsed.as_secs_f64()
+            {
+                return Err(BodyError::TooSlow);
+            }
         }
     }
 }

@@ -34,11 +34,7 @@ pub fn check(
         SPEND_CAP_BLOCK.as_secs()
     );
     let status = StatusCode::TOO_MANY_REQUESTS;
-    let rejection = Rejection {
-        status: status.as_u16(),
-        headers: header_list(headers),
-        body: body.to_vec(),
-    };
+    let rejection = Rejection::bounded(status.as_u16(), header_list(headers), body.to_vec());
     session.lock_out(
         key,
         SPEND_CAP_BLOCK,

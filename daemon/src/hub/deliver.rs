@@ -109,6 +109,10 @@ impl Hub {
     }
 }
 
+/// Refusals are logged at most once every few seconds, with the count of the rest.
+static REFUSALS: crate::throttle::Throttle =
+    crate::throttle::Throttle::new(std::time::Duration::from_secs(5));
+
 fn log_event(event: &Event) {
     match event {
         Event::Granted { .. } | Event::Settled { .. } => {}
@@ -116,11 +120,21 @@ fn log_event(event: &Event) {
             budget,
             client_id,
             reason,
-        } => tracing::info!(
-            budget = budget.as_ref().map_or("-".to_owned(), ToString::to_string),
-            client = %client_id,
-            "refused by pacer: {reason}"
-        ),
+        } => {
+            // A client that keeps asking while a window is spent would write a line a request.
+            if let Some(suppressed) = REFUSALS.admit() {
+                let budget = budget.as_ref().map_or("-".to_owned(), ToString::to_string);
+                if suppressed > 0 {
+                    tracing::info!(
+                        budget,
+                        client = %client_id,
+                        "refused by pacer: {reason} ({suppressed} more refusals since the last one logged)"
+                    );
+                } else {
+                    tracing::info!(budget, client = %client_id, "refused by pacer: {reason}");
+                }
+            }
+        }
         Event::PauseStarted {
             budget,
             until,

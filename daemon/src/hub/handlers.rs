@@ -10,6 +10,7 @@ use pacer_protocol::message::{
     Response, StatusSnapshot,
 };
 use pacer_protocol::ratelimit::RateLimitHeaders;
+use pacer_protocol::text::{MAX_MESSAGE, bounded};
 
 use super::Hub;
 use crate::broker::{BrokerError, Rejection, Settlement, Ticket};
@@ -48,7 +49,7 @@ pub fn error_message(body: &[u8]) -> Option<String> {
         .get("error")?
         .get("message")?
         .as_str()
-        .map(str::to_owned)
+        .map(|message| bounded(message, MAX_MESSAGE))
 }
 
 pub fn release(hub: &Hub, release: Release) -> Response {
@@ -127,17 +128,14 @@ fn settlement(outcome: Outcome, now: SystemTime) -> (Settlement, RateLimitHeader
             headers,
             message,
         } => {
+            let message = message.map(|m| bounded(&m, MAX_MESSAGE));
             // A socket client reports no body: the API's error shape with its message stands in
             // for it when the 429 is replayed.
             let body = serde_json::json!({
                 "type": "error",
                 "error": {"type": "rate_limit_error", "message": message.clone().unwrap_or_default()},
             });
-            let rejection = Rejection {
-                status: 429,
-                headers: headers.clone(),
-                body: body.to_string().into_bytes(),
-            };
+            let rejection = Rejection::bounded(429, headers.clone(), body.to_string().into_bytes());
             let parsed = parse(&headers);
             let settlement = Settlement::RateLimited {
                 retry_after,
@@ -152,6 +150,10 @@ fn settlement(outcome: Outcome, now: SystemTime) -> (Settlement, RateLimitHeader
         ),
         Outcome::Failed => (Settlement::Failed, RateLimitHeaders::default()),
         Outcome::Unknown => (Settlement::Unknown, RateLimitHeaders::default()),
+        Outcome::ClientError { status } => (
+            Settlement::ClientError { status },
+            RateLimitHeaders::default(),
+        ),
     }
 }
 

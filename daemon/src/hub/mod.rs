@@ -218,8 +218,8 @@ impl Hub {
     /// Registers an upstream for a wrapped command; the same upstream keeps its route.
     pub fn register_route(&self, upstream: &str, client: &str) -> Result<RouteInfo, String> {
         let url = routes::check_upstream(upstream)?;
-        let shown = routes::without_credentials(&url);
-        let id = self.lock().routes.register(url, client, now());
+        let shown = crate::config::shown_url(&url);
+        let id = self.lock().routes.register(url, client, now())?;
         self.generation.fetch_add(1, Ordering::Relaxed);
         tracing::info!(route = id, upstream = shown, client, "route registered");
         Ok(RouteInfo {

@@ -13,11 +13,16 @@ use pacer_protocol::message::RouteStatus;
 use reqwest::Url;
 
 use crate::broker::TimeBase;
+use crate::config::shown_url;
 
 /// A route nobody has used for this long is forgotten.
 pub const ROUTE_IDLE_LIMIT: Duration = Duration::from_secs(24 * 3600);
-/// The most routes kept; registering one more forgets the least recently used.
+/// The most routes kept; registering one more forgets the least recently used, if it has been
+/// idle for [`ROUTE_EVICT_IDLE`] (a route in use is never taken from its clients).
 pub const MAX_ROUTES: usize = 256;
+pub const ROUTE_EVICT_IDLE: Duration = Duration::from_secs(3600);
+/// The longest upstream URL taken.
+pub const MAX_ROUTE_URL: usize = 2048;
 /// The most client names remembered per route (for `pacer status`).
 const MAX_CLIENTS: usize = 32;
 
@@ -35,6 +40,12 @@ pub struct Routes {
 
 /// Why an upstream cannot be a route.
 pub fn check_upstream(text: &str) -> Result<Url, String> {
+    if text.len() > MAX_ROUTE_URL {
+        return Err(format!(
+            "the upstream URL is {} bytes long; at most {MAX_ROUTE_URL} are taken",
+            text.len()
+        ));
+    }
     let url = Url::parse(text.trim()).map_err(|e| {
         format!(
             "`{}` is not a URL ({e}): expected http(s)://host[:port][/path]",
@@ -50,24 +61,23 @@ pub fn check_upstream(text: &str) -> Result<Url, String> {
     Ok(url)
 }
 
-/// A URL as it may be shown: without user name or password.
-pub fn without_credentials(url: &Url) -> String {
-    let mut shown = url.clone();
-    let _ = shown.set_username("");
-    let _ = shown.set_password(None);
-    shown.to_string()
-}
-
 fn display(text: &str) -> String {
     match Url::parse(text.trim()) {
-        Ok(url) => without_credentials(&url),
+        Ok(url) => shown_url(&url),
         Err(_) => text.chars().take(100).collect(),
     }
 }
 
 impl Routes {
-    /// Registers `upstream` for `client`; an upstream registered before keeps its id.
-    pub fn register(&mut self, upstream: Url, client: &str, now: Instant) -> String {
+    /// Registers `upstream` for `client`; an upstream registered before keeps its id. When the
+    /// table is full, the least recently used route goes if it has been idle for an hour;
+    /// otherwise the registration is refused (a route in use keeps working).
+    pub fn register(
+        &mut self,
+        upstream: Url,
+        client: &str,
+        now: Instant,
+    ) -> Result<String, String> {
         self.forget_idle(now);
         let known = self
             .by_id
@@ -77,14 +87,26 @@ impl Routes {
         let id = match known {
             Some(id) => id,
             None => {
-                if self.by_id.len() >= MAX_ROUTES
-                    && let Some(oldest) = self
+                if self.by_id.len() >= MAX_ROUTES {
+                    let oldest = self
                         .by_id
                         .iter()
                         .min_by_key(|(_, route)| route.last_used)
-                        .map(|(id, _)| id.clone())
-                {
-                    self.by_id.remove(&oldest);
+                        .filter(|(_, route)| {
+                            now.saturating_duration_since(route.last_used) >= ROUTE_EVICT_IDLE
+                        })
+                        .map(|(id, _)| id.clone());
+                    match oldest {
+                        Some(oldest) => {
+                            self.by_id.remove(&oldest);
+                        }
+                        None => {
+                            return Err(format!(
+                                "pacerd keeps at most {MAX_ROUTES} routes, and every one was used \
+                                 within the last hour"
+                            ));
+                        }
+                    }
                 }
                 let id = self.new_id(&upstream);
                 self.by_id.insert(
@@ -99,7 +121,7 @@ impl Routes {
             }
         };
         self.touch(&id, client, now);
-        id
+        Ok(id)
     }
 
     /// The upstream of route `id`, noting that `client` used it; `None` if nobody registered it
@@ -151,21 +173,24 @@ impl Routes {
             .iter()
             .map(|(id, route)| RouteStatus {
                 id: id.clone(),
-                upstream: without_credentials(&route.upstream),
+                upstream: shown_url(&route.upstream),
                 clients: route.clients.iter().cloned().collect(),
                 last_used: time_base.to_wall(route.last_used),
             })
             .collect()
     }
 
-    /// Routes to keep across a restart: those without credentials in their URL (which the
-    /// state file never holds; their commands register again).
+    /// Routes to keep across a restart: those without credentials or a query in their URL
+    /// (either may hold a secret, which the state file never does; their commands register
+    /// again).
     pub fn saved(&self, time_base: &TimeBase) -> Vec<RouteStatus> {
         self.status(time_base)
             .into_iter()
             .filter(|saved| {
                 self.by_id.get(&saved.id).is_some_and(|r| {
-                    r.upstream.username().is_empty() && r.upstream.password().is_none()
+                    r.upstream.username().is_empty()
+                        && r.upstream.password().is_none()
+                        && r.upstream.query().is_none()
                 })
             })
             .collect()
@@ -203,11 +228,17 @@ mod tests {
     fn an_upstream_keeps_its_id_and_unknown_ids_find_nothing() {
         let mut routes = Routes::default();
         let now = Instant::now();
-        let a = routes.register(url("https://proxy.example.com/anthropic"), "claude-1", now);
-        let again = routes.register(url("https://proxy.example.com/anthropic"), "claude-2", now);
+        let a = routes
+            .register(url("https://proxy.example.com/anthropic"), "claude-1", now)
+            .unwrap();
+        let again = routes
+            .register(url("https://proxy.example.com/anthropic"), "claude-2", now)
+            .unwrap();
         assert_eq!(a, again);
         assert!(pacer_protocol::gateway::is_route_id(&a));
-        let b = routes.register(url("http://127.0.0.1:9000"), "job", now);
+        let b = routes
+            .register(url("http://127.0.0.1:9000"), "job", now)
+            .unwrap();
         assert_ne!(a, b);
         assert_eq!(
             routes.resolve(&a, "claude-3", now).unwrap().as_str(),
@@ -220,26 +251,38 @@ mod tests {
     fn idle_routes_are_forgotten_and_their_number_is_bounded() {
         let mut routes = Routes::default();
         let t0 = Instant::now();
-        let id = routes.register(url("http://a.example"), "c", t0);
+        let id = routes.register(url("http://a.example"), "c", t0).unwrap();
         assert_eq!(
             routes.resolve(&id, "c", t0 + ROUTE_IDLE_LIMIT + Duration::from_secs(1)),
             None
         );
-        for i in 0..MAX_ROUTES + 5 {
-            routes.register(
-                url(&format!("http://host-{i}.example")),
-                "c",
-                t0 + Duration::from_secs(i as u64),
-            );
+        for i in 0..MAX_ROUTES {
+            routes
+                .register(
+                    url(&format!("http://host-{i}.example")),
+                    "c",
+                    t0 + Duration::from_secs(i as u64),
+                )
+                .unwrap();
         }
+        // Full, and every route used within the hour: the next is refused, none is taken away.
+        let later = t0 + Duration::from_secs(MAX_ROUTES as u64 + 10);
+        let refused = routes.register(url("http://one-more.example"), "c", later);
+        assert!(refused.unwrap_err().contains("at most 256 routes"));
         assert_eq!(routes.by_id.len(), MAX_ROUTES);
-        // The first ones, least recently used, were forgotten.
+        // An hour on, the least recently used goes for a new one.
+        let much_later = t0 + ROUTE_EVICT_IDLE + Duration::from_secs(1);
+        routes
+            .register(url("http://one-more.example"), "c", much_later)
+            .unwrap();
+        assert_eq!(routes.by_id.len(), MAX_ROUTES);
         assert!(
             !routes
                 .by_id
                 .values()
                 .any(|r| r.upstream.as_str() == "http://host-0.example/")
         );
+        assert!(check_upstream(&format!("http://a.example/{}", "x".repeat(3000))).is_err());
     }
 
     #[test]
@@ -250,11 +293,21 @@ mod tests {
             instant: now,
             wall: std::time::SystemTime::now(),
         };
-        routes.register(url("https://user:secret@proxy.example.com/v"), "c", now);
-        routes.register(url("https://plain.example.com"), "c", now);
+        routes
+            .register(
+                url("https://user:secret@proxy.example.com/v?token=t0p"),
+                "c",
+                now,
+            )
+            .unwrap();
+        routes
+            .register(url("https://plain.example.com"), "c", now)
+            .unwrap();
         let shown = routes.status(&time_base);
         assert!(
-            shown.iter().all(|r| !r.upstream.contains("secret")),
+            shown
+                .iter()
+                .all(|r| !r.upstream.contains("secret") && !r.upstream.contains("t0p")),
             "{shown:?}"
         );
         let saved = routes.saved(&time_base);

@@ -22,10 +22,22 @@ pub struct Session {
     conn: ConnId,
     answers: mpsc::UnboundedReceiver<ResponseFrame>,
     next_request: u64,
+    /// For calls through a registered route: the route's upstream. The organization its answers
+    /// name is taken as that upstream's own (see [`Session::open_scoped`]).
+    scope: Option<String>,
 }
 
 impl Session {
     pub fn open(hub: &Arc<Hub>) -> Session {
+        Self::open_scoped(hub, None)
+    }
+
+    /// A session whose answers come from `scope`, an upstream registered by a local client:
+    /// the organization (and workspace) they name counts only for that upstream's keys. Any
+    /// local client can register a route to a server of its own that names someone else's
+    /// organization; its 429s and spent windows must not pause or lock out that organization's
+    /// real keys.
+    pub fn open_scoped(hub: &Arc<Hub>, scope: Option<String>) -> Session {
         let conn = hub.new_conn_id();
         let (tx, answers) = mpsc::unbounded_channel();
         hub.register(conn, Writer::Session(tx));
@@ -34,7 +46,22 @@ impl Session {
             conn,
             answers,
             next_request: 1,
+            scope,
         }
+    }
+
+    /// Parses an answer's headers, the organization and workspace scoped to the route.
+    fn parse(&self, headers: &[(String, String)]) -> RateLimitHeaders {
+        let mut parsed = RateLimitHeaders::parse(
+            headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+            SystemTime::now(),
+        );
+        if let Some(scope) = &self.scope {
+            let scoped = |id: String| format!("{scope}\n{id}");
+            parsed.organization = parsed.organization.map(scoped);
+            parsed.workspace = parsed.workspace.map(scoped);
+        }
+        parsed
     }
 
     /// Waits for the answer to an acquire: granted, timed out, rejected, or the daemon stopping.
@@ -79,10 +106,7 @@ impl Session {
     /// Feeds the rate-limit headers of the response to the call under `lease` as soon as they
     /// arrive.
     pub fn observe(&self, lease: LeaseId, headers: &[(String, String)]) {
-        let headers = RateLimitHeaders::parse(
-            headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
-            SystemTime::now(),
-        );
+        let headers = self.parse(headers);
         self.hub
             .update(|broker, now| (broker.observe(now, lease, &headers), ()));
     }
@@ -96,13 +120,7 @@ impl Session {
     /// Settles the call under `lease` with the API's 429, kept whole (status, headers, body)
     /// so that a lockout it causes can replay it.
     pub fn report_rate_limited(&self, lease: LeaseId, rejection: Rejection) {
-        let headers = RateLimitHeaders::parse(
-            rejection
-                .headers
-                .iter()
-                .map(|(n, v)| (n.as_str(), v.as_str())),
-            SystemTime::now(),
-        );
+        let headers = self.parse(&rejection.headers);
         let message = handlers::error_message(&rejection.body);
         let settlement = Settlement::RateLimited {
             retry_after: None,

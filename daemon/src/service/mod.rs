@@ -95,7 +95,7 @@ pub async fn run(mut setup: Setup, mut control: Control) -> anyhow::Result<()> {
     };
     let gateway_info = GatewayInfo {
         listen: gateway_addr.map(|addr| addr.to_string()),
-        upstream: config.gateway.upstream.to_string(),
+        upstream: crate::config::shown_url(&config.gateway.upstream),
     };
     let hub = Arc::new(restore(&config, gateway_info.clone()));
 
@@ -231,7 +231,7 @@ fn restore(config: &Config, gateway: GatewayInfo) -> Hub {
             time_base.instant,
             time_base.wall,
         );
-        calibration = saved.calibration;
+        calibration = saved.calibration.sane();
         routes = saved.routes;
         tracing::info!(path = %path.display(), "state restored");
     }

@@ -61,6 +61,7 @@ async fn main() -> anyhow::Result<()> {
         }),
         base_path: args.base_path,
         known_keys: None,
+        known_models: None,
     };
     let mock = MockUpstream::start_on(args.listen, config).await?;
     println!("{}", mock.url());

@@ -21,6 +21,10 @@ pub(super) enum Verdict {
         retry_after: Option<String>,
     },
     SpendCap,
+    /// A rate-limit 429 whose message is `bytes` long.
+    Huge {
+        bytes: usize,
+    },
     Limited {
         limit: &'static str,
         /// "organization" or "workspace".
@@ -48,6 +52,7 @@ pub(super) async fn messages(
     body: &Bytes,
 ) -> Response<Body> {
     let Ok(request) = serde_json::from_slice::<Value>(body) else {
+        mock.lock().stats.invalid += 1;
         return json_response(
             StatusCode::BAD_REQUEST,
             &error_body("invalid_request_error", "the body is not JSON"),
@@ -58,11 +63,21 @@ pub(super) async fn messages(
         .and_then(Value::as_str)
         .map(str::to_owned)
     else {
+        mock.lock().stats.invalid += 1;
         return json_response(
             StatusCode::BAD_REQUEST,
             &error_body("invalid_request_error", "model: Field required"),
         );
     };
+    if let Some(models) = &mock.config.known_models
+        && !models.contains(&model)
+    {
+        mock.lock().stats.not_found += 1;
+        return json_response(
+            StatusCode::NOT_FOUND,
+            &error_body("not_found_error", &format!("model: {model}")),
+        );
+    }
     let (key, caller) = accounts::caller(&mock.config, headers);
     if let Some(known) = &mock.config.known_keys
         && !known.contains(&key)
@@ -101,6 +116,12 @@ pub(super) async fn messages(
             state.inject.spend_cap -= 1;
             state.stats.spend_capped += 1;
             Verdict::SpendCap
+        } else if state.inject.huge_429 > 0 {
+            state.inject.huge_429 -= 1;
+            state.stats.rate_limited += 1;
+            Verdict::Huge {
+                bytes: state.inject.huge_429_bytes,
+            }
         } else {
             decide(
                 mock, state, &key, &caller, &request, &model, stream, max_tokens,
@@ -113,6 +134,7 @@ pub(super) async fn messages(
     let status = match &verdict {
         Verdict::Overloaded { .. } => 529,
         Verdict::Blind { .. }
+        | Verdict::Huge { .. }
         | Verdict::SpendCap
         | Verdict::Limited { .. }
         | Verdict::WindowSpent { .. } => 429,
@@ -155,6 +177,16 @@ fn answer(mock: &Arc<Mock>, verdict: Verdict, model: &str, stream: bool) -> Resp
             if let Some(value) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
                 response.headers_mut().insert("retry-after", value);
             }
+            response
+        }
+        Verdict::Huge { bytes } => {
+            let mut response = json_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                &error_body("rate_limit_error", &"x".repeat(bytes)),
+            );
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from(1));
             response
         }
         Verdict::SpendCap => json_response(
@@ -356,6 +388,12 @@ fn decide(
             accounts::unified_headers(subscription, state.window_use, mock.started_wall);
         response_headers.extend(headers);
     }
+    let usage = if state.inject.absurd_usage > 0 {
+        state.inject.absurd_usage -= 1;
+        (state.inject.absurd_input_tokens, usage.1, usage.2)
+    } else {
+        usage
+    };
     let midstream_error = stream && state.inject.midstream_error > 0;
     if midstream_error {
         state.inject.midstream_error -= 1;

@@ -67,6 +67,8 @@ pub struct MockConfig {
     pub base_path: String,
     /// When set, only these keys are valid: any other gets the API's 401, before any limit.
     pub known_keys: Option<Vec<String>>,
+    /// When set, only these models exist: any other gets the API's 404 (`not_found_error`).
+    pub known_models: Option<Vec<String>>,
 }
 
 impl Default for MockConfig {
@@ -83,6 +85,7 @@ impl Default for MockConfig {
             subscription: None,
             base_path: String::new(),
             known_keys: None,
+            known_models: None,
         }
     }
 }
@@ -109,6 +112,10 @@ pub struct Stats {
     pub max_concurrent: u64,
     /// 401 answers for a key the mock does not know.
     pub unauthorized: u64,
+    /// 404 answers for a model the mock does not have.
+    pub not_found: u64,
+    /// 400 answers for a body that is not JSON or names no model.
+    pub invalid: u64,
 }
 
 /// Faults to inject into the next requests to `/v1/messages`.
@@ -127,6 +134,14 @@ pub struct Inject {
     pub spend_cap: u64,
     /// Cut this many streams with an SSE `error` event after the first delta.
     pub midstream_error: u64,
+    /// Report this many input tokens (whatever the request held) in the next
+    /// [`Inject::absurd_usage`] answers: a broken or hostile upstream.
+    pub absurd_input_tokens: u64,
+    pub absurd_usage: u64,
+    /// Answer this many with a rate-limit 429 whose body carries a message of
+    /// [`Inject::huge_429_bytes`] bytes (and `retry-after: 1`).
+    pub huge_429: u64,
+    pub huge_429_bytes: usize,
 }
 
 /// A request as the mock saw it.

@@ -21,16 +21,16 @@ pub use tables::window;
 pub async fn status(client: &Client, as_json: bool, clients: bool) -> anyhow::Result<ExitCode> {
     let snapshot = client.status().await?;
     if as_json {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(&json::status(&snapshot))?
         );
     } else {
         let now = SystemTime::now();
-        print!("{}", render(&snapshot, now));
+        crate::out!("{}", render(&snapshot, now));
         if clients {
-            println!();
-            print!("{}", tables::clients_table(&snapshot.clients, now));
+            crate::outln!();
+            crate::out!("{}", tables::clients_table(&snapshot.clients, now));
         }
     }
     Ok(ExitCode::SUCCESS)

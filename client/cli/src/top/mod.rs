@@ -69,7 +69,7 @@ pub async fn top(client: &Client, args: TopArgs) -> anyhow::Result<ExitCode> {
             .size
             .or_else(|| crossterm::terminal::size().ok())
             .unwrap_or((100, 30));
-        print!("{}", frame_text(&model, cols, rows));
+        crate::out!("{}", frame_text(&model, cols, rows));
         return Ok(ExitCode::SUCCESS);
     }
     if !std::io::stdout().is_terminal() {

@@ -85,6 +85,8 @@ pub struct Budget {
     /// (at most `cold_start_hold`) for its answer, so that sessions started together do not
     /// stampede a limit nobody has seen yet, and a new token learns its account first.
     probe: Probe,
+    /// A pause ended: the next call is a probe even though the limits are known.
+    reprobe: bool,
     cold_start_hold: Duration,
     queue: FairQueue,
     /// Real usage, for acquires that bring no estimate.
@@ -103,6 +105,9 @@ pub struct Budget {
     /// some of them and not others, so each answer re-estimates the level (see
     /// [`Budget::apply_headers`]).
     calibrating: PerKind<bool>,
+    /// When an acquire last asked for it, for forgetting the least recently used when the table
+    /// is full.
+    last_used: Instant,
     /// While calibrating: the lowest `remaining` seen. Every call the server processed before
     /// the one that reported it is counted in it; every call processed after that one is still
     /// in flight (its answer would have reported less).
@@ -138,6 +143,7 @@ impl Budget {
             paused_until: None,
             pause_reason: String::new(),
             probe: Probe::Unsent,
+            reprobe: false,
             cold_start_hold,
             queue: FairQueue::default(),
             input_average: RunningAverage::default(),
@@ -147,6 +153,7 @@ impl Budget {
             succeeded: 0,
             blind_429s: 0,
             calibrating: PerKind::default(),
+            last_used: now,
             calibration_floor: PerKind::splat(f64::INFINITY),
         };
         budget.sync_buckets(now);
@@ -204,13 +211,24 @@ impl Budget {
         }
     }
 
-    /// Whether forgetting the budget loses nothing: idle, no limit known, never a success.
-    pub fn is_disposable(&self) -> bool {
-        self.queue.is_empty()
-            && self.in_flight == 0
-            && self.paused_until.is_none()
-            && self.succeeded == 0
-            && self.limits() == LimitSet::default()
+    /// Whether nothing waits on the budget, nothing of it is in flight and it is not paused: it
+    /// can be forgotten without anyone noticing but its learned limits and levels.
+    pub fn is_idle(&self) -> bool {
+        self.queue.is_empty() && self.in_flight == 0 && self.paused_until.is_none()
+    }
+
+    /// Whether a call of it ever succeeded (since the daemon started).
+    pub fn ever_succeeded(&self) -> bool {
+        self.succeeded > 0
+    }
+
+    pub fn last_used(&self) -> Instant {
+        self.last_used
+    }
+
+    /// An acquire asked for it.
+    pub fn used_at(&mut self, now: Instant) {
+        self.last_used = self.last_used.max(now);
     }
 
     /// The pause for a 429 that gave no usable wait: 1 s, doubled for each such 429 in a row,

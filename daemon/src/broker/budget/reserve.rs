@@ -95,6 +95,13 @@ impl Budget {
         }
     }
 
+    /// Refunds the token reservations of a call the API did not process (the caller's mistake);
+    /// the request stays counted.
+    pub fn refund_tokens(&mut self, reservation: &Reservation, now: Instant) {
+        self.adjust(LimitKind::InputTokens, reservation, 0, now);
+        self.adjust(LimitKind::OutputTokens, reservation, 0, now);
+    }
+
     /// Refunds the output reservation of a call that produced no output (it failed).
     pub fn refund_output(&mut self, reservation: &Reservation, now: Instant) {
         self.adjust(LimitKind::OutputTokens, reservation, 0, now);
@@ -120,7 +127,7 @@ impl Budget {
                 // Tokens reserved by an estimate and not used: the estimate is corrected.
                 bucket.give(reserved - used, now);
             } else {
-                bucket.take(used - reserved, now);
+                bucket.charge(used - reserved, now);
             }
         }
     }

@@ -9,8 +9,26 @@ use pacer_protocol::message::{BudgetId, Event};
 use super::ClusterEvent;
 use crate::broker::budgets::BudgetIdx;
 use crate::broker::lockouts::Lockout;
+use crate::broker::overload::OVERLOAD_BACKOFF_MAX;
 use crate::broker::owner::Owner;
-use crate::broker::{Broker, Output, later};
+use crate::broker::settle::MAX_RATE_LIMIT_WAIT;
+use crate::broker::snapshot::is_account_label;
+use crate::broker::{Broker, MAX_LIMIT, MAX_MODEL_LEN, Output, later};
+use pacer_protocol::BudgetOwner;
+use pacer_protocol::text::{MAX_MESSAGE, bounded};
+
+/// Whether an owner from another daemon is one this daemon could have.
+fn is_owner(owner: &BudgetOwner) -> bool {
+    match owner {
+        BudgetOwner::Key(_) => true,
+        BudgetOwner::Account(label) => is_account_label(label),
+    }
+}
+
+/// Whether a model class from another daemon is one this daemon could have.
+fn is_class(class: &str) -> bool {
+    !class.trim().is_empty() && class.len() <= MAX_MODEL_LEN
+}
 
 impl Broker {
     /// What another daemon published (not published again).
@@ -21,7 +39,12 @@ impl Broker {
         self.take_output()
     }
 
+    /// Every value is held to the same caps as this daemon's own (whoever can publish on the
+    /// channel could send anything): pauses and lockouts at most [`MAX_RATE_LIMIT_WAIT`],
+    /// overload backoffs at most [`OVERLOAD_BACKOFF_MAX`], limits at most [`MAX_LIMIT`], names
+    /// and reasons bounded.
     fn apply_event(&mut self, now: Instant, event: ClusterEvent) {
+        let capped = |for_ms: u64, cap: Duration| Duration::from_millis(for_ms).min(cap);
         match event {
             ClusterEvent::Pause {
                 budget,
@@ -30,11 +53,11 @@ impl Broker {
                 drain,
             } => {
                 if let Some(b) = self.budget_by_id(&budget, now) {
-                    let until = later(now, Duration::from_millis(for_ms));
+                    let until = later(now, capped(for_ms, MAX_RATE_LIMIT_WAIT));
                     if let Some(kinds) = &drain {
                         self.budgets[b].drain(kinds, now);
                     }
-                    self.extend_pause(b, until, reason);
+                    self.extend_pause(b, until, bounded(&reason, MAX_MESSAGE));
                     self.serve(b, now);
                 }
             }
@@ -46,8 +69,11 @@ impl Broker {
                 }
             }
             ClusterEvent::Overload { class, for_ms } => {
+                if !is_class(&class) {
+                    return;
+                }
                 let class: Arc<str> = Arc::from(class.as_str());
-                let until = later(now, Duration::from_millis(for_ms));
+                let until = later(now, capped(for_ms, OVERLOAD_BACKOFF_MAX));
                 self.overloads.extend(&class, until);
             }
             ClusterEvent::Lockout {
@@ -56,18 +82,26 @@ impl Broker {
                 for_ms,
                 reason,
             } => {
+                if !is_owner(&owner) || class.as_deref().is_some_and(|c| !is_class(c)) {
+                    return;
+                }
                 let lockout = Lockout {
-                    until: later(now, Duration::from_millis(for_ms)),
-                    reason,
+                    until: later(now, capped(for_ms, MAX_RATE_LIMIT_WAIT)),
+                    reason: bounded(&reason, MAX_MESSAGE),
                     rejection: None,
                 };
                 let owner = Owner::from_wire(&owner);
                 self.lock_out(&owner, class.map(|c| Arc::from(c.as_str())), lockout, now);
             }
             ClusterEvent::Link { key, account } => {
-                self.link(key, Arc::from(account.as_str()), now);
+                if is_account_label(&account) {
+                    self.link(key, Arc::from(account.as_str()), now);
+                }
             }
             ClusterEvent::Windows { owner, windows } => {
+                if !is_owner(&owner) {
+                    return;
+                }
                 let owner = Owner::from_wire(&owner);
                 let (crossed, _) = self
                     .accounts
@@ -90,6 +124,9 @@ impl Broker {
                 kind,
                 limit,
             } => {
+                if !(1..=MAX_LIMIT).contains(&limit) {
+                    return;
+                }
                 if let Some(b) = self.budget_by_id(&budget, now) {
                     self.budgets[b].learn(kind, limit, now);
                     self.shares.retry_at.remove(&b);
@@ -99,8 +136,12 @@ impl Broker {
         }
     }
 
-    /// The budget a wire id names, created if this daemon has none yet.
+    /// The budget a wire id names, created if this daemon has none yet (`None` for a name no
+    /// budget can have).
     fn budget_by_id(&mut self, id: &BudgetId, now: Instant) -> Option<BudgetIdx> {
+        if !is_owner(&id.owner) || !is_class(&id.model_class) {
+            return None;
+        }
         let owner = Owner::from_wire(&id.owner);
         let class: Arc<str> = Arc::from(id.model_class.as_str());
         self.budget_of(&owner, &class, now)

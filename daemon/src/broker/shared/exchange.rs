@@ -4,7 +4,10 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pacer_protocol::message::BudgetId;
-use pacer_protocol::unified::{Unified, UnifiedWindow, WindowState};
+use pacer_protocol::text::bounded;
+use pacer_protocol::unified::{
+    MAX_WINDOW_NAME, Unified, UnifiedWindow, WindowState, is_window_name, sane_utilization,
+};
 use pacer_protocol::{BudgetOwner, KeyFingerprint, LimitKind};
 use serde::{Deserialize, Serialize};
 
@@ -60,6 +63,8 @@ pub enum SharedOp {
     Publish(ClusterEvent),
     /// Spent from a local share while the store was away.
     Charge { budget: BudgetId, spent: Costs },
+    /// A key's budget joined its account's: what the key's took is charged to the account's.
+    Merge { from: BudgetId, into: BudgetId },
 }
 
 /// What one daemon tells the others.
@@ -122,6 +127,14 @@ pub struct WindowReport {
     pub reset: Option<u64>,
 }
 
+/// The most windows taken from one report (real accounts have two or three).
+const MAX_WINDOWS: usize = 16;
+
+/// A status as another daemon reported it, held to a window name's length.
+fn window_state(status: &str) -> WindowState {
+    WindowState::parse(&bounded(status, MAX_WINDOW_NAME))
+}
+
 fn epoch(time: SystemTime) -> Option<u64> {
     time.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs())
 }
@@ -146,17 +159,18 @@ impl WindowsReport {
     /// Back to what the headers said (what another daemon's response said).
     pub fn to_unified(&self) -> Unified {
         Unified {
-            status: self.status.as_deref().map(WindowState::parse),
+            status: self.status.as_deref().map(window_state),
+            // Held to the same rules as headers: another daemon (or whoever can write to the
+            // channel) may send anything.
             windows: self
                 .windows
                 .iter()
+                .filter(|w| is_window_name(&w.name))
+                .take(MAX_WINDOWS)
                 .map(|w| UnifiedWindow {
                     name: w.name.clone(),
-                    status: w.status.as_deref().map(WindowState::parse),
-                    utilization: w
-                        .utilization
-                        .filter(|u| u.is_finite())
-                        .map(|u| u.clamp(0.0, 1.0)),
+                    status: w.status.as_deref().map(window_state),
+                    utilization: w.utilization.and_then(sane_utilization),
                     reset: w
                         .reset
                         .map(|s| UNIX_EPOCH + Duration::from_secs(s.min(1 << 40))),

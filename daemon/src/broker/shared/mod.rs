@@ -105,6 +105,28 @@ impl Shares {
         self.claiming.contains_key(&b)
     }
 
+    /// Budget `from` was merged into `into` (a key joined its account): claims out for it are
+    /// answered for `into` (its waiters moved there).
+    pub fn moved(&mut self, from: BudgetIdx, into: BudgetIdx) {
+        self.retry_at.remove(&from);
+        for (budget, _) in self.claims.values_mut() {
+            if *budget == from {
+                *budget = into;
+            }
+        }
+        if let Some(claim) = self.claiming.remove(&from) {
+            self.claiming.entry(into).or_insert(claim);
+        }
+    }
+
+    /// A budget leaves the table: nothing of it may linger here (its slot is reused).
+    pub fn forget(&mut self, b: BudgetIdx) {
+        self.retry_at.remove(&b);
+        if let Some(claim) = self.claiming.remove(&b) {
+            self.claims.remove(&claim);
+        }
+    }
+
     /// Notes spending from the local share (fallback only).
     pub fn spend(&mut self, budget: &BudgetId, amount: &Costs, refund: bool) {
         if !matches!(self.sharing, Sharing::Fallback { .. }) {
@@ -290,8 +312,14 @@ impl Broker {
 
     /// Tells the store and the other daemons, while sharing (not what came from them).
     pub(super) fn publish(&mut self, event: ClusterEvent) {
+        self.for_store(SharedOp::Publish(event));
+    }
+
+    /// Work for the store that this daemon's own decisions cause (not what other daemons told
+    /// it, which they have done in the store already).
+    pub(super) fn for_store(&mut self, op: SharedOp) {
         if self.shares.is_on() && !self.applying_shared {
-            self.out.push(Output::Shared(SharedOp::Publish(event)));
+            self.out.push(Output::Shared(op));
         }
     }
 

@@ -216,3 +216,104 @@ fn calls_in_flight_keep_their_slots_across_a_crash_until_they_report_or_expire()
     assert!(out.is_empty());
     assert!(!acquire(&mut broker, now + secs(602.0), 2).is_empty());
 }
+
+#[test]
+fn windows_from_a_damaged_state_file_or_another_daemon_are_held_to_sense() {
+    let saved_at = SystemTime::UNIX_EPOCH + secs(1_800_000_000.0);
+    let window = |name: &str, utilization: f64| snapshot::SavedWindow {
+        name: name.into(),
+        status: Some("allowed".into()),
+        utilization: Some(utilization),
+        reset: None,
+    };
+    let state = BrokerState {
+        subscriptions: vec![snapshot::SubscriptionState {
+            owner: snapshot::OwnerState {
+                key: None,
+                account: Some("org-0123456789ab".into()),
+            },
+            status: Some("x".repeat(10_000)),
+            windows: vec![
+                window("5h", 1e308),
+                window("7d", -5.0),
+                window(&"w".repeat(5000), 0.5),
+                window("7d_opus", f64::NAN),
+            ],
+        }],
+        ..BrokerState::default()
+    };
+    let (broker, now) = restored(state, BrokerConfig::default(), saved_at);
+    let accounts = broker.accounts(now);
+    let windows = &accounts[0].windows;
+    let names: Vec<&str> = windows.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["5h", "7d", "7d_opus"],
+        "the 5,000-character name is dropped"
+    );
+    assert_eq!(windows[0].utilization, Some(10.0));
+    assert_eq!(windows[1].utilization, None);
+    assert_eq!(windows[2].utilization, None);
+    assert!(accounts[0].unified_status.as_ref().unwrap().len() <= 64);
+
+    // The same from another daemon's report.
+    let mut h = Harness::with_limits("sonnet", rpm(100));
+    let report = WindowsReport {
+        status: Some("allowed".into()),
+        windows: vec![
+            WindowReport {
+                name: "5h".into(),
+                status: None,
+                utilization: Some(f64::INFINITY),
+                reset: Some(u64::MAX),
+            },
+            WindowReport {
+                name: "n".repeat(5000),
+                status: None,
+                utilization: Some(0.3),
+                reset: None,
+            },
+        ],
+    };
+    let out = h.broker.apply_shared(
+        h.now,
+        ClusterEvent::Windows {
+            owner: BudgetOwner::Account("org-0123456789ab".into()),
+            windows: report,
+        },
+    );
+    h.collect(out);
+    let accounts = h.broker.accounts(h.now);
+    let windows = &accounts[0].windows;
+    assert_eq!(windows.len(), 1);
+    assert_eq!(windows[0].utilization, None);
+}
+
+#[test]
+fn a_full_table_forgets_the_least_recently_used_idle_budget() {
+    let mut h = Harness::with_limits("sonnet", rpm(100_000));
+    // Every budget saw a success: none is disposable, yet a new one still finds room.
+    for i in 0..super::super::budgets::MAX_BUDGETS as u64 {
+        let t = h.acquire(i, |r| r.model = format!("model-{i}"));
+        h.success(h.lease(t).unwrap(), 1, 1);
+        h.now += Duration::from_millis(1);
+    }
+    let busy = h.acquire(1_000_000, |r| r.model = "model-0".into());
+    assert!(
+        h.lease(busy).is_some(),
+        "model-0 is used again (and now busy)"
+    );
+    let fresh = h.acquire(1_000_001, |r| r.model = "claude-opus-4-1".into());
+    assert!(h.lease(fresh).is_some(), "{:?}", h.answer(fresh));
+    let classes: Vec<String> = h
+        .broker
+        .status(h.now)
+        .into_iter()
+        .map(|s| s.budget.model_class)
+        .collect();
+    assert!(classes.iter().any(|c| c == "model-0"), "in flight: kept");
+    assert!(
+        !classes.iter().any(|c| c == "model-1"),
+        "the least recently used idle one went"
+    );
+}

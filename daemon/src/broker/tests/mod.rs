@@ -390,12 +390,14 @@ fn a_cost_above_capacity_is_granted_when_the_bucket_is_full() {
     let half = h.acquire(1, |r| r.input_tokens = Some(500));
     let huge = h.acquire(2, |r| r.input_tokens = Some(5000));
     assert!(h.lease(half).is_some());
-    // Waits until the bucket is full again (500 tokens at 1000/min = 30 s), then goes into debt.
+    // Waits until the bucket is full again (500 tokens at 1000/min = 30 s), then goes into debt
+    // — no deeper than a whole bucket, so that one call cannot hold the budget for longer than
+    // a minute of refill.
     h.run_until(secs(100.0));
     assert_eq!(h.granted_at(huge), Some(secs(30.0)));
     assert_eq!(
         h.status().available.input_tokens,
-        Some(-4000 + 70 * 1000 / 60)
+        Some(-1000 + 70 * 1000 / 60)
     );
 }
 
@@ -656,12 +658,41 @@ fn the_bucket_a_429_names_is_drained_so_grants_resume_at_the_refill_pace() {
     assert_eq!(s.available.requests, Some(0));
     assert_eq!(s.available.input_tokens, Some(59_990));
     let tickets: Vec<_> = (0..8).map(|i| h.acquire(10 + i, |_| {})).collect();
+    // When the pause ends, one call goes first to find out whether the limit is back.
+    h.run_until(secs(5.4));
+    let granted: Vec<_> = tickets.iter().filter_map(|&t| h.lease(t)).collect();
+    assert_eq!(granted.len(), 1, "only the probe goes when the pause ends");
+    assert_eq!(h.granted_at(tickets[0]), Some(secs(5.0)));
+    // Its answer comes: the others go at the refill pace. After 5.5 s the bucket has refilled
+    // 5.5 requests, one taken by the probe: four go at once, the rest one per second.
+    h.run_until(secs(5.5));
+    h.success(granted[0], 10, 0);
     h.run_until(secs(20.0));
     let times: Vec<_> = tickets.iter().map(|&t| h.granted_at(t).unwrap()).collect();
-    // After 5 s the bucket holds 5 requests (refilled during the pause): those go at once, the
-    // rest one per second. Not all eight at the moment the pause ends.
-    assert_eq!(&times[..5], &[secs(5.0); 5]);
+    assert_eq!(&times[1..5], &[secs(5.5); 4]);
     assert_eq!(&times[5..], &[secs(6.0), secs(7.0), secs(8.0)]);
+}
+
+#[test]
+fn after_a_pause_the_waiters_wait_for_the_probes_answer_and_a_429_to_it_holds_them() {
+    let mut h = Harness::with_limits("sonnet", rpm(600));
+    let a = h.acquire(1, |_| {});
+    h.report(h.lease(a).unwrap(), rate_limited(10.0, "Rate limited"));
+    let waiting: Vec<_> = (0..20).map(|i| h.acquire(10 + i, |_| {})).collect();
+    h.run_until(secs(11.0));
+    let probe: Vec<_> = waiting.iter().filter_map(|&t| h.lease(t)).collect();
+    assert_eq!(probe.len(), 1, "20 clients are not released together");
+    // The limit is not back: the probe's 429 pauses everyone again before anyone else went.
+    h.report(probe[0], rate_limited(10.0, "Rate limited"));
+    h.run_until(secs(20.9));
+    assert_eq!(waiting.iter().filter_map(|&t| h.lease(t)).count(), 1);
+    // The next pause ends: again one probe; this time it succeeds and the rest follow.
+    h.run_until(secs(21.5));
+    let granted: Vec<_> = waiting.iter().filter_map(|&t| h.lease(t)).collect();
+    assert_eq!(granted.len(), 2);
+    h.success(granted[1], 10, 10);
+    h.run_until(secs(60.0));
+    assert_eq!(waiting.iter().filter_map(|&t| h.lease(t)).count(), 20);
 }
 
 #[test]
