@@ -136,3 +136,49 @@ async fn requests_before_hello_are_refused() {
     assert_eq!(frames[0].id, 5);
     assert_eq!(error_kind(&frames).0, ErrorKind::HelloRequired);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_committed_hello_of_every_version_is_answered_welcome_or_named_mismatch() {
+    let daemon = TestDaemon::start("").await;
+    let golden = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../protocol/tests/golden");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&golden).unwrap() {
+        let dir = entry.unwrap().path();
+        let Some(version) = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix('v'))
+            .and_then(|v| v.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let bytes = std::fs::read(dir.join("hello.bin")).unwrap();
+        let mut stream = UnixStream::connect(daemon.socket()).await.unwrap();
+        stream.write_all(&bytes).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let (frame, _) = codec::decode::<ResponseFrame>(&buf[..n]).unwrap().unwrap();
+        match frame.response {
+            Response::Welcome(welcome) => {
+                assert_eq!(version, PROTOCOL_VERSION);
+                assert_eq!(welcome.protocol_version, PROTOCOL_VERSION);
+            }
+            Response::Error(e) => {
+                assert_ne!(version, PROTOCOL_VERSION);
+                assert_eq!(e.kind, ErrorKind::VersionMismatch);
+                assert!(
+                    e.message.contains(&version.to_string())
+                        && e.message.contains(&PROTOCOL_VERSION.to_string()),
+                    "{}",
+                    e.message
+                );
+            }
+            other => panic!("v{version}: {other:?}"),
+        }
+        seen += 1;
+    }
+    assert!(seen >= 1);
+}
