@@ -14,7 +14,8 @@ use crate::budget::{KeyFingerprint, Priority};
 pub use crate::event::{Event, SettledAs};
 pub use crate::status::{
     AccountStatus, Available, BudgetId, BudgetStatus, ClientStatus, ClusterStatus, DaemonStatus,
-    Limits, LockoutStatus, PauseCause, RouteStatus, StatusSnapshot, WaitHistogram, WindowStatus,
+    Limits, LockoutStatus, PauseCause, PriorityCeiling, RouteStatus, SessionQuery, SessionStatus,
+    SessionView, StatusSnapshot, WaitHistogram, WindowStatus,
 };
 
 /// A request and the id its response will carry.
@@ -64,6 +65,9 @@ pub enum Request {
     /// gateway requests on the route it gets are forwarded there. Answered by
     /// [`Response::Route`] (or [`Response::Error`] for a URL that is not http or https).
     RegisterRoute(RegisterRoute),
+    /// Ask what a Claude Code session's account and budget look like (`pacer statusline`).
+    /// Answered by [`Response::Session`].
+    Session(SessionQuery),
 }
 
 /// Payload of [`Request::RegisterRoute`].
@@ -253,6 +257,8 @@ pub enum Response {
     Gateway(GatewayInfo),
     /// Response for [`Request::RegisterRoute`].
     Route(RouteInfo),
+    /// Response for [`Request::Session`].
+    Session(Box<SessionView>),
 }
 
 /// Payload of [`Response::Route`].

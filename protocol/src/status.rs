@@ -27,6 +27,10 @@ pub struct StatusSnapshot {
     pub daemon: DaemonStatus,
     /// The shared store, when budgets are shared with other daemons.
     pub cluster: Option<ClusterStatus>,
+    /// Claude Code sessions seen in the last day (with the first page only).
+    pub sessions: Vec<SessionStatus>,
+    /// Set when lists were cut to fit one frame: what was left out.
+    pub truncated: Option<String>,
 }
 
 /// Budgets shared through Redis, as this daemon sees it.
@@ -189,6 +193,10 @@ pub struct AccountStatus {
     pub unified_status: Option<String>,
     /// Set while every request of the account (or of one of its classes) is refused at once.
     pub lockouts: Vec<LockoutStatus>,
+    /// Extra usage beyond the windows (`-unified-overage-status`: `allowed`, `rejected`, …), and
+    /// whether the account is spending it now (`-unified-overage-in-use`).
+    pub overage: Option<String>,
+    pub overage_in_use: Option<bool>,
 }
 
 /// One subscription window (`5h`, `7d`, `7d_opus`, …).
@@ -197,9 +205,97 @@ pub struct WindowStatus {
     pub name: String,
     /// `allowed`, `allowed_warning`, `rejected`, or whatever the API said.
     pub status: Option<String>,
-    /// The spent fraction, 0.0 to 1.0.
+    /// The spent fraction, 0.0 to 1.0 (a little over 1.0 once spent).
     pub utilization: Option<f64>,
     pub reset: Option<SystemTime>,
+    /// Where pacer reckons the window is now: the utilization last reported, plus the calls in
+    /// flight (on every daemon) at what one call was seen to cost of it.
+    pub estimated: Option<f64>,
+    /// What one call was seen to cost of the window (learned from how its utilization moves).
+    pub share: Option<f64>,
+    /// Per priority: how far it may bring the window now, and whether it is held now.
+    pub ceilings: Vec<PriorityCeiling>,
+    /// Utilization spent per hour over the last 15 minutes, and when the window would run out
+    /// at that rate (`None`: not before it resets, or nothing is being spent).
+    pub burn_per_hour: Option<f64>,
+    pub runs_out: Option<SystemTime>,
+}
+
+impl WindowStatus {
+    /// A window with what the API said of it only.
+    pub fn reported(
+        name: String,
+        status: Option<String>,
+        utilization: Option<f64>,
+        reset: Option<SystemTime>,
+    ) -> WindowStatus {
+        WindowStatus {
+            name,
+            status,
+            utilization,
+            reset,
+            estimated: None,
+            share: None,
+            ceilings: Vec::new(),
+            burn_per_hour: None,
+            runs_out: None,
+        }
+    }
+
+    /// The ceiling of `priority`, if one is set.
+    pub fn ceiling(&self, priority: Priority) -> Option<&PriorityCeiling> {
+        self.ceilings.iter().find(|c| c.priority == priority)
+    }
+}
+
+/// How far one priority may bring a subscription window (`[windows]`), and whether its calls
+/// are held now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PriorityCeiling {
+    pub priority: Priority,
+    /// The share of the window it may bring it to now: its ceiling, paced (`pace = true`) by how
+    /// much of the window has passed. 1.0 or more: never held by the window.
+    pub ceiling: f64,
+    /// Its calls are held now (they wait, and are answered 429 when they cannot be served in
+    /// time): the window's estimate reaches the ceiling, or the account spends extra usage and
+    /// this priority may not.
+    pub held: bool,
+    /// Calls of this priority the window held until they were refused, since the daemon started.
+    pub refused: u64,
+}
+
+/// A Claude Code session (`X-Claude-Code-Session-Id`) as the gateway saw it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionStatus {
+    /// The whole session id.
+    pub id: String,
+    /// The account its calls went to, last.
+    pub owner: Option<BudgetOwner>,
+    pub last_seen: SystemTime,
+    /// Its calls answered in the last hour, and their share of all the account's calls then.
+    pub calls_last_hour: u64,
+    pub share_last_hour: Option<f64>,
+}
+
+/// What `pacer statusline` asks: a session's account, or the only account of a model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionQuery {
+    /// Claude Code's session id, as its `X-Claude-Code-Session-Id` header carries it.
+    pub session_id: Option<String>,
+    /// The model the session uses, for its class's budget (and its account, when the session
+    /// is not known yet).
+    pub model: Option<String>,
+}
+
+/// The answer to a [`SessionQuery`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionView {
+    /// The account the session's calls go to (or the model's only account), with its windows.
+    pub account: Option<AccountStatus>,
+    /// Its budget of the model's class: paused, waiting.
+    pub budget: Option<BudgetStatus>,
+    /// Whether the account was found by the session id (else by the model alone).
+    pub by_session: bool,
 }
 
 /// A lockout: requests refused at once, without going upstream, until a time.

@@ -21,6 +21,8 @@ pub struct Unified {
     pub overage_status: Option<WindowState>,
     pub overage_reset: Option<SystemTime>,
     pub overage_disabled_reason: Option<String>,
+    /// `-unified-overage-in-use`: the account is spending extra usage now.
+    pub overage_in_use: Option<bool>,
     /// Every window reported, sorted by name.
     pub windows: Vec<UnifiedWindow>,
 }
@@ -80,11 +82,16 @@ impl Unified {
         match rest {
             "status" => self.status = Some(WindowState::parse(value)),
             "reset" => self.reset = parse_reset(value),
-            "representative-claim" => self.representative_claim = Some(value.to_owned()),
+            "representative-claim" => {
+                self.representative_claim = Some(crate::text::bounded(value, 64))
+            }
             "fallback-percentage" => self.fallback_percentage = value.parse().ok(),
             "overage-status" => self.overage_status = Some(WindowState::parse(value)),
             "overage-reset" => self.overage_reset = parse_reset(value),
-            "overage-disabled-reason" => self.overage_disabled_reason = Some(value.to_owned()),
+            "overage-disabled-reason" => {
+                self.overage_disabled_reason = Some(crate::text::bounded(value, 64))
+            }
+            "overage-in-use" => self.overage_in_use = value.to_ascii_lowercase().parse().ok(),
             _ => {
                 let Some((name, field)) = rest.rsplit_once('-') else {
                     return;

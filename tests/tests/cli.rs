@@ -255,3 +255,44 @@ async fn probe_shows_the_limits_and_teaches_them_to_the_daemon() {
     assert_eq!(haiku["limits"]["otpm"], 8000);
     assert_eq!(haiku["granted"], 1);
 }
+
+#[test]
+fn pacer_run_marks_a_command_from_a_terminal_interactive_and_one_without_normal() {
+    let daemon = Pacerd::start_in_temp_dir(&[]);
+    let echo = "echo \"$ANTHROPIC_BASE_URL\"";
+    // Without a terminal (as cron or a script would run it): normal.
+    let out = daemon.pacer(&["run", "--name", "job", "--", "sh", "-c", echo], "sk");
+    let url = String::from_utf8_lossy(&out.stdout);
+    assert!(url.contains("/s/job~normal"), "{url}");
+    // From a terminal (`script` gives it one): interactive.
+    if std::path::Path::new("/usr/bin/script").exists() {
+        let command = format!(
+            "{} run --name job -- sh -c '{echo}'",
+            binary("pacer").display()
+        );
+        let out = Command::new("/usr/bin/script")
+            .args(["-qec", &command, "/dev/null"])
+            .env("PACER_SOCKET", daemon.socket())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let url = String::from_utf8_lossy(&out.stdout);
+        assert!(url.contains("/s/job~interactive"), "{url}");
+    }
+    // Said explicitly, it wins.
+    let out = daemon.pacer(
+        &[
+            "run",
+            "--priority",
+            "batch",
+            "--name",
+            "job",
+            "--",
+            "sh",
+            "-c",
+            echo,
+        ],
+        "sk",
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("/s/job~batch"));
+}

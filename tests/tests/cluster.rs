@@ -322,6 +322,94 @@ async fn a_pause_and_the_lift_after_it_reach_redis_in_that_order() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(pacer_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
+async fn two_daemons_hold_one_windows_ceiling_together() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let redis = RedisServer::start();
+    let mock = MockUpstream::start(MockConfig {
+        rpm: 6000,
+        latency: Duration::from_millis(100),
+        subscription: Some(Subscription {
+            five_hour: 40,
+            ..Subscription::default()
+        }),
+        ..MockConfig::default()
+    })
+    .await;
+    let toml = "[windows]\nbatch = 0.5\n";
+    let daemons: Vec<Pacerd> = (0..2)
+        .map(|_| {
+            Pacerd::start_configured(
+                &format!("{toml}[gateway]\nmax_hold = 2\n"),
+                &["--upstream", &mock.url(), "--redis", &redis.url()],
+            )
+        })
+        .collect();
+    let http = reqwest::Client::new();
+    let call = move |base: String, priority: &'static str, n: usize| {
+        let http = http.clone();
+        async move {
+            http.post(format!("{base}/v1/messages"))
+                .header("authorization", format!("Bearer sk-ant-oat01-{n}"))
+                .header("x-pacer-priority", priority)
+                .json(&message())
+                .send()
+                .await
+                .map_or(0, |r| r.status().as_u16())
+        }
+    };
+    // The account is known on both daemons first (its windows are shared).
+    for (i, daemon) in daemons.iter().enumerate() {
+        assert_eq!(
+            call(daemon.gateway_url().unwrap(), "interactive", i).await,
+            200
+        );
+    }
+    // Three batch workers on each daemon, each calling until pacer holds it.
+    let workers: Vec<_> = (0..6)
+        .map(|w| {
+            let base = daemons[w % 2].gateway_url().unwrap();
+            let call = call.clone();
+            tokio::spawn(async move {
+                let mut ok = 0;
+                while call(base.clone(), "batch", 100 + w).await == 200 {
+                    ok += 1;
+                }
+                ok
+            })
+        })
+        .collect();
+    let mut batch = 0;
+    for worker in workers {
+        batch += worker.await.unwrap();
+    }
+    let stats = mock.stats();
+    eprintln!("batch calls served: {batch}; upstream {stats:?}");
+    // 50 % of 40 is 20; the two interactive calls came first. Each daemon counts the other's
+    // calls in flight, so six workers over two machines stop near the ceiling (within a call
+    // or two of the estimate's rounding), not six calls past it.
+    assert!(
+        (14..=22).contains(&(batch + 2)),
+        "the window was brought to {} of 40",
+        batch + 2
+    );
+    assert_eq!(stats.window_rejected, 0);
+    // The rest is the person at the keyboard's, on either machine.
+    for (i, daemon) in daemons.iter().enumerate() {
+        assert_eq!(
+            call(daemon.gateway_url().unwrap(), "interactive", i).await,
+            200
+        );
+    }
+    let status = status(&daemons[1]);
+    let text = status.to_string();
+    assert!(text.contains("\"held\":true"), "{status}");
+}
+
 /// `pacer status --json` of a daemon.
 fn status(daemon: &Pacerd) -> Value {
     daemon.status()

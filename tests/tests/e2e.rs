@@ -291,3 +291,75 @@ async fn claude_code_shows_its_usage_limit_message_for_a_spent_window() {
         "the spent window was asked once: {stats:?}"
     );
 }
+
+#[cfg_attr(
+    not(pacer_e2e_python),
+    ignore = "needs $PACER_E2E_PYTHON when built: run .ci/e2e-setup"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_person_at_the_keyboard_keeps_the_window_batch_workers_are_held_at_their_ceiling() {
+    let python_bin = tool("PACER_E2E_PYTHON");
+    // A 5-hour-style window of 60 calls over 300 s, RPM 600; batch may bring it to 70 %.
+    let mock = MockUpstream::start(MockConfig {
+        rpm: 600,
+        latency: Duration::from_millis(50),
+        subscription: Some(Subscription {
+            five_hour: 60,
+            five_hour_reset: Duration::from_secs(300),
+            ..Subscription::default()
+        }),
+        ..MockConfig::default()
+    })
+    .await;
+    let upstream = mock.url().parse().unwrap();
+    let toml = "[windows]\nbatch = 0.7\n";
+    let daemon = TestDaemon::start_with(toml, |config| {
+        config.gateway.upstream = upstream;
+        config.gateway.max_hold = Duration::from_secs(20);
+        config.broker.max_hold = Duration::from_secs(20);
+    })
+    .await;
+    let gateway = daemon.gateway_url().await;
+    // Six batch workers and an interactive call every second, for 20 seconds.
+    let script = script("sdk_windows.py");
+    let result = python(
+        &python_bin,
+        &[script.to_str().unwrap(), &gateway, "6", "1", "20"],
+    )
+    .await;
+    let stats = mock.stats();
+    println!("windows: {result} upstream {stats:?}");
+    let interactive = result["interactive"]["ok"].as_u64().unwrap();
+    let batch = result["batch"]["ok"].as_u64().unwrap();
+    assert!(
+        interactive >= 16,
+        "interactive got {interactive} of 20: {result}"
+    );
+    assert!(
+        (36..=44).contains(&batch),
+        "batch brought the window to {batch}: {result}"
+    );
+    assert!(
+        stats.rate_limited + stats.window_rejected <= 1,
+        "at most one upstream 429: {stats:?}"
+    );
+    let held = result["held_message"].as_str().unwrap_or_default();
+    assert!(
+        held.contains("batch work is held at 70 % of the 5-hour window until")
+            && held.contains("interactive sessions keep the rest"),
+        "{held}"
+    );
+    // `pacer status` says batch is held on that window.
+    let out = tokio::process::Command::new(binary("pacer"))
+        .arg("status")
+        .env("PACER_SOCKET", daemon.socket())
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|line| line.contains("batch") && line.contains("held")),
+        "{text}"
+    );
+}

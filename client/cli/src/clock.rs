@@ -15,26 +15,46 @@ pub fn remaining(until: SystemTime, now: SystemTime) -> String {
     humantime::format_duration(Duration::from_secs(left.as_secs_f64().ceil() as u64)).to_string()
 }
 
-/// A moment in local time: "14:10" within the next day, else "Tue 14:10"; on platforms
-/// without a local time zone here, UTC with a "Z".
+/// A moment in local time: "14:10" within a day of now, else with its date, "Fri 11 Dec
+/// 14:10" (a weekly window's reset seen on the same weekday is not today); on platforms without
+/// a local time zone here, UTC with a "Z".
 pub fn local(at: SystemTime, now: SystemTime) -> String {
-    let soon = at
+    let near = at
         .duration_since(now)
-        .is_ok_and(|d| d < Duration::from_secs(20 * 3600))
-        || now.duration_since(at).is_ok();
+        .or_else(|_| now.duration_since(at))
+        .is_ok_and(|d| d < Duration::from_secs(20 * 3600));
     match local_parts(at) {
-        Some((_, hour, minute)) if soon => format!("{hour:02}:{minute:02}"),
-        Some((weekday, hour, minute)) => format!("{weekday} {hour:02}:{minute:02}"),
+        Some(parts) if near => format!("{:02}:{:02}", parts.hour, parts.minute),
+        Some(parts) => format!(
+            "{} {} {} {:02}:{:02}",
+            parts.weekday, parts.day, parts.month, parts.hour, parts.minute
+        ),
         None => {
             let text = humantime::format_rfc3339_seconds(at).to_string();
-            format!("{}Z", &text[11..16])
+            if near {
+                format!("{}Z", &text[11..16])
+            } else {
+                format!("{} {}Z", &text[..10], &text[11..16])
+            }
         }
     }
 }
 
+/// A moment's local calendar parts.
+struct Parts {
+    weekday: &'static str,
+    day: i32,
+    month: &'static str,
+    hour: i32,
+    minute: i32,
+}
+
 #[cfg(unix)]
-fn local_parts(at: SystemTime) -> Option<(&'static str, i32, i32)> {
+fn local_parts(at: SystemTime) -> Option<Parts> {
     const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let secs = at.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_secs();
     let time = libc::time_t::try_from(secs).ok()?;
     // SAFETY: `tm` is plain data that localtime_r fills in; both pointers are valid for the call.
@@ -45,12 +65,17 @@ fn local_parts(at: SystemTime) -> Option<(&'static str, i32, i32)> {
         }
         tm
     };
-    let weekday = DAYS.get(usize::try_from(tm.tm_wday).ok()?)?;
-    Some((weekday, tm.tm_hour, tm.tm_min))
+    Some(Parts {
+        weekday: DAYS.get(usize::try_from(tm.tm_wday).ok()?)?,
+        day: tm.tm_mday,
+        month: MONTHS.get(usize::try_from(tm.tm_mon).ok()?)?,
+        hour: tm.tm_hour,
+        minute: tm.tm_min,
+    })
 }
 
 #[cfg(not(unix))]
-fn local_parts(_at: SystemTime) -> Option<(&'static str, i32, i32)> {
+fn local_parts(_at: SystemTime) -> Option<Parts> {
     None
 }
 
@@ -71,7 +96,9 @@ mod tests {
         let soon = local(now + Duration::from_secs(600), now);
         assert_eq!(soon.len(), 5, "{soon}");
         assert_eq!(&soon[2..3], ":");
-        let later = local(now + Duration::from_secs(3 * 24 * 3600), now);
-        assert!(later.len() >= 5, "{later}");
+        // A week off is shown with its date, not as if it were today.
+        let later = local(now + Duration::from_secs(7 * 24 * 3600), now);
+        assert!(later.len() > 10, "{later}");
+        assert!(later.split(' ').count() >= 3, "{later}");
     }
 }

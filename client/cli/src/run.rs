@@ -33,9 +33,11 @@ const BYPASS_ENV: [(&str, &str); 2] = [
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// interactive, normal or batch: who goes first when the budget is spent.
-    #[arg(long, default_value = "normal")]
-    priority: Priority,
+    /// interactive, normal or batch: who goes first when the budget is spent, and how far it
+    /// may bring a subscription's windows [default: interactive when started from a terminal,
+    /// normal otherwise (cron, a script)].
+    #[arg(long)]
+    priority: Option<Priority>,
     /// The client name requests are queued under [default: the command's name and pacer's pid].
     #[arg(long)]
     name: Option<String>,
@@ -65,6 +67,17 @@ pub struct EnvArgs {
     strict: bool,
 }
 
+/// A command started from a terminal has a person waiting for it: interactive. One without a
+/// terminal (cron, `claude -p` in a script) is normal.
+fn default_priority() -> Priority {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() || std::io::stdout().is_terminal() {
+        Priority::Interactive
+    } else {
+        Priority::Normal
+    }
+}
+
 pub async fn run(socket: Option<PathBuf>, args: RunArgs) -> anyhow::Result<ExitCode> {
     let program = PathBuf::from(&args.command[0]);
     let shown = program.display().to_string();
@@ -75,7 +88,8 @@ pub async fn run(socket: Option<PathBuf>, args: RunArgs) -> anyhow::Result<ExitC
             .map_or("cmd".into(), |n| n.to_string_lossy().into_owned());
         format!("{base}-{}", std::process::id())
     });
-    let wrapped = wrap(socket, &name, args.priority).await?;
+    let priority = args.priority.unwrap_or_else(default_priority);
+    let wrapped = wrap(socket, &name, priority).await?;
     eprintln!("pacer: {shown} {}", wrapped.note);
     let mut command = std::process::Command::new(&program);
     command.args(&args.command[1..]);

@@ -8,14 +8,15 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use pacer_protocol::KeyFingerprint;
 use pacer_protocol::budget::{organization_label, workspace_label};
 use pacer_protocol::message::WindowStatus;
-use pacer_protocol::unified::{Unified, WindowState};
+use pacer_protocol::unified::{Unified, WindowState, window_class};
 
 use super::owner::Owner;
+use super::windows::Estimate;
 
 /// How keys are grouped into accounts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +44,24 @@ pub struct Subscription {
     /// The overall status of the unified limit.
     pub status: Option<WindowState>,
     pub windows: BTreeMap<String, WindowInfo>,
+    /// Extra usage beyond the windows: whether the account may spend it, and whether it does.
+    pub overage: Option<WindowState>,
+    pub overage_in_use: Option<bool>,
+    /// Calls of this daemon answered with the unified headers, per model class (what the
+    /// windows' shares are learned from), and those other daemons told of.
+    pub answered: BTreeMap<Arc<str>, u64>,
+    pub answered_elsewhere: u64,
+}
+
+impl Subscription {
+    /// The calls answered that count toward window `name`: every class's for a window over every
+    /// model, its class's for a model-specific one.
+    pub fn answered_for(&self, name: &str) -> u64 {
+        match window_class(name) {
+            Some(class) => self.answered.get(class).copied().unwrap_or(0),
+            None => self.answered.values().sum::<u64>() + self.answered_elsewhere,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -50,16 +69,19 @@ pub struct WindowInfo {
     pub status: Option<WindowState>,
     pub utilization: Option<f64>,
     pub reset: Option<SystemTime>,
+    /// What one call costs of it, and how fast it is spent.
+    pub estimate: Estimate,
 }
 
 impl WindowInfo {
+    /// What the API said of the window (the broker adds its estimates, see `windows`).
     pub fn to_wire(&self, name: &str) -> WindowStatus {
-        WindowStatus {
-            name: name.to_owned(),
-            status: self.status.as_ref().map(|s| s.as_str().to_owned()),
-            utilization: self.utilization,
-            reset: self.reset,
-        }
+        WindowStatus::reported(
+            name.to_owned(),
+            self.status.as_ref().map(|s| s.as_str().to_owned()),
+            self.utilization,
+            self.reset,
+        )
     }
 
     /// 0 below 75 %, 1 from 75 %, 2 from 90 %, 3 from 100 %.
@@ -213,31 +235,47 @@ impl Accounts {
         owners
     }
 
-    /// Takes in what a response said of `owner`'s subscription; returns the windows that
-    /// crossed 75 %, 90 % or 100 % or changed status, and whether anything moved that other
-    /// daemons should hear (a status, a reset, or a point of utilization).
+    /// Takes in what a response said of `owner`'s subscription — the answer to a call of
+    /// `class`, or (`None`) what another daemon reported; returns the windows that crossed 75 %,
+    /// 90 % or 100 % or changed status, and whether anything moved that other daemons should
+    /// hear (a status, a reset, a point of utilization, extra usage).
     pub fn observe_subscription(
         &mut self,
         owner: &Owner,
         unified: &Unified,
+        class: Option<&Arc<str>>,
+        now: Instant,
     ) -> (Vec<WindowStatus>, bool) {
         if unified.is_empty() {
             return (Vec::new(), false);
         }
         let subscription = self.subscriptions.entry(owner.clone()).or_default();
+        if let Some(class) = class {
+            *subscription.answered.entry(class.clone()).or_default() += 1;
+        }
         let mut moved = unified.status.is_some() && subscription.status != unified.status;
         if unified.status.is_some() {
             subscription.status = unified.status.clone();
         }
+        if unified.overage_status.is_some() {
+            moved |= subscription.overage != unified.overage_status;
+            subscription.overage = unified.overage_status.clone();
+        }
+        if unified.overage_in_use.is_some() {
+            moved |= subscription.overage_in_use != unified.overage_in_use;
+            subscription.overage_in_use = unified.overage_in_use;
+        }
         let mut changed = Vec::new();
         for window in &unified.windows {
+            let answered = subscription.answered_for(&window.name);
             let known = subscription.windows.entry(window.name.clone()).or_default();
             let before = known.clone();
             if window.status.is_some() {
                 known.status = window.status.clone();
             }
-            if window.utilization.is_some() {
-                known.utilization = window.utilization;
+            if let Some(utilization) = window.utilization {
+                known.utilization = Some(utilization);
+                known.estimate.observe(utilization, answered, now);
             }
             if window.reset.is_some() {
                 known.reset = window.reset;
@@ -253,6 +291,13 @@ impl Accounts {
                 known.status != before.status || known.reset != before.reset || utilization_moved;
         }
         (changed, moved)
+    }
+
+    /// Other daemons had `more` calls of `owner` answered.
+    pub fn answered_elsewhere(&mut self, owner: &Owner, more: u64) {
+        if let Some(subscription) = self.subscriptions.get_mut(owner) {
+            subscription.answered_elsewhere = subscription.answered_elsewhere.saturating_add(more);
+        }
     }
 
     pub fn subscription(&self, owner: &Owner) -> Option<&Subscription> {

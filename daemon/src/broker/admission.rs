@@ -3,7 +3,11 @@
 
 use std::time::{Duration, Instant};
 
+use pacer_protocol::Priority;
 use pacer_protocol::message::Acquire;
+
+use super::Costs;
+use super::budgets::BudgetIdx;
 
 use super::{
     Broker, MAX_DETACHED_LEASES, MAX_LEASES_PER_CONNECTION, MAX_MODEL_LEN, MAX_NAME_LEN,
@@ -24,11 +28,29 @@ impl Broker {
         let budget = &self.budgets[b];
         let cost = budget.cost_of(req);
         let gate = self.gate(b, &cost, now);
-        if budget.grants_at_once(&cost, gate, now) {
+        if budget.grants_at_once(&cost, gate, now)
+            && self.window_hold(b, req.priority, now).is_none()
+        {
             return Some((Duration::ZERO, String::new()));
         }
-        let wait = budget.newcomer_wait(req.priority, &cost, gate, now);
-        Some((wait.duration, self.holdup_text(b, wait.holdup)))
+        Some(self.newcomer_wait(b, req.priority, &cost, now))
+    }
+
+    /// How long an acquire of `priority` with `cost` made now on budget `b` would wait, and what
+    /// holds it up: its account's windows, else the budget (and its queue).
+    pub(super) fn newcomer_wait(
+        &self,
+        b: BudgetIdx,
+        priority: Priority,
+        cost: &Costs,
+        now: Instant,
+    ) -> (Duration, String) {
+        if let Some(held) = self.window_holdup(b, priority, now) {
+            return held;
+        }
+        let gate = self.gate(b, cost, now);
+        let wait = self.budgets[b].newcomer_wait(priority, cost, gate, now);
+        (wait.duration, self.holdup_text(b, wait.holdup))
     }
 
     pub(super) fn invalid(&self, ticket: Ticket, req: &Acquire) -> Option<String> {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{AccountsConfig, LimitTable, ModelClasses};
+use super::{AccountsConfig, LimitTable, ModelClasses, WindowsConfig};
 
 /// The broker's share of the configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,6 +16,8 @@ pub struct BrokerConfig {
     /// First contact: how long the other calls of a budget that has never heard from the API
     /// wait for the first call's headers.
     pub cold_start_hold: Duration,
+    /// How far each priority may bring a subscription's windows (`[windows]`).
+    pub windows: WindowsConfig,
 }
 
 impl Default for BrokerConfig {
@@ -26,6 +28,7 @@ impl Default for BrokerConfig {
             accounts: AccountsConfig::default(),
             max_hold: Duration::from_secs(240),
             cold_start_hold: Duration::from_secs(5),
+            windows: WindowsConfig::default(),
         }
     }
 }

@@ -42,6 +42,11 @@ pub struct Lease {
     pub shared: Option<super::shared::SharedLease>,
     /// The most its report is believed to have used (see [`super::cost::usage_bound`]).
     pub bound: super::Costs,
+    /// Counted in flight toward its account's windows (the account and the class it was
+    /// counted under), until its answer comes.
+    pub window_call: Option<(super::owner::Owner, Arc<str>)>,
+    /// The Claude Code session it is for, if known.
+    pub session: Option<Arc<str>>,
 }
 
 /// How long a call in flight when the daemon died is taken to hold its slot: the longest a

@@ -73,7 +73,8 @@ impl Broker {
                 touched.push(waiter.budget);
             }
         }
-        for lease in self.leases.take_conn(conn) {
+        for mut lease in self.leases.take_conn(conn) {
+            self.end_window_call(lease.window_call.take(), now);
             self.note_settled(&lease, SettledAs::Unknown, (0, 0), now);
             self.settle_shared(&lease, Some(lease.reservation.cost));
             self.budgets[lease.budget].finish();
@@ -102,7 +103,8 @@ impl Broker {
         for (owner, scope) in self.lockouts.expire(now) {
             self.lockout_ended(&owner, scope);
         }
-        while let Some(lease) = self.leases.take_expired(now) {
+        while let Some(mut lease) = self.leases.take_expired(now) {
+            self.end_window_call(lease.window_call.take(), now);
             self.note_settled(&lease, SettledAs::Unknown, (0, 0), now);
             self.settle_shared(&lease, Some(lease.reservation.cost));
             self.budgets[lease.budget].finish();
@@ -120,13 +122,20 @@ impl Broker {
             return;
         };
         let b = w.budget;
-        let gate = self.gate(b, &w.cost, now);
-        let wait = self.budgets[b].waiter_wait(w.priority, w.mark, &w.cost, gate, now);
-        let reason = self.holdup_text(b, wait.holdup);
+        let priority = w.priority;
+        let (retry_after, reason) = match self.window_holdup(b, priority, now) {
+            Some(held) => held,
+            None => {
+                let gate = self.gate(b, &w.cost, now);
+                let wait = self.budgets[b].waiter_wait(w.priority, w.mark, &w.cost, gate, now);
+                (wait.duration, self.holdup_text(b, wait.holdup))
+            }
+        };
         let client = w.client.clone();
+        self.count_window_refusal(b, priority, now);
         self.note_refusal(Some(b), None, &client, &reason, now);
         let timed_out = TimedOut {
-            retry_after: wait.duration,
+            retry_after,
             reason,
         };
         self.answer_waiters(vec![id], |_| Response::TimedOut(timed_out.clone()));
@@ -167,7 +176,12 @@ impl Broker {
                     budget.readiness(&cost, self.gate(b, &cost, now), now)
                 };
                 match readiness {
-                    Readiness::Now => Some(now),
+                    // Ready, but for its account's windows: wake when their hold ends (the
+                    // pace lets it in, the window resets), if that is known.
+                    Readiness::Now => match self.head_window_hold(b, now) {
+                        Some(hold) => hold.until,
+                        None => Some(now),
+                    },
                     Readiness::At(at) => Some(at),
                     Readiness::AfterSettlement => None,
                 }

@@ -46,6 +46,7 @@ mod owner;
 mod per_kind;
 mod queue;
 mod refuse;
+mod sessions;
 mod settle;
 mod shared;
 mod snapshot;
@@ -53,6 +54,7 @@ mod status;
 mod time;
 mod usage;
 mod waiters;
+mod windows;
 mod workspaces;
 
 #[cfg(test)]
@@ -89,8 +91,9 @@ pub use shared::{
 };
 pub use snapshot::BrokerState;
 pub use status::Summary;
-pub use time::{FOREVER, TimeBase, later};
+pub use time::{FOREVER, TimeBase, later, local_time};
 use waiters::{Waiter, Waiters};
+pub use windows::{InFlight, WindowsConfig, window_length, window_title};
 
 /// Bounds on what one connection, and every connection together, may hold, so that runaway
 /// clients cannot exhaust the daemon's memory (or a state file fill the disk).
@@ -123,10 +126,23 @@ pub struct Broker {
     /// When clients not seen for a while were last forgotten.
     last_prune: Option<Instant>,
     shares: shared::Shares,
+    /// Calls in flight toward each account's subscription windows, here and elsewhere.
+    window_use: windows::WindowUse,
+    /// Claude Code sessions: their account, their calls in the last hour.
+    sessions: sessions::Sessions,
+    /// Seconds east of UTC, for the times messages give (`until 16:40`).
+    utc_offset: i32,
     /// Set while applying what another daemon published, so that it is not published again.
     applying_shared: bool,
     /// What the operation under way will return.
     out: Vec<Output>,
+}
+
+/// Where an acquire comes from, beyond what it says itself.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    /// The Claude Code session (`X-Claude-Code-Session-Id`) the gateway saw on the request.
+    pub session: Option<Arc<str>>,
 }
 
 /// What [`Broker::grant`] needs to know of the acquire being granted.
@@ -142,6 +158,8 @@ struct Grant {
     /// The most its report is believed to have used.
     bound: Costs,
     waited: Duration,
+    /// The Claude Code session it is for, if the gateway saw one.
+    session: Option<Arc<str>>,
 }
 
 impl Broker {
@@ -162,6 +180,9 @@ impl Broker {
             clients: clients::Clients::default(),
             last_prune: None,
             shares: shared::Shares::new(Sharing::Alone),
+            window_use: windows::WindowUse::default(),
+            sessions: sessions::Sessions::default(),
+            utc_offset: 0,
             applying_shared: false,
             out: Vec::new(),
         }
@@ -174,6 +195,11 @@ impl Broker {
 
     pub fn time_base(&self) -> TimeBase {
         self.time_base
+    }
+
+    /// The local time zone's offset from UTC (seconds east), for the times messages give.
+    pub fn set_utc_offset(&mut self, seconds: i32) {
+        self.utc_offset = seconds.clamp(-18 * 3600, 18 * 3600);
     }
 
     /// Replaces the configuration: new class patterns apply to later acquires, new limits to every
@@ -229,6 +255,18 @@ impl Broker {
 
     /// Asks for a permit. The answer comes back in the outputs, now or from a later call.
     pub fn acquire(&mut self, now: Instant, ticket: Ticket, req: &Acquire) -> Vec<Output> {
+        self.acquire_from(now, ticket, req, &Origin::default())
+    }
+
+    /// Asks for a permit on behalf of `origin` (the gateway knows a call's Claude Code
+    /// session).
+    pub fn acquire_from(
+        &mut self,
+        now: Instant,
+        ticket: Ticket,
+        req: &Acquire,
+        origin: &Origin,
+    ) -> Vec<Output> {
         if self.stopping {
             self.answer(ticket, stopping());
             return self.take_output();
@@ -259,7 +297,10 @@ impl Broker {
         let cost = self.budgets[b].cost_of(req);
         let bound = cost::usage_bound(req.max_tokens);
         let local = !self.shares.is_shared();
-        if local && self.budgets[b].grants_at_once(&cost, self.gate(b, &cost, now), now) {
+        if local
+            && self.budgets[b].grants_at_once(&cost, self.gate(b, &cost, now), now)
+            && self.window_hold(b, req.priority, now).is_none()
+        {
             let grant = Grant {
                 ticket,
                 key: req.key,
@@ -270,18 +311,18 @@ impl Broker {
                 cost,
                 bound,
                 waited: Duration::ZERO,
+                session: origin.session.clone(),
             };
             self.grant(b, grant, now);
             return self.take_output();
         }
         let deadline = req.deadline.map(|d| later(now, d));
         if deadline.is_some_and(|d| d <= now) {
-            let gate = self.gate(b, &cost, now);
-            let wait = self.budgets[b].newcomer_wait(req.priority, &cost, gate, now);
-            let reason = self.holdup_text(b, wait.holdup);
+            let (retry_after, reason) = self.newcomer_wait(b, req.priority, &cost, now);
+            self.count_window_refusal(b, req.priority, now);
             self.note_refusal(Some(b), None, &req.client_id, &reason, now);
             let timed_out = TimedOut {
-                retry_after: wait.duration,
+                retry_after,
                 reason,
             };
             self.answer(ticket, Response::TimedOut(timed_out));
@@ -298,6 +339,7 @@ impl Broker {
             priority: req.priority,
             cost,
             bound,
+            session: origin.session.clone(),
             mark,
             deadline,
             detached_ttl: req.detached_ttl,
@@ -323,6 +365,7 @@ impl Broker {
         };
         let expires = grant.detached_ttl.map(|ttl| later(now, ttl));
         self.note_grant(b, &grant.client, grant.waited, now);
+        let window_call = self.start_window_call(b);
         let lease = self.leases.issue(Lease {
             key: grant.key,
             probe,
@@ -337,6 +380,8 @@ impl Broker {
             waited: grant.waited,
             shared: grant.shared,
             bound: grant.bound,
+            window_call,
+            session: grant.session.clone(),
         });
         let response = Response::Granted(Granted {
             lease,
@@ -364,12 +409,21 @@ impl Broker {
         }
         while let Some((id, cost)) = self.budgets[b].head() {
             let gate = self.gate(b, &cost, now);
-            if self.budgets[b].readiness(&cost, gate, now) != Readiness::Now {
+            if self.budgets[b].readiness(&cost, gate, now) != Readiness::Now
+                || self.head_held_by_window(b, id, now)
+            {
                 break;
             }
             self.grant_waiter(b, id, None, now);
         }
         self.budgets.touch(b);
+    }
+
+    /// Whether waiter `id`, the head of budget `b`, is held by its account's windows.
+    fn head_held_by_window(&self, b: BudgetIdx, id: WaiterId, now: Instant) -> bool {
+        self.waiters
+            .get(id)
+            .is_some_and(|w| self.window_hold(b, w.priority, now).is_some())
     }
 
     /// Grants the head of budget `b`, waiter `id`.
@@ -394,6 +448,7 @@ impl Broker {
             detached_ttl: waiter.detached_ttl,
             cost: waiter.cost,
             bound: waiter.bound,
+            session: waiter.session.clone(),
             waited: now.saturating_duration_since(waiter.enqueued_at),
         };
         self.grant(b, grant, now);

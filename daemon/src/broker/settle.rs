@@ -50,7 +50,11 @@ impl Broker {
             .key;
         // First: the answer may tie the key to an account, moving the lease with it.
         self.link_if_named(key, headers, now);
-        let held = self.leases.take(lease)?;
+        let mut held = self.leases.take(lease)?;
+        // Its answer came: its cost is in the utilization the API reports from now on.
+        self.end_window_call(held.window_call.take(), now);
+        let answered = matches!(settlement, Settlement::Success { .. });
+        self.note_session(&held, answered, now);
         let b = held.budget;
         let reserved = held.reservation;
         let rate_limited = matches!(settlement, Settlement::RateLimited { .. });
@@ -163,7 +167,8 @@ impl Broker {
 
     /// Gives a lease back unused: everything it reserved is refunded.
     pub fn release(&mut self, now: Instant, lease: LeaseId) -> Result<Vec<Output>, BrokerError> {
-        let held = self.leases.take(lease)?;
+        let mut held = self.leases.take(lease)?;
+        self.end_window_call(held.window_call.take(), now);
         self.note_settled(&held, SettledAs::Released, (0, 0), now);
         self.settle_shared(&held, None);
         if let Some((p, parent)) = &held.parent {
@@ -189,6 +194,11 @@ impl Broker {
     ) -> Vec<Output> {
         if let Some(key) = self.leases.get(lease).map(|held| held.key) {
             self.link_if_named(key, headers, now);
+            let call = self
+                .leases
+                .get_mut(lease)
+                .and_then(|held| held.window_call.take());
+            self.end_window_call(call, now);
             let b = self.leases.get(lease).expect("still held").budget;
             // The API answered: a budget's first contact is over.
             self.budgets[b].probe_answered();
@@ -249,7 +259,14 @@ impl Broker {
         self.budgets[b].end_calibration(unmetered_left);
         self.teach_parent(b, now);
         let owner = self.budgets[b].owner().clone();
-        let (crossed, moved) = self.accounts.observe_subscription(&owner, &headers.unified);
+        let class = self.budgets[b].class().clone();
+        let (crossed, moved) =
+            self.accounts
+                .observe_subscription(&owner, &headers.unified, Some(&class), now);
+        if !headers.unified.is_empty() {
+            // What the windows hold may have changed for the account's other budgets too.
+            self.serve_owner(&owner, now);
+        }
         for window in crossed {
             self.out.push(Output::Event(Event::Window {
                 owner: owner.to_wire(),

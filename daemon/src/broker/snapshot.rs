@@ -24,6 +24,7 @@ use super::lockouts::{Lockout, Rejection};
 use super::overload::Overload;
 use super::owner::Owner;
 use super::settle::MAX_RATE_LIMIT_WAIT;
+use super::windows::Estimate;
 use super::{Broker, PerKind, later};
 
 /// The broker's durable state.
@@ -48,6 +49,17 @@ pub struct BrokerState {
     /// Calls in flight when saved: after a crash their slots stay taken until they expire.
     #[serde(default)]
     pub leases: Vec<LeaseState>,
+    /// Claude Code sessions and the account their calls went to (kept a day).
+    #[serde(default)]
+    pub sessions: Vec<SessionState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionState {
+    pub id: String,
+    #[serde(flatten)]
+    pub owner: OwnerState,
+    pub last_seen: SystemTime,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -133,6 +145,11 @@ pub struct SubscriptionState {
     pub owner: OwnerState,
     pub status: Option<String>,
     pub windows: Vec<SavedWindow>,
+    /// Extra usage: its status, and whether the account was spending it.
+    #[serde(default)]
+    pub overage: Option<String>,
+    #[serde(default)]
+    pub overage_in_use: Option<bool>,
 }
 
 /// One window as saved.
@@ -142,6 +159,9 @@ pub struct SavedWindow {
     pub status: Option<String>,
     pub utilization: Option<f64>,
     pub reset: Option<SystemTime>,
+    /// What one call was seen to cost of it.
+    #[serde(default)]
+    pub share: Option<f64>,
 }
 
 impl OwnerState {
@@ -246,8 +266,11 @@ impl Broker {
                             status: state_of(&w.status),
                             utilization: w.utilization,
                             reset: w.reset,
+                            share: w.estimate.learned_share(),
                         })
                         .collect(),
+                    overage: state_of(&subscription.overage),
+                    overage_in_use: subscription.overage_in_use,
                 });
         let links = self.accounts.links().map(|(key, account)| LinkState {
             key: key.to_string(),
@@ -281,7 +304,20 @@ impl Broker {
         overloads.sort_by(|a, b| a.model_class.cmp(&b.model_class));
         let mut links: Vec<LinkState> = links.collect();
         links.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut sessions: Vec<SessionState> = self
+            .sessions
+            .iter()
+            .filter_map(|(id, session)| {
+                Some(SessionState {
+                    id: id.to_string(),
+                    owner: OwnerState::of(session.owner.as_ref()?),
+                    last_seen: wall(session.last_seen),
+                })
+            })
+            .collect();
+        sessions.sort_by(|a, b| a.id.cmp(&b.id));
         BrokerState {
+            sessions,
             leases,
             budgets: budgets.collect(),
             overloads,
@@ -383,6 +419,7 @@ impl Broker {
                         status: parse_state(&w.status),
                         utilization: w.utilization.and_then(sane_utilization),
                         reset: w.reset,
+                        estimate: Estimate::with_share(w.share),
                     };
                     (w.name.clone(), info)
                 })
@@ -390,8 +427,30 @@ impl Broker {
             let subscription = Subscription {
                 status: parse_state(&saved.status),
                 windows,
+                overage: parse_state(&saved.overage),
+                overage_in_use: saved.overage_in_use,
+                ..Subscription::default()
             };
             self.accounts.restore_subscription(owner, subscription);
+        }
+        for saved in state
+            .sessions
+            .into_iter()
+            .take(super::sessions::MAX_SESSIONS)
+        {
+            let last_seen = self.time_base.to_instant(saved.last_seen).min(now);
+            let (Some(owner), true) = (
+                saved.owner.owner(),
+                !saved.id.is_empty() && saved.id.len() <= super::sessions::MAX_SESSION_ID,
+            ) else {
+                continue;
+            };
+            self.sessions.restore(
+                Arc::from(saved.id.as_str()),
+                owner,
+                last_seen,
+                &self.time_base,
+            );
         }
         // Calls that were in flight: their slots stay taken (their reservations are already in
         // the saved levels) until they expire, at most LEASE_MAX_AGE from now.
@@ -421,6 +480,8 @@ impl Broker {
                 },
                 unmetered: PerKind::default(),
                 bound: super::cost::usage_bound(None),
+                window_call: None,
+                session: None,
                 probe: false,
                 parent: None,
                 client: super::usage::unknown_client(),

@@ -7,6 +7,7 @@ use pacer_protocol::message::{AccountStatus, BudgetStatus, LockoutStatus, PauseC
 
 use super::Broker;
 use super::budget::Budget;
+use super::owner::Owner;
 
 /// Totals from [`Broker::summary`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,34 +85,48 @@ impl Broker {
         owners.extend(self.lockouts.iter().map(|(owner, _, _)| owner.clone()));
         owners
             .into_iter()
-            .map(|owner| {
-                let subscription = self.accounts.subscription(&owner);
-                AccountStatus {
-                    parent: self
-                        .accounts
-                        .parent_of(&owner)
-                        .map(|p| BudgetOwner::Account(p.to_string())),
-                    keys: self.accounts.keys_of(&owner),
-                    windows: subscription
-                        .map(|s| s.windows.iter().map(|(name, w)| w.to_wire(name)).collect())
-                        .unwrap_or_default(),
-                    unified_status: subscription
-                        .and_then(|s| s.status.as_ref())
-                        .map(|s| s.as_str().to_owned()),
-                    lockouts: self
-                        .lockouts
-                        .of(&owner)
-                        .filter(|(_, lockout)| lockout.until > now)
-                        .map(|(scope, lockout)| LockoutStatus {
-                            model_class: scope.as_deref().map(str::to_owned),
-                            until: self.time_base.to_wall(lockout.until),
-                            reason: lockout.reason.clone(),
-                        })
-                        .collect(),
-                    owner: owner.to_wire(),
-                }
-            })
+            .map(|owner| self.account(&owner, now))
             .collect()
+    }
+
+    /// One account as `pacer status` shows it: its keys, windows (with pacer's estimates,
+    /// ceilings and forecast) and lockouts.
+    pub fn account(&self, owner: &Owner, now: Instant) -> AccountStatus {
+        let owner = owner.clone();
+        let subscription = self.accounts.subscription(&owner);
+        AccountStatus {
+            parent: self
+                .accounts
+                .parent_of(&owner)
+                .map(|p| BudgetOwner::Account(p.to_string())),
+            keys: self.accounts.keys_of(&owner),
+            windows: subscription
+                .map(|s| {
+                    s.windows
+                        .iter()
+                        .map(|(name, w)| self.window_status(&owner, name, w, now))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            unified_status: subscription
+                .and_then(|s| s.status.as_ref())
+                .map(|s| s.as_str().to_owned()),
+            overage: subscription
+                .and_then(|s| s.overage.as_ref())
+                .map(|s| s.as_str().to_owned()),
+            overage_in_use: subscription.and_then(|s| s.overage_in_use),
+            lockouts: self
+                .lockouts
+                .of(&owner)
+                .filter(|(_, lockout)| lockout.until > now)
+                .map(|(scope, lockout)| LockoutStatus {
+                    model_class: scope.as_deref().map(str::to_owned),
+                    until: self.time_base.to_wall(lockout.until),
+                    reason: lockout.reason.clone(),
+                })
+                .collect(),
+            owner: owner.to_wire(),
+        }
     }
 
     /// Totals over every budget, for the service manager's status line.

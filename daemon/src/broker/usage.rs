@@ -46,6 +46,9 @@ impl Broker {
         let owner = self.accounts.owner_of(req.key);
         let class = self.classify(&req.model);
         let b = self.budget_of(&owner, &class, now);
+        if let Some(b) = b {
+            self.count_window_refusal(b, req.priority, now);
+        }
         self.note_refusal(b, None, &req.client_id, reason, now);
         self.take_output()
     }
@@ -99,6 +102,7 @@ impl Broker {
         }
         self.last_prune = Some(now);
         self.clients.prune(now);
+        self.sessions.prune(now);
     }
 
     /// Every client seen recently, busiest first, with what of it waits now.

@@ -24,6 +24,8 @@ pub struct Waiter {
     pub cost: Costs,
     /// The most its report will be believed to have used.
     pub bound: Costs,
+    /// The Claude Code session it is for, if known.
+    pub session: Option<Arc<str>>,
     /// Where it joined the queue, for estimating its remaining wait if it times out.
     pub mark: Mark,
     pub deadline: Option<Instant>,

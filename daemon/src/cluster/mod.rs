@@ -210,13 +210,13 @@ impl Cluster {
                 let Ok(key) = key.parse() else { continue };
                 let event = ClusterEvent::Link { key, account };
                 self.hub
-                    .update(|broker, now| (broker.apply_shared(now, event), ()));
+                    .update(|broker, now| (broker.apply_shared(now, "redis", event), ()));
             }
         }
         if let Ok(windows) = self.store.windows().await {
             for event in windows {
                 self.hub
-                    .update(|broker, now| (broker.apply_shared(now, event), ()));
+                    .update(|broker, now| (broker.apply_shared(now, "redis", event), ()));
             }
         }
     }
@@ -357,9 +357,9 @@ impl Cluster {
                     };
                     match serde_json::from_str::<Message>(&payload) {
                         Ok(message) if message.from != self.store.daemon => {
-                            let event = message.event;
+                            let (from, event) = (message.from, message.event);
                             self.hub
-                                .update(|broker, now| (broker.apply_shared(now, event), ()));
+                                .update(|broker, now| (broker.apply_shared(now, &from, event), ()));
                         }
                         Ok(_) => {}
                         Err(e) => tracing::debug!("unreadable cluster message: {e}"),
@@ -376,6 +376,9 @@ impl Cluster {
     /// One heartbeat: this daemon recorded as alive, the daemons counted, its leases renewed.
     /// Also how a lost Redis is noticed back.
     async fn heartbeat(&self) {
+        // What this daemon has in flight toward its accounts' windows is told again.
+        self.hub
+            .update(|broker, now| (broker.windows_heartbeat(now), ()));
         match self.store.heartbeat(SEEN_WITHIN).await {
             Ok(daemons) => {
                 self.daemons.store(daemons.max(1), Ordering::Relaxed);

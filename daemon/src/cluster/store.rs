@@ -278,7 +278,9 @@ impl Store {
                 self.record_and_publish(&windows, &owner.to_string(), &message, message.clone())
                     .await
             }
-            ClusterEvent::Freed { .. } | ClusterEvent::Limit { .. } => {
+            ClusterEvent::Freed { .. }
+            | ClusterEvent::Limit { .. }
+            | ClusterEvent::WindowCalls { .. } => {
                 let mut conn = self.conn.clone();
                 let publish = redis::cmd("PUBLISH").arg(channel).arg(message).to_owned();
                 bounded(publish.query_async::<i64>(&mut conn))

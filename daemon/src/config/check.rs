@@ -61,3 +61,23 @@ fn edit_distance(a: &str, b: &str) -> usize {
     }
     row[b.len()]
 }
+
+/// `[windows]`: batch may not bring a window further than normal work may.
+pub fn check_windows(raw: &RawConfig, text: &str, reader: &mut Reader<'_>) {
+    let Some(windows) = &raw.windows else {
+        return;
+    };
+    if let (Some(batch), Some(normal)) = (windows.batch, windows.normal)
+        && batch.0 > normal.0
+    {
+        reader.problem(
+            text.find("batch"),
+            "windows.batch",
+            format!(
+                "batch ({}) may not bring a window further than normal work ({}): lower batch, \
+                 or raise normal",
+                batch.0, normal.0
+            ),
+        );
+    }
+}

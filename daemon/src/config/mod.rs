@@ -45,6 +45,13 @@
 //! on_unavailable = "local"   # or "closed"
 //! lease_ttl = "30s"
 //!
+//! # How far each priority may bring a subscription's windows (5h, 7d, per model).
+//! [windows]
+//! batch = 0.8           # batch calls stop at 80 % of every window (interactive: all of it)
+//! normal = 1.0          # normal calls are not held unless set lower (never above batch)
+//! pace = false          # true: below interactive, keep on pace with the window's time
+//! overage = ["interactive"]  # who may spend extra usage once a window is spent
+//!
 //! # `GET /metrics` on the gateway's address (Prometheus).
 //! [metrics]
 //! enabled = true
@@ -83,9 +90,9 @@ use crate::broker::BrokerConfig;
 pub const CONFIG_ENV: &str = "PACER_CONFIG";
 
 /// The top-level sections a file may have.
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 11] = [
     "classes", "limits", "keys", "accounts", "gateway", "state", "log", "access", "metrics",
-    "cluster",
+    "cluster", "windows",
 ];
 /// The classes every model maps to by default (and `count_tokens`, the gateway's own).
 const DEFAULT_CLASSES: [&str; 4] = ["opus", "sonnet", "haiku", "count_tokens"];
@@ -314,6 +321,7 @@ impl Config {
         let mut reader = read::Reader::new(text);
         let mut raw = reader.read();
         check::check_classes(&raw, text, &mut reader);
+        check::check_windows(&raw, text, &mut reader);
         if !reader.problems.is_empty() {
             let mut problems = reader.problems;
             problems.sort_by_key(|p| p.line);

@@ -8,11 +8,13 @@ use pacer_protocol::KeyFingerprint;
 use serde::Deserialize;
 
 use super::values::{
-    AccountName, Address, ByteSize, Filter, GroupId, Name, PasswordFile, RedisUrl, Seconds,
-    Upstream, UserId,
+    AccountName, Address, ByteSize, Filter, Fraction, GroupId, Name, PasswordFile, PriorityName,
+    RedisUrl, Seconds, Upstream, UserId,
 };
 use super::{AccessConfig, ClusterConfig, DEFAULT_CLASSES, GatewayConfig, OnUnavailable};
-use crate::broker::{AccountsConfig, BrokerConfig, LimitSet, LimitTable, MAX_LIMIT, ModelClasses};
+use crate::broker::{
+    AccountsConfig, BrokerConfig, LimitSet, LimitTable, MAX_LIMIT, ModelClasses, WindowsConfig,
+};
 
 /// Every section; each is read on its own, so that one mistake does not hide the next.
 #[derive(Debug, Default)]
@@ -27,6 +29,33 @@ pub struct RawConfig {
     pub access: Option<RawAccess>,
     pub metrics: Option<RawMetrics>,
     pub cluster: Option<RawCluster>,
+    pub windows: Option<RawWindows>,
+}
+
+/// `[windows]`: how far each priority may bring a subscription's windows.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWindows {
+    pub batch: Option<Fraction>,
+    pub normal: Option<Fraction>,
+    pub pace: Option<bool>,
+    pub overage: Option<Vec<PriorityName>>,
+}
+
+impl RawWindows {
+    pub fn into_config(self) -> WindowsConfig {
+        let defaults = WindowsConfig::default();
+        let normal = self.normal.map_or(defaults.normal, |f| f.0);
+        WindowsConfig {
+            // Unset, batch follows a normal set below its default.
+            batch: self.batch.map_or(defaults.batch.min(normal), |f| f.0),
+            normal,
+            pace: self.pace.unwrap_or(defaults.pace),
+            overage: self.overage.map_or(defaults.overage, |list| {
+                list.into_iter().map(|p| p.0).collect()
+            }),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -234,6 +263,7 @@ impl RawConfig {
             limits,
             accounts,
             max_hold: gateway.max_hold,
+            windows: self.windows.unwrap_or_default().into_config(),
             ..BrokerConfig::default()
         }
     }

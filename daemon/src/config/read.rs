@@ -103,6 +103,7 @@ impl<'a> Reader<'a> {
                 "access" => raw.access = self.take("access", value),
                 "metrics" => raw.metrics = self.take("metrics", value),
                 "cluster" => raw.cluster = self.take("cluster", value),
+                "windows" => raw.windows = self.take("windows", value),
                 other => self.problem(
                     at,
                     other,

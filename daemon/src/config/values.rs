@@ -318,3 +318,51 @@ pub fn parse_size(text: &str) -> Option<u64> {
     let bytes = number * scale;
     (0.0..1e15).contains(&bytes).then_some(bytes as u64)
 }
+
+/// A share of a window: a number above 0 and at most 1 (`0.8`), or a percentage (`"80%"`).
+#[derive(Debug, Clone, Copy)]
+pub struct Fraction(pub f64);
+
+impl<'de> Deserialize<'de> for Fraction {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(
+            untagged,
+            expecting = "a fraction such as 0.8, or a percentage such as \"80%\""
+        )]
+        enum Raw {
+            Number(f64),
+            Text(String),
+        }
+        let value = match Raw::deserialize(d)? {
+            Raw::Number(n) => Some(n),
+            Raw::Text(text) => text
+                .trim()
+                .strip_suffix('%')
+                .and_then(|n| n.trim().parse::<f64>().ok())
+                .map(|n| n / 100.0),
+        };
+        match value {
+            Some(n) if n > 0.0 && n <= 1.0 => Ok(Fraction(n)),
+            _ => Err(serde::de::Error::custom(
+                "is not a share of a window: use a number above 0 and at most 1 (0.8), or a \
+                 percentage (\"80%\")",
+            )),
+        }
+    }
+}
+
+/// A priority's name: `interactive`, `normal` or `batch`.
+#[derive(Debug, Clone, Copy)]
+pub struct PriorityName(pub pacer_protocol::Priority);
+
+impl<'de> Deserialize<'de> for PriorityName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map(PriorityName).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not a priority: use interactive, normal or batch"
+            ))
+        })
+    }
+}

@@ -24,7 +24,7 @@ use super::forward::{buffered_response, header_list, stream_response};
 use super::metered::Settle;
 use super::reply::{self, GatewayBody};
 use super::spend_cap;
-use crate::broker::{MAX_REJECTION_BODY, Rejection};
+use crate::broker::{MAX_REJECTION_BODY, Origin, Rejection};
 use crate::hub::Session;
 use futures_util::StreamExt;
 
@@ -48,6 +48,8 @@ pub struct Gate {
     pub calibrate_bytes: Option<usize>,
     /// Through a registered route: its upstream, whose answers count for its keys only.
     pub scope: Option<String>,
+    /// Claude Code's session id, whole.
+    pub session: Option<String>,
 }
 
 /// The request to forward.
@@ -205,7 +207,10 @@ impl Cycle<'_> {
             self.session.refused_locally(&acquire, &message);
             return Step::Done(self.give_up(expected, message));
         }
-        match self.session.acquire(&acquire).await {
+        let origin = Origin {
+            session: self.gate.session.as_deref().map(Arc::from),
+        };
+        match self.session.acquire_from(&acquire, &origin).await {
             Answer::Granted(granted) => Step::Next(granted.lease),
             Answer::TimedOut(timed_out) => {
                 let message = format!(

@@ -275,6 +275,7 @@ impl Gateway {
                 max_tokens: Some(0),
                 calibrate_bytes: None,
                 scope,
+                session: route::session_id(headers),
             }),
             Endpoint::Messages => {
                 // Whatever the body holds, the call counts against the limits: an odd body is
@@ -304,6 +305,7 @@ impl Gateway {
                     max_tokens: fields.max_tokens,
                     calibrate_bytes: Some(body.len()),
                     scope,
+                    session: route::session_id(headers),
                 })
             }
         })

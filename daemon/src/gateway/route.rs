@@ -156,6 +156,16 @@ fn percent_decode(segment: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Claude Code's session id, whole (at most [`MAX_SESSION_ID`] bytes), if the request carries
+/// one: the account its calls go to, and its share of them, are kept per session.
+pub fn session_id(headers: &HeaderMap) -> Option<String> {
+    let id = headers.get(SESSION_HEADER)?.to_str().ok()?.trim();
+    (!id.is_empty() && id.len() <= MAX_SESSION_ID).then(|| id.to_owned())
+}
+
+/// The longest session id kept (Claude Code's are UUIDs).
+pub const MAX_SESSION_ID: usize = 128;
+
 /// Who is asking and how urgently: headers win over the path prefix; Claude Code's session id
 /// (its first 8 characters) tells its sessions apart, after the prefix's name if there is one.
 pub fn identity(route: &Route, headers: &HeaderMap) -> (String, Priority) {

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use pacer_protocol::message::{
     Acquire, ErrorKind, ErrorReply, LeaseId, Outcome, Pause, RegisterRoute, Release, Report,
-    Response, StatusSnapshot,
+    Response, SessionQuery, StatusSnapshot,
 };
 use pacer_protocol::ratelimit::RateLimitHeaders;
 use pacer_protocol::text::{MAX_MESSAGE, bounded};
@@ -67,18 +67,18 @@ pub const STATUS_PAGE_LEN: usize = 500;
 /// `page × STATUS_PAGE_LEN` on. Routes and clients come with the first page.
 pub fn status(hub: &Hub, page: u32) -> Response {
     // A read: it leaves the state clean, so `pacer status` never makes the saver write.
-    let (budgets, accounts, clients) = hub.read(|broker, now| {
-        let clients = if page == 0 {
-            broker.clients(now)
+    let (budgets, accounts, clients, sessions) = hub.read(|broker, now| {
+        let (clients, sessions) = if page == 0 {
+            (broker.clients(now), broker.sessions(now))
         } else {
-            Vec::new()
+            (Vec::new(), Vec::new())
         };
-        (broker.status(now), broker.accounts(now), clients)
+        (broker.status(now), broker.accounts(now), clients, sessions)
     });
     let from = (page as usize).saturating_mul(STATUS_PAGE_LEN);
     let to = from.saturating_add(STATUS_PAGE_LEN);
     let more = budgets.len() > to || accounts.len() > to;
-    Response::Status(StatusSnapshot {
+    let snapshot = StatusSnapshot {
         daemon_version: DAEMON_VERSION.to_owned(),
         budgets: page_of(budgets, from),
         accounts: page_of(accounts, from),
@@ -87,11 +87,65 @@ pub fn status(hub: &Hub, page: u32) -> Response {
         clients,
         daemon: hub.daemon_status(),
         cluster: hub.cluster_status(),
-    })
+        sessions,
+        truncated: None,
+    };
+    Response::Status(fit_in_a_frame(snapshot))
+}
+
+/// Keeps a status page within one frame (the protocol's 1 MiB): if it would not fit, the
+/// longest lists are halved — sessions, clients, routes, then accounts and budgets — until it
+/// does, and the page says what was left out.
+fn fit_in_a_frame(mut snapshot: StatusSnapshot) -> StatusSnapshot {
+    let size = |s: &StatusSnapshot| {
+        pacer_protocol::codec::encode_to_vec(s).map_or(usize::MAX, |bytes| bytes.len())
+    };
+    // Room for the frame's header and the id around it.
+    let budget = pacer_protocol::MAX_FRAME_LEN - 1024;
+    let mut left_out = Vec::new();
+    while size(&snapshot) > budget {
+        let lists: [(&str, usize); 5] = [
+            ("sessions", snapshot.sessions.len()),
+            ("clients", snapshot.clients.len()),
+            ("routes", snapshot.routes.len()),
+            ("accounts", snapshot.accounts.len()),
+            ("budgets", snapshot.budgets.len()),
+        ];
+        let Some(&(name, len)) = lists
+            .iter()
+            .filter(|(_, len)| *len > 0)
+            .max_by_key(|(_, len)| *len)
+        else {
+            break;
+        };
+        let keep = len / 2;
+        match name {
+            "sessions" => snapshot.sessions.truncate(keep),
+            "clients" => snapshot.clients.truncate(keep),
+            "routes" => snapshot.routes.truncate(keep),
+            "accounts" => snapshot.accounts.truncate(keep),
+            _ => snapshot.budgets.truncate(keep),
+        }
+        left_out.push(format!("{} of {len} {name}", len - keep));
+    }
+    if !left_out.is_empty() {
+        snapshot.truncated = Some(format!(
+            "left out to fit one frame: {}",
+            left_out.join(", ")
+        ));
+    }
+    snapshot
 }
 
 fn page_of<T>(all: Vec<T>, from: usize) -> Vec<T> {
     all.into_iter().skip(from).take(STATUS_PAGE_LEN).collect()
+}
+
+/// A Claude Code session's account and budget, for `pacer statusline`.
+pub fn session(hub: &Hub, query: SessionQuery) -> Response {
+    Response::Session(Box::new(
+        hub.read(|broker, now| broker.session_view(&query, now)),
+    ))
 }
 
 pub fn register_route(hub: &Hub, request: RegisterRoute) -> Response {

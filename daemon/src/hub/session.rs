@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use super::handlers;
 use super::{Hub, Writer};
-use crate::broker::{ConnId, Rejection, Settlement, Ticket};
+use crate::broker::{ConnId, Origin, Rejection, Settlement, Ticket};
 
 pub struct Session {
     hub: Arc<Hub>,
@@ -66,13 +66,19 @@ impl Session {
 
     /// Waits for the answer to an acquire: granted, timed out, rejected, or the daemon stopping.
     pub async fn acquire(&mut self, acquire: &Acquire) -> Response {
+        self.acquire_from(acquire, &Origin::default()).await
+    }
+
+    /// Like [`Session::acquire`], for a request from `origin` (its Claude Code session).
+    pub async fn acquire_from(&mut self, acquire: &Acquire, origin: &Origin) -> Response {
         let request = self.next_request;
         self.next_request += 1;
         let ticket = Ticket {
             conn: self.conn,
             request,
         };
-        handlers::acquire(&self.hub, ticket, acquire);
+        self.hub
+            .update(|broker, now| (broker.acquire_from(now, ticket, acquire, origin), ()));
         while let Some(frame) = self.answers.recv().await {
             if frame.id == request {
                 return frame.response;

@@ -168,6 +168,7 @@ impl Session {
             Request::Pause(pause) => Some(handlers::pause(&self.hub, pause)),
             Request::GatewayInfo => Some(handlers::gateway_info(&self.hub)),
             Request::RegisterRoute(route) => Some(handlers::register_route(&self.hub, route)),
+            Request::Session(query) => Some(handlers::session(&self.hub, query)),
             Request::Subscribe => {
                 self.subscribe(id);
                 None

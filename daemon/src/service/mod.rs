@@ -220,6 +220,7 @@ fn restore(config: &Config, gateway: GatewayInfo) -> Hub {
         time_base,
         first_lease_id(time_base.wall),
     );
+    broker.set_utc_offset(process::utc_offset());
     let mut calibration = Calibration::default();
     let mut routes = Vec::new();
     if let Some(path) = &config.state_file

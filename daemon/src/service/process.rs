@@ -76,6 +76,31 @@ pub fn raise_limit() -> u64 {
     (DEFAULT_MAX_CONNECTIONS as u64) * 5
 }
 
+/// The local time zone's offset from UTC now, in seconds east (0 where it cannot be told): the
+/// broker gives times in messages (`held until 16:40`) as the people reading them live.
+pub fn utc_offset() -> i32 {
+    #[cfg(unix)]
+    {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let Ok(time) = libc::time_t::try_from(now) else {
+            return 0;
+        };
+        // SAFETY: `tm` is plain data that localtime_r fills in; both pointers are valid.
+        let tm = unsafe {
+            let mut tm: libc::tm = std::mem::zeroed();
+            if libc::localtime_r(&time, &mut tm).is_null() {
+                return 0;
+            }
+            tm
+        };
+        i32::try_from(tm.tm_gmtoff).unwrap_or(0)
+    }
+    #[cfg(not(unix))]
+    0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

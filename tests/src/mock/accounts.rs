@@ -30,6 +30,14 @@ pub struct Subscription {
     /// When the windows reset, counted from the mock's start.
     pub five_hour_reset: Duration,
     pub seven_day_reset: Duration,
+    /// What the windows had used before the mock started (so a test can start at 20 %).
+    pub five_hour_used: u64,
+    pub seven_day_used: u64,
+    /// A weekly window of the opus models only (`7d_opus`): its requests allowed, if any.
+    pub seven_day_opus: Option<u64>,
+    /// Extra usage: when allowed, a spent window still serves (`overage-status: allowed`,
+    /// `overage-in-use: true` once spending); otherwise (`rejected`) a spent window refuses.
+    pub overage: bool,
 }
 
 impl Default for Subscription {
@@ -40,6 +48,10 @@ impl Default for Subscription {
             seven_day: 10_000,
             five_hour_reset: Duration::from_secs(2 * 3600),
             seven_day_reset: Duration::from_secs(5 * 24 * 3600),
+            five_hour_used: 0,
+            seven_day_used: 0,
+            seven_day_opus: None,
+            overage: false,
         }
     }
 }
@@ -108,27 +120,38 @@ pub(super) fn caller(config: &MockConfig, headers: &HeaderMap) -> (String, Calle
     (key, caller)
 }
 
-/// The windows' use so far.
+/// The windows' use so far (from the mock's start; what came before is the subscription's).
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct WindowUse {
     pub five_hour: u64,
     pub seven_day: u64,
+    pub seven_day_opus: u64,
 }
 
-/// The unified headers of an answer to a subscriber, and whether the request is refused.
+/// The unified headers of an answer to a subscriber, for a request of `model`, and whether the
+/// request is refused.
 pub(super) fn unified_headers(
     subscription: &Subscription,
     used: WindowUse,
     started: SystemTime,
+    model: &str,
 ) -> (HeaderMap, bool) {
     let five_hour_reset = started + subscription.five_hour_reset;
     let seven_day_reset = started + subscription.seven_day_reset;
-    let five_hour = used.five_hour as f64 / subscription.five_hour.max(1) as f64;
-    let seven_day = used.seven_day as f64 / subscription.seven_day.max(1) as f64;
+    let five_hour = (subscription.five_hour_used + used.five_hour) as f64
+        / subscription.five_hour.max(1) as f64;
+    let seven_day = (subscription.seven_day_used + used.seven_day) as f64
+        / subscription.seven_day.max(1) as f64;
+    let opus = subscription
+        .seven_day_opus
+        .map(|allowed| used.seven_day_opus as f64 / allowed.max(1) as f64);
+    let overage = subscription.overage;
     let spent_five = five_hour >= 1.0;
     let spent_seven = seven_day >= 1.0;
+    let spent_opus = opus.is_some_and(|u| u >= 1.0) && model.contains("opus");
+    let in_use = overage && (spent_five || spent_seven);
     let status = |spent: bool, utilization: f64| {
-        if spent {
+        if spent && !overage {
             "rejected"
         } else if utilization >= 0.8 {
             "allowed_warning"
@@ -155,19 +178,32 @@ pub(super) fn unified_headers(
             HeaderValue::from_str(&value).expect("a header value"),
         );
     };
+    // Spent with extra usage allowed: still served, over 100 %.
+    let shown = |u: f64| if overage { u } else { u.min(1.0) };
     set("status", overall.into());
     set("reset", epoch(reset));
     set("representative-claim", claim.into());
     set("fallback-percentage", "0.5".into());
-    set("overage-status", "rejected".into());
-    set("overage-disabled-reason", "org_level_disabled".into());
+    if overage {
+        set("overage-status", "allowed".into());
+        set("overage-in-use", in_use.to_string());
+    } else {
+        set("overage-status", "rejected".into());
+        set("overage-disabled-reason", "org_level_disabled".into());
+    }
     set("5h-status", status(spent_five, five_hour).into());
-    set("5h-utilization", format!("{:.2}", five_hour.min(1.0)));
+    set("5h-utilization", format!("{:.2}", shown(five_hour)));
     set("5h-reset", epoch(five_hour_reset));
     set("7d-status", status(spent_seven, seven_day).into());
-    set("7d-utilization", format!("{:.2}", seven_day.min(1.0)));
+    set("7d-utilization", format!("{:.2}", shown(seven_day)));
     set("7d-reset", epoch(seven_day_reset));
-    (headers, spent_five || spent_seven)
+    if let Some(opus) = opus {
+        set("7d_opus-status", status(spent_opus, opus).into());
+        set("7d_opus-utilization", format!("{:.2}", shown(opus)));
+        set("7d_opus-reset", epoch(seven_day_reset));
+    }
+    let refused = !overage && (spent_five || spent_seven || spent_opus);
+    (headers, refused)
 }
 
 /// Seconds until the spent window resets.
@@ -176,7 +212,7 @@ pub(super) fn retry_after(
     used: WindowUse,
     started: SystemTime,
 ) -> u64 {
-    let reset = if used.seven_day >= subscription.seven_day {
+    let reset = if subscription.seven_day_used + used.seven_day >= subscription.seven_day {
         started + subscription.seven_day_reset
     } else {
         started + subscription.five_hour_reset

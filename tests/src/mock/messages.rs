@@ -282,7 +282,7 @@ fn decide(
     let subscription = config.subscription.as_ref().filter(|_| caller.subscriber);
     if let Some(subscription) = subscription {
         let (headers, spent) =
-            accounts::unified_headers(subscription, state.window_use, mock.started_wall);
+            accounts::unified_headers(subscription, state.window_use, mock.started_wall, model);
         if spent {
             state.stats.window_rejected += 1;
             let retry_after =
@@ -384,8 +384,11 @@ fn decide(
     if let Some(subscription) = subscription {
         state.window_use.five_hour += 1;
         state.window_use.seven_day += 1;
+        if model.contains("opus") {
+            state.window_use.seven_day_opus += 1;
+        }
         let (headers, _) =
-            accounts::unified_headers(subscription, state.window_use, mock.started_wall);
+            accounts::unified_headers(subscription, state.window_use, mock.started_wall, model);
         response_headers.extend(headers);
     }
     let usage = if state.inject.absurd_usage > 0 {

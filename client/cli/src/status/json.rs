@@ -50,6 +50,14 @@ pub fn status(snapshot: &StatusSnapshot) -> Value {
         "accounts": accounts,
         "routes": routes,
         "clients": clients,
+        "sessions": snapshot.sessions.iter().map(|s| json!({
+            "id": s.id,
+            "account": s.owner.as_ref().map(ToString::to_string),
+            "calls_last_hour": s.calls_last_hour,
+            "share_last_hour": s.share_last_hour,
+            "last_seen": rfc3339(Some(s.last_seen)),
+        })).collect::<Vec<Value>>(),
+        "truncated": snapshot.truncated,
     })
 }
 
@@ -123,16 +131,33 @@ fn account(a: &AccountStatus) -> Value {
         "parent": a.parent.as_ref().map(ToString::to_string),
         "keys": keys,
         "unified_status": a.unified_status,
+        "overage": a.overage,
+        "overage_in_use": a.overage_in_use,
         "windows": windows,
         "lockouts": lockouts,
     })
 }
 
 pub fn window(w: &WindowStatus) -> Value {
+    let ceilings: serde_json::Map<String, Value> = w
+        .ceilings
+        .iter()
+        .map(|c| {
+            (
+                c.priority.to_string(),
+                json!({"ceiling": c.ceiling, "held": c.held, "refused": c.refused}),
+            )
+        })
+        .collect();
     json!({
         "name": w.name,
         "status": w.status,
         "utilization": w.utilization,
         "reset": rfc3339(w.reset),
+        "estimated": w.estimated,
+        "share": w.share,
+        "ceilings": ceilings,
+        "burn_per_hour": w.burn_per_hour,
+        "runs_out": rfc3339(w.runs_out),
     })
 }

@@ -31,6 +31,14 @@ pub async fn status(client: &Client, as_json: bool, clients: bool) -> anyhow::Re
         if clients {
             crate::outln!();
             crate::out!("{}", tables::clients_table(&snapshot.clients, now));
+            let sessions = tables::sessions_table(&snapshot.sessions, now);
+            if !sessions.is_empty() {
+                crate::outln!();
+                crate::out!("{sessions}");
+            }
+        }
+        if let Some(truncated) = &snapshot.truncated {
+            crate::outln!("\n({truncated})");
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -56,6 +64,11 @@ pub fn render(snapshot: &StatusSnapshot, now: SystemTime) -> String {
     if !snapshot.accounts.is_empty() {
         out.push('\n');
         out.push_str(&tables::accounts_table(&snapshot.accounts, now));
+        let windows = tables::windows_detail(&snapshot.accounts, now);
+        if !windows.is_empty() {
+            out.push('\n');
+            out.push_str(&windows);
+        }
     }
     if !snapshot.routes.is_empty() {
         out.push('\n');

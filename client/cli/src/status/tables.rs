@@ -3,7 +3,7 @@
 use std::time::SystemTime;
 
 use pacer_protocol::message::{
-    AccountStatus, BudgetStatus, ClientStatus, PauseCause, RouteStatus, WindowStatus,
+    AccountStatus, BudgetStatus, ClientStatus, PauseCause, RouteStatus, SessionStatus, WindowStatus,
 };
 
 use crate::clock::{local, remaining};
@@ -198,6 +198,108 @@ pub fn accounts_table(accounts: &[AccountStatus], now: SystemTime) -> String {
         })
         .collect();
     table(&header, &rows)
+}
+
+/// Every account's subscription windows in detail: how far each is spent (and where pacer
+/// reckons it is with the calls in flight), how far each priority may bring it and whether it
+/// is held now, and when it would run out at the last quarter hour's pace.
+pub fn windows_detail(accounts: &[AccountStatus], now: SystemTime) -> String {
+    let mut out = String::new();
+    for a in accounts {
+        for w in &a.windows {
+            let Some(used) = w.utilization else {
+                continue;
+            };
+            let mut line = format!("{} {}: {:.0} % used", a.owner, w.name, used * 100.0);
+            if let Some(estimated) = w.estimated.filter(|e| (*e - used).abs() >= 0.005) {
+                line.push_str(&format!(
+                    " (about {:.0} % with the calls in flight)",
+                    estimated * 100.0
+                ));
+            }
+            if let Some(share) = w.share {
+                line.push_str(&format!(", {:.1} % a call", share * 100.0));
+            }
+            if let Some(reset) = w.reset {
+                line.push_str(&format!(", resets {}", local(reset, now)));
+            }
+            out.push_str(&line);
+            out.push('\n');
+            let ceilings: Vec<String> = w
+                .ceilings
+                .iter()
+                .map(|c| {
+                    let limit = if c.ceiling >= 1.0 {
+                        "may use all of it".to_owned()
+                    } else {
+                        format!("up to {:.0} %", c.ceiling * 100.0)
+                    };
+                    let held = if c.held { "held now, " } else { "" };
+                    let refused = match c.refused {
+                        0 => String::new(),
+                        n => format!(" ({n} refused)"),
+                    };
+                    format!("{}: {held}{limit}{refused}", c.priority)
+                })
+                .collect();
+            if !ceilings.is_empty() {
+                out.push_str(&format!("  {}\n", ceilings.join(" · ")));
+            }
+            match (w.burn_per_hour, w.runs_out, w.reset) {
+                (Some(rate), Some(out_at), reset) => out.push_str(&format!(
+                    "  at the last 15 minutes' pace ({:.1} % an hour) it runs out at {}{}\n",
+                    rate * 100.0,
+                    local(out_at, now),
+                    reset.map_or(String::new(), |r| format!(", before it resets at {}", local(r, now)))
+                )),
+                (Some(rate), None, Some(reset)) => out.push_str(&format!(
+                    "  at the last 15 minutes' pace ({:.1} % an hour) it lasts until it resets at {}\n",
+                    rate * 100.0,
+                    local(reset, now)
+                )),
+                _ => {}
+            }
+        }
+        if let Some(overage) = &a.overage {
+            let in_use = match a.overage_in_use {
+                Some(true) => ", in use now",
+                _ => "",
+            };
+            out.push_str(&format!("{} extra usage: {overage}{in_use}\n", a.owner));
+        }
+    }
+    out
+}
+
+/// `pacer status --clients`: each Claude Code session seen in the last day, with its share of
+/// its account's calls in the last hour.
+pub fn sessions_table(sessions: &[SessionStatus], now: SystemTime) -> String {
+    if sessions.is_empty() {
+        return String::new();
+    }
+    let rows: Vec<Vec<String>> = sessions
+        .iter()
+        .map(|s| {
+            vec![
+                s.id.clone(),
+                s.owner.as_ref().map_or("-".into(), ToString::to_string),
+                s.calls_last_hour.to_string(),
+                s.share_last_hour
+                    .map_or("-".into(), |share| format!("{:.0} %", share * 100.0)),
+                format!("{} ago", remaining(now, s.last_seen)),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "SESSION",
+            "ACCOUNT",
+            "CALLS (1H)",
+            "SHARE (1H)",
+            "LAST SEEN",
+        ],
+        &rows,
+    )
 }
 
 /// One window as a person reads it: `5h 42% · resets 14:10`, `7d 100% rejected · resets Tue

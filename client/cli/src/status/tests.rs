@@ -50,20 +50,22 @@ fn snapshot(paused_until: Option<SystemTime>) -> StatusSnapshot {
             parent: None,
             keys: vec![KeyFingerprint::of("a"), KeyFingerprint::of("b")],
             windows: vec![
-                WindowStatus {
-                    name: "5h".into(),
-                    status: Some("allowed".into()),
-                    utilization: Some(0.42),
-                    reset: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(4000)),
-                },
-                WindowStatus {
-                    name: "7d".into(),
-                    status: Some("allowed_warning".into()),
-                    utilization: Some(0.3),
-                    reset: None,
-                },
+                WindowStatus::reported(
+                    "5h".into(),
+                    Some("allowed".into()),
+                    Some(0.42),
+                    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(4000)),
+                ),
+                WindowStatus::reported(
+                    "7d".into(),
+                    Some("allowed_warning".into()),
+                    Some(0.3),
+                    None,
+                ),
             ],
             unified_status: Some("allowed".into()),
+            overage: None,
+            overage_in_use: None,
             lockouts: vec![LockoutStatus {
                 model_class: Some("opus".into()),
                 until: SystemTime::UNIX_EPOCH + Duration::from_secs(5000),
@@ -78,6 +80,8 @@ fn snapshot(paused_until: Option<SystemTime>) -> StatusSnapshot {
         }],
         next_page: None,
         cluster: None,
+        sessions: Vec::new(),
+        truncated: None,
         clients: vec![ClientStatus {
             id: "claude-review/3f2a".into(),
             priority: Priority::Interactive,
@@ -159,7 +163,12 @@ fn the_tables_show_every_column_and_the_windows() {
     assert!(accounts.contains("5h 42% · resets "), "{accounts}");
     assert!(accounts.contains("7d 30% allowed_warning"), "{accounts}");
     assert!(accounts.contains("opus until "), "{accounts}");
-    let routes = text.split("\n\n").nth(4).expect("a routes table");
+    let windows = text.split("\n\n").nth(4).expect("the windows in detail");
+    assert!(
+        windows.contains("org-0123456789ab 5h: 42 % used, resets "),
+        "{windows}"
+    );
+    let routes = text.split("\n\n").nth(5).expect("a routes table");
     assert!(routes.starts_with("ROUTE"), "{routes}");
     assert!(
         routes.contains("https://proxy.example.com/anthropic  claude-7  1m 40s ago"),

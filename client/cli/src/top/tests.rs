@@ -98,25 +98,29 @@ fn during_a_pause() -> Model {
             parent: None,
             keys: Vec::new(),
             windows: vec![
-                WindowStatus {
-                    name: "5h".into(),
-                    status: Some("allowed".into()),
-                    utilization: Some(0.42),
-                    reset: Some(at(100 + 7_800)),
-                },
-                WindowStatus {
-                    name: "7d".into(),
-                    status: Some("allowed_warning".into()),
-                    utilization: Some(0.81),
-                    reset: Some(at(100 + 3 * 86_400)),
-                },
+                WindowStatus::reported(
+                    "5h".into(),
+                    Some("allowed".into()),
+                    Some(0.42),
+                    Some(at(100 + 7_800)),
+                ),
+                WindowStatus::reported(
+                    "7d".into(),
+                    Some("allowed_warning".into()),
+                    Some(0.81),
+                    Some(at(100 + 3 * 86_400)),
+                ),
             ],
             unified_status: Some("allowed".into()),
+            overage: None,
+            overage_in_use: None,
             lockouts: Vec::new(),
         }],
         routes: Vec::new(),
         next_page: None,
         cluster: None,
+        sessions: Vec::new(),
+        truncated: None,
         clients: vec![
             client(
                 "claude-review/3f2a9c1d",

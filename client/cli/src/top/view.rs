@@ -205,10 +205,32 @@ fn render_windows(
 fn window_gauge(w: &WindowStatus, now: SystemTime) -> LineGauge<'static> {
     let used = w.utilization.unwrap_or(0.0).clamp(0.0, 1.0);
     let mut label = format!("{} {:.0}%", w.name, used * 100.0);
+    if let Some(estimated) = w
+        .estimated
+        .filter(|e| (e - w.utilization.unwrap_or(0.0)).abs() >= 0.005)
+    {
+        label.push_str(&format!(" ~{:.0}%", estimated * 100.0));
+    }
     if let Some(reset) = w.reset {
         label.push_str(&format!(
             " ↻{}",
             short(reset.duration_since(now).unwrap_or_default())
+        ));
+    }
+    // Which priorities the window holds now, and when it runs out at the recent pace.
+    let held: Vec<String> = w
+        .ceilings
+        .iter()
+        .filter(|c| c.held)
+        .map(|c| c.priority.to_string())
+        .collect();
+    if !held.is_empty() {
+        label.push_str(&format!(" {} held", held.join("+")));
+    }
+    if let Some(out) = w.runs_out {
+        label.push_str(&format!(
+            " out in {}",
+            short(out.duration_since(now).unwrap_or_default())
         ));
     }
     let color = match used {

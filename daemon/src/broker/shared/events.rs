@@ -31,10 +31,10 @@ fn is_class(class: &str) -> bool {
 }
 
 impl Broker {
-    /// What another daemon published (not published again).
-    pub fn apply_shared(&mut self, now: Instant, event: ClusterEvent) -> Vec<Output> {
+    /// What daemon `from` published (not published again).
+    pub fn apply_shared(&mut self, now: Instant, from: &str, event: ClusterEvent) -> Vec<Output> {
         self.applying_shared = true;
-        self.apply_event(now, event);
+        self.apply_event(now, from, event);
         self.applying_shared = false;
         self.take_output()
     }
@@ -43,7 +43,7 @@ impl Broker {
     /// channel could send anything): pauses and lockouts at most [`MAX_RATE_LIMIT_WAIT`],
     /// overload backoffs at most [`OVERLOAD_BACKOFF_MAX`], limits at most [`MAX_LIMIT`], names
     /// and reasons bounded.
-    fn apply_event(&mut self, now: Instant, event: ClusterEvent) {
+    fn apply_event(&mut self, now: Instant, from: &str, event: ClusterEvent) {
         let capped = |for_ms: u64, cap: Duration| Duration::from_millis(for_ms).min(cap);
         match event {
             ClusterEvent::Pause {
@@ -103,15 +103,30 @@ impl Broker {
                     return;
                 }
                 let owner = Owner::from_wire(&owner);
-                let (crossed, _) = self
-                    .accounts
-                    .observe_subscription(&owner, &windows.to_unified());
+                let (crossed, _) =
+                    self.accounts
+                        .observe_subscription(&owner, &windows.to_unified(), None, now);
                 for window in crossed {
                     self.out.push(Output::Event(Event::Window {
                         owner: owner.to_wire(),
                         window,
                     }));
                 }
+                self.serve_owner(&owner, now);
+            }
+            ClusterEvent::WindowCalls {
+                owner,
+                in_flight,
+                answered,
+            } => {
+                if !is_owner(&owner) || from.is_empty() || from.len() > 256 {
+                    return;
+                }
+                let told = crate::broker::InFlight {
+                    in_flight: in_flight.min(super::super::MAX_WAITERS as u32),
+                    answered,
+                };
+                self.told_window_calls(&Owner::from_wire(&owner), from, told, now);
             }
             ClusterEvent::Freed { budget } => {
                 if let Some(b) = self.budget_by_id(&budget, now) {

@@ -108,6 +108,13 @@ pub enum ClusterEvent {
         kind: LimitKind,
         limit: u64,
     },
+    /// The sender's calls of `owner` in flight toward its subscription windows now, and answered
+    /// since it started: they count toward the windows' ceilings on every daemon.
+    WindowCalls {
+        owner: BudgetOwner,
+        in_flight: u32,
+        answered: u64,
+    },
 }
 
 /// A subscription's windows as one response reported them (the unified headers), in a form
@@ -116,6 +123,11 @@ pub enum ClusterEvent {
 pub struct WindowsReport {
     pub status: Option<String>,
     pub windows: Vec<WindowReport>,
+    /// Extra usage: its status, and whether the account spends it now.
+    #[serde(default)]
+    pub overage: Option<String>,
+    #[serde(default)]
+    pub overage_in_use: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,6 +155,11 @@ impl WindowsReport {
     pub fn of(unified: &Unified) -> WindowsReport {
         WindowsReport {
             status: unified.status.as_ref().map(|s| s.as_str().to_owned()),
+            overage: unified
+                .overage_status
+                .as_ref()
+                .map(|s| s.as_str().to_owned()),
+            overage_in_use: unified.overage_in_use,
             windows: unified
                 .windows
                 .iter()
@@ -160,6 +177,8 @@ impl WindowsReport {
     pub fn to_unified(&self) -> Unified {
         Unified {
             status: self.status.as_deref().map(window_state),
+            overage_status: self.overage.as_deref().map(window_state),
+            overage_in_use: self.overage_in_use,
             // Held to the same rules as headers: another daemon (or whoever can write to the
             // channel) may send anything.
             windows: self

@@ -225,6 +225,7 @@ fn windows_from_a_damaged_state_file_or_another_daemon_are_held_to_sense() {
         status: Some("allowed".into()),
         utilization: Some(utilization),
         reset: None,
+        share: None,
     };
     let state = BrokerState {
         subscriptions: vec![snapshot::SubscriptionState {
@@ -239,6 +240,8 @@ fn windows_from_a_damaged_state_file_or_another_daemon_are_held_to_sense() {
                 window(&"w".repeat(5000), 0.5),
                 window("7d_opus", f64::NAN),
             ],
+            overage: None,
+            overage_in_use: None,
         }],
         ..BrokerState::default()
     };
@@ -260,6 +263,8 @@ fn windows_from_a_damaged_state_file_or_another_daemon_are_held_to_sense() {
     let mut h = Harness::with_limits("sonnet", rpm(100));
     let report = WindowsReport {
         status: Some("allowed".into()),
+        overage: None,
+        overage_in_use: None,
         windows: vec![
             WindowReport {
                 name: "5h".into(),
@@ -277,6 +282,7 @@ fn windows_from_a_damaged_state_file_or_another_daemon_are_held_to_sense() {
     };
     let out = h.broker.apply_shared(
         h.now,
+        "elsewhere",
         ClusterEvent::Windows {
             owner: BudgetOwner::Account("org-0123456789ab".into()),
             windows: report,

@@ -14,6 +14,7 @@ mod accounts;
 mod hardening;
 mod properties;
 mod shared;
+mod windows;
 
 fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s)

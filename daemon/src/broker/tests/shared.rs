@@ -96,6 +96,7 @@ fn a_pause_another_daemon_published_holds_every_waiter_until_it_ends() {
     let budget = h.status().budget;
     let out = h.broker.apply_shared(
         h.now,
+        "elsewhere",
         ClusterEvent::Pause {
             budget,
             for_ms: 10_000,
@@ -190,10 +191,13 @@ fn subscription_windows_are_told_to_the_others_when_they_move_and_taken_in_from_
     let other = BudgetOwner::Account("org-elsewhere".into());
     let out = h.broker.apply_shared(
         h.now,
+        "elsewhere",
         ClusterEvent::Windows {
             owner: other.clone(),
             windows: WindowsReport {
                 status: Some("allowed_warning".into()),
+                overage: None,
+                overage_in_use: None,
                 windows: vec![WindowReport {
                     name: "7d".into(),
                     status: Some("allowed_warning".into()),
