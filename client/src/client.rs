@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use pacer_protocol::KeyFingerprint;
 use pacer_protocol::message::{
     ErrorKind, Event, GatewayInfo, LeaseId, Outcome, Pause, RegisterRoute, Release, Report,
-    Request, Response, RouteInfo, StatusSnapshot,
+    Request, Response, RouteInfo, SessionQuery, SessionView, StatusSnapshot,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -348,6 +348,15 @@ impl Client {
     pub async fn gateway_info(&self) -> Result<GatewayInfo, Error> {
         match self.call(|| Request::GatewayInfo).await? {
             (Response::Gateway(info), _) => Ok(info),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// A Claude Code session's account (with its windows) and its budget of the model's class
+    /// (`pacer statusline`).
+    pub async fn session(&self, query: SessionQuery) -> Result<SessionView, Error> {
+        match self.call(|| Request::Session(query.clone())).await? {
+            (Response::Session(view), _) => Ok(*view),
             (other, _) => Err(unexpected(other)),
         }
     }

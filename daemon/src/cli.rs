@@ -7,7 +7,7 @@ use clap::Parser;
 
 use crate::config::{self, Config};
 
-/// The pacer daemon: one shared rate-limit budget per API key and model class for every process
+/// The pacer daemon: one shared rate-limit budget per account and model class for every process
 /// on this machine.
 #[derive(Debug, Parser)]
 #[command(name = "pacerd", version)]

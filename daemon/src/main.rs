@@ -32,7 +32,7 @@ fn start(args: Args) -> anyhow::Result<()> {
     let _log_guard = logging::init(&setup.config.log, args.log_stderr)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .thread_name("pacerd")
+        .thread_name(format!("pacerd[{}]", std::process::id()))
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {

@@ -15,7 +15,9 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use pacer_protocol::message::{AccountStatus, BudgetStatus, ClientStatus, DaemonStatus};
+use pacer_protocol::message::{
+    AccountStatus, BudgetStatus, ClientStatus, ClusterStatus, DaemonStatus,
+};
 use pacer_protocol::status::WAIT_BUCKETS;
 
 use crate::hub::Hub;
@@ -62,6 +64,8 @@ struct Snapshot {
     all_budgets: usize,
     /// Bytes the gateway's request bodies hold.
     buffered: usize,
+    /// The shared store, when budgets are shared through Redis.
+    cluster: Option<ClusterStatus>,
     accounts: Vec<AccountStatus>,
     clients: Vec<ClientStatus>,
     daemon: DaemonStatus,
@@ -87,6 +91,7 @@ impl Collector for Scrape {
                 .collect(),
             all_budgets,
             buffered: self.buffered,
+            cluster: self.hub.cluster_status(),
             clients,
             daemon: self.hub.daemon_status(),
             now: SystemTime::now(),
@@ -467,6 +472,31 @@ fn encode_process(encoder: &mut DescriptorEncoder, s: &Snapshot) -> std::fmt::Re
         "pacer_refused_connections",
         "Connections and requests turned away before reaching a budget",
         [(none(), d.refused_connections as f64)],
+    )?;
+    // The families are there without Redis too (with no samples), so that a dashboard's queries
+    // always name series pacerd has.
+    let cluster = |value: fn(&ClusterStatus) -> f64| {
+        s.cluster
+            .iter()
+            .map(move |c| (vec![("redis", c.redis.clone())], value(c)))
+    };
+    gauges(
+        encoder,
+        "pacer_cluster_connected",
+        "1 while Redis answers (budgets are shared), 0 while this daemon serves alone",
+        cluster(|c| f64::from(u8::from(c.connected))),
+    )?;
+    gauges(
+        encoder,
+        "pacer_cluster_daemons",
+        "Daemons seen sharing the budgets through Redis (this one included)",
+        cluster(|c| f64::from(c.daemons)),
+    )?;
+    gauges(
+        encoder,
+        "pacer_cluster_local_share",
+        "While Redis is away: the share of every limit this daemon serves from",
+        cluster(|c| c.local_share.unwrap_or(0.0)),
     )?;
     gauges(
         encoder,

@@ -541,3 +541,54 @@ fn service_install_without_a_user_manager_fails_and_says_what_to_do() {
         String::from_utf8_lossy(&again.stderr)
     );
 }
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_names_only_what_the_file_itself_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "[limits.sonnet]\nrpm = 5\n");
+    let config_arg = config.to_str().unwrap().to_owned();
+    let state = dir.path().join("elsewhere").join("state");
+    let state_arg = state.to_str().unwrap().to_owned();
+    // The gateway's address from the environment, the state file from a flag: not the file's.
+    let mut command = Pacerd::command(dir.path());
+    command
+        .env("PACER_GATEWAY", "127.0.0.1:0")
+        .args(["--config", &config_arg, "--state", &state_arg])
+        .args(["--socket", dir.path().join("pacer.sock").to_str().unwrap()]);
+    let daemon = Pacerd::spawn(command, &dir.path().join("pacer.sock"));
+    write_config(dir.path(), "[limits.sonnet]\nrpm = 6\n");
+    daemon.signal(libc::SIGHUP);
+    let logs = dir.path().join("pacer").join("logs");
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            pacer_tests::read_logs(&logs).contains("configuration reloaded")
+        })
+        .await
+    );
+    let text = pacer_tests::read_logs(&logs);
+    assert!(
+        !text.contains("changed in"),
+        "nothing the file said changed: {text}"
+    );
+    // Each line names its daemon.
+    let pid = daemon.pid().to_string();
+    assert!(
+        text.lines()
+            .filter(|l| !l.is_empty())
+            .all(|l| l.contains(&pid) || l.contains(" main ")),
+        "{text}"
+    );
+    // Now the file changes the gateway's address itself: that is said.
+    write_config(
+        dir.path(),
+        "[limits.sonnet]\nrpm = 6\n[gateway]\nlisten = \"127.0.0.1:9\"\n",
+    );
+    daemon.signal(libc::SIGHUP);
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            pacer_tests::read_logs(&logs).contains("[gateway] listen changed in")
+        })
+        .await
+    );
+}

@@ -11,7 +11,7 @@ use crate::{lease, probe, run, service, status, watch};
 
 /// Share one Anthropic API budget between every Claude Code session and script on this machine.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(name = "pacer", version)]
 pub struct Args {
     /// pacerd's socket [default: $XDG_RUNTIME_DIR/pacer/pacer.sock, else a private directory under
     /// the temp dir].
@@ -46,6 +46,7 @@ enum Command {
     /// Give a lease back unused: everything it reserved is refunded.
     Release {
         /// The lease id printed by `pacer acquire`.
+        #[arg(value_parser = lease::parse_lease)]
         lease: u64,
     },
     /// Pause a budget for everyone (`--for 0` lifts a pause).
@@ -66,6 +67,20 @@ enum Command {
     /// Run pacerd as a user service (systemd on Linux, launchd on macOS).
     #[command(subcommand)]
     Service(service::ServiceCommand),
+    /// Print one short line for Claude Code's status bar (its `statusLine` setting): this
+    /// session's account, its windows, pauses and what is held. `--install` sets it up.
+    Statusline(crate::statusline::StatuslineArgs),
+    /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (pacer.1 and one per subcommand) into a directory.
+    #[command(hide = true)]
+    Man {
+        /// Where to write them.
+        dir: PathBuf,
+    },
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -110,6 +125,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::Top(args) => crate::top::top(&connect(FailMode::Closed).await?, args).await,
         Command::Service(command) => service::service(socket, command).await,
+        Command::Statusline(args) => crate::statusline::statusline(socket, args).await,
+        Command::Completions { shell } => crate::completions::completions(shell),
+        Command::Man { dir } => crate::completions::man_pages(&dir),
         Command::KeyId(key) => {
             crate::outln!("{}", key.fingerprint()?);
             Ok(ExitCode::SUCCESS)

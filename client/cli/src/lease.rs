@@ -5,7 +5,10 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use pacer_client::{AcquireRequest, Client, Error, LeaseId, Outcome, Priority, outcome};
+use pacer_client::{
+    AcquireRequest, Client, Error, KeyFingerprint, LeaseId, Outcome, Priority, outcome,
+};
+use pacer_protocol::BudgetOwner;
 
 use crate::args::{KeyArgs, parse_duration};
 
@@ -90,6 +93,7 @@ fn default_client_id() -> String {
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
     /// The lease id printed by `pacer acquire` (0, an unpaced permit, is accepted and ignored).
+    #[arg(value_parser = parse_lease)]
     lease: u64,
     /// The call's HTTP status [default: the status line of --headers-file].
     #[arg(long, value_name = "CODE")]
@@ -210,20 +214,47 @@ pub async fn pause(client: &Client, args: PauseArgs) -> anyhow::Result<ExitCode>
     let until = now + args.duration;
     let key = args.key.fingerprint()?;
     client.pause(key, &args.model, until).await?;
+    // The budget the key draws on: its account's once linked (`org-…/sonnet`), else its own.
+    let budget = budget_of(client, key, &args.model)
+        .await
+        .unwrap_or_else(|| format!("{key}'s {}", args.model));
     if args.duration.is_zero() {
-        eprintln!(
-            "pacer: lifted the pause (and any 529 backoff or lockout) on {key}'s {} budget",
-            args.model
-        );
+        eprintln!("pacer: lifted the pause (and any 529 backoff or lockout) on {budget}");
     } else {
         eprintln!(
-            "pacer: paused {key}'s {} budget until {} ({}): every peer on it waits",
-            args.model,
+            "pacer: paused {budget} until {} ({}): every peer on it waits",
             crate::clock::local(until, now),
             crate::clock::remaining(until, now)
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The budget `key` draws on for `model` (a model or a class name), as `owner/class`.
+async fn budget_of(client: &Client, key: KeyFingerprint, model: &str) -> Option<String> {
+    let status = client.status().await.ok()?;
+    let owner = status
+        .accounts
+        .iter()
+        .find(|a| matches!(a.owner, BudgetOwner::Account(_)) && a.keys.contains(&key))
+        .map_or(BudgetOwner::Key(key), |a| a.owner.clone());
+    let class = status
+        .budgets
+        .iter()
+        .filter(|b| b.budget.owner == owner)
+        .map(|b| b.budget.model_class.clone())
+        .find(|class| class == model || model.to_ascii_lowercase().contains(class.as_str()))?;
+    Some(format!("{owner}/{class}"))
+}
+
+/// A lease id as `pacer acquire` prints it.
+pub fn parse_lease(text: &str) -> Result<u64, String> {
+    text.trim().parse().map_err(|_| {
+        format!(
+            "`{text}` is not a lease id: `pacer acquire` prints one (a number, 0 when it went \
+             unpaced)"
+        )
+    })
 }
 
 /// Reads response headers as `curl -D` writes them. When the file holds several responses (a

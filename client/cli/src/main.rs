@@ -7,12 +7,15 @@
 //! - `lease`: `pacer acquire`, `report`, `release`, `pause` (permits for shell scripts);
 //! - `probe`: `pacer probe`;
 //! - `service`: `pacer service install|uninstall|status`;
+//! - `statusline`: `pacer statusline`, for Claude Code's status bar;
+//! - `completions`: shell completions and man pages, from the same clap definitions;
 //! - `args`: arguments several commands share; `pacerd`: finding the daemon's executable.
 //! - `output`: standard output that ends quietly on a closed pipe.
 
 mod args;
 mod clock;
 mod commands;
+mod completions;
 mod lease;
 mod output;
 mod pacerd;
@@ -20,6 +23,7 @@ mod probe;
 mod run;
 mod service;
 mod status;
+mod statusline;
 mod top;
 mod watch;
 
@@ -35,6 +39,7 @@ fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .without_time()
         .with_target(false)
         .init();

@@ -114,6 +114,20 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// The file it came from, if any, for messages and reloads.
     pub path: Option<PathBuf>,
+    /// What the file itself said of the settings a reload cannot change (before the flags and
+    /// the environment had their say), to tell on SIGHUP which of them the file changed.
+    pub from_file: FileSettings,
+}
+
+/// The settings that take effect only at the next start, as the file says them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FileSettings {
+    pub listen: Option<SocketAddr>,
+    pub upstream: Option<reqwest::Url>,
+    pub state_file: Option<PathBuf>,
+    pub log: LogConfig,
+    pub metrics: bool,
+    pub cluster: Option<reqwest::Url>,
 }
 
 /// Where budgets are shared, and how.
@@ -176,6 +190,7 @@ impl Default for Config {
             metrics: true,
             cluster: ClusterConfig::default(),
             path: None,
+            from_file: FileSettings::default(),
         }
     }
 }
@@ -258,10 +273,11 @@ impl fmt::Display for Problem {
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {}: {source}", path.display())]
+    // The OS error is part of the message, not a separate cause, so that it is said once.
+    #[error("cannot read config file {}: {error}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("invalid config file {}{}", path.display(), describe(problems))]
     Invalid {
@@ -312,7 +328,7 @@ impl Config {
                 config.path = Some(path);
                 Ok(config)
             }
-            Err(source) => Err(ConfigError::Read { path, source }),
+            Err(error) => Err(ConfigError::Read { path, error }),
         }
     }
 
@@ -355,6 +371,14 @@ impl Config {
             },
             filter: log.filter.map(|f| f.0),
         };
+        let from_file = FileSettings {
+            listen: gateway.listen,
+            upstream: Some(gateway.upstream.clone()),
+            state_file: state_file.clone(),
+            log: log.clone(),
+            metrics,
+            cluster: cluster.redis.clone(),
+        };
         Ok(Config {
             broker: raw.into_broker_config(&gateway),
             gateway,
@@ -364,6 +388,7 @@ impl Config {
             metrics,
             cluster,
             path: Some(path.to_owned()),
+            from_file,
         })
     }
 }

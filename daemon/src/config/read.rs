@@ -35,28 +35,63 @@ impl<'a> Reader<'a> {
         });
     }
 
-    /// Reads `value` as a `T`; a problem is noted (under `prefix`) if it is not one.
+    /// Reads `value` as a `T`; a problem is noted (under `prefix`) if it is not one. In a table,
+    /// every key with a mistake is named, not only the first (`rpm = "fifty"` and `itpm = 1.5`
+    /// are two problems).
     fn take<T: DeserializeOwned>(
         &mut self,
         prefix: &str,
         value: Spanned<DeValue<'_>>,
     ) -> Option<T> {
         let start = value.span().start;
-        match serde_path_to_error::deserialize(ValueDeserializer::from(value)) {
-            Ok(value) => Some(value),
-            Err(e) => {
-                let inner_path = e.path().to_string();
-                let key = match inner_path.as_str() {
-                    "" | "." => prefix.to_owned(),
-                    path if path.starts_with('[') => format!("{prefix}{path}"),
-                    path => format!("{prefix}.{path}"),
-                };
-                let inner = e.into_inner();
-                let at = inner.span().map_or(start, |s| s.start);
-                self.problem(Some(at), key, inner.message().to_owned());
-                None
+        let whole = value.clone();
+        let error = match serde_path_to_error::deserialize(ValueDeserializer::from(value)) {
+            Ok(value) => return Some(value),
+            Err(e) => e,
+        };
+        // Each key on its own, for the mistakes the first one hid. (A key alone may lack the
+        // fields it needs beside it: those complaints are not mistakes of its own.)
+        if let DeValue::Table(table) = whole.get_ref()
+            && table.len() > 1
+        {
+            let mut found = Vec::new();
+            for (key, item) in table.iter() {
+                let mut one = DeTable::new();
+                one.insert(key.clone(), item.clone());
+                let single = Spanned::new(whole.span(), DeValue::Table(one));
+                if let Err(e) =
+                    serde_path_to_error::deserialize::<_, T>(ValueDeserializer::from(single))
+                    && !e.inner().message().starts_with("missing field")
+                {
+                    found.push(e);
+                }
+            }
+            if !found.is_empty() {
+                for e in found {
+                    self.report(prefix, e, start);
+                }
+                return None;
             }
         }
+        self.report(prefix, error, start);
+        None
+    }
+
+    fn report(
+        &mut self,
+        prefix: &str,
+        e: serde_path_to_error::Error<toml::de::Error>,
+        start: usize,
+    ) {
+        let inner_path = e.path().to_string();
+        let key = match inner_path.as_str() {
+            "" | "." => prefix.to_owned(),
+            path if path.starts_with('[') => format!("{prefix}{path}"),
+            path => format!("{prefix}.{path}"),
+        };
+        let inner = e.into_inner();
+        let at = inner.span().map_or(start, |s| s.start);
+        self.problem(Some(at), key, inner.message().to_owned());
     }
 
     /// Reads the whole document. A syntax error is the only problem reported then: nothing

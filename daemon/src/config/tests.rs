@@ -238,3 +238,51 @@ fn the_gateways_body_memory_takes_sizes_with_units() {
     assert!(error("[gateway]\nmax_buffered = \"lots\"\n").contains("max_buffered"));
     assert!(error("[gateway]\nmax_buffered = 12\n").contains("between 1MiB"));
 }
+
+#[test]
+fn every_mistake_within_one_table_is_named() {
+    let text = "[limits.sonnet]\nrpm = \"fifty\"\nitpm = 1.5\n\n[gateway]\nlisten = 4141\nenabled = \"yes\"\n";
+    let message = error(text);
+    for key in [
+        "limits.sonnet.rpm",
+        "limits.sonnet.itpm",
+        "gateway.listen",
+        "gateway.enabled",
+    ] {
+        assert!(message.contains(key), "{key} missing from: {message}");
+    }
+    assert!(message.contains("4 mistakes"), "{message}");
+}
+
+#[test]
+fn an_unreadable_file_says_its_os_error_once() {
+    let message = Config::load(Some(Path::new("/nonexistent/pacer.toml")))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(message.matches("No such file").count(), 1, "{message}");
+    assert!(
+        std::error::Error::source(
+            &Config::load(Some(Path::new("/nonexistent/x.toml"))).unwrap_err()
+        )
+        .is_none()
+    );
+}
+
+#[test]
+fn windows_settings_are_read_and_checked() {
+    let config =
+        parse("[windows]\nbatch = \"70%\"\npace = true\noverage = [\"interactive\", \"normal\"]\n")
+            .unwrap();
+    let windows = &config.broker.windows;
+    assert!((windows.batch - 0.7).abs() < 1e-9);
+    assert!(windows.pace);
+    assert_eq!(windows.overage.len(), 2);
+    assert!(
+        error("[windows]\nbatch = 0.9\nnormal = 0.5\n").contains("may not bring a window further")
+    );
+    assert!(error("[windows]\nbatch = 1.5\n").contains("windows.batch"));
+    assert!(error("[windows]\noverage = [\"everyone\"]\n").contains("not a priority"));
+    // A normal set below batch's default brings batch down with it.
+    let config = parse("[windows]\nnormal = 0.5\n").unwrap();
+    assert!((config.broker.windows.batch - 0.5).abs() < 1e-9);
+}

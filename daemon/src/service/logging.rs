@@ -38,6 +38,7 @@ pub fn init(config: &LogConfig, stderr: bool) -> anyhow::Result<LogGuard> {
         tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .with_ansi(terminal)
+            .with_thread_names(true)
     });
     let (file_layer, guard) = match &config.dir {
         Some(dir) => {
@@ -51,9 +52,12 @@ pub fn init(config: &LogConfig, stderr: bool) -> anyhow::Result<LogGuard> {
                 .build(dir)
                 .with_context(|| format!("cannot log into {}", dir.display()))?;
             let (writer, guard) = tracing_appender::non_blocking(appender);
+            // Each line names its daemon (its threads are `pacerd[<pid>]`): two daemons sharing a
+            // log directory stay apart.
             let layer = tracing_subscriber::fmt::layer()
                 .with_writer(writer)
-                .with_ansi(false);
+                .with_ansi(false)
+                .with_thread_names(true);
             (Some(layer), Some(guard))
         }
         None => (None, None),

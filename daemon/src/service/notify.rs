@@ -87,6 +87,13 @@ pub fn next_steps(ready: &super::Ready, log_dir: Option<&std::path::Path>) -> St
         Some(dir) => out.push_str(&format!("  logs     {} (and here)\n", dir.display())),
         None => out.push_str("  logs     here only\n"),
     }
+    if !on_path("pacer") {
+        // Started with `cargo run` from the repository, before installing anything.
+        out.push_str(
+            "\n`pacer` is not on your PATH yet. From the repository:\n  cargo install --path \
+             daemon && cargo install --path client/cli\n",
+        );
+    }
     out.push_str("\nIn another terminal:\n");
     out.push_str("  pacer run -- claude       Claude Code through pacer (any command works)\n");
     out.push_str("  pacer status              the budgets; `pacer top` for a live view\n");
@@ -97,6 +104,12 @@ pub fn next_steps(ready: &super::Ready, log_dir: Option<&std::path::Path>) -> St
     }
     out.push_str("Ctrl-C stops it (calls in flight get 10 s to report).\n\n");
     out
+}
+
+/// Whether `program` is found on the `PATH`.
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! SIGHUP: the configuration file read again. New limits and classes apply at once to every
 //! budget, and `[access]` to every new connection, without dropping a connection or a waiter;
-//! an invalid file is refused and the old one stays in force. What needs new sockets or files (`[gateway] listen`/`upstream`, `[state]`,
-//! `[log]`, `[metrics]`) waits for the next start, and the log says so.
+//! an invalid file is refused and the old one stays in force. What needs new sockets, files or
+//! connections (`[gateway] listen`/`upstream`, `[state]`, `[log]`, `[metrics]`, `[cluster]`)
+//! waits for the next start, and the log says which changed in the file.
 
 use std::sync::Arc;
 
@@ -29,18 +30,16 @@ pub fn reload(config: &mut Config, hub: &Hub, access: &Policy, gateway: Option<&
     if let Some(gateway) = gateway {
         gateway.set_max_hold(new.gateway.max_hold);
     }
+    // What the file says now against what it said before: a value that came from a flag or
+    // the environment is not the file's to change.
+    let (old, file) = (&config.from_file, &new.from_file);
     let restart_needed = [
-        (
-            config.gateway.listen != new.gateway.listen,
-            "[gateway] listen",
-        ),
-        (
-            config.gateway.upstream != new.gateway.upstream,
-            "[gateway] upstream",
-        ),
-        (config.state_file != new.state_file, "[state]"),
-        (config.log != new.log, "[log]"),
-        (config.metrics != new.metrics, "[metrics]"),
+        (old.listen != file.listen, "[gateway] listen"),
+        (old.upstream != file.upstream, "[gateway] upstream"),
+        (old.state_file != file.state_file, "[state]"),
+        (old.log != file.log, "[log]"),
+        (old.metrics != file.metrics, "[metrics]"),
+        (old.cluster != file.cluster, "[cluster] redis"),
     ];
     for (changed, what) in restart_needed {
         if changed {
@@ -50,12 +49,24 @@ pub fn reload(config: &mut Config, hub: &Hub, access: &Policy, gateway: Option<&
             );
         }
     }
+    if config.cluster.prefix != new.cluster.prefix
+        || config.cluster.on_unavailable != new.cluster.on_unavailable
+        || config.cluster.lease_ttl != new.cluster.lease_ttl
+        || config.cluster.password != new.cluster.password
+    {
+        tracing::warn!(
+            "[cluster] changed in {} (prefix, on_unavailable, lease_ttl or password_file): it \
+             takes effect at the next start",
+            path.display()
+        );
+    }
     tracing::info!(config = %path.display(), "configuration reloaded");
     *config = Config {
         gateway: config.gateway.clone(),
         state_file: config.state_file.clone(),
         log: config.log.clone(),
         metrics: config.metrics,
+        cluster: config.cluster.clone(),
         ..new
     };
 }

@@ -96,7 +96,10 @@ fn daemon_line(snapshot: &StatusSnapshot, now: SystemTime) -> String {
         n => format!("{n} connections"),
     });
     let refused: u64 = snapshot.budgets.iter().map(|b| b.refused).sum();
-    parts.push(format!("{refused} requests refused by pacer"));
+    parts.push(match refused {
+        1 => "1 request refused by pacer".to_owned(),
+        n => format!("{n} requests refused by pacer"),
+    });
     if daemon.refused_connections > 0 {
         parts.push(format!(
             "{} connections turned away",
