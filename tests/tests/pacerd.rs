@@ -34,7 +34,10 @@ fn a_stale_socket_is_replaced_and_permissions_are_private() {
     )
     .unwrap();
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
-    let _daemon = Pacerd::start_at(dir.path(), &socket, &["--no-gateway"]);
+    let daemon = Pacerd::start_at(dir.path(), &socket, &["--no-gateway"]);
+    // Once it answers a request it is past binding (the socket may accept connections a moment
+    // before its mode is set by path).
+    assert_eq!(daemon.gateway_url(), None);
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
 }

@@ -111,23 +111,23 @@ fn create(path: &Path) -> Result<Listener, BindError> {
             .map_err(io_error(path, "name socket"))?;
         Ok(ListenerOptions::new().name(name))
     };
-    match options()?.mode(0o600).create_tokio() {
-        Ok(listener) => Ok(listener),
-        // Platforms that cannot set the mode before binding: set it right after. The directory
-        // (0700) keeps others out meanwhile.
-        Err(e) if e.kind() == io::ErrorKind::Unsupported => {
-            let listener = options()?
-                .create_tokio()
-                .map_err(io_error(path, "listen on"))?;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                .map_err(io_error(path, "restrict permissions of"))?;
-            Ok(listener)
-        }
+    let listener = match options()?.mode(0o600).create_tokio() {
+        Ok(listener) => listener,
+        // Platforms that cannot set the mode before binding: the chmod below sets it. The
+        // directory (0700) keeps others out meanwhile.
+        Err(e) if e.kind() == io::ErrorKind::Unsupported => options()?
+            .create_tokio()
+            .map_err(io_error(path, "listen on"))?,
         Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
-            Err(BindError::AlreadyRunning(path.to_owned()))
+            return Err(BindError::AlreadyRunning(path.to_owned()));
         }
-        Err(e) => Err(io_error(path, "listen on")(e)),
-    }
+        Err(e) => return Err(io_error(path, "listen on")(e)),
+    };
+    // Always set the file's mode by its path as well: some kernels (sandboxes among them) accept
+    // the mode on the socket before `bind` and then create the file from the umask anyway.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(io_error(path, "restrict permissions of"))?;
+    Ok(listener)
 }
 
 #[cfg(windows)]
