@@ -30,7 +30,10 @@
 //! - [`AcquireRequest`] (in `request`): what to ask for.
 //! - [`outcome`]: builds the report from an HTTP status, headers and JSON body.
 //! - [`FailMode`] (in `fail_mode`) and [`Error`] (in `error`).
+//! - [`api`]: what pacer knows of the Anthropic API (endpoints, body fields, usage in answers,
+//!   what an answer means), shared with the daemon's gateway; it uses nothing above.
 
+pub mod api;
 pub mod blocking;
 mod builder;
 mod client;

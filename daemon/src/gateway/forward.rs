@@ -6,9 +6,10 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, header};
 use http_body_util::BodyExt;
 use pacer_protocol::message::Headers;
 
-use super::metered::{MeteredBody, Settle, UsageTap};
+use super::metered::{MeteredBody, Settle};
 use super::reply::GatewayBody;
 use super::route::{CLIENT_HEADER, PRIORITY_HEADER};
+use pacer_client::api::usage::UsageTap;
 
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1), plus `host` (rewritten)
 /// and `content-length` (recomputed).

@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Response, StatusCode};
+use pacer_client::api::policy::MAX_OVERLOAD_RETRIES;
 use pacer_protocol::message::{Acquire, LeaseId, Outcome, Rejected, Response as Answer};
 use pacer_protocol::ratelimit::parse_retry_after;
 use pacer_protocol::{KeyFingerprint, Priority};
@@ -27,9 +28,6 @@ use super::spend_cap;
 use crate::broker::{MAX_REJECTION_BODY, Origin, Rejection};
 use crate::hub::Session;
 use futures_util::StreamExt;
-
-/// How many 529 answers are retried before the last one is passed on.
-const MAX_OVERLOAD_RETRIES: u32 = 3;
 
 /// An unreachable upstream is said once a minute, with the count of requests it failed since.
 static UNREACHABLE: crate::throttle::Throttle =

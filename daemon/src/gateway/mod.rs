@@ -17,7 +17,6 @@
 //! - `server`: accepting connections (up to a cap) and reading requests within time limits;
 //! - `fields`: what the gateway reads of a Messages body (the model, `max_tokens`), leniently.
 
-mod fields;
 mod forward;
 mod gated;
 mod memory;
@@ -27,7 +26,7 @@ pub mod route;
 mod server;
 mod spend_cap;
 
-pub use metered::UsageTap;
+pub use pacer_client::api::usage::UsageTap;
 pub use server::serve;
 
 use std::sync::Arc;
@@ -42,9 +41,9 @@ use crate::broker::{MAX_MODEL_LEN, MAX_NAME_LEN};
 use crate::config::GatewayConfig;
 use crate::hub::Hub;
 use crate::warn_throttled;
-use fields::MessagesFields;
 use forward::Upstream;
 use gated::{Forward, Gate};
+use pacer_client::api::fields::{self, MessagesFields};
 use reply::GatewayBody;
 use route::{Endpoint, Route};
 use server::{BodyError, discard, read_body};

@@ -6,6 +6,9 @@
 //! them. The prefix is stripped before forwarding.
 
 use http::HeaderMap;
+use pacer_client::api;
+pub use pacer_client::api::path::escaping_segment;
+use pacer_client::api::path::loose_segments;
 use pacer_protocol::{Priority, gateway};
 
 /// The endpoints the gateway treats specially.
@@ -32,8 +35,7 @@ pub struct Route {
     pub route: Option<String>,
 }
 
-/// The header a client may set to choose its priority.
-pub const PRIORITY_HEADER: &str = "x-pacer-priority";
+pub use pacer_client::api::PRIORITY_HEADER;
 /// The header a client may set to name itself.
 pub const CLIENT_HEADER: &str = "x-pacer-client";
 /// Claude Code's per-session header: each session is a client of its own.
@@ -51,17 +53,17 @@ impl Route {
             [s, token, rest @ ..] if s == PREFIX_SEGMENT => (Some(token.as_str()), rest),
             rest => (None, rest),
         };
-        let rest = rest.join("/").to_ascii_lowercase();
         let post = method.as_str().eq_ignore_ascii_case("POST");
-        let endpoint = match rest.as_str() {
-            MESSAGES if post => Endpoint::Messages,
-            COUNT_TOKENS if post => Endpoint::CountTokens,
-            _ => Endpoint::Other,
+        let endpoint = match api::path::endpoint(post, rest) {
+            api::path::Endpoint::Messages => Endpoint::Messages,
+            api::path::Endpoint::CountTokens => Endpoint::CountTokens,
+            api::path::Endpoint::Other => Endpoint::Other,
         };
         let (token, path) = match endpoint {
-            Endpoint::Messages | Endpoint::CountTokens => {
-                (loose_token.map(str::to_owned), format!("/{rest}"))
-            }
+            Endpoint::Messages | Endpoint::CountTokens => (
+                loose_token.map(str::to_owned),
+                format!("/{}", rest.join("/").to_ascii_lowercase()),
+            ),
             Endpoint::Other => match path.strip_prefix(gateway::PREFIX) {
                 Some(rest) => match rest.split_once('/') {
                     Some((token, rest)) => (Some(token.to_owned()), format!("/{rest}")),
@@ -84,77 +86,8 @@ impl Route {
     }
 }
 
-/// The gated endpoints, as [`loose_segments`] joined and lowercased read them.
-const MESSAGES: &str = "v1/messages";
-const COUNT_TOKENS: &str = "v1/messages/count_tokens";
 /// The first segment of the client prefix (`/s/<token>/`).
 const PREFIX_SEGMENT: &str = "s";
-
-/// The segments of a path as the most lenient server might read it: percent-escapes decoded
-/// (and decoded again, up to three times, for double encodings), `\` taken for `/`, empty
-/// segments dropped, and `;parameters` cut off each segment. Case is kept (the client prefix's
-/// name keeps its case); callers compare endpoints without it.
-fn loose_segments(path: &str) -> Vec<String> {
-    let mut decoded = path.to_owned();
-    for _ in 0..3 {
-        let next = percent_decode(&decoded);
-        if next == decoded {
-            break;
-        }
-        decoded = next;
-    }
-    decoded
-        .split(['/', '\\'])
-        .map(|segment| segment.split(';').next().unwrap_or_default())
-        .filter(|segment| !segment.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
-/// The first path segment that is `.` or `..` once percent-decoded (`%2e%2E`, `.%2e`), or
-/// that decodes to a path of its own with such a segment (`..%2f`): forwarded, it would climb
-/// out of the upstream's path prefix.
-pub fn escaping_segment(path: &str) -> Option<&str> {
-    path.split('/').find(|segment| {
-        // Decoded again for double encodings (`%252e%252e`), as some servers would.
-        let mut decoded = segment.to_string();
-        for _ in 0..3 {
-            let next = percent_decode(&decoded);
-            let escapes = next
-                .split(['/', '\\'])
-                .any(|part| part == "." || part == "..");
-            if escapes {
-                return true;
-            }
-            if next == decoded {
-                break;
-            }
-            decoded = next;
-        }
-        false
-    })
-}
-
-/// Percent-decodes a path segment (invalid escapes are kept as they are).
-fn percent_decode(segment: &str) -> String {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
-            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
-                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
 
 /// Claude Code's session id, whole (at most [`MAX_SESSION_ID`] bytes), if the request carries
 /// one: the account its calls go to, and its share of them, are kept per session.

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use http::{HeaderMap, Response, StatusCode};
+use pacer_client::api::policy::is_spend_cap;
 use pacer_protocol::KeyFingerprint;
 
 use super::forward::{buffered_response, header_list};
@@ -42,22 +43,4 @@ pub fn check(
         rejection,
     );
     Some(buffered_response(status, headers, body.clone()))
-}
-
-/// Whether a 429 body is the spend cap's: `"error_code": "enforced_spend_limit_reached"`.
-fn is_spend_cap(body: &[u8]) -> bool {
-    const MARK: &[u8] = b"enforced_spend_limit_reached";
-    body.windows(MARK.len()).any(|w| w == MARK)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn spend_cap_bodies_are_recognised() {
-        let body = br#"{"type":"error","error":{"type":"rate_limit_error","message":"You have reached your specified API usage limits.","details":{"error_code":"enforced_spend_limit_reached"}}}"#;
-        assert!(is_spend_cap(body));
-        assert!(!is_spend_cap(br#"{"type":"error","error":{"type":"rate_limit_error","message":"50 requests per minute"}}"#));
-    }
 }

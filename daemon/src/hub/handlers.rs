@@ -42,15 +42,7 @@ pub fn settle(
     )
 }
 
-/// The message of an API error body: `{"type":"error","error":{"message":…}}`.
-pub fn error_message(body: &[u8]) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
-    value
-        .get("error")?
-        .get("message")?
-        .as_str()
-        .map(|message| bounded(message, MAX_MESSAGE))
-}
+pub use pacer_client::api::policy::error_message;
 
 pub fn release(hub: &Hub, release: Release) -> Response {
     hub.update(|broker, now| match broker.release(now, release.lease) {
