@@ -81,6 +81,17 @@ impl Client {
         self.runtime.block_on(self.inner.report(lease, outcome))
     }
 
+    /// See [`crate::Client::estimate_input`].
+    pub fn estimate_input(&self, body_bytes: usize) -> Result<u64, Error> {
+        self.runtime.block_on(self.inner.estimate_input(body_bytes))
+    }
+
+    /// See [`crate::Client::calibrate`].
+    pub fn calibrate(&self, body_bytes: usize, counted_input: u64) -> Result<(), Error> {
+        self.runtime
+            .block_on(self.inner.calibrate(body_bytes, counted_input))
+    }
+
     pub fn release(&self, lease: LeaseId) -> Result<(), Error> {
         self.runtime.block_on(self.inner.release(lease))
     }

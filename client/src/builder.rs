@@ -49,6 +49,15 @@ impl ClientBuilder {
         self
     }
 
+    pub(crate) fn mode(&self) -> FailMode {
+        self.fail_mode
+    }
+
+    /// The socket named with [`ClientBuilder::endpoint`], if any.
+    pub fn socket(&self) -> Option<&Path> {
+        self.endpoint.as_deref()
+    }
+
     /// Connects. With [`FailMode::Closed`] an unreachable daemon is an error; with
     /// [`FailMode::Open`] the client is returned anyway and connects when the daemon appears.
     pub async fn connect(self) -> Result<Client, Error> {

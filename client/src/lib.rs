@@ -24,6 +24,7 @@
 //! - [`Client`] (in `client`): connects, reconnects, and applies the [`FailMode`] when the daemon
 //!   is away.
 //! - [`blocking`]: the same for code without async.
+//! - [`autostart`]: starting `pacerd` in the background when none answers.
 //! - [`Permit`] (in `permit`): what you get; report it, release it, or drop it (settled as
 //!   "unknown outcome").
 //! - `connection`: one multiplexed connection (private).
@@ -34,6 +35,7 @@
 //!   what an answer means), shared with the daemon's gateway; it uses nothing above.
 
 pub mod api;
+pub mod autostart;
 pub mod blocking;
 mod builder;
 mod client;

@@ -45,4 +45,4 @@ pub use message::{Request, RequestFrame, Response, ResponseFrame};
 
 /// The version of the wire format spoken by this build. Exchanged in the handshake; a daemon and a
 /// client with different versions refuse to talk rather than misread each other.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;

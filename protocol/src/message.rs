@@ -68,6 +68,32 @@ pub enum Request {
     /// Ask what a Claude Code session's account and budget look like (`pacer statusline`).
     /// Answered by [`Response::Session`].
     Session(SessionQuery),
+    /// Ask how many input tokens a Messages request body of this size counts, by the
+    /// calibration the gateway keeps (clients that make their own HTTP calls reserve what the
+    /// gateway would). Answered by [`Response::Estimate`]. New in protocol 5.
+    Estimate(EstimateInput),
+    /// Say how many input tokens a request body of this size really counted, so later estimates
+    /// learn from it (as the gateway does for its own requests). Answered by [`Response::Ack`].
+    /// New in protocol 5.
+    Calibrate(Calibrate),
+}
+
+/// Payload of [`Request::Estimate`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EstimateInput {
+    /// Whose calibration to use (each client's bodies differ: Claude Code's are mostly cached).
+    pub client_id: String,
+    /// The request body's size.
+    pub body_bytes: u64,
+}
+
+/// Payload of [`Request::Calibrate`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Calibrate {
+    pub client_id: String,
+    pub body_bytes: u64,
+    /// The input tokens that counted: uncached input plus cache writes.
+    pub counted_input: u64,
 }
 
 /// Payload of [`Request::RegisterRoute`].
@@ -259,6 +285,8 @@ pub enum Response {
     Route(RouteInfo),
     /// Response for [`Request::Session`].
     Session(Box<SessionView>),
+    /// Response for [`Request::Estimate`]: the input tokens to reserve.
+    Estimate(u64),
 }
 
 /// Payload of [`Response::Route`].

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use pacer_protocol::codec;
 use pacer_protocol::message::{
-    Acquire, ErrorKind, ErrorReply, Granted, Hello, LeaseId, Outcome, Report, Request,
-    RequestFrame, Response, ResponseFrame, Usage, Welcome,
+    Acquire, Calibrate, ErrorKind, ErrorReply, EstimateInput, Granted, Hello, LeaseId, Outcome,
+    Report, Request, RequestFrame, Response, ResponseFrame, Usage, Welcome,
 };
 use pacer_protocol::{KeyFingerprint, PROTOCOL_VERSION, Priority};
 
@@ -136,6 +136,28 @@ fn frames() -> Vec<(&'static str, Frame)> {
                             "49".into(),
                         )],
                     },
+                }),
+            ),
+        ),
+        (
+            "estimate",
+            request(
+                4,
+                Request::Estimate(EstimateInput {
+                    client_id: "py/1234".into(),
+                    body_bytes: 2048,
+                }),
+            ),
+        ),
+        ("estimate-answer", response(4, Response::Estimate(512))),
+        (
+            "calibrate",
+            request(
+                5,
+                Request::Calibrate(Calibrate {
+                    client_id: "py/1234".into(),
+                    body_bytes: 2048,
+                    counted_input: 480,
                 }),
             ),
         ),

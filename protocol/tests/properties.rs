@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use pacer_protocol::codec::{self, MAX_FRAME_LEN};
 use pacer_protocol::message::{
-    Acquire, ErrorKind, ErrorReply, Granted, Hello, LeaseId, Outcome, Pause, RegisterRoute,
-    Release, Report, Request, RequestFrame, Response, ResponseFrame, Usage,
+    Acquire, Calibrate, ErrorKind, ErrorReply, EstimateInput, Granted, Hello, LeaseId, Outcome,
+    Pause, RegisterRoute, Release, Report, Request, RequestFrame, Response, ResponseFrame, Usage,
 };
 use pacer_protocol::{KeyFingerprint, Priority};
 use proptest::prelude::*;
@@ -121,6 +121,19 @@ fn request() -> impl Strategy<Value = Request> {
         (".{0,80}", ".{0,40}").prop_map(|(upstream, client)| Request::RegisterRoute(
             RegisterRoute { upstream, client }
         )),
+        (".{0,40}", any::<u64>()).prop_map(|(client_id, body_bytes)| Request::Estimate(
+            EstimateInput {
+                client_id,
+                body_bytes
+            }
+        )),
+        (".{0,40}", any::<u64>(), any::<u64>()).prop_map(
+            |(client_id, body_bytes, counted_input)| Request::Calibrate(Calibrate {
+                client_id,
+                body_bytes,
+                counted_input,
+            })
+        ),
     ]
 }
 

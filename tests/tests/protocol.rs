@@ -182,3 +182,37 @@ async fn the_committed_hello_of_every_version_is_answered_welcome_or_named_misma
     }
     assert!(seen >= 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_make_their_own_calls_estimate_and_calibrate_as_the_gateway_does() {
+    let daemon = TestDaemon::start("").await;
+    let client = daemon.client_named("script").await;
+    // Nothing learned yet: a token for every four bytes.
+    assert_eq!(client.estimate_input(4000).await.unwrap(), 1000);
+    // Each call's counted input teaches the client's ratio: 2000 tokens in 4000 bytes.
+    for _ in 0..20 {
+        client.calibrate(4000, 2000).await.unwrap();
+    }
+    assert_eq!(client.estimate_input(4000).await.unwrap(), 2000);
+    // A count no body of that size could have is held to the bound (4 tokens a byte).
+    for _ in 0..40 {
+        client.calibrate(4000, u64::MAX).await.unwrap();
+    }
+    assert_eq!(client.estimate_input(1000).await.unwrap(), 4000);
+    // Another client with no history of its own uses the ratio of all clients.
+    let other = daemon.client_named("other").await;
+    assert!(other.estimate_input(1000).await.unwrap() > 250);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_estimate_without_a_daemon_fails_open_to_a_token_for_four_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = pacer_client::Client::builder()
+        .endpoint(dir.path().join("nobody.sock"))
+        .reconnect_window(Duration::from_millis(50))
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(client.estimate_input(4001).await.unwrap(), 1001);
+    client.calibrate(4001, 10).await.unwrap();
+}

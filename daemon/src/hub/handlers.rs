@@ -5,15 +5,16 @@
 
 use std::time::SystemTime;
 
+use pacer_client::api::policy::input_bound;
 use pacer_protocol::message::{
-    Acquire, ErrorKind, ErrorReply, LeaseId, Outcome, Pause, RegisterRoute, Release, Report,
-    Response, SessionQuery, StatusSnapshot,
+    Acquire, Calibrate, ErrorKind, ErrorReply, EstimateInput, LeaseId, Outcome, Pause,
+    RegisterRoute, Release, Report, Response, SessionQuery, StatusSnapshot,
 };
 use pacer_protocol::ratelimit::RateLimitHeaders;
 use pacer_protocol::text::{MAX_MESSAGE, bounded};
 
 use super::Hub;
-use crate::broker::{BrokerError, Rejection, Settlement, Ticket};
+use crate::broker::{BrokerError, MAX_NAME_LEN, Rejection, Settlement, Ticket};
 
 pub const DAEMON_VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -43,6 +44,26 @@ pub fn settle(
 }
 
 pub use pacer_client::api::policy::error_message;
+
+/// The input tokens a body of the given size is estimated to count, by the gateway's
+/// calibration (bounded by [`MAX_NAME_LEN`] for the client's name, as the gateway's are).
+pub fn estimate(hub: &Hub, estimate: &EstimateInput) -> Response {
+    let bytes = usize::try_from(estimate.body_bytes).unwrap_or(usize::MAX);
+    Response::Estimate(hub.estimate_input(&client_name(&estimate.client_id), bytes))
+}
+
+/// Learns from a call a client made itself; a count beyond what the body could hold is not
+/// believed (the same bound the gateway applies to its answers).
+pub fn calibrate(hub: &Hub, calibrate: &Calibrate) -> Response {
+    let bytes = usize::try_from(calibrate.body_bytes).unwrap_or(usize::MAX);
+    let counted = calibrate.counted_input.min(input_bound(bytes));
+    hub.calibrate(&client_name(&calibrate.client_id), bytes, counted);
+    Response::Ack
+}
+
+fn client_name(id: &str) -> String {
+    bounded(id, MAX_NAME_LEN)
+}
 
 pub fn release(hub: &Hub, release: Release) -> Response {
     hub.update(|broker, now| match broker.release(now, release.lease) {

@@ -169,6 +169,8 @@ impl Session {
             Request::GatewayInfo => Some(handlers::gateway_info(&self.hub)),
             Request::RegisterRoute(route) => Some(handlers::register_route(&self.hub, route)),
             Request::Session(query) => Some(handlers::session(&self.hub, query)),
+            Request::Estimate(estimate) => Some(handlers::estimate(&self.hub, &estimate)),
+            Request::Calibrate(calibrate) => Some(handlers::calibrate(&self.hub, &calibrate)),
             Request::Subscribe => {
                 self.subscribe(id);
                 None
