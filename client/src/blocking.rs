@@ -64,8 +64,28 @@ impl Client {
         Ok(Client { inner, runtime })
     }
 
+    /// Like [`crate::autostart::connect_or_start`]: connects, starting `pacerd` in the
+    /// background when none answers.
+    pub fn connect_or_start(
+        builder: ClientBuilder,
+    ) -> Result<(Client, Option<crate::autostart::Started>), crate::autostart::StartError> {
+        let runtime = runtime();
+        let (inner, started) = runtime.block_on(crate::autostart::connect_or_start(builder))?;
+        Ok((Client { inner, runtime }, started))
+    }
+
     pub fn fail_mode(&self) -> FailMode {
         self.inner.fail_mode()
+    }
+
+    /// The daemon's socket this client uses.
+    pub fn endpoint(&self) -> &std::path::Path {
+        self.inner.endpoint()
+    }
+
+    /// The identity this client's acquires are queued under.
+    pub fn client_id(&self) -> &str {
+        self.inner.client_id()
     }
 
     /// Waits for a permit; see [`crate::Client::acquire`].

@@ -106,6 +106,12 @@ impl Client {
         self.inner.fail_mode
     }
 
+    /// The identity this client's acquires are queued under (see
+    /// [`crate::ClientBuilder::client_id`]).
+    pub fn client_id(&self) -> &str {
+        &self.inner.client_id
+    }
+
     /// The live connection, connecting if there is none.
     /// The live connection, connecting if there is none. `retrying` skips the fail-open
     /// throttle: the caller is waiting for a daemon that was there a moment ago.
