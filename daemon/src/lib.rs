@@ -1,11 +1,12 @@
-//! `pacerd`: one shared rate-limit budget per API key × model class, for every process on the
+//! `pacerd`: one shared rate-limit budget per account × model class, for every process on the
 //! machine.
 //!
 //! A tour of the crate, bottom up; each layer imports only the ones above it in this list:
 //!
-//! - [`broker`]: the heart. A pure, synchronous state machine: budgets and their token buckets,
-//!   the fair queue of waiters, leases, the shared pause and the overload backoff. Every method
-//!   takes `now`; nothing in it does I/O.
+//! - the broker: the heart, a crate of its own (`pacer-broker`, in `daemon/broker/`, which may
+//!   depend on no I/O crate). A pure, synchronous state machine: budgets and their token
+//!   buckets, the fair queue of waiters, leases, the shared pause and the overload backoff.
+//!   Every method takes `now`; nothing in it does I/O.
 //! - [`config`]: the TOML configuration and its error messages.
 //! - [`throttle`]: warnings that could repeat without end, logged at most once per interval.
 //! - [`persist`]: the state file that carries pauses, limits and bucket levels across restarts.
@@ -23,7 +24,6 @@
 //!   told to stop. `pacerd` and the tests call it alike.
 //! - [`cli`]: `pacerd`'s flags.
 
-pub mod broker;
 pub mod cli;
 pub mod cluster;
 pub mod config;

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::broker::{BrokerState, Calibration};
+use pacer_broker::{BrokerState, Calibration};
 
 /// Bumped when the file's meaning changes; a file of another version is moved aside.
 pub const STATE_VERSION: u32 = 1;

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
-use pacer_daemon::broker::{
+use pacer_broker::{
     Broker, BrokerConfig, Calibration, ConnId, Rejection, Settlement, Ticket, TimeBase,
 };
 use pacer_daemon::persist::{self, STATE_VERSION, StateFile};
@@ -45,7 +45,7 @@ fn acquire(broker: &mut Broker, now: Instant, request: u64, key: &str, model: &s
         .acquire(now, ticket, &acquire)
         .into_iter()
         .find_map(|output| match output {
-            pacer_daemon::broker::Output::Answer {
+            pacer_broker::Output::Answer {
                 response: Response::Granted(granted),
                 ..
             } => Some(granted.lease.0),

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use libfuzzer_sys::fuzz_target;
-use pacer_daemon::broker::{Broker, BrokerConfig, ConnId, Output, Settlement, TimeBase, Ticket};
+use pacer_broker::{Broker, BrokerConfig, ConnId, Output, Settlement, TimeBase, Ticket};
 use pacer_daemon::gateway::route::{Route, escaping_segment, identity};
 use pacer_protocol::message::{Acquire, Response, Usage};
 use pacer_protocol::ratelimit::RateLimitHeaders;

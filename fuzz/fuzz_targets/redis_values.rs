@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use libfuzzer_sys::fuzz_target;
-use pacer_daemon::broker::{
+use pacer_broker::{
     Broker, BrokerConfig, ClaimAnswer, ConnId, MAX_RATE_LIMIT_WAIT, TimeBase, Ticket,
 };
 use pacer_daemon::cluster::store::{Message, parse_take};

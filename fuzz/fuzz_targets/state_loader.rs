@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use libfuzzer_sys::fuzz_target;
-use pacer_daemon::broker::{Broker, BrokerConfig, ConnId, TimeBase, Ticket};
+use pacer_broker::{Broker, BrokerConfig, ConnId, TimeBase, Ticket};
 use pacer_daemon::persist;
 use pacer_protocol::message::Acquire;
 use pacer_protocol::{KeyFingerprint, Priority};

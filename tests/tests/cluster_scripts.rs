@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use pacer_daemon::broker::{Claim, ClaimAnswer, ClusterEvent, Costs, LimitSet};
+use pacer_broker::{Claim, ClaimAnswer, ClusterEvent, Costs, LimitSet};
 use pacer_daemon::cluster::store::{Keys, Store};
 use pacer_protocol::message::BudgetId;
 use pacer_protocol::{BudgetOwner, KeyFingerprint};

@@ -26,11 +26,11 @@ use futures_util::StreamExt;
 use pacer_protocol::message::{BudgetId, ClusterStatus};
 use tokio::sync::{mpsc, watch};
 
-use crate::broker::{ClaimAnswer, ClusterEvent, SharedOp, Sharing};
 use crate::config::{ClusterConfig, OnUnavailable, shown_url};
 use crate::hub::{Hub, StoreWork};
 use crate::throttle::Throttle;
 use crate::warn_throttled;
+use pacer_broker::{ClaimAnswer, ClusterEvent, SharedOp, Sharing};
 use store::{Keys, Message, Store, StoreError};
 
 /// Values in Redis that were not valid are said once a minute.

@@ -9,7 +9,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 pub use super::keys::Keys;
 use super::scripts;
-use crate::broker::{
+use pacer_broker::{
     Claim, ClaimAnswer, ClusterEvent, Costs, LimitSet, MAX_LIMIT, MAX_RATE_LIMIT_WAIT, PerKind,
 };
 use pacer_protocol::text::{self, MAX_MESSAGE};

@@ -84,7 +84,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::broker::BrokerConfig;
+use pacer_broker::BrokerConfig;
 
 /// The environment variable naming the configuration file.
 pub const CONFIG_ENV: &str = "PACER_CONFIG";

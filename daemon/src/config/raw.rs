@@ -12,7 +12,7 @@ use super::values::{
     RedisUrl, Seconds, Upstream, UserId,
 };
 use super::{AccessConfig, ClusterConfig, DEFAULT_CLASSES, GatewayConfig, OnUnavailable};
-use crate::broker::{
+use pacer_broker::{
     AccountsConfig, BrokerConfig, LimitSet, LimitTable, MAX_LIMIT, ModelClasses, WindowsConfig,
 };
 

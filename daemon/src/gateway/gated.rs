@@ -25,9 +25,9 @@ use super::forward::{buffered_response, header_list, stream_response};
 use super::metered::Settle;
 use super::reply::{self, GatewayBody};
 use super::spend_cap;
-use crate::broker::{MAX_REJECTION_BODY, Origin, Rejection};
 use crate::hub::Session;
 use futures_util::StreamExt;
+use pacer_broker::{MAX_REJECTION_BODY, Origin, Rejection};
 
 /// An unreachable upstream is said once a minute, with the count of requests it failed since.
 static UNREACHABLE: crate::throttle::Throttle =

@@ -37,12 +37,12 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use pacer_protocol::KeyFingerprint;
 
-use crate::broker::{MAX_MODEL_LEN, MAX_NAME_LEN};
 use crate::config::GatewayConfig;
 use crate::hub::Hub;
 use crate::warn_throttled;
 use forward::Upstream;
 use gated::{Forward, Gate};
+use pacer_broker::{MAX_MODEL_LEN, MAX_NAME_LEN};
 use pacer_client::api::fields::{self, MessagesFields};
 use reply::GatewayBody;
 use route::{Endpoint, Route};

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::forward::buffered_response;
 use super::metered::BoxError;
-use crate::broker::Rejection;
+use pacer_broker::Rejection;
 
 /// The body type of every gateway response.
 pub type GatewayBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;

@@ -11,8 +11,8 @@ use pacer_protocol::KeyFingerprint;
 
 use super::forward::{buffered_response, header_list};
 use super::reply::GatewayBody;
-use crate::broker::Rejection;
 use crate::hub::Session;
+use pacer_broker::Rejection;
 
 /// How long every request of a key fails fast after a spend-cap 429.
 pub const SPEND_CAP_BLOCK: Duration = Duration::from_secs(60);

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use super::handlers;
 use super::{Hub, State};
-use crate::broker::Output;
+use pacer_broker::Output;
 
 /// Where a connection's responses go.
 #[derive(Clone)]

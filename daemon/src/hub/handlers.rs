@@ -14,7 +14,7 @@ use pacer_protocol::ratelimit::RateLimitHeaders;
 use pacer_protocol::text::{MAX_MESSAGE, bounded};
 
 use super::Hub;
-use crate::broker::{BrokerError, MAX_NAME_LEN, Rejection, Settlement, Ticket};
+use pacer_broker::{BrokerError, MAX_NAME_LEN, Rejection, Settlement, Ticket};
 
 pub const DAEMON_VERSION: &str = env!("CARGO_PKG_VERSION");
 

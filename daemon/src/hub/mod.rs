@@ -36,7 +36,7 @@ use pacer_protocol::message::{
 };
 use tokio::sync::{Notify, broadcast};
 
-use crate::broker::{Broker, BrokerState, Calibration, ConnId, Output};
+use pacer_broker::{Broker, BrokerState, Calibration, ConnId, Output};
 
 /// How many events a slow subscriber may fall behind before it misses some.
 const EVENT_BACKLOG: usize = 4096;
@@ -79,8 +79,8 @@ pub struct Hub {
 /// Work for the shared store, from the broker.
 #[derive(Debug)]
 pub enum StoreWork {
-    Claim(crate::broker::Claim),
-    Op(crate::broker::SharedOp),
+    Claim(pacer_broker::Claim),
+    Op(pacer_broker::SharedOp),
 }
 
 struct State {

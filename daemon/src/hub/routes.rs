@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use pacer_protocol::message::RouteStatus;
 use reqwest::Url;
 
-use crate::broker::TimeBase;
 use crate::config::shown_url;
+use pacer_broker::TimeBase;
 
 /// A route nobody has used for this long is forgotten.
 pub const ROUTE_IDLE_LIMIT: Duration = Duration::from_secs(24 * 3600);

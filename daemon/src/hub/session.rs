@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use super::handlers;
 use super::{Hub, Writer};
-use crate::broker::{ConnId, Origin, Rejection, Settlement, Ticket};
+use pacer_broker::{ConnId, Origin, Rejection, Settlement, Ticket};
 
 pub struct Session {
     hub: Arc<Hub>,

@@ -13,11 +13,11 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinSet;
 
 use super::listener::Stream;
-use crate::broker::{ConnId, Ticket};
 use crate::hub::handlers::{self, DAEMON_VERSION};
 use crate::hub::{self, Hub, Writer};
 use crate::throttle::Throttle;
 use crate::warn_throttled;
+use pacer_broker::{ConnId, Ticket};
 use pacer_protocol::io::{self, Outbox};
 
 /// How long a new connection has to send its Hello before it is closed.

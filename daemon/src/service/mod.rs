@@ -31,12 +31,12 @@ use std::time::{Duration, SystemTime};
 use pacer_protocol::message::GatewayInfo;
 use tokio::sync::watch;
 
-use crate::broker::{Broker, Calibration, TimeBase};
 use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::hub::{self, Hub};
 use crate::server::Server;
 use crate::server::access::Policy;
+use pacer_broker::{Broker, Calibration, TimeBase};
 
 /// How long calls in flight get to report when the daemon stops.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);

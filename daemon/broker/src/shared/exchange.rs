@@ -11,7 +11,7 @@ use pacer_protocol::unified::{
 use pacer_protocol::{BudgetOwner, KeyFingerprint, LimitKind};
 use serde::{Deserialize, Serialize};
 
-use crate::broker::{Costs, LimitSet, PerKind};
+use crate::{Costs, LimitSet, PerKind};
 
 /// A request for capacity in the store.
 #[derive(Debug, Clone, PartialEq)]

@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 use pacer_protocol::message::{BudgetId, Event};
 
 use super::ClusterEvent;
-use crate::broker::budgets::BudgetIdx;
-use crate::broker::lockouts::Lockout;
-use crate::broker::overload::OVERLOAD_BACKOFF_MAX;
-use crate::broker::owner::Owner;
-use crate::broker::settle::MAX_RATE_LIMIT_WAIT;
-use crate::broker::snapshot::is_account_label;
-use crate::broker::{Broker, MAX_LIMIT, MAX_MODEL_LEN, Output, later};
+use crate::budgets::BudgetIdx;
+use crate::lockouts::Lockout;
+use crate::overload::OVERLOAD_BACKOFF_MAX;
+use crate::owner::Owner;
+use crate::settle::MAX_RATE_LIMIT_WAIT;
+use crate::snapshot::is_account_label;
+use crate::{Broker, MAX_LIMIT, MAX_MODEL_LEN, Output, later};
 use pacer_protocol::BudgetOwner;
 use pacer_protocol::text::{MAX_MESSAGE, bounded};
 
@@ -122,7 +122,7 @@ impl Broker {
                 if !is_owner(&owner) || from.is_empty() || from.len() > 256 {
                     return;
                 }
-                let told = crate::broker::InFlight {
+                let told = crate::InFlight {
                     in_flight: in_flight.min(super::super::MAX_WAITERS as u32),
                     answered,
                 };

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use pacer_protocol::{LimitKind, Priority};
 
 use super::Budget;
-use crate::broker::cost::Costs;
-use crate::broker::queue::Mark;
+use crate::cost::Costs;
+use crate::queue::Mark;
 
 /// What a wait is for, the longest of what holds a waiter up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 use pacer_protocol::message::{Acquire, Available, BudgetId, Limits, PauseCause};
 use pacer_protocol::{LimitKind, Priority};
 
-use crate::broker::bucket::Bucket;
-use crate::broker::budgets::BudgetIdx;
-use crate::broker::cost::{Costs, RunningAverage};
-use crate::broker::limits::LimitSet;
-use crate::broker::owner::Owner;
-use crate::broker::queue::{FairQueue, Mark, WaiterId};
-use crate::broker::{PerKind, later};
+use crate::bucket::Bucket;
+use crate::budgets::BudgetIdx;
+use crate::cost::{Costs, RunningAverage};
+use crate::limits::LimitSet;
+use crate::owner::Owner;
+use crate::queue::{FairQueue, Mark, WaiterId};
+use crate::{PerKind, later};
 
 mod headers;
 mod merge;

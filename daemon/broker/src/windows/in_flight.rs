@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use pacer_protocol::Priority;
 
-use crate::broker::owner::Owner;
+use crate::owner::Owner;
 
 /// How long what another daemon told of its calls counts without being told again (it tells
 /// again every heartbeat while it has calls in flight).

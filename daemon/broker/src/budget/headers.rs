@@ -7,7 +7,7 @@ use pacer_protocol::LimitKind;
 use pacer_protocol::ratelimit::RateLimitHeaders;
 
 use super::{Budget, Learned};
-use crate::broker::{Costs, PerKind};
+use crate::{Costs, PerKind};
 
 impl Budget {
     /// Records that the limit is at least `limit`: an organization learns from its workspaces
@@ -25,7 +25,7 @@ impl Budget {
     }
 
     /// The limits learned from headers.
-    pub fn learned(&self) -> crate::broker::PerKind<Option<u64>> {
+    pub fn learned(&self) -> crate::PerKind<Option<u64>> {
         self.learned
     }
 

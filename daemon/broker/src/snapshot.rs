@@ -470,9 +470,7 @@ impl Broker {
                 expires: Some(expires.min(later(now, LEASE_MAX_AGE))),
                 granted_at: now,
                 reservation: Reservation {
-                    cost: saved
-                        .cost
-                        .map(|_, n| n.min(crate::broker::limits::MAX_LIMIT)),
+                    cost: saved.cost.map(|_, n| n.min(crate::limits::MAX_LIMIT)),
                     charged: saved.charged,
                     // Nothing is known of what was taken before the restart.
                     taken_before: self.budgets[b].taken_totals(),

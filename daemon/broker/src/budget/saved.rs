@@ -3,8 +3,8 @@
 use std::time::{Duration, Instant};
 
 use super::Budget;
-use crate::broker::PerKind;
-use crate::broker::cost::RunningAverage;
+use crate::PerKind;
+use crate::cost::RunningAverage;
 
 impl Budget {
     /// What a restart must not forget: learned limits, levels, averages.
@@ -21,7 +21,7 @@ impl Budget {
     pub fn restore(&mut self, saved: &SavedBudget, downtime: Duration, now: Instant) {
         for (kind, limit) in saved.learned.iter() {
             if let Some(limit) = *limit
-                && limit <= crate::broker::limits::MAX_LIMIT
+                && limit <= crate::limits::MAX_LIMIT
             {
                 self.learn(kind, limit, now);
             }

@@ -8,8 +8,8 @@
 use std::time::Instant;
 
 use super::Budget;
-use crate::broker::later;
-use crate::broker::limits::LimitSet;
+use crate::later;
+use crate::limits::LimitSet;
 
 /// Where a budget that has never heard from the API stands (see [`Budget::readiness`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use std::time::Instant;
 use pacer_protocol::LimitKind;
 
 use super::{Budget, Charged, Readiness, Reservation};
-use crate::broker::{Costs, PerKind};
+use crate::{Costs, PerKind};
 
 impl Budget {
     /// Whether the head could go as far as this daemon decides: no pause, no backoff (`gate`),

@@ -6,7 +6,7 @@ use std::time::Instant;
 use pacer_protocol::LimitKind;
 
 use super::{Budget, Charged, Reservation};
-use crate::broker::{Costs, PerKind};
+use crate::{Costs, PerKind};
 
 impl Budget {
     /// Reserves `cost` for a granted call. Returns the reservation (which buckets it was taken
