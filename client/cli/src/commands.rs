@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use pacer_client::{Client, FailMode};
 
 use crate::args::KeyArgs;
@@ -126,8 +126,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Top(args) => crate::top::top(&connect(FailMode::Closed).await?, args).await,
         Command::Service(command) => service::service(socket, command).await,
         Command::Statusline(args) => crate::statusline::statusline(socket, args).await,
-        Command::Completions { shell } => crate::completions::completions(shell),
-        Command::Man { dir } => crate::completions::man_pages(&dir),
+        Command::Completions { shell } => crate::completions::completions(shell, Args::command()),
+        Command::Man { dir } => crate::completions::man_pages(Args::command(), &dir),
         Command::KeyId(key) => {
             crate::outln!("{}", key.fingerprint()?);
             Ok(ExitCode::SUCCESS)

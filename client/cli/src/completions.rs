@@ -7,23 +7,19 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::CommandFactory;
 use clap_complete::Shell;
 
-use crate::commands::Args;
-
 /// Prints the completion script for `shell`.
-pub fn completions(shell: Shell) -> anyhow::Result<ExitCode> {
-    let mut command = Args::command();
+pub fn completions(shell: Shell, mut command: clap::Command) -> anyhow::Result<ExitCode> {
     let mut script = Vec::new();
     clap_complete::generate(shell, &mut command, "pacer", &mut script);
     write_stdout(&script)
 }
 
 /// Writes `pacer.1` and one page per subcommand (`pacer-status.1`, …) into `dir`.
-pub fn man_pages(dir: &Path) -> anyhow::Result<ExitCode> {
+pub fn man_pages(command: clap::Command, dir: &Path) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    write_man_pages(Args::command(), dir)?;
+    write_man_pages(command, dir)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -46,6 +42,8 @@ fn write_stdout(bytes: &[u8]) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::commands::Args;
+    use clap::CommandFactory;
 
     /// Where the packaging's copies are committed (`cargo deb` ships them).
     fn assets() -> std::path::PathBuf {

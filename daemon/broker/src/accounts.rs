@@ -16,7 +16,7 @@ use pacer_protocol::message::WindowStatus;
 use pacer_protocol::unified::{Unified, WindowState, window_class};
 
 use super::owner::Owner;
-use super::windows::Estimate;
+use super::windows::estimate::Estimate;
 
 /// How keys are grouped into accounts.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,9 +14,7 @@ pub const MAX_BUDGETS: usize = 10_000;
 /// Model names whose class is remembered, so the patterns are matched once per name.
 const MAX_CACHED_MODELS: usize = 4096;
 
-/// A budget's place in the table; stable while the budget lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct BudgetIdx(usize);
+pub use super::budget::BudgetIdx;
 
 #[derive(Debug, Default)]
 pub struct Budgets {

@@ -49,6 +49,18 @@ pub struct Lease {
     pub session: Option<Arc<str>>,
 }
 
+impl Lease {
+    /// What settling it in the shared store needs.
+    pub fn share(&self) -> super::shared::LeaseShare {
+        super::shared::LeaseShare {
+            budget: self.budget,
+            parent: self.parent.map(|(p, _)| p),
+            reserved: self.reservation.cost,
+            shared: self.shared,
+        }
+    }
+}
+
 /// How long a call in flight when the daemon died is taken to hold its slot: the longest a
 /// call lasts (Claude Code's and the SDKs' request timeout is 10 minutes).
 pub const LEASE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(600);

@@ -76,7 +76,7 @@ impl Broker {
         for mut lease in self.leases.take_conn(conn) {
             self.end_window_call(lease.window_call.take(), now);
             self.note_settled(&lease, SettledAs::Unknown, (0, 0), now);
-            self.settle_shared(&lease, Some(lease.reservation.cost));
+            self.settle_shared(lease.share(), Some(lease.reservation.cost));
             self.budgets[lease.budget].finish();
             touched.push(lease.budget);
         }
@@ -106,7 +106,7 @@ impl Broker {
         while let Some(mut lease) = self.leases.take_expired(now) {
             self.end_window_call(lease.window_call.take(), now);
             self.note_settled(&lease, SettledAs::Unknown, (0, 0), now);
-            self.settle_shared(&lease, Some(lease.reservation.cost));
+            self.settle_shared(lease.share(), Some(lease.reservation.cost));
             self.budgets[lease.budget].finish();
         }
         self.prune_clients(now);

@@ -88,7 +88,7 @@ impl Broker {
             Settlement::ClientError { .. } => Costs::new(1, 0, 0),
             Settlement::Unknown => cost,
         };
-        self.settle_shared(&held, Some(used));
+        self.settle_shared(held.share(), Some(used));
         let settlement_kind = match settlement {
             Settlement::Success { .. }
             | Settlement::RateLimited { .. }
@@ -170,7 +170,7 @@ impl Broker {
         let mut held = self.leases.take(lease)?;
         self.end_window_call(held.window_call.take(), now);
         self.note_settled(&held, SettledAs::Released, (0, 0), now);
-        self.settle_shared(&held, None);
+        self.settle_shared(held.share(), None);
         if let Some((p, parent)) = &held.parent {
             self.budgets[*p].refund(parent, now);
         }

@@ -6,8 +6,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, header};
 use http_body_util::BodyExt;
 use pacer_protocol::message::Headers;
 
+use super::body::GatewayBody;
 use super::metered::{MeteredBody, Settle};
-use super::reply::GatewayBody;
 use super::route::{CLIENT_HEADER, PRIORITY_HEADER};
 use pacer_client::api::usage::UsageTap;
 
@@ -183,7 +183,7 @@ pub fn buffered_response(
 ) -> Response<GatewayBody> {
     let mut headers = response_headers(headers);
     headers.remove(header::CONTENT_LENGTH);
-    let mut response = Response::new(super::reply::full(body));
+    let mut response = Response::new(super::body::full(body));
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     response

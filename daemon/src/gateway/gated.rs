@@ -21,9 +21,10 @@ use pacer_protocol::{KeyFingerprint, Priority};
 use tokio::time::Instant;
 
 use super::Gateway;
+use super::body::GatewayBody;
 use super::forward::{buffered_response, header_list, stream_response};
 use super::metered::Settle;
-use super::reply::{self, GatewayBody};
+use super::reply;
 use super::spend_cap;
 use crate::hub::Session;
 use futures_util::StreamExt;

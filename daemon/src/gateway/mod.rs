@@ -17,6 +17,7 @@
 //! - `server`: accepting connections (up to a cap) and reading requests within time limits;
 //! - `fields`: what the gateway reads of a Messages body (the model, `max_tokens`), leniently.
 
+mod body;
 mod forward;
 mod gated;
 mod memory;
@@ -40,11 +41,11 @@ use pacer_protocol::KeyFingerprint;
 use crate::config::GatewayConfig;
 use crate::hub::Hub;
 use crate::warn_throttled;
+use body::GatewayBody;
 use forward::Upstream;
 use gated::{Forward, Gate};
 use pacer_broker::{MAX_MODEL_LEN, MAX_NAME_LEN};
 use pacer_client::api::fields::{self, MessagesFields};
-use reply::GatewayBody;
 use route::{Endpoint, Route};
 use server::{BodyError, discard, read_body};
 

@@ -5,22 +5,12 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full};
 use pacer_protocol::message::Rejected;
 use serde_json::json;
 
+use super::body::{GatewayBody, full};
 use super::forward::buffered_response;
-use super::metered::BoxError;
 use pacer_broker::Rejection;
-
-/// The body type of every gateway response.
-pub type GatewayBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
-
-pub fn full(bytes: impl Into<Bytes>) -> GatewayBody {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
-}
 
 /// `{"type":"error","error":{"type":KIND,"message":MESSAGE}}` with `status`.
 pub fn error(status: StatusCode, kind: &str, message: String) -> Response<GatewayBody> {

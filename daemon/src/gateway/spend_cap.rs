@@ -9,8 +9,8 @@ use http::{HeaderMap, Response, StatusCode};
 use pacer_client::api::policy::is_spend_cap;
 use pacer_protocol::KeyFingerprint;
 
+use super::body::GatewayBody;
 use super::forward::{buffered_response, header_list};
-use super::reply::GatewayBody;
 use crate::hub::Session;
 use pacer_broker::Rejection;
 

@@ -11,7 +11,6 @@ use pacer_protocol::message::{Acquire, Available, BudgetId, Limits, PauseCause};
 use pacer_protocol::{LimitKind, Priority};
 
 use crate::bucket::Bucket;
-use crate::budgets::BudgetIdx;
 use crate::cost::{Costs, RunningAverage};
 use crate::limits::LimitSet;
 use crate::owner::Owner;
@@ -39,6 +38,10 @@ pub const ADMIN_PAUSE_REASON: &str = "paused by administrator";
 pub type Charged = PerKind<bool>;
 
 /// What a grant reserved, and from which buckets.
+/// A budget's place in the table (`budgets`); stable while the budget lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BudgetIdx(pub(crate) usize);
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Reservation {
     pub cost: Costs,

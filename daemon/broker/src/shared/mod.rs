@@ -58,6 +58,17 @@ pub struct SharedLease {
     pub taken_before: f64,
 }
 
+/// What settling a lease in the store needs to know of it.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseShare {
+    pub budget: BudgetIdx,
+    /// A workspace's organization budget, charged with it.
+    pub parent: Option<BudgetIdx>,
+    pub reserved: Costs,
+    /// `None`: granted from the local share while the store was away.
+    pub shared: Option<SharedLease>,
+}
+
 /// The broker's side of sharing: claims out, budgets holding off, what fallback spent.
 #[derive(Debug)]
 pub struct Shares {
@@ -325,25 +336,22 @@ impl Broker {
 
     /// A lease granted from the store is settled there: its reservation adjusted to `used`
     /// (`None`: given back unused, bounded by what the store had taken before it).
-    pub(super) fn settle_shared(&mut self, lease: &super::leases::Lease, used: Option<Costs>) {
+    pub(super) fn settle_shared(&mut self, lease: LeaseShare, used: Option<Costs>) {
+        let id = self.budgets[lease.budget].id();
+        let reserved = lease.reserved;
         let Some(shared) = lease.shared else {
             if let Some(used) = used {
                 // Spent from the local share (fallback): the difference from the reservation.
-                let id = self.budgets[lease.budget].id();
-                let reserved = lease.reservation.cost;
                 self.shares.spend(&id, &used.minus(&reserved), false);
                 self.shares.spend(&id, &reserved.minus(&used), true);
             } else {
-                let id = self.budgets[lease.budget].id();
-                self.shares.spend(&id, &lease.reservation.cost, true);
+                self.shares.spend(&id, &reserved, true);
             }
             return;
         };
-        let budget = &self.budgets[lease.budget];
-        let reserved = lease.reservation.cost;
         self.out.push(Output::Shared(SharedOp::Settle {
-            budget: budget.id(),
-            parent: lease.parent.map(|(p, _)| self.budgets[p].id()),
+            budget: id,
+            parent: lease.parent.map(|p| self.budgets[p].id()),
             claim: shared.claim,
             reserved,
             used: used.unwrap_or_default(),

@@ -16,7 +16,7 @@
 //! - `estimate`: a window's share of a call and its burn rate;
 //! - `in_flight`: the calls each account has in flight toward its windows, here and elsewhere.
 
-mod estimate;
+pub(crate) mod estimate;
 mod in_flight;
 
 pub use estimate::Estimate;
