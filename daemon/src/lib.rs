@@ -15,6 +15,8 @@
 //! - [`metrics`]: Prometheus metrics read from the hub at each scrape (served by the gateway).
 //! - [`cluster`]: budgets shared with other daemons through Redis — the I/O half of the
 //!   broker's `shared` module (claims, settlements, events, heartbeat, Redis going away).
+//! - [`accept`]: the one accept loop (caps, refusals, a task per connection) and the two-step
+//!   shutdown, shared by both servers.
 //! - [`server`]: the socket server (pacer's protocol, one task per connection), and claiming
 //!   the socket.
 //! - [`gateway`]: the local HTTP gateway (`ANTHROPIC_BASE_URL`), a sibling of the socket
@@ -24,6 +26,7 @@
 //!   told to stop. `pacerd` and the tests call it alike.
 //! - [`cli`]: `pacerd`'s flags.
 
+pub mod accept;
 pub mod cli;
 pub mod cluster;
 pub mod config;

@@ -24,7 +24,9 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use pacer_protocol::message::{BudgetId, ClusterStatus};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::{ClusterConfig, OnUnavailable, shown_url};
 use crate::hub::{Hub, StoreWork};
@@ -56,14 +58,15 @@ struct Cluster {
     problem: Mutex<Option<String>>,
 }
 
-/// Connects to Redis (or starts on the local share when it cannot), and starts the tasks that
-/// run until `closing` fires.
+/// Connects to Redis (or starts on the local share when it cannot), and starts the tasks (on
+/// `tasks`) that run until `closing` fires.
 pub async fn start(
     url: reqwest::Url,
     config: ClusterConfig,
     hub: Arc<Hub>,
-    closing: watch::Receiver<bool>,
-) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    closing: CancellationToken,
+    tasks: &TaskTracker,
+) -> anyhow::Result<()> {
     let client = redis::Client::open(url.as_str())?;
     let daemon = daemon_id();
     let keys = Keys::new(&config.prefix);
@@ -108,11 +111,10 @@ pub async fn start(
         cluster.fall_back();
     }
     cluster.report();
-    Ok(vec![
-        tokio::spawn(cluster.clone().carry(work_rx, closing.clone())),
-        tokio::spawn(cluster.clone().listen(closing.clone())),
-        tokio::spawn(cluster.beat(closing)),
-    ])
+    tasks.spawn(cluster.clone().carry(work_rx, closing.clone()));
+    tasks.spawn(cluster.clone().listen(closing.clone()));
+    tasks.spawn(cluster.beat(closing));
+    Ok(())
 }
 
 /// `host:pid:random`: unique among the daemons on one Redis.
@@ -228,7 +230,7 @@ impl Cluster {
     async fn carry(
         self: Arc<Self>,
         mut work: mpsc::UnboundedReceiver<StoreWork>,
-        mut closing: watch::Receiver<bool>,
+        closing: CancellationToken,
     ) {
         loop {
             let item = tokio::select! {
@@ -236,7 +238,7 @@ impl Cluster {
                     Some(item) => item,
                     None => return,
                 },
-                _ = closing.changed() => return,
+                () = closing.cancelled() => return,
             };
             self.handle(item).await;
         }
@@ -325,7 +327,7 @@ impl Cluster {
     }
 
     /// Brings in what the other daemons publish; resubscribes after a disconnection.
-    async fn listen(self: Arc<Self>, mut closing: watch::Receiver<bool>) {
+    async fn listen(self: Arc<Self>, closing: CancellationToken) {
         let channel = self.store.keys.channel();
         loop {
             let subscribed = async {
@@ -342,14 +344,14 @@ impl Cluster {
             };
             let pubsub = tokio::select! {
                 pubsub = subscribed => pubsub,
-                _ = closing.changed() => return,
+                () = closing.cancelled() => return,
             };
             if let Ok(pubsub) = pubsub {
                 let mut messages = pubsub.into_on_message();
                 loop {
                     let message = tokio::select! {
                         message = messages.next() => message,
-                        _ = closing.changed() => return,
+                        () = closing.cancelled() => return,
                     };
                     let Some(message) = message else { break };
                     let Ok(payload) = message.get_payload::<String>() else {
@@ -368,7 +370,7 @@ impl Cluster {
             }
             tokio::select! {
                 () = tokio::time::sleep(HEARTBEAT / 2) => {}
-                _ = closing.changed() => return,
+                () = closing.cancelled() => return,
             }
         }
     }
@@ -399,12 +401,12 @@ impl Cluster {
         self.report();
     }
 
-    async fn beat(self: Arc<Self>, mut closing: watch::Receiver<bool>) {
+    async fn beat(self: Arc<Self>, closing: CancellationToken) {
         let mut ticks = tokio::time::interval(HEARTBEAT.min(self.config.lease_ttl / 3));
         loop {
             tokio::select! {
                 _ = ticks.tick() => self.heartbeat().await,
-                _ = closing.changed() => return,
+                () = closing.cancelled() => return,
             }
         }
     }

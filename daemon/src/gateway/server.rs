@@ -13,11 +13,10 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 use super::memory::{BodyMemory, Held};
 use super::{Gateway, MAX_BODY};
+use crate::accept::{self, Shutdown, Task};
 use crate::throttle::Throttle;
 use crate::warn_throttled;
 
@@ -26,57 +25,63 @@ use crate::warn_throttled;
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a request body may stall between two pieces.
 pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// At most this many refusals are written at once; connections beyond are dropped unanswered.
-const MAX_REFUSING: usize = 256;
-
-static ACCEPT_FAILED: Throttle = Throttle::new(Duration::from_secs(10));
 static BUSY: Throttle = Throttle::new(Duration::from_secs(10));
 
-/// Serves the gateway on `listener`, at most `max_connections` at once: accepts until
-/// `draining` fires, then lets requests in progress finish until `closing` fires.
+/// Serves the gateway on `listener`, at most `max_connections` at once (a 503 beyond; see
+/// [`crate::accept::serve`]), until the daemon stops.
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
     max_connections: usize,
-    mut draining: watch::Receiver<bool>,
-    mut closing: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) {
-    let mut connections = JoinSet::new();
-    let mut refusals = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) if connections.len() >= max_connections => {
-                    gateway.hub.count_refusal();
-                    warn_throttled!(
-                        BUSY,
-                        "the gateway serves {max_connections} connections already: refusing more"
-                    );
-                    if refusals.len() < MAX_REFUSING {
-                        refusals.spawn(refuse_busy(stream, max_connections));
-                    }
-                }
-                Ok((stream, _peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    connections.spawn(serve_connection(stream, gateway.clone()));
-                }
-                Err(e) => {
-                    warn_throttled!(ACCEPT_FAILED, "gateway cannot accept a connection: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            Some(_) = refusals.join_next(), if !refusals.is_empty() => {}
-            _ = draining.changed() => break,
+    let front = Front {
+        gateway,
+        max_connections,
+    };
+    accept::serve(TcpListen(listener), front, shutdown).await;
+}
+
+struct TcpListen(TcpListener);
+
+impl accept::Listen for TcpListen {
+    type Conn = TcpStream;
+
+    async fn next(&self) -> std::io::Result<TcpStream> {
+        TcpListener::accept(&self.0)
+            .await
+            .map(|(stream, _peer)| stream)
+    }
+}
+
+struct Front {
+    gateway: Arc<Gateway>,
+    max_connections: usize,
+}
+
+impl accept::Serve for Front {
+    type Conn = TcpStream;
+
+    fn admit(&self, stream: TcpStream, open: usize) -> Result<Task, Task> {
+        let max = self.max_connections;
+        if open >= max {
+            warn_throttled!(
+                BUSY,
+                "the gateway serves {max} connections already: refusing more"
+            );
+            return Err(Box::pin(refuse_busy(stream, max)));
         }
+        let _ = stream.set_nodelay(true);
+        Ok(Box::pin(serve_connection(stream, self.gateway.clone())))
     }
-    drop(listener);
-    refusals.abort_all();
-    tokio::select! {
-        () = async { while connections.join_next().await.is_some() {} } => {}
-        _ = closing.changed() => {}
+
+    fn refused(&self) {
+        self.gateway.hub.count_refusal();
     }
-    connections.shutdown().await;
+
+    fn name(&self) -> &'static str {
+        "the gateway"
+    }
 }
 
 async fn serve_connection(stream: TcpStream, gateway: Arc<Gateway>) {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::Hub;
 
@@ -11,7 +11,7 @@ use super::Hub;
 const MIN_SLEEP: Duration = Duration::from_millis(1);
 
 /// Ticks the broker whenever its next wakeup comes, until `stop` fires.
-pub async fn drive(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
+pub async fn drive(hub: Arc<Hub>, stop: CancellationToken) {
     loop {
         let next = hub.tick();
         let sleep = async {
@@ -26,7 +26,7 @@ pub async fn drive(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             () = sleep => {}
             () = hub.timer.notified() => {}
-            _ = stop.changed() => return,
+            () = stop.cancelled() => return,
         }
     }
 }

@@ -9,8 +9,9 @@ use pacer_protocol::message::{
 };
 use pacer_protocol::{PROTOCOL_VERSION, codec};
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use super::listener::Stream;
 use crate::hub::handlers::{self, DAEMON_VERSION};
@@ -30,7 +31,7 @@ static MALFORMED: Throttle = Throttle::new(Duration::from_secs(10));
 static REFUSED: Throttle = Throttle::new(Duration::from_secs(10));
 static LAGGING: Throttle = Throttle::new(Duration::from_secs(10));
 
-pub async fn serve(stream: Stream, conn: ConnId, hub: Arc<Hub>, stop: watch::Receiver<bool>) {
+pub async fn serve(stream: Stream, conn: ConnId, hub: Arc<Hub>, stop: CancellationToken) {
     let (reader, outbox) = io::split(stream);
     let mut flush = tokio::spawn(outbox.clone().flush());
     let registration = Registration::new(&hub, conn, Writer::Socket(outbox.clone()));
@@ -99,7 +100,7 @@ impl Session {
     async fn read_requests(
         &mut self,
         mut reader: impl AsyncRead + Unpin,
-        mut stop: watch::Receiver<bool>,
+        stop: CancellationToken,
     ) -> Result<(), String> {
         let mut buf = BytesMut::with_capacity(8 * 1024);
         let hello_deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
@@ -125,7 +126,7 @@ impl Session {
                 // them until it does (the outbox gives up on it if it never does).
                 tokio::select! {
                     () = self.outbox.drained(SOFT_BACKLOG) => {}
-                    _ = stop.changed() => return Ok(()),
+                    () = stop.cancelled() => return Ok(()),
                 }
                 continue;
             }
@@ -140,7 +141,7 @@ impl Session {
                     self.hub.count_refusal();
                     return Err(format!("no Hello within {HELLO_TIMEOUT:?}"));
                 }
-                _ = stop.changed() => return Ok(()),
+                () = stop.cancelled() => return Ok(()),
             }
         }
     }

@@ -1,7 +1,8 @@
 //! The socket server: pacer's protocol on a Unix socket (a named pipe on Windows), one task per
 //! connection, all of them clients of the [`Hub`].
 //!
-//! - this file: the accept loop: who may connect ([`access`]) and how many at once;
+//! - this file: who may connect ([`access`]) and how many at once (the accept loop itself is
+//!   [`crate::accept`], shared with the gateway);
 //! - `connection`: one connection, from the handshake to its close;
 //! - `refuse`: the answer to a connection turned away (not allowed, or too many);
 //! - [`listener`]: claiming the socket (permissions, stale sockets, a second daemon).
@@ -14,11 +15,11 @@ mod refuse;
 use std::sync::Arc;
 use std::time::Duration;
 
-use interprocess::local_socket::traits::tokio::Listener as _;
+use interprocess::local_socket::traits::tokio::Listener as ListenerExt;
 use pacer_protocol::message::ErrorKind;
-use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
+use crate::accept::{self, Shutdown, Task};
 use crate::hub::Hub;
 use crate::throttle::Throttle;
 use crate::warn_throttled;
@@ -28,7 +29,6 @@ use listener::{Listener, Stream};
 /// How many connections the socket serves at once unless told otherwise.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 8192;
 
-static ACCEPT_FAILED: Throttle = Throttle::new(Duration::from_secs(10));
 static DENIED: Throttle = Throttle::new(Duration::from_secs(10));
 static BUSY: Throttle = Throttle::new(Duration::from_secs(10));
 
@@ -41,45 +41,58 @@ pub struct Server {
     pub max_connections: usize,
 }
 
-/// Serves connections on `listener` until `draining` fires; then lets the connections finish
-/// until `closing` fires, and waits for them.
-pub async fn serve(
-    listener: Listener,
+/// Serves connections on `listener` (see [`crate::accept::serve`]): each admitted one on a task
+/// of its own, until the daemon stops.
+pub async fn serve(listener: Listener, server: Server, shutdown: Shutdown) {
+    let server = Front {
+        server,
+        closing: shutdown.closing.clone(),
+    };
+    accept::serve(SocketListener(listener), server, shutdown).await;
+}
+
+struct SocketListener(Listener);
+
+impl accept::Listen for SocketListener {
+    type Conn = Stream;
+
+    fn next(&self) -> impl Future<Output = std::io::Result<Stream>> + Send {
+        ListenerExt::accept(&self.0)
+    }
+}
+
+struct Front {
     server: Server,
-    mut draining: watch::Receiver<bool>,
-    closing: watch::Receiver<bool>,
-) {
-    let mut connections = JoinSet::new();
-    let mut refusals = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(stream) => {
-                    if let Err((kind, message)) = admit(&server, &stream, connections.len()) {
-                        server.hub.count_refusal();
-                        // Refusals are bounded too: past the mark the stream is just dropped.
-                        if refusals.len() < refuse::MAX_REFUSING {
-                            refusals.spawn(refuse::refuse(stream, kind, message));
-                        }
-                        continue;
-                    }
-                    let conn = server.hub.new_conn_id();
-                    connections.spawn(connection::serve(stream, conn, server.hub.clone(), closing.clone()));
-                }
-                Err(e) => {
-                    // Out of file descriptors, typically: back off instead of spinning.
-                    warn_throttled!(ACCEPT_FAILED, "cannot accept a connection: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            Some(_) = refusals.join_next(), if !refusals.is_empty() => {}
-            _ = draining.changed() => break,
+    closing: CancellationToken,
+}
+
+impl accept::Serve for Front {
+    type Conn = Stream;
+
+    fn admit(&self, stream: Stream, open: usize) -> Result<Task, Task> {
+        let server = &self.server;
+        match admit(server, &stream, open) {
+            Ok(()) => {
+                let conn = server.hub.new_conn_id();
+                let hub = server.hub.clone();
+                Ok(Box::pin(connection::serve(
+                    stream,
+                    conn,
+                    hub,
+                    self.closing.clone(),
+                )))
+            }
+            Err((kind, message)) => Err(Box::pin(refuse::refuse(stream, kind, message))),
         }
     }
-    drop(listener);
-    refusals.abort_all();
-    while connections.join_next().await.is_some() {}
+
+    fn refused(&self) {
+        self.server.hub.count_refusal();
+    }
+
+    fn name(&self) -> &'static str {
+        "the socket"
+    }
 }
 
 /// Whether a new connection is served; if not, the error it gets.

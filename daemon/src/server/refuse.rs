@@ -12,8 +12,6 @@ use tokio::io::AsyncReadExt;
 use super::listener::Stream;
 use crate::hub::handlers;
 
-/// At most this many refusals are answered at once; connections beyond are dropped unanswered.
-pub const MAX_REFUSING: usize = 256;
 /// How long a refused client gets to send its handshake, so that the answer carries its id.
 const WAIT_FOR_HELLO: Duration = Duration::from_secs(2);
 

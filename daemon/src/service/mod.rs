@@ -29,8 +29,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use pacer_protocol::message::GatewayInfo;
-use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
 
+use crate::accept::Shutdown;
 use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::hub::{self, Hub};
@@ -99,32 +100,32 @@ pub async fn run(mut setup: Setup, mut control: Control) -> anyhow::Result<()> {
     };
     let hub = Arc::new(restore(&config, gateway_info.clone()));
 
-    // `draining` stops new work; `closing` ends every task.
-    let (draining_tx, draining) = watch::channel(false);
-    let (closing_tx, closing) = watch::channel(false);
-    let mut timer = tokio::spawn(hub::drive_timer(hub.clone(), closing.clone()));
-    let cluster = match config.cluster.url() {
-        Some(url) => {
-            crate::cluster::start(url, config.cluster.clone(), hub.clone(), closing.clone()).await?
-        }
-        None => Vec::new(),
-    };
-    let saver = config
-        .state_file
-        .clone()
-        .map(|path| tokio::spawn(saver::keep_saved(hub.clone(), path, closing.clone())));
-    let keep_alive = tokio::spawn(notify::keep_alive(hub.clone(), closing.clone()));
+    // `draining` stops new work; `closing` ends every task; `tasks` waits for them all.
+    let shutdown = Shutdown::default();
+    let tasks = TaskTracker::new();
+    let mut timer = tokio::spawn(hub::drive_timer(hub.clone(), shutdown.closing.clone()));
+    if let Some(url) = config.cluster.url() {
+        let (cluster, closing) = (config.cluster.clone(), shutdown.closing.clone());
+        crate::cluster::start(url, cluster, hub.clone(), closing, &tasks).await?;
+    }
+    if let Some(path) = config.state_file.clone() {
+        tasks.spawn(saver::keep_saved(
+            hub.clone(),
+            path,
+            shutdown.closing.clone(),
+        ));
+    }
+    tasks.spawn(notify::keep_alive(hub.clone(), shutdown.closing.clone()));
     let access = Arc::new(Policy::for_this_process(config.access.clone()));
     let server = Server {
         hub: hub.clone(),
         access: access.clone(),
         max_connections: listeners.caps.socket,
     };
-    let socket_server = tokio::spawn(crate::server::serve(
+    tasks.spawn(crate::server::serve(
         listeners.socket,
         server,
-        draining.clone(),
-        closing.clone(),
+        shutdown.clone(),
     ));
     let gateway = match listeners.gateway {
         Some(listener) => {
@@ -134,14 +135,13 @@ pub async fn run(mut setup: Setup, mut control: Control) -> anyhow::Result<()> {
                 "HTTP gateway listening"
             );
             let gateway = Gateway::new(hub.clone(), &config.gateway, config.metrics)?;
-            let task = tokio::spawn(crate::gateway::serve(
+            tasks.spawn(crate::gateway::serve(
                 listener,
                 gateway.clone(),
                 listeners.caps.gateway,
-                draining.clone(),
-                closing.clone(),
+                shutdown.clone(),
             ));
-            Some((gateway, task))
+            Some(gateway)
         }
         None => None,
     };
@@ -171,7 +171,7 @@ pub async fn run(mut setup: Setup, mut control: Control) -> anyhow::Result<()> {
             }
             command = control.next() => match command {
                 Some(Command::Reload) => {
-                    reload::reload(&mut config, &hub, &access, gateway.as_ref().map(|(g, _)| g));
+                    reload::reload(&mut config, &hub, &access, gateway.as_ref());
                 }
                 Some(Command::Stop) | None => break,
             },
@@ -180,7 +180,7 @@ pub async fn run(mut setup: Setup, mut control: Control) -> anyhow::Result<()> {
 
     tracing::info!("stopping: waiting acquires are told so; calls in flight may still report");
     notify::stopping();
-    let _ = draining_tx.send(true);
+    shutdown.draining.cancel();
     hub.stop();
     if tokio::time::timeout(STOP_GRACE, hub.settled())
         .await
@@ -189,19 +189,10 @@ pub async fn run(mut setup: Setup, mut control: Control) -> anyhow::Result<()> {
         let unsettled = hub.leases_in_flight();
         tracing::warn!("{unsettled} calls in flight did not report within {STOP_GRACE:?}");
     }
-    let _ = closing_tx.send(true);
-    let _ = socket_server.await;
-    if let Some((_, task)) = gateway {
-        let _ = task.await;
-    }
+    shutdown.closing.cancel();
+    tasks.close();
+    tasks.wait().await;
     let _ = timer.await;
-    let _ = keep_alive.await;
-    for task in cluster {
-        let _ = task.await;
-    }
-    if let Some(saver) = saver {
-        let _ = saver.await;
-    }
     if let Some(path) = &config.state_file {
         saver::save_now(&hub, path).await;
     }

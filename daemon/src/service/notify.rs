@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::hub::Hub;
 
@@ -41,7 +41,7 @@ pub fn stopping() {
 }
 
 /// Pings the watchdog (when systemd set one) and refreshes the STATUS line until `stop`.
-pub async fn keep_alive(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
+pub async fn keep_alive(hub: Arc<Hub>, stop: CancellationToken) {
     #[cfg(unix)]
     {
         if std::env::var_os("NOTIFY_SOCKET").is_none() {
@@ -54,7 +54,7 @@ pub async fn keep_alive(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
         loop {
             tokio::select! {
                 () = tokio::time::sleep(interval) => {}
-                _ = stop.changed() => return,
+                () = stop.cancelled() => return,
             }
             // Taking the broker's lock is the liveness check: a deadlocked daemon never gets here.
             let summary = hub.summary();
@@ -67,7 +67,7 @@ pub async fn keep_alive(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
     }
     #[cfg(not(unix))]
     {
-        let _ = (hub, stop.changed().await, STATUS_INTERVAL);
+        let _ = (hub, stop.cancelled().await, STATUS_INTERVAL);
     }
 }
 

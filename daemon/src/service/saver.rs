@@ -6,19 +6,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::hub::Hub;
 use crate::persist::{self, SAVE_INTERVAL, STATE_VERSION, StateFile};
 
 /// Saves whenever something changed, until `stop` fires.
-pub async fn keep_saved(hub: Arc<Hub>, path: PathBuf, mut stop: watch::Receiver<bool>) {
+pub async fn keep_saved(hub: Arc<Hub>, path: PathBuf, stop: CancellationToken) {
     let mut saved = hub.generation();
     loop {
         let urgent = tokio::select! {
             () = hub.pause_changed() => true,
             () = tokio::time::sleep(SAVE_INTERVAL) => false,
-            _ = stop.changed() => return,
+            () = stop.cancelled() => return,
         };
         let generation = hub.generation();
         if urgent || generation != saved {
