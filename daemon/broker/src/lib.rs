@@ -28,6 +28,7 @@
 mod accounts;
 mod admission;
 mod bucket;
+pub use bucket::Bucket;
 mod budget;
 mod budgets;
 mod calibration;

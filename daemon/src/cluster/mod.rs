@@ -14,7 +14,7 @@
 //! until then. Nothing here blocks a client on Redis for longer than a call's timeout.
 
 mod keys;
-mod scripts;
+pub mod scripts;
 pub mod store;
 
 use std::collections::HashSet;

@@ -50,7 +50,24 @@ local MAX_OVERLOAD = 32000  -- the longest 529 backoff (ms)
 local function debit(level, amount, limit)
   return math.max(level - amount, math.min(-limit, level))
 end
+-- Gives `amount` back, never above the limit.
+local function credit(level, amount, limit)
+  return math.min(limit, level + amount)
+end
+-- Gives back `back` taken when the budget's running total of takes was `taken_before` (a call
+-- that never went out), no more than the bucket would hold had it never been taken: it would
+-- have filled sooner and lost refill to its limit, so the most it comes to is the limit less
+-- what was taken since (`tk` is the running total now).
+local function give_back(level, back, limit, tk, taken_before)
+  local since = math.max(0, tk - taken_before - back)
+  return math.max(level, math.min(level + back, limit - since, limit))
+end
 "#;
+
+/// The functions every script shares — `refill`, `debit`, `credit`, `give_back`, `sane` —
+/// and nothing that runs by itself: the differential test runs them against the daemon's own
+/// bucket (`pacer_broker`'s `Bucket`), with instants it chooses instead of Redis `TIME`.
+pub const PRELUDE: &str = REFILL;
 
 /// Takes a cost from one budget, or a workspace's and its organization's, all or none.
 ///
@@ -311,10 +328,9 @@ for b = 1, n do
       local level = refill(sane(f[k], -lim, lim), lim, last, now)
       local back = reserved[k] - used[k]
       if back > 0 and k == 1 and taken_before then
-        local since = math.max(0, tk - taken_before - back)
-        level = math.max(level, math.min(level + back, lim - since, lim))
+        level = give_back(level, back, lim, tk, taken_before)
       elseif back > 0 then
-        level = math.min(lim, level + back)
+        level = credit(level, back, lim)
       else
         level = debit(level, -back, lim)
       end
