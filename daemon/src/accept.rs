@@ -49,6 +49,11 @@ pub trait Serve {
     fn refused(&self);
     /// What the log calls this listener.
     fn name(&self) -> &'static str;
+    /// How long connections still open when the daemon closes get to end by themselves (those
+    /// that watch `closing`, to finish what they owe the client) before they are aborted.
+    fn close_grace(&self) -> Duration {
+        Duration::ZERO
+    }
 }
 
 /// Serves connections from `listener` until `shutdown.draining` fires; then lets those open
@@ -89,8 +94,13 @@ where
     drop(listener);
     refusals.abort_all();
     tokio::select! {
-        () = async { while connections.join_next().await.is_some() {} } => {}
+        () = all_ended(&mut connections) => return,
         () = shutdown.closing.cancelled() => {}
     }
+    let _ = tokio::time::timeout(front.close_grace(), all_ended(&mut connections)).await;
     connections.shutdown().await;
+}
+
+async fn all_ended(connections: &mut JoinSet<()>) {
+    while connections.join_next().await.is_some() {}
 }

@@ -91,7 +91,7 @@ impl Collector for Scrape {
                 .collect(),
             all_budgets,
             buffered: self.buffered,
-            cluster: self.hub.cluster_status(),
+            cluster: self.hub.cluster().status(),
             clients,
             daemon: self.hub.daemon_status(),
             now: SystemTime::now(),

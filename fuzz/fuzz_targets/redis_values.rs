@@ -42,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
     let mut broker = Broker::new(BrokerConfig::default(), TimeBase { instant: now, wall }, 1);
     for line in text.lines() {
         if let Ok(message) = serde_json::from_str::<Message>(line) {
-            let _ = broker.apply_shared(now, message.event);
+            let _ = broker.apply_shared(now, &message.from, message.event);
         }
     }
     let latest = wall + MAX_RATE_LIMIT_WAIT + Duration::from_secs(1);

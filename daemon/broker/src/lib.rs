@@ -133,8 +133,6 @@ pub struct Broker {
     sessions: sessions::Sessions,
     /// Seconds east of UTC, for the times messages give (`until 16:40`).
     utc_offset: i32,
-    /// Set while applying what another daemon published, so that it is not published again.
-    applying_shared: bool,
     /// What the operation under way will return.
     out: Vec<Output>,
 }
@@ -184,7 +182,6 @@ impl Broker {
             window_use: windows::WindowUse::default(),
             sessions: sessions::Sessions::default(),
             utc_offset: 0,
-            applying_shared: false,
             out: Vec::new(),
         }
     }

@@ -1,4 +1,4 @@
-//! Claude Code sessions (`X-Claude-Code-Session-Id`, seen by the gateway): which account each
+//! Claude Code sessions (`X-Claude-Code-ClaudeSession-Id`, seen by the gateway): which account each
 //! session's calls go to, and how many of them were answered in the last hour — what `pacer
 //! statusline` shows a session, and `pacer status --clients` each session's share of its
 //! account's calls. A session is kept a day after its last call (across restarts too), at most
@@ -23,7 +23,7 @@ pub const MAX_SESSION_ID: usize = 128;
 const MINUTES: usize = 60;
 
 #[derive(Debug, Clone)]
-pub struct Session {
+pub struct ClaudeSession {
     /// The account its calls went to, last.
     pub owner: Option<Owner>,
     pub last_seen: Instant,
@@ -32,9 +32,9 @@ pub struct Session {
     minute: u64,
 }
 
-impl Session {
-    fn new(now_minute: u64, last_seen: Instant) -> Session {
-        Session {
+impl ClaudeSession {
+    fn new(now_minute: u64, last_seen: Instant) -> ClaudeSession {
+        ClaudeSession {
             owner: None,
             last_seen,
             counts: [0; MINUTES],
@@ -71,7 +71,7 @@ impl Session {
 
 #[derive(Debug, Default)]
 pub struct Sessions {
-    by_id: HashMap<Arc<str>, Session>,
+    by_id: HashMap<Arc<str>, ClaudeSession>,
 }
 
 impl Sessions {
@@ -99,7 +99,7 @@ impl Sessions {
         let session = self
             .by_id
             .entry(id.clone())
-            .or_insert_with(|| Session::new(minute, now));
+            .or_insert_with(|| ClaudeSession::new(minute, now));
         session.owner = Some(owner.clone());
         session.last_seen = session.last_seen.max(now);
         session.advance(minute);
@@ -112,17 +112,17 @@ impl Sessions {
     /// Restores a session from the state file.
     pub fn restore(&mut self, id: Arc<str>, owner: Owner, last_seen: Instant, base: &TimeBase) {
         if self.by_id.len() < MAX_SESSIONS {
-            let mut session = Session::new(minute_of(last_seen, base), last_seen);
+            let mut session = ClaudeSession::new(minute_of(last_seen, base), last_seen);
             session.owner = Some(owner);
             self.by_id.insert(id, session);
         }
     }
 
-    pub fn get(&self, id: &str) -> Option<&Session> {
+    pub fn get(&self, id: &str) -> Option<&ClaudeSession> {
         self.by_id.get(id)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Session)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &ClaudeSession)> {
         self.by_id.iter()
     }
 

@@ -96,7 +96,7 @@ pub async fn start(
         problem: Mutex::new(problem.clone()),
     });
     let (work_tx, work_rx) = mpsc::unbounded_channel();
-    hub.connect_store(work_tx);
+    hub.cluster().connect(work_tx);
     if connected {
         tracing::info!(redis = shown, daemon, "budgets are shared through Redis");
         cluster.heartbeat().await;
@@ -191,7 +191,7 @@ impl Cluster {
             Sharing::Fallback { share } => Some(share),
             _ => None,
         };
-        self.hub.set_cluster_status(ClusterStatus {
+        self.hub.cluster().set_status(ClusterStatus {
             redis: self.shown.clone(),
             connected: self.is_connected(),
             daemon_id: self.store.daemon.clone(),

@@ -99,7 +99,7 @@ impl Gateway {
         if let Some(segment) = route::escaping_segment(parts.uri.path()) {
             // `..` would climb out of an upstream's path prefix (or a route's).
             discard(body).await;
-            self.hub.count_refusal();
+            self.hub.stats().count_refusal();
             return reply::error(
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
@@ -154,7 +154,7 @@ impl Gateway {
                 return reply::too_large(MAX_BODY);
             }
             Err(e @ BodyError::Busy(_)) => {
-                self.hub.count_refusal();
+                self.hub.stats().count_refusal();
                 warn_throttled!(BUSY_BODIES, "refused a request: {e}");
                 return reply::busy(format!("pacer gateway: {e}; try again shortly"));
             }
@@ -177,7 +177,7 @@ impl Gateway {
         match self.gate(&route, &parts.headers, &forward) {
             Ok(Some(gate)) => gated::handle(&self, gate, forward).await,
             Err(refusal) => {
-                self.hub.count_refusal();
+                self.hub.stats().count_refusal();
                 *refusal
             }
             Ok(None) => {

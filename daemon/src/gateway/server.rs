@@ -76,7 +76,7 @@ impl accept::Serve for Front {
     }
 
     fn refused(&self) {
-        self.gateway.hub.count_refusal();
+        self.gateway.hub.stats().count_refusal();
     }
 
     fn name(&self) -> &'static str {

@@ -73,8 +73,8 @@ impl Hub {
                         deliveries.push((writer.clone(), frame));
                     }
                 }
-                Output::Claim(claim) => self.to_store(super::StoreWork::Claim(claim)),
-                Output::Shared(op) => self.to_store(super::StoreWork::Op(op)),
+                Output::Claim(claim) => self.cluster.send(super::StoreWork::Claim(claim)),
+                Output::Shared(op) => self.cluster.send(super::StoreWork::Op(op)),
                 Output::Event(event) => {
                     if matches!(
                         event,
@@ -85,7 +85,7 @@ impl Hub {
                             | Event::LockedOut { .. }
                             | Event::LockoutEnded { .. }
                     ) {
-                        self.pause_changed.notify_one();
+                        self.changes.pause_changed();
                     }
                     log_event(&event);
                     if state.subscribers > 0 {
@@ -95,17 +95,6 @@ impl Hub {
             }
         }
         deliveries
-    }
-}
-
-impl Hub {
-    fn to_store(&self, work: super::StoreWork) {
-        match self.store.get() {
-            Some(store) => {
-                let _ = store.send(work);
-            }
-            None => tracing::debug!("no shared store for {work:?}"),
-        }
     }
 }
 

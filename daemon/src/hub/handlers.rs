@@ -99,7 +99,7 @@ pub fn status(hub: &Hub, page: u32) -> Response {
         next_page: more.then(|| page + 1),
         clients,
         daemon: hub.daemon_status(),
-        cluster: hub.cluster_status(),
+        cluster: hub.cluster().status(),
         sessions,
         truncated: None,
     };

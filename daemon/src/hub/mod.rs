@@ -14,26 +14,29 @@
 //! - `handlers`: one function per request, shared by socket connections and sessions;
 //! - `session`: an in-process client of the broker, for the gateway;
 //! - [`routes`]: upstreams registered by wrapped commands with an endpoint of their own;
+//! - `parts`: what the hub holds beside the broker, each with its own small API: the saver's
+//!   [`Changes`], the calls in flight a stopping daemon waits for, the [`Stats`], the
+//!   [`ClusterLink`];
 //! - `timer`: the task that ticks the broker.
 
 mod deliver;
 pub mod handlers;
+mod parts;
 pub mod routes;
 mod session;
 mod timer;
 
 pub use deliver::{Writer, send};
+pub use parts::{Changes, ClusterLink, Settling, Stats, StoreWork};
 pub use session::Session;
 pub use timer::drive as drive_timer;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
-use pacer_protocol::message::{
-    ClusterStatus, DaemonStatus, Event, GatewayInfo, RouteInfo, RouteStatus,
-};
+use pacer_protocol::message::{DaemonStatus, Event, GatewayInfo, RouteInfo, RouteStatus};
 use tokio::sync::{Notify, broadcast};
 
 use pacer_broker::{Broker, BrokerState, Calibration, ConnId, Output};
@@ -47,40 +50,18 @@ pub fn now() -> Instant {
 }
 
 pub struct Hub {
+    /// The broker and what is kept beside it, under one mutex.
     state: Mutex<State>,
     /// Wakes the timer task when the broker's next wakeup may have moved earlier.
     timer: Notify,
     events: broadcast::Sender<Event>,
     next_conn: AtomicU64,
-    /// Counts changes to what the state file holds, so the saver can tell whether to write.
-    generation: AtomicU64,
-    /// Wakes the saver when a pause or backoff starts or ends.
-    pause_changed: Notify,
-    /// Leases held by connections, kept after every operation.
-    in_flight: AtomicUsize,
-    /// Set once the daemon stops; from then on, `settled` is notified when `in_flight` reaches
-    /// zero (a stopping daemon waits for the calls in flight to report).
-    stopping: AtomicBool,
-    settled: Notify,
+    changes: Changes,
+    settling: Settling,
+    stats: Stats,
+    cluster: ClusterLink,
     /// Where the HTTP gateway listens, for `pacer run`.
     gateway: GatewayInfo,
-    /// Connections and requests turned away before reaching the broker (not allowed, too
-    /// many, malformed).
-    refusals: AtomicU64,
-    /// Times the state file was written.
-    saves: AtomicU64,
-    started_at: std::time::SystemTime,
-    /// Where claims and shared-store work go, when budgets are shared (see `cluster`).
-    store: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<StoreWork>>,
-    /// The shared store as the cluster task last saw it.
-    cluster: Mutex<Option<ClusterStatus>>,
-}
-
-/// Work for the shared store, from the broker.
-#[derive(Debug)]
-pub enum StoreWork {
-    Claim(pacer_broker::Claim),
-    Op(pacer_broker::SharedOp),
 }
 
 struct State {
@@ -108,17 +89,11 @@ impl Hub {
             timer: Notify::new(),
             events: broadcast::channel(EVENT_BACKLOG).0,
             next_conn: AtomicU64::new(1),
-            generation: AtomicU64::new(0),
-            pause_changed: Notify::new(),
-            in_flight: AtomicUsize::new(0),
-            stopping: AtomicBool::new(false),
-            settled: Notify::new(),
+            changes: Changes::default(),
+            settling: Settling::default(),
+            stats: Stats::default(),
+            cluster: ClusterLink::default(),
             gateway,
-            refusals: AtomicU64::new(0),
-            saves: AtomicU64::new(0),
-            started_at: std::time::SystemTime::now(),
-            store: std::sync::OnceLock::new(),
-            cluster: Mutex::new(None),
         }
     }
 
@@ -142,7 +117,7 @@ impl Hub {
             let mut state = self.lock();
             let now = now();
             let (outputs, result) = f(&mut state.broker, now);
-            self.generation.fetch_add(1, Ordering::Relaxed);
+            self.changes.bump();
             let deliveries = self.route(&mut state, outputs);
             let next = state.broker.next_wakeup(now);
             if next.is_some_and(|next| state.scheduled.is_none_or(|s| next < s)) {
@@ -170,7 +145,7 @@ impl Hub {
             let now = now();
             let outputs = state.broker.tick(now);
             if !outputs.is_empty() {
-                self.generation.fetch_add(1, Ordering::Relaxed);
+                self.changes.bump();
             }
             let deliveries = self.route(&mut state, outputs);
             let next = state.broker.next_wakeup(now);
@@ -212,7 +187,7 @@ impl Hub {
     /// Learns from a settled gateway request: its size and the input tokens that counted.
     pub fn calibrate(&self, client: &str, bytes: usize, counted_input: u64) {
         self.lock().calibration.record(client, bytes, counted_input);
-        self.generation.fetch_add(1, Ordering::Relaxed);
+        self.changes.bump();
     }
 
     /// Registers an upstream for a wrapped command; the same upstream keeps its route.
@@ -220,7 +195,7 @@ impl Hub {
         let url = routes::check_upstream(upstream)?;
         let shown = crate::config::shown_url(&url);
         let id = self.lock().routes.register(url, client, now())?;
-        self.generation.fetch_add(1, Ordering::Relaxed);
+        self.changes.bump();
         tracing::info!(route = id, upstream = shown, client, "route registered");
         Ok(RouteInfo {
             id,
@@ -247,14 +222,9 @@ impl Hub {
         state.routes.restore(saved, &time_base);
     }
 
-    /// Counts changes to the durable state.
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Relaxed)
-    }
-
-    /// Completes the next time a pause or backoff starts or ends.
-    pub async fn pause_changed(&self) {
-        self.pause_changed.notified().await
+    /// What the state file holds changing (for the saver).
+    pub fn changes(&self) -> &Changes {
+        &self.changes
     }
 
     /// The durable state as of now: the broker's, the gateway's calibration, the routes.
@@ -269,30 +239,18 @@ impl Hub {
     }
 
     fn count_in_flight(&self, broker: &Broker) {
-        let held = broker.leases_in_flight();
-        self.in_flight.store(held, Ordering::Relaxed);
-        if held == 0 && self.stopping.load(Ordering::Relaxed) {
-            self.settled.notify_waiters();
-        }
+        self.settling.count(broker.leases_in_flight());
     }
 
     /// Completes once no connection holds a lease (calls in flight have all reported). Only
     /// for a stopping daemon: see [`Hub::stop`].
     pub async fn settled(&self) {
-        loop {
-            let notified = self.settled.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.leases_in_flight() == 0 {
-                return;
-            }
-            notified.await;
-        }
+        self.settling.settled().await
     }
 
     /// Leases held by open connections and gateway requests.
     pub fn leases_in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
+        self.settling.in_flight()
     }
 
     /// One line for the service manager's STATUS.
@@ -304,36 +262,14 @@ impl Hub {
         )
     }
 
-    /// Counts a connection or request turned away before it reached the broker.
-    pub fn count_refusal(&self) {
-        self.refusals.fetch_add(1, Ordering::Relaxed);
+    /// The daemon's counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
     }
 
-    /// How many connections and requests were turned away since the start.
-    pub fn refusals(&self) -> u64 {
-        self.refusals.load(Ordering::Relaxed)
-    }
-
-    /// Sends claims and shared-store work to `store` from now on.
-    pub fn connect_store(&self, store: tokio::sync::mpsc::UnboundedSender<StoreWork>) {
-        let _ = self.store.set(store);
-    }
-
-    /// Records what the cluster task sees of the shared store.
-    pub fn set_cluster_status(&self, status: ClusterStatus) {
-        *self.cluster.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
-    }
-
-    pub fn cluster_status(&self) -> Option<ClusterStatus> {
-        self.cluster
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// Counts a write of the state file.
-    pub fn count_save(&self) {
-        self.saves.fetch_add(1, Ordering::Relaxed);
+    /// The link to the shared store (when budgets are shared).
+    pub fn cluster(&self) -> &ClusterLink {
+        &self.cluster
     }
 
     /// The daemon as a whole: since when it runs, its connections, what it turned away.
@@ -345,10 +281,10 @@ impl Hub {
             .filter(|w| matches!(w, Writer::Socket(_)))
             .count();
         DaemonStatus {
-            started_at: Some(self.started_at),
+            started_at: Some(self.stats.started_at()),
             connections: connections as u32,
-            refused_connections: self.refusals(),
-            state_saves: self.saves.load(Ordering::Relaxed),
+            refused_connections: self.stats.refusals(),
+            state_saves: self.stats.saves(),
         }
     }
 
@@ -360,7 +296,7 @@ impl Hub {
     /// The daemon is stopping: every waiting acquire is told so, and [`Hub::settled`] can be
     /// awaited.
     pub fn stop(&self) {
-        self.stopping.store(true, Ordering::Relaxed);
+        self.settling.stop();
         self.update(|broker, _| (broker.stop(), ()));
     }
 }

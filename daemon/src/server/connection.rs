@@ -35,7 +35,7 @@ pub async fn serve(stream: Stream, conn: ConnId, hub: Arc<Hub>, stop: Cancellati
     let (reader, outbox) = io::split(stream);
     let mut flush = tokio::spawn(outbox.clone().flush());
     let registration = Registration::new(&hub, conn, Writer::Socket(outbox.clone()));
-    let mut session = Session {
+    let mut session = Connection {
         conn,
         hub: hub.clone(),
         outbox: outbox.clone(),
@@ -84,7 +84,7 @@ impl Drop for Registration<'_> {
     }
 }
 
-struct Session {
+struct Connection {
     conn: ConnId,
     hub: Arc<Hub>,
     /// This connection's outbox, for answers given at once.
@@ -94,7 +94,7 @@ struct Session {
     subscriptions: JoinSet<()>,
 }
 
-impl Session {
+impl Connection {
     /// Reads and handles requests until the client leaves, breaks the protocol or the daemon
     /// stops; returns why.
     async fn read_requests(
@@ -115,7 +115,7 @@ impl Session {
                     Err(e) => {
                         let message = format!("{e}; closing the connection");
                         self.send(0, handlers::error(ErrorKind::MalformedFrame, message));
-                        self.hub.count_refusal();
+                        self.hub.stats().count_refusal();
                         warn_throttled!(MALFORMED, "refused a client: {e}");
                         return Err(e.to_string());
                     }
@@ -138,7 +138,7 @@ impl Session {
                     Err(e) => return Err(format!("read failed: {e}")),
                 },
                 () = tokio::time::sleep_until(hello_deadline), if !self.greeted => {
-                    self.hub.count_refusal();
+                    self.hub.stats().count_refusal();
                     return Err(format!("no Hello within {HELLO_TIMEOUT:?}"));
                 }
                 () = stop.cancelled() => return Ok(()),

@@ -4,13 +4,13 @@
 //! - this file: who may connect ([`access`]) and how many at once (the accept loop itself is
 //!   [`crate::accept`], shared with the gateway);
 //! - `connection`: one connection, from the handshake to its close;
-//! - `refuse`: the answer to a connection turned away (not allowed, or too many);
+//! - `turn_away`: the answer to a connection turned away (not allowed, or too many);
 //! - [`listener`]: claiming the socket (permissions, stale sockets, a second daemon).
 
 pub mod access;
 mod connection;
 pub mod listener;
-mod refuse;
+mod turn_away;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,16 +82,22 @@ impl accept::Serve for Front {
                     self.closing.clone(),
                 )))
             }
-            Err((kind, message)) => Err(Box::pin(refuse::refuse(stream, kind, message))),
+            Err((kind, message)) => Err(Box::pin(turn_away::refuse(stream, kind, message))),
         }
     }
 
     fn refused(&self) {
-        self.server.hub.count_refusal();
+        self.server.hub.stats().count_refusal();
     }
 
     fn name(&self) -> &'static str {
         "the socket"
+    }
+
+    /// Connections end by themselves when the daemon closes, after flushing what they owe (a
+    /// waiting client must hear that the daemon stopped, not find its socket hanging).
+    fn close_grace(&self) -> Duration {
+        Duration::from_secs(5)
     }
 }
 

@@ -13,14 +13,14 @@ use crate::persist::{self, SAVE_INTERVAL, STATE_VERSION, StateFile};
 
 /// Saves whenever something changed, until `stop` fires.
 pub async fn keep_saved(hub: Arc<Hub>, path: PathBuf, stop: CancellationToken) {
-    let mut saved = hub.generation();
+    let mut saved = hub.changes().generation();
     loop {
         let urgent = tokio::select! {
-            () = hub.pause_changed() => true,
+            () = hub.changes().next_pause_change() => true,
             () = tokio::time::sleep(SAVE_INTERVAL) => false,
             () = stop.cancelled() => return,
         };
-        let generation = hub.generation();
+        let generation = hub.changes().generation();
         if urgent || generation != saved {
             save_now(&hub, &path).await;
             saved = generation;
@@ -43,7 +43,7 @@ pub async fn save_now(hub: &Hub, path: &Path) {
         tokio::task::spawn_blocking(move || persist::save(&path, &state).map_err(|e| (path, e)))
             .await;
     match written {
-        Ok(Ok(())) => hub.count_save(),
+        Ok(Ok(())) => hub.stats().count_save(),
         Ok(Err((path, e))) => tracing::error!(path = %path.display(), "cannot save the state: {e}"),
         Err(e) => tracing::error!("cannot save the state: {e}"),
     }

@@ -31,12 +31,13 @@ fn is_class(class: &str) -> bool {
 }
 
 impl Broker {
-    /// What daemon `from` published (not published again).
+    /// What daemon `from` published. It is in the store already: none of what it causes here
+    /// goes back there (no [`Output::Shared`] in what this returns).
     pub fn apply_shared(&mut self, now: Instant, from: &str, event: ClusterEvent) -> Vec<Output> {
-        self.applying_shared = true;
         self.apply_event(now, from, event);
-        self.applying_shared = false;
-        self.take_output()
+        let mut outputs = self.take_output();
+        outputs.retain(|output| !matches!(output, Output::Shared(_)));
+        outputs
     }
 
     /// Every value is held to the same caps as this daemon's own (whoever can publish on the

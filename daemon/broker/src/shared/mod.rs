@@ -20,13 +20,13 @@
 //! from its share of what the store last said was left; back in the store, what was spent
 //! meanwhile is charged there.
 //!
-//! - `exchange`: the claims, answers, store work and events that cross to the I/O layer;
+//! - `messages`: the claims, answers, store work and events that cross to the I/O layer;
 //! - `events`: what other daemons published, taken in.
 
 mod events;
-mod exchange;
+mod messages;
 
-pub use exchange::{Claim, ClaimAnswer, ClusterEvent, SharedOp, WindowReport, WindowsReport};
+pub use messages::{Claim, ClaimAnswer, ClusterEvent, SharedOp, WindowReport, WindowsReport};
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -326,10 +326,10 @@ impl Broker {
         self.for_store(SharedOp::Publish(event));
     }
 
-    /// Work for the store that this daemon's own decisions cause (not what other daemons told
-    /// it, which they have done in the store already).
+    /// Work for the store that this daemon's decisions cause, while sharing (what other daemons
+    /// told it they have done in the store already: [`Broker::apply_shared`] drops it).
     pub(super) fn for_store(&mut self, op: SharedOp) {
-        if self.shares.is_on() && !self.applying_shared {
+        if self.shares.is_on() {
             self.out.push(Output::Shared(op));
         }
     }
