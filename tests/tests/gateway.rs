@@ -364,6 +364,47 @@ async fn overloaded_answers_are_retried_with_the_shared_backoff_then_passed_on()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overloads_retry_after_ms_sets_the_classs_backoff_as_for_any_client() {
+    let mock = MockUpstream::start(MockConfig::default()).await;
+    let daemon = daemon_for(&mock, "", Duration::from_secs(60)).await;
+    let base = daemon.gateway_url().await;
+    // `retry-after-ms` wins over the coarser `retry-after`, in the gateway as in the client
+    // library (one reading of what a 529 says).
+    mock.inject(Inject {
+        overloaded: 1,
+        overloaded_retry_after: Some("0".into()),
+        overloaded_retry_after_ms: Some("4000".into()),
+        ..Inject::default()
+    });
+    let request = tokio::spawn(async move {
+        post(&base, KEY, &message("claude-sonnet-4-5", false))
+            .await
+            .status()
+    });
+    let client = daemon.client().await;
+    let mut backoff = None;
+    for _ in 0..200 {
+        let status = client.status().await.unwrap();
+        let sonnet = status
+            .budgets
+            .iter()
+            .find(|b| &*b.budget.model_class == "sonnet");
+        if let Some(until) = sonnet.and_then(|b| b.overloaded_until) {
+            backoff = Some(until);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let until = backoff.expect("the 529 starts a backoff");
+    let left = until
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    assert!(left > Duration::from_millis(2500), "backoff of {left:?}");
+    assert_eq!(request.await.unwrap(), 200);
+    assert_eq!(mock.stats().overloaded, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_upstream_gives_a_502_naming_it() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let upstream = format!("http://{}", dead.local_addr().unwrap());

@@ -10,13 +10,12 @@
 //! - anything else: pass it on.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Response, StatusCode};
 use pacer_client::api::policy::MAX_OVERLOAD_RETRIES;
 use pacer_protocol::message::{Acquire, LeaseId, Outcome, Rejected, Response as Answer};
-use pacer_protocol::ratelimit::parse_retry_after;
 use pacer_protocol::{KeyFingerprint, Priority};
 use tokio::time::Instant;
 
@@ -338,13 +337,10 @@ impl Cycle<'_> {
     /// A 529: the class backs off together; after [`MAX_OVERLOAD_RETRIES`] it is passed on.
     async fn on_529(&mut self, lease: LeaseId, upstream: reqwest::Response) -> Step<()> {
         let held = Held::read(upstream).await;
-        let retry_after = held
-            .headers
-            .get(http::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, SystemTime::now()));
-        self.session
-            .report(lease, Outcome::Overloaded { retry_after });
+        // What a 529 says (its wait from `retry-after-ms`, else `retry-after`) is read as every
+        // client reads it.
+        let outcome = pacer_client::outcome::from_response(529, header_list(&held.headers), None);
+        self.session.report(lease, outcome);
         self.overloads += 1;
         if self.overloads > MAX_OVERLOAD_RETRIES {
             return Step::Done(held.into_response(None));

@@ -15,6 +15,7 @@ use super::{Body, Mock, State, error_body, json_response};
 pub(super) enum Verdict {
     Overloaded {
         retry_after: Option<String>,
+        retry_after_ms: Option<String>,
     },
     /// A rate-limit 429 without a usable `retry-after`.
     Blind {
@@ -105,6 +106,7 @@ pub(super) async fn messages(
             state.stats.overloaded += 1;
             Verdict::Overloaded {
                 retry_after: state.inject.overloaded_retry_after.clone(),
+                retry_after_ms: state.inject.overloaded_retry_after_ms.clone(),
             }
         } else if state.inject.blind_429 > 0 {
             state.inject.blind_429 -= 1;
@@ -159,13 +161,19 @@ pub(super) async fn messages(
 fn answer(mock: &Arc<Mock>, verdict: Verdict, model: &str, stream: bool) -> Response<Body> {
     let config = &mock.config;
     match verdict {
-        Verdict::Overloaded { retry_after } => {
+        Verdict::Overloaded {
+            retry_after,
+            retry_after_ms,
+        } => {
             let mut response = json_response(
                 StatusCode::from_u16(529).expect("529"),
                 &error_body("overloaded_error", "Overloaded"),
             );
             if let Some(value) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
                 response.headers_mut().insert("retry-after", value);
+            }
+            if let Some(value) = retry_after_ms.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                response.headers_mut().insert("retry-after-ms", value);
             }
             response
         }

@@ -126,6 +126,8 @@ pub struct Inject {
     pub overloaded: u64,
     /// The `retry-after` header of those 529s, verbatim (none if unset).
     pub overloaded_retry_after: Option<String>,
+    /// Their `retry-after-ms` header, verbatim (none if unset).
+    pub overloaded_retry_after_ms: Option<String>,
     /// Answer this many with a rate-limit 429 carrying no usable wait: `retry-after` as
     /// [`Inject::blind_retry_after`] says (left out when unset).
     pub blind_429: u64,
