@@ -21,53 +21,12 @@ pub const TURN_GRACE_MS: u64 = 250;
 /// How quickly what a daemon had of a budget is forgotten, for its turns (ms).
 pub const TURN_HALF_LIFE_MS: u64 = 60_000;
 
-/// Refills a bucket (levels are floats, written back with all their digits).
-const REFILL: &str = r#"
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local function refill(level, limit, last, now)
-  if level == nil then return limit end
-  if now > last then
-    return math.min(limit, level + (now - last) * limit / 60000)
-  end
-  return level
-end
-local function num(x) return string.format('%.17g', x) end
--- A number read from Redis, if it is one and within [lo, hi] (not nan, not inf): anyone who can
--- write to Redis can write anything, and one bad level must not jam a budget on every daemon.
-local function sane(x, lo, hi)
-  x = tonumber(x)
-  if x == nil or x ~= x or x < lo or x > hi then return nil end
-  return x
-end
-local MAX_LIMIT = 1e10
-local MAX_WAIT = 691200000  -- 8 days (ms): the longest wait any daemon believes
-local MAX_OVERLOAD = 32000  -- the longest 529 backoff (ms)
--- Takes `amount` from `level`, into debt if need be but never deeper than a whole bucket below
--- zero (as the daemon's own buckets do).
-local function debit(level, amount, limit)
-  return math.max(level - amount, math.min(-limit, level))
-end
--- Gives `amount` back, never above the limit.
-local function credit(level, amount, limit)
-  return math.min(limit, level + amount)
-end
--- Gives back `back` taken when the budget's running total of takes was `taken_before` (a call
--- that never went out), no more than the bucket would hold had it never been taken: it would
--- have filled sooner and lost refill to its limit, so the most it comes to is the limit less
--- what was taken since (`tk` is the running total now).
-local function give_back(level, back, limit, tk, taken_before)
-  local since = math.max(0, tk - taken_before - back)
-  return math.max(level, math.min(level + back, limit - since, limit))
-end
-"#;
+mod pauses;
+mod prelude;
 
-/// The functions every script shares — `refill`, `debit`, `credit`, `give_back`, `sane` —
-/// and nothing that runs by itself: the differential test runs them against the daemon's own
-/// bucket (`pacer_broker`'s `Bucket`), with instants it chooses instead of Redis `TIME`.
-pub const PRELUDE: &str = REFILL;
+pub use pauses::{EXTEND_KEY, LIFT, PAUSE};
+pub use prelude::PRELUDE;
+use prelude::REFILL;
 
 /// Takes a cost from one budget, or a workspace's and its organization's, all or none.
 ///
@@ -344,71 +303,6 @@ if freed > 0 and ARGV[10] ~= '' then redis.call('PUBLISH', ARGV[11], ARGV[10]) e
 return freed
 "#
     ))
-});
-
-/// Pauses a budget until `now + ms` unless it already is for longer (extend-only), drains the
-/// named buckets, and publishes the event when the pause is news.
-///
-/// KEYS: the budget's hash. ARGV: ms, the reason, the buckets to drain ('' none, 'all', or
-/// indices such as '0'), the message, the channel. Returns 1 when extended.
-pub static PAUSE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        "{REFILL}{}",
-        r#"
-local now = now_ms()
-local h = KEYS[1]
-local untl = now + math.min(tonumber(ARGV[1]), MAX_WAIT)
-local drain = ARGV[3]
-if drain ~= '' then
-  local f = redis.call('HMGET', h, 'l0', 'l1', 'l2', 't', 'm0', 'm1', 'm2')
-  local last = sane(f[4], 0, now) or now
-  for k = 1, 3 do
-    local lim = sane(f[4 + k], 1, MAX_LIMIT)
-    if lim and (drain == 'all' or string.find(drain, tostring(k - 1), 1, true)) then
-      local level = refill(sane(f[k], -lim, lim), lim, last, now)
-      redis.call('HSET', h, 'l' .. (k - 1), num(math.min(level, 0)))
-    end
-  end
-  redis.call('HSET', h, 't', now)
-end
-local current = sane(redis.call('HGET', h, 'p'), 0, now + MAX_WAIT)
-if current and current >= untl then return 0 end
-redis.call('HSET', h, 'p', untl, 'pr', ARGV[2])
-redis.call('PEXPIRE', h, 86400000)
-redis.call('PUBLISH', ARGV[5], ARGV[4])
-return 1
-"#
-    ))
-});
-
-/// Sets a key that expires by itself (an overload backoff, a lockout) unless it is already set
-/// for longer, and publishes the event when that is news.
-///
-/// KEYS: the key. ARGV: ms, the value, the message, the channel. Returns 1 when set.
-pub static EXTEND_KEY: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local left = redis.call('PTTL', KEYS[1])
-if left >= tonumber(ARGV[1]) then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[1])
-redis.call('PUBLISH', ARGV[4], ARGV[3])
-return 1
-"#,
-    )
-});
-
-/// Lifts a budget's pause, its class's backoff and its owner's lockouts, and publishes it.
-///
-/// KEYS: the budget's hash, the overload key, the lockout keys. ARGV: the message, the channel.
-pub static LIFT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-redis.call('HDEL', KEYS[1], 'p', 'pr')
-redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
-redis.call('PUBLISH', ARGV[2], ARGV[1])
-return 1
-"#,
-    )
 });
 
 /// Charges what a daemon spent from its local share while Redis was away (into debt if need

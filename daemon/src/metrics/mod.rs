@@ -22,6 +22,9 @@ use pacer_protocol::status::WAIT_BUCKETS;
 
 use crate::hub::Hub;
 
+mod clients;
+mod windows;
+
 /// The `Content-Type` of the answer.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 /// How many clients get a label of their own; the others are summed as `other`.
@@ -97,8 +100,8 @@ impl Collector for Scrape {
             now: SystemTime::now(),
         };
         encode_budgets(&mut encoder, &snapshot)?;
-        encode_windows(&mut encoder, &snapshot)?;
-        encode_clients(&mut encoder, &snapshot)?;
+        windows::encode(&mut encoder, &snapshot)?;
+        clients::encode(&mut encoder, &snapshot)?;
         encode_process(&mut encoder, &snapshot)
     }
 }
@@ -298,130 +301,6 @@ fn encode_budgets(encoder: &mut DescriptorEncoder, s: &Snapshot) -> std::fmt::Re
             .encode_histogram::<NoLabelSet>(b.waits.sum_seconds, b.waits.count(), &buckets, None)?;
     }
     Ok(())
-}
-
-fn encode_windows(encoder: &mut DescriptorEncoder, s: &Snapshot) -> std::fmt::Result {
-    let windows = || {
-        s.accounts.iter().flat_map(|a| {
-            a.windows.iter().map(move |w| {
-                let labels = vec![("owner", a.owner.to_string()), ("window", w.name.clone())];
-                (labels, w)
-            })
-        })
-    };
-    gauges(
-        encoder,
-        "pacer_window_utilization",
-        "The spent fraction of a subscription window (0 to 1)",
-        windows().filter_map(|(labels, w)| Some((labels, w.utilization?))),
-    )?;
-    gauges(
-        encoder,
-        "pacer_window_reset_seconds",
-        "Seconds until a subscription window resets",
-        windows().filter_map(|(labels, w)| {
-            let left = w.reset?.duration_since(s.now).unwrap_or_default();
-            Some((labels, left.as_secs_f64()))
-        }),
-    )?;
-    gauges(
-        encoder,
-        "pacer_window_estimated_utilization",
-        "Where pacer reckons a window is: its utilization plus the calls in flight toward it",
-        windows().filter_map(|(labels, w)| Some((labels, w.estimated?))),
-    )?;
-    gauges(
-        encoder,
-        "pacer_window_burn_per_hour",
-        "Utilization spent per hour over the last 15 minutes",
-        windows().filter_map(|(labels, w)| Some((labels, w.burn_per_hour?))),
-    )?;
-    gauges(
-        encoder,
-        "pacer_window_runs_out_seconds",
-        "Seconds until the window runs out at the last 15 minutes' rate (absent: not before \
-         it resets)",
-        windows().filter_map(|(labels, w)| {
-            let left = w.runs_out?.duration_since(s.now).unwrap_or_default();
-            Some((labels, left.as_secs_f64()))
-        }),
-    )?;
-    let per_priority = || {
-        windows().flat_map(|(labels, w)| {
-            w.ceilings
-                .iter()
-                .map(move |c| (with(labels.clone(), "priority", &c.priority.to_string()), c))
-        })
-    };
-    gauges(
-        encoder,
-        "pacer_window_ceiling",
-        "How far a priority may bring the window now ([windows], paced)",
-        per_priority().map(|(labels, c)| (labels, c.ceiling)),
-    )?;
-    gauges(
-        encoder,
-        "pacer_window_held",
-        "1 while the window holds a priority's calls",
-        per_priority().map(|(labels, c)| (labels, f64::from(u8::from(c.held)))),
-    )?;
-    counters(
-        encoder,
-        "pacer_window_held_refused",
-        "Calls of a priority the window held until they were refused",
-        per_priority().map(|(labels, c)| (labels, c.refused as f64)),
-    )
-}
-
-/// The busiest [`TOP_CLIENTS`] clients by name, the rest summed as `other`.
-fn top_clients(clients: &[ClientStatus]) -> Vec<(String, [f64; 4])> {
-    let mut out: Vec<(String, [f64; 4])> = Vec::new();
-    let mut other = [0.0; 4];
-    // `clients` comes busiest first.
-    for (i, c) in clients.iter().enumerate() {
-        let values = [
-            c.granted as f64,
-            c.waited_total.as_secs_f64(),
-            c.input_tokens as f64,
-            c.output_tokens as f64,
-        ];
-        if i < TOP_CLIENTS {
-            out.push((c.id.clone(), values));
-        } else {
-            for (sum, v) in other.iter_mut().zip(values) {
-                *sum += v;
-            }
-        }
-    }
-    if clients.len() > TOP_CLIENTS {
-        out.push(("other".into(), other));
-    }
-    out
-}
-
-fn encode_clients(encoder: &mut DescriptorEncoder, s: &Snapshot) -> std::fmt::Result {
-    let top = top_clients(&s.clients);
-    let labels = |id: &str| vec![("client", id.to_owned())];
-    counters(
-        encoder,
-        "pacer_client_grants",
-        "Permits granted to a client (the busiest by name, the rest as `other`)",
-        top.iter().map(|(id, v)| (labels(id), v[0])),
-    )?;
-    counters(
-        encoder,
-        "pacer_client_wait_seconds",
-        "Seconds a client's granted acquires waited, together",
-        top.iter().map(|(id, v)| (labels(id), v[1])),
-    )?;
-    counters(
-        encoder,
-        "pacer_client_tokens",
-        "Tokens a client's settled calls used",
-        top.iter().flat_map(|(id, v)| {
-            [("input", v[2]), ("output", v[3])].map(|(kind, n)| (with(labels(id), "kind", kind), n))
-        }),
-    )
 }
 
 fn encode_process(encoder: &mut DescriptorEncoder, s: &Snapshot) -> std::fmt::Result {
