@@ -29,12 +29,10 @@
 //!   "unknown outcome").
 //! - `connection`: one multiplexed connection (private).
 //! - [`AcquireRequest`] (in `request`): what to ask for.
-//! - [`outcome`]: builds the report from an HTTP status, headers and JSON body.
+//! - [`outcome`]: builds the report from an HTTP status, headers and JSON body (from
+//!   `pacer-api`, which holds everything pacer knows of the Anthropic API).
 //! - [`FailMode`] (in `fail_mode`) and [`Error`] (in `error`).
-//! - [`api`]: what pacer knows of the Anthropic API (endpoints, body fields, usage in answers,
-//!   what an answer means), shared with the daemon's gateway; it uses nothing above.
 
-pub mod api;
 pub mod autostart;
 pub mod blocking;
 mod builder;
@@ -42,7 +40,6 @@ mod client;
 mod connection;
 mod error;
 mod fail_mode;
-pub mod outcome;
 mod permit;
 mod request;
 
@@ -50,6 +47,7 @@ pub use builder::ClientBuilder;
 pub use client::{Client, Subscription};
 pub use error::Error;
 pub use fail_mode::FailMode;
+pub use pacer_api::outcome;
 pub use pacer_protocol::message::{
     Event, GatewayInfo, LeaseId, Outcome, RouteInfo, StatusSnapshot, Usage,
 };

@@ -8,12 +8,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
-use pacer_broker::{
-    Broker, BrokerConfig, Calibration, ConnId, Rejection, Settlement, Ticket, TimeBase,
-};
+use pacer_api::ratelimit::RateLimitHeaders;
+use pacer_broker::{Broker, BrokerConfig, Calibration, ConnId, Settlement, Ticket, TimeBase};
 use pacer_daemon::persist::{self, STATE_VERSION, StateFile};
 use pacer_protocol::message::{Acquire, Response, RouteStatus, Usage};
-use pacer_protocol::ratelimit::RateLimitHeaders;
 use pacer_protocol::{BudgetOwner, KeyFingerprint, Priority};
 
 fn fixtures() -> PathBuf {
@@ -122,7 +120,7 @@ fn the_state() -> StateFile {
         &RateLimitHeaders::default(),
     );
     acquire(&mut broker, t0, 4, "sk-ant-one", "claude-sonnet-4-5");
-    let rejection = Rejection::bounded(
+    let rejection = pacer_api::Answer::bounded(
         429,
         vec![("content-type".into(), "application/json".into())],
         br#"{"type":"error","error":{"type":"rate_limit_error","message":"spend cap","details":{"error_code":"enforced_spend_limit_reached"}}}"#.to_vec(),

@@ -11,7 +11,7 @@ use libfuzzer_sys::fuzz_target;
 use pacer_broker::{Broker, BrokerConfig, ConnId, Output, Settlement, TimeBase, Ticket};
 use pacer_daemon::gateway::route::{Route, escaping_segment, identity};
 use pacer_protocol::message::{Acquire, Response, Usage};
-use pacer_protocol::ratelimit::RateLimitHeaders;
+use pacer_api::ratelimit::RateLimitHeaders;
 use pacer_protocol::{KeyFingerprint, Priority};
 
 fuzz_target!(|data: &[u8]| {

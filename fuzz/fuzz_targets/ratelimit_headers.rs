@@ -5,7 +5,7 @@
 use std::time::{Duration, SystemTime};
 
 use libfuzzer_sys::fuzz_target;
-use pacer_protocol::ratelimit::{RateLimitHeaders, parse_go_duration, parse_retry_after};
+use pacer_api::ratelimit::{RateLimitHeaders, parse_go_duration, parse_retry_after};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

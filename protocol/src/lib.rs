@@ -12,13 +12,11 @@
 //! - [`gateway`]: how `pacer run` names a wrapped process in the HTTP gateway's URL.
 //! - `io` (feature `io`): frames over a local socket with tokio — the reading half and a
 //!   non-blocking outbox — shared by the daemon and the client library.
-//! - [`ratelimit`]: the parser for `retry-after` and `anthropic-ratelimit-*` / `x-ratelimit-*`
-//!   response headers (and `anthropic-organization-id`), shared by the daemon's report
-//!   handling and its HTTP gateway; [`unified`]: a subscription's windows in them.
 //! - [`text`]: text from outside, held to a length where it enters.
 //!
 //! Without the `io` feature the crate is free of any async runtime, so that any client, blocking
-//! or async, can speak the protocol.
+//! or async, can speak the protocol. What pacer knows of the Anthropic API itself (its headers,
+//! paths, bodies and answers) is not part of this contract: it is the `pacer-api` crate's.
 //!
 //! # Evolving the wire format
 //! bincode encodes enum variants by index and struct fields by position. So: the handshake
@@ -34,10 +32,8 @@ pub mod gateway;
 #[cfg(feature = "io")]
 pub mod io;
 pub mod message;
-pub mod ratelimit;
 pub mod status;
 pub mod text;
-pub mod unified;
 
 pub use budget::{BudgetOwner, KeyFingerprint, LimitKind, Priority};
 pub use codec::{FrameError, MAX_FRAME_LEN};

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
+use pacer_api::ratelimit::{RateLimitHeaders, Window};
 use pacer_client::{AcquireRequest, Client, outcome};
-use pacer_protocol::ratelimit::{RateLimitHeaders, Window};
 use serde_json::{Value, json};
 
 use crate::args::KeyArgs;

@@ -10,9 +10,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use pacer_api::ratelimit::RateLimitHeaders;
 use pacer_broker::{Broker, BrokerConfig, ConnId, LimitSet, Output, Settlement, Ticket, TimeBase};
 use pacer_protocol::message::{Acquire, Response, Usage};
-use pacer_protocol::ratelimit::RateLimitHeaders;
 use pacer_protocol::{KeyFingerprint, Priority};
 
 fn acquire(client: usize) -> Acquire {

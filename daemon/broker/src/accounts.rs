@@ -10,10 +10,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use pacer_api::unified::{Unified, WindowState, window_class};
 use pacer_protocol::KeyFingerprint;
 use pacer_protocol::budget::{organization_label, workspace_label};
 use pacer_protocol::message::WindowStatus;
-use pacer_protocol::unified::{Unified, WindowState, window_class};
 
 use super::owner::Owner;
 use super::windows::estimate::Estimate;

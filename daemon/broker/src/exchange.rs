@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use pacer_protocol::message::{Event, LeaseId, Response, Usage};
 
-use super::Rejection;
 use super::shared::{Claim, SharedOp};
+use pacer_api::Answer;
 
 /// A connection, as the server numbers them. Leases and waiters belong to one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -45,7 +45,7 @@ pub enum Settlement {
         retry_after: Option<Duration>,
         message: Option<String>,
         /// The answer itself, replayed to the requests a lockout it causes refuses.
-        rejection: Option<Rejection>,
+        rejection: Option<Answer>,
     },
     Overloaded {
         retry_after: Option<Duration>,

@@ -81,7 +81,6 @@ pub use exchange::{BrokerError, ConnId, Output, Settlement, Ticket};
 use leases::{Lease, Leases};
 pub use limits::{LimitSet, LimitTable, MAX_LIMIT, ModelClasses};
 use lockouts::Lockouts;
-pub use lockouts::{MAX_REJECTION_BODY, Rejection};
 use overload::Overloads;
 use owner::Owner;
 pub use per_kind::PerKind;

@@ -9,9 +9,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use pacer_api::ratelimit::RateLimitHeaders;
 use pacer_protocol::KeyFingerprint;
 use pacer_protocol::message::{Event, LeaseId};
-use pacer_protocol::ratelimit::RateLimitHeaders;
 
 use super::budgets::BudgetIdx;
 use super::owner::Owner;

@@ -2,67 +2,23 @@
 //! going upstream, until a time — a spent subscription window, a 429 whose wait outlasts what a
 //! request may be held, a spend cap. Waiting cannot help any of these within a request's life,
 //! so the caller hears it now: the gateway answers with the API's own 429 (kept here as the
-//! [`Rejection`]), socket clients get `Rejected` with the time it ends.
+//! [`Answer`]), socket clients get `Rejected` with the time it ends.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use pacer_api::Answer;
+
 use super::owner::Owner;
-
-/// The API's answer that caused a lockout, replayed to every request it refuses.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-/// The largest body kept to replay (an API error is a few hundred bytes).
-pub const MAX_REJECTION_BODY: usize = 64 << 10;
-/// The most headers kept to replay, and the longest name or value.
-const MAX_REJECTION_HEADERS: usize = 64;
-const MAX_HEADER_LEN: usize = 4096;
-
-impl Rejection {
-    /// An answer to keep and replay, held to a size: at most [`MAX_REJECTION_BODY`] of body
-    /// (a longer one is replaced by the API's error shape carrying its message, if it had a
-    /// readable one), and a bounded number of short headers.
-    pub fn bounded(status: u16, headers: Vec<(String, String)>, body: Vec<u8>) -> Rejection {
-        let headers = headers
-            .into_iter()
-            .filter(|(name, value)| name.len() <= MAX_HEADER_LEN && value.len() <= MAX_HEADER_LEN)
-            .take(MAX_REJECTION_HEADERS)
-            .collect();
-        let body = if body.len() <= MAX_REJECTION_BODY {
-            body
-        } else {
-            let shape = serde_json::json!({
-                "type": "error",
-                "error": {
-                    "type": "rate_limit_error",
-                    "message": format!(
-                        "the API's {status} answer ({} bytes) was too large for pacer to keep",
-                        body.len()
-                    ),
-                },
-            });
-            shape.to_string().into_bytes()
-        };
-        Rejection {
-            status,
-            headers,
-            body,
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Lockout {
     pub until: Instant,
     /// Why, for users: "the 5h subscription window is spent", …
     pub reason: String,
-    pub rejection: Option<Arc<Rejection>>,
+    /// The API's answer that caused it, replayed to every request it refuses.
+    pub rejection: Option<Arc<Answer>>,
 }
 
 /// What a lockout covers: every class of the owner (`None`), or one.

@@ -6,9 +6,10 @@ use std::time::Instant;
 use pacer_protocol::KeyFingerprint;
 use pacer_protocol::message::{BudgetId, Event, Rejected, Response};
 
-use super::lockouts::{Lockout, Rejection, Scope};
+use super::lockouts::{Lockout, Scope};
 use super::owner::Owner;
 use super::{Broker, Output};
+use pacer_api::Answer;
 
 impl Broker {
     /// Why an acquire by `owner` for `class` is refused at once, if a lockout covers it.
@@ -34,7 +35,7 @@ impl Broker {
     }
 
     /// The API's answer that locked out the budget `id`, to replay to the requests it refuses.
-    pub fn rejection(&self, id: &BudgetId, now: Instant) -> Option<Arc<Rejection>> {
+    pub fn rejection(&self, id: &BudgetId, now: Instant) -> Option<Arc<Answer>> {
         let owner = Owner::from_wire(&id.owner);
         let lockout = self.lockouts.covering(&owner, &id.model_class, now)?;
         lockout.rejection.clone()
@@ -48,7 +49,7 @@ impl Broker {
         key: KeyFingerprint,
         until: Instant,
         reason: String,
-        rejection: Option<Rejection>,
+        rejection: Option<Answer>,
     ) -> Vec<Output> {
         let owner = self.accounts.owner_of(key);
         let lockout = Lockout {

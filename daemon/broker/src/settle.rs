@@ -4,15 +4,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pacer_api::ratelimit::{RateLimitHeaders, limit_named_in};
+use pacer_api::unified::{WindowState, window_class};
 use pacer_protocol::LimitKind;
 use pacer_protocol::message::{Event, LeaseId, SettledAs};
-use pacer_protocol::ratelimit::{RateLimitHeaders, limit_named_in};
-use pacer_protocol::unified::{WindowState, window_class};
 
 use super::budget::{Learned, Reservation};
 use super::budgets::BudgetIdx;
-use super::lockouts::{Lockout, Rejection};
+use super::lockouts::Lockout;
 use super::{Broker, BrokerError, Costs, Output, PerKind, Settlement, later};
+use pacer_api::Answer;
 
 /// The longest wait a 429 is believed for: a subscription's weekly window resets within a
 /// week; anything beyond 8 days is a broken header.
@@ -31,7 +32,7 @@ struct Refused<'a> {
     parent: Option<&'a (BudgetIdx, Reservation)>,
     retry_after: Duration,
     message: Option<String>,
-    rejection: Option<Arc<Rejection>>,
+    rejection: Option<Arc<Answer>>,
 }
 
 impl Broker {
@@ -346,7 +347,7 @@ impl Broker {
         b: BudgetIdx,
         headers: &RateLimitHeaders,
         retry_after: Duration,
-        rejection: &Option<Arc<Rejection>>,
+        rejection: &Option<Arc<Answer>>,
         now: Instant,
     ) -> bool {
         let unified = &headers.unified;

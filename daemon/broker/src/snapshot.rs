@@ -10,9 +10,9 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use pacer_api::unified::{MAX_WINDOW_NAME, WindowState, is_window_name, sane_utilization};
 use pacer_protocol::KeyFingerprint;
 use pacer_protocol::text::{MAX_MESSAGE, bounded};
-use pacer_protocol::unified::{MAX_WINDOW_NAME, WindowState, is_window_name, sane_utilization};
 use serde::{Deserialize, Serialize};
 
 use super::accounts::{Subscription, WindowInfo};
@@ -20,12 +20,13 @@ use super::budget::Reservation;
 use super::budget::SavedBudget;
 use super::cost::RunningAverage;
 use super::leases::{LEASE_MAX_AGE, Lease};
-use super::lockouts::{Lockout, Rejection};
+use super::lockouts::Lockout;
 use super::overload::Overload;
 use super::owner::Owner;
 use super::settle::MAX_RATE_LIMIT_WAIT;
 use super::windows::Estimate;
 use super::{Broker, PerKind, later};
+use pacer_api::Answer;
 
 /// The broker's durable state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -397,7 +398,7 @@ impl Broker {
             };
             let rejection = saved
                 .rejection
-                .map(|r| Arc::new(Rejection::bounded(r.status, r.headers, r.body.into_bytes())));
+                .map(|r| Arc::new(Answer::bounded(r.status, r.headers, r.body.into_bytes())));
             let scope = saved.model_class.as_deref().map(Arc::from);
             let lockout = Lockout {
                 until,

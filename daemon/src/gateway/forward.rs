@@ -9,7 +9,7 @@ use pacer_protocol::message::Headers;
 use super::body::GatewayBody;
 use super::metered::{MeteredBody, Settle};
 use super::route::{CLIENT_HEADER, PRIORITY_HEADER};
-use pacer_client::api::usage::UsageTap;
+use pacer_api::usage::UsageTap;
 
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1), plus `host` (rewritten)
 /// and `content-length` (recomputed).

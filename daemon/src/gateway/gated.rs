@@ -1,33 +1,26 @@
-//! A gated request's cycle: acquire a permit, forward once, and deal with what the API says.
-//!
-//! - 2xx: stream the answer through; settle the permit with the real usage when it ends.
-//! - 429 ([`Cycle::on_429`]): report it (every peer pauses), then hold the request and go round
-//!   again when the pause ends, for as long as the hold allows; past that, pass the 429 on with
-//!   a `retry-after` that tells the truth about the remaining wait. A spend-cap 429 is passed on
-//!   at once (see [`super::spend_cap`]).
-//! - 529 ([`Cycle::on_529`]): the model class backs off together; up to three rounds, then
-//!   pass it on.
-//! - anything else: pass it on.
+//! A gated request, driven with tokio: the decisions are [`GatedCall`]'s (in `pacer-api`,
+//! shared with the Python transports); this file does what it asks — acquire a permit from the
+//! hub, send the request upstream, read or stream the answer, settle the permit — and turns its
+//! answers into HTTP responses.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
-use http::{HeaderMap, Method, Response, StatusCode};
-use pacer_client::api::policy::MAX_OVERLOAD_RETRIES;
-use pacer_protocol::message::{Acquire, LeaseId, Outcome, Rejected, Response as Answer};
+use http::{Method, Response, StatusCode};
+use pacer_api::Answer;
+use pacer_api::call::{Action, CallRequest, GatedCall, Refusal};
+use pacer_protocol::message::{Acquire, LeaseId, Outcome, Response as Reply};
 use pacer_protocol::{KeyFingerprint, Priority};
 use tokio::time::Instant;
 
 use super::Gateway;
 use super::body::GatewayBody;
-use super::forward::{buffered_response, header_list, stream_response};
+use super::forward::{header_list, stream_response};
 use super::metered::Settle;
 use super::reply;
-use super::spend_cap;
 use crate::hub::Session;
 use futures_util::StreamExt;
-use pacer_broker::{MAX_REJECTION_BODY, Origin, Rejection};
+use pacer_broker::Origin;
 
 /// An unreachable upstream is said once a minute, with the count of requests it failed since.
 static UNREACHABLE: crate::throttle::Throttle =
@@ -42,8 +35,9 @@ pub struct Gate {
     pub priority: Priority,
     pub input_tokens: u64,
     pub max_tokens: Option<u64>,
-    /// The request body's size, to calibrate estimates with (`None`: don't).
-    pub calibrate_bytes: Option<usize>,
+    /// The request body's size, to hold the usage to and calibrate estimates with (`None`:
+    /// don't).
+    pub body_bytes: Option<usize>,
     /// Through a registered route: its upstream, whose answers count for its keys only.
     pub scope: Option<String>,
     /// Claude Code's session id, whole.
@@ -54,132 +48,93 @@ pub struct Gate {
 pub struct Forward {
     pub method: Method,
     pub url: reqwest::Url,
-    pub headers: HeaderMap,
-    pub body: Bytes,
+    pub headers: http::HeaderMap,
+    pub body: bytes::Bytes,
     /// The memory the body holds, given back when the request is done.
     pub _held: super::memory::Held,
     /// The upstream it goes to (the daemon's, or a registered route's), for messages.
     pub base: reqwest::Url,
 }
 
-/// An error answer from upstream, kept to pass on if retrying runs out of time.
-struct Held {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
+/// The machine's time: tokio's clock (paused in tests), as the standard type.
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
 }
 
-impl Held {
-    /// Reads an error answer, at most [`MAX_REJECTION_BODY`] of its body: a longer one (an API
-    /// error is a few hundred bytes) is replaced by the API's error shape saying so, rather than
-    /// kept in memory and replayed.
-    async fn read(upstream: reqwest::Response) -> Held {
-        let status = upstream.status();
-        let mut headers = upstream.headers().clone();
-        let mut body = Vec::new();
-        let mut stream = upstream.bytes_stream();
-        let mut cut = false;
-        while let Some(Ok(chunk)) = stream.next().await {
-            if body.len() + chunk.len() > MAX_REJECTION_BODY {
-                cut = true;
-                break;
-            }
-            body.extend_from_slice(&chunk);
-        }
-        if cut {
-            body = Rejection::bounded(status.as_u16(), Vec::new(), vec![0; MAX_REJECTION_BODY + 1])
-                .body;
-            headers.remove(http::header::CONTENT_ENCODING);
-            headers.insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/json"),
-            );
-        }
-        Held {
-            status,
-            headers,
-            body: body.into(),
-        }
-    }
-
-    fn into_response(self, retry_after: Option<Duration>) -> Response<GatewayBody> {
-        let mut response = buffered_response(self.status, &self.headers, self.body);
-        if let Some(wait) = retry_after {
-            reply::set_retry_after(response.headers_mut(), wait);
-        }
-        response
-    }
-}
-
-/// What a step decided.
-enum Step<T> {
-    /// Carry on with this.
-    Next(T),
-    /// Answer the client with this.
-    Done(Response<GatewayBody>),
-}
-
-/// One gated request, from its first acquire to its answer.
-struct Cycle<'a> {
+/// What the driver holds between the machine's steps.
+struct Driver<'a> {
     gateway: &'a Arc<Gateway>,
     gate: Gate,
     session: Session,
-    started: Instant,
-    /// The last 429 or 529, passed on if the hold runs out.
-    held: Option<Held>,
-    overloads: u32,
+    lease: Option<LeaseId>,
+    /// The answer being read, streamed or passed on.
+    upstream: Option<reqwest::Response>,
+    /// Why the last send failed.
+    failure: Option<reqwest::Error>,
 }
 
 pub async fn handle(gateway: &Arc<Gateway>, gate: Gate, forward: Forward) -> Response<GatewayBody> {
-    let mut cycle = Cycle {
+    let request = CallRequest {
+        model: gate.model.clone(),
+        body_bytes: gate.body_bytes,
+        max_hold: gateway.max_hold(),
+    };
+    let mut call = GatedCall::new(request, now());
+    let mut driver = Driver {
         gateway,
         session: Session::open_scoped(&gateway.hub, gate.scope.clone()),
         gate,
-        started: Instant::now(),
-        held: None,
-        overloads: 0,
+        lease: None,
+        upstream: None,
+        failure: None,
     };
     loop {
-        let lease = match cycle.acquire().await {
-            Step::Next(lease) => lease,
-            Step::Done(response) => return response,
-        };
-        let upstream = match cycle.forward_once(lease, &forward).await {
-            Step::Next(upstream) => upstream,
-            Step::Done(response) => return response,
-        };
-        let status = upstream.status();
-        let step = if status.is_success() {
-            return cycle.stream(lease, upstream);
-        } else if status == StatusCode::TOO_MANY_REQUESTS {
-            cycle.on_429(lease, upstream).await
-        } else if status.as_u16() == 529 {
-            cycle.on_529(lease, upstream).await
-        } else {
-            let outcome = if status.is_client_error() {
-                // The caller's mistake (a malformed body, an unknown model): the API processed
-                // nothing, and a 4 MB body's estimate must not stay charged.
-                Outcome::ClientError {
-                    status: status.as_u16(),
-                }
-            } else {
-                Outcome::Failed
-            };
-            cycle.session.report(lease, outcome);
-            return stream_response(upstream, None);
-        };
-        if let Step::Done(response) = step {
-            return response;
+        match call.poll(now()) {
+            Action::Acquire { deadline } => driver.acquire(&mut call, deadline).await,
+            Action::Send => driver.send(&mut call, &forward).await,
+            Action::ReadBody { limit } => driver.read(&mut call, limit).await,
+            Action::Report(outcome) => driver.report(&call, outcome),
+            Action::Release => driver.release(),
+            Action::LockOut {
+                duration,
+                reason,
+                replay,
+            } => driver.lock_out(duration, reason, replay),
+            Action::Calibrate {
+                body_bytes,
+                counted_input,
+            } => driver
+                .session
+                .calibrate(&driver.gate.client_id, body_bytes, counted_input),
+            Action::Stream => return driver.stream(call),
+            Action::PassOn => match driver.upstream.take() {
+                Some(upstream) => return stream_response(upstream, None),
+                None => return internal("an answer to pass on"),
+            },
+            Action::Answer(answer) => return reply::answer(answer),
+            Action::Fail => match driver.failure.take() {
+                Some(e) => return reply::bad_gateway(&forward.base, &e),
+                None => return internal("why the request failed"),
+            },
+            Action::Done => return internal("an answer"),
         }
     }
 }
 
-impl Cycle<'_> {
-    /// Waits for a permit, for what is left of the hold. A wait already known to outlast the
-    /// hold is answered at once rather than after holding.
-    async fn acquire(&mut self) -> Step<LeaseId> {
-        let gateway = self.gateway;
-        let hold_left = gateway.max_hold().saturating_sub(self.started.elapsed());
+/// A gated request the machine finished without an answer: a bug, said as one.
+fn internal(missing: &str) -> Response<GatewayBody> {
+    tracing::error!("the gated call ended without {missing}");
+    reply::error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "api_error",
+        format!("pacer gateway: internal error (no {missing})"),
+    )
+}
+
+impl Driver<'_> {
+    /// Waits for a permit, for at most `deadline`. A wait already known to outlast it is
+    /// refused at once rather than after holding.
+    async fn acquire(&mut self, call: &mut GatedCall, deadline: Duration) {
         let acquire = Acquire {
             key: self.gate.key,
             model: self.gate.model.clone(),
@@ -188,80 +143,65 @@ impl Cycle<'_> {
             input_tokens: Some(self.gate.input_tokens),
             output_tokens: None,
             max_tokens: self.gate.max_tokens,
-            deadline: Some(hold_left),
+            deadline: Some(deadline),
             detached_ttl: None,
         };
-        let expected = self.session.estimate_wait(&acquire);
-        if let Some((expected, holdup)) = expected
-            && expected > hold_left
+        if let Some((wait, holdup)) = self.session.estimate_wait(&acquire)
+            && wait > deadline
         {
-            let message = format!(
-                "pacer: {} ({}); the wait (about {}s) would exceed the gateway's max_hold ({}s)",
-                holdup,
-                self.gate.model,
-                expected.as_secs_f64().ceil(),
-                gateway.max_hold().as_secs()
-            );
-            self.session.refused_locally(&acquire, &message);
-            return Step::Done(self.give_up(expected, message));
+            let refusal = Refusal::WouldWait { wait, holdup };
+            self.session
+                .refused_locally(&acquire, &call.explain(&refusal, now()));
+            call.refused(refusal, now());
+            return;
         }
         let origin = Origin {
             session: self.gate.session.as_deref().map(Arc::from),
         };
         match self.session.acquire_from(&acquire, &origin).await {
-            Answer::Granted(granted) => Step::Next(granted.lease),
-            Answer::TimedOut(timed_out) => {
-                let message = format!(
-                    "pacer: {} ({}); this request waited {}s (the gateway's max_hold) and \
-                     would wait about {}s more",
-                    timed_out.reason,
-                    self.gate.model,
-                    self.started.elapsed().as_secs(),
-                    timed_out.retry_after.as_secs_f64().ceil()
-                );
-                Step::Done(self.give_up(timed_out.retry_after, message))
+            Reply::Granted(granted) => {
+                self.lease = Some(granted.lease);
+                call.granted();
             }
-            Answer::Rejected(rejected) => Step::Done(self.refused(rejected)),
+            Reply::TimedOut(timed_out) => call.refused(
+                Refusal::TimedOut {
+                    retry_after: timed_out.retry_after,
+                    reason: Some(timed_out.reason),
+                },
+                now(),
+            ),
+            Reply::Rejected(rejected) => {
+                // The API's own answer that caused the lockout, replayed, when the broker kept
+                // one.
+                let replay = rejected
+                    .budget
+                    .as_ref()
+                    .and_then(|budget| self.session.rejection(budget))
+                    .map(|answer| answer.as_ref().clone());
+                let left = rejected
+                    .until
+                    .map(|until| until.duration_since(SystemTime::now()).unwrap_or_default());
+                let refusal = Refusal::Rejected {
+                    reason: rejected.reason,
+                    left,
+                    replay,
+                };
+                call.refused(refusal, now());
+            }
             other => {
                 let message = match other {
-                    Answer::Error(e) => e.message,
+                    Reply::Error(e) => e.message,
                     other => format!("unexpected answer {other:?}"),
                 };
-                Step::Done(reply::error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "api_error",
-                    format!("pacer gateway: {message}"),
-                ))
+                call.refused(Refusal::Unavailable(message), now());
             }
-        }
-    }
-
-    /// The answer to a request the broker refuses at once: the API's own 429 that caused the
-    /// lockout, replayed (its `retry-after` brought up to date), else a 429 of pacer's own.
-    fn refused(&self, rejected: Rejected) -> Response<GatewayBody> {
-        let replay = rejected
-            .budget
-            .as_ref()
-            .and_then(|budget| self.session.rejection(budget));
-        match replay {
-            Some(rejection) => reply::replay(&rejection, rejected.until),
-            None => reply::refused(&rejected),
-        }
-    }
-
-    /// The answer when the hold runs out: the last upstream error if there was one (with the
-    /// real wait), else a 429 of the gateway's own.
-    fn give_up(&mut self, wait: Duration, message: String) -> Response<GatewayBody> {
-        match self.held.take() {
-            Some(held) => held.into_response(Some(wait)),
-            None => reply::rate_limited(wait, message),
         }
     }
 
     /// Sends the request upstream once, and feeds the rate-limit headers of the answer to the
     /// broker as soon as they arrive (the client may send its next request the moment it has
     /// read this one).
-    async fn forward_once(&mut self, lease: LeaseId, forward: &Forward) -> Step<reqwest::Response> {
+    async fn send(&mut self, call: &mut GatedCall, forward: &Forward) {
         let sent = self
             .gateway
             .upstream
@@ -274,78 +214,88 @@ impl Cycle<'_> {
             .await;
         match sent {
             Ok(response) => {
-                self.session
-                    .observe(lease, &header_list(response.headers()));
-                Step::Next(response)
+                let headers = header_list(response.headers());
+                if let Some(lease) = self.lease {
+                    self.session.observe(lease, &headers);
+                }
+                call.answered(response.status().as_u16(), headers, SystemTime::now());
+                self.upstream = Some(response);
             }
             Err(e) => {
-                if e.is_connect() {
-                    // The call never reached the API: nothing was spent.
-                    self.session.release(lease);
-                } else {
-                    // It may have reached the API before the connection broke.
-                    self.session.report(lease, Outcome::Unknown);
-                }
-                let base = &forward.base;
                 crate::warn_throttled!(
                     UNREACHABLE,
                     "upstream {} unreachable: {}",
-                    crate::config::shown_url(base),
+                    crate::config::shown_url(&forward.base),
                     reply::describe(&e)
                 );
-                Step::Done(reply::bad_gateway(base, &e))
+                // A call that never connected spent nothing; one that broke may have reached
+                // the API.
+                call.send_failed(!e.is_connect());
+                self.failure = Some(e);
             }
         }
     }
 
+    /// Reads the answer's body whole, at most `limit` bytes of it.
+    async fn read(&mut self, call: &mut GatedCall, limit: usize) {
+        let mut body = Vec::new();
+        let mut cut = false;
+        if let Some(upstream) = self.upstream.take() {
+            let mut stream = upstream.bytes_stream();
+            while let Some(Ok(chunk)) = stream.next().await {
+                if body.len() + chunk.len() > limit {
+                    cut = true;
+                    break;
+                }
+                body.extend_from_slice(&chunk);
+            }
+        }
+        call.read(body, cut, SystemTime::now());
+    }
+
+    /// Settles the permit. A 429 is reported with the API's answer whole, so that a lockout it
+    /// causes can replay it.
+    fn report(&mut self, call: &GatedCall, outcome: Outcome) {
+        let Some(lease) = self.lease.take() else {
+            return;
+        };
+        match (outcome, call.held()) {
+            (Outcome::RateLimited { .. }, Some(held)) => {
+                self.session.report_rate_limited(lease, held.clone())
+            }
+            (outcome, _) => self.session.report(lease, outcome),
+        }
+    }
+
+    fn release(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            self.session.release(lease);
+        }
+    }
+
+    /// The spend cap: every request of the key's account is answered with this 429 at once for
+    /// a while, and socket acquires are refused.
+    fn lock_out(&self, duration: Duration, reason: String, replay: Answer) {
+        tracing::warn!(
+            key = %self.gate.key,
+            "spend cap reached: failing this key's requests fast for {}s",
+            duration.as_secs()
+        );
+        self.session
+            .lock_out(self.gate.key, duration, reason, replay);
+    }
+
     /// A success streams through; the permit settles when the body ends.
-    fn stream(self, lease: LeaseId, upstream: reqwest::Response) -> Response<GatewayBody> {
+    fn stream(mut self, call: GatedCall) -> Response<GatewayBody> {
+        let (Some(upstream), Some(lease)) = (self.upstream.take(), self.lease.take()) else {
+            return internal("an answer to stream");
+        };
         let settle = Settle {
-            // Already applied by `forward_once`.
-            headers: Vec::new(),
-            calibrate: self
-                .gate
-                .calibrate_bytes
-                .map(|bytes| (self.gate.client_id.clone(), bytes)),
+            call,
+            client: self.gate.client_id,
             session: self.session,
             lease,
         };
         stream_response(upstream, Some(settle))
-    }
-
-    /// A 429: a spend cap is passed on at once; a rate limit pauses every peer, and the request
-    /// goes round again.
-    async fn on_429(&mut self, lease: LeaseId, upstream: reqwest::Response) -> Step<()> {
-        let held = Held::read(upstream).await;
-        let key = self.gate.key;
-        if let Some(response) = spend_cap::check(&self.session, key, &held.headers, &held.body) {
-            self.session.report(lease, Outcome::Failed);
-            return Step::Done(response);
-        }
-        self.session.report_rate_limited(
-            lease,
-            Rejection::bounded(
-                held.status.as_u16(),
-                header_list(&held.headers),
-                held.body.to_vec(),
-            ),
-        );
-        self.held = Some(held);
-        Step::Next(())
-    }
-
-    /// A 529: the class backs off together; after [`MAX_OVERLOAD_RETRIES`] it is passed on.
-    async fn on_529(&mut self, lease: LeaseId, upstream: reqwest::Response) -> Step<()> {
-        let held = Held::read(upstream).await;
-        // What a 529 says (its wait from `retry-after-ms`, else `retry-after`) is read as every
-        // client reads it.
-        let outcome = pacer_client::outcome::from_response(529, header_list(&held.headers), None);
-        self.session.report(lease, outcome);
-        self.overloads += 1;
-        if self.overloads > MAX_OVERLOAD_RETRIES {
-            return Step::Done(held.into_response(None));
-        }
-        self.held = Some(held);
-        Step::Next(())
     }
 }

@@ -8,43 +8,44 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures_util::Stream;
 use http_body::{Body, Frame};
-use pacer_client::api::usage::{Ended, UsageTap};
-use pacer_protocol::message::{Headers, LeaseId, Outcome};
+use pacer_api::call::{Action, GatedCall};
+use pacer_api::usage::{Ended, UsageTap};
+use pacer_protocol::message::LeaseId;
 
 use crate::hub::Session;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Settles the permit of a call once its response body is done.
+/// Settles the permit of a call once its response body is done, as its [`GatedCall`] says.
 pub struct Settle {
+    pub call: GatedCall,
     pub session: Session,
     pub lease: LeaseId,
-    pub headers: Headers,
-    /// The client and the request's size, to calibrate later estimates with its real input.
-    pub calibrate: Option<(String, usize)>,
+    /// The client, whose later estimates learn from this call's real input.
+    pub client: String,
 }
 
-pub use pacer_client::api::policy::input_bound;
-
 impl Settle {
-    fn finish(self, tap: &mut UsageTap, ended: Ended) {
-        let mut outcome = tap.outcome(self.headers);
-        if let (Outcome::Success { usage, .. }, Some((_, bytes))) = (&mut outcome, &self.calibrate)
-        {
-            // An answer claiming more input than its request could hold is not believed.
-            let bound = input_bound(*bytes);
-            usage.input_tokens = usage.input_tokens.min(bound);
-            usage.cache_creation_input_tokens = usage
-                .cache_creation_input_tokens
-                .min(bound - usage.input_tokens);
+    fn finish(mut self, tap: &mut UsageTap, ended: Ended) {
+        // The headers were fed to the broker when the answer's head arrived.
+        self.call
+            .ended(tap.outcome(Vec::new()), ended == Ended::Complete);
+        loop {
+            match self.call.poll(std::time::Instant::now()) {
+                Action::Calibrate {
+                    body_bytes,
+                    counted_input,
+                } => self
+                    .session
+                    .calibrate(&self.client, body_bytes, counted_input),
+                Action::Report(outcome) => self.session.report(self.lease, outcome),
+                Action::Done => return,
+                other => {
+                    tracing::error!("a streamed call asked for {other:?} after its body ended");
+                    return;
+                }
+            }
         }
-        if let (Outcome::Success { usage, .. }, Some((client, bytes))) = (&outcome, &self.calibrate)
-            && ended == Ended::Complete
-        {
-            self.session
-                .calibrate(client, *bytes, usage.counted_input_tokens());
-        }
-        self.session.report(self.lease, outcome);
     }
 }
 

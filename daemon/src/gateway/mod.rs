@@ -6,16 +6,19 @@
 //! first gated by the same budgets as socket permits (the gateway is an in-process client of the
 //! broker), so gateway and library clients share one budget and pause together.
 //!
+//! What a request and its answer mean (which endpoint, the key, the body's model, each kind of
+//! answer and what to do with it) is `pacer-api`'s, shared with the Python transports; the
+//! gateway does the I/O:
+//!
 //! - this file: the HTTP server, and which requests are gated and how (the model, the client,
 //!   the input estimate);
-//! - [`route`]: the `/s/<client>~<priority>/` prefix and which endpoint a request is;
-//! - `gated`: a gated request's cycle in named steps: acquire, forward once, on 429, on 529;
-//! - `spend_cap`: the spend cap's 429, which locks the key's owner out for a while;
+//! - [`route`]: the `/s/<client>~<priority>/` prefix, which endpoint a request is, and who asks;
+//! - `gated`: drives a gated request's [`pacer_api::GatedCall`] with tokio: acquires, sends,
+//!   reads, settles, and answers;
 //! - `forward`: which headers cross, and streaming the answer back;
 //! - `metered`: reading usage off the response as it streams, and settling the permit;
 //! - `reply`: the gateway's own answers, in the API's error shape;
-//! - `server`: accepting connections (up to a cap) and reading requests within time limits;
-//! - `fields`: what the gateway reads of a Messages body (the model, `max_tokens`), leniently.
+//! - `server`: accepting connections (up to a cap) and reading requests within time limits.
 
 mod body;
 mod forward;
@@ -25,9 +28,7 @@ mod metered;
 mod reply;
 pub mod route;
 mod server;
-mod spend_cap;
 
-pub use pacer_client::api::usage::UsageTap;
 pub use server::serve;
 
 use std::sync::Arc;
@@ -44,9 +45,10 @@ use crate::warn_throttled;
 use body::GatewayBody;
 use forward::Upstream;
 use gated::{Forward, Gate};
+use pacer_api::Endpoint;
+use pacer_api::fields::{self, MessagesFields};
 use pacer_broker::{MAX_MODEL_LEN, MAX_NAME_LEN};
-use pacer_client::api::fields::{self, MessagesFields};
-use route::{Endpoint, Route};
+use route::Route;
 use server::{BodyError, discard, read_body};
 
 static BUSY_BODIES: crate::throttle::Throttle =
@@ -273,7 +275,7 @@ impl Gateway {
                 priority,
                 input_tokens: 0,
                 max_tokens: Some(0),
-                calibrate_bytes: None,
+                body_bytes: None,
                 scope,
                 session: route::session_id(headers),
             }),
@@ -303,7 +305,7 @@ impl Gateway {
                     priority,
                     input_tokens,
                     max_tokens: fields.max_tokens,
-                    calibrate_bytes: Some(body.len()),
+                    body_bytes: Some(body.len()),
                     scope,
                     session: route::session_id(headers),
                 })
@@ -328,10 +330,9 @@ impl Gateway {
 
 /// The API key or OAuth token a request carries.
 fn api_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(key) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
-        return Some(key);
-    }
-    let auth = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    auth.strip_prefix("Bearer ")
-        .or_else(|| auth.strip_prefix("bearer "))
+    let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    pacer_api::request::api_key(
+        text("x-api-key"),
+        text(http::header::AUTHORIZATION.as_str()),
+    )
 }

@@ -6,21 +6,10 @@
 //! them. The prefix is stripped before forwarding.
 
 use http::HeaderMap;
-use pacer_client::api;
-pub use pacer_client::api::path::escaping_segment;
-use pacer_client::api::path::loose_segments;
+pub use pacer_api::path::escaping_segment;
+use pacer_api::path::{self, Endpoint, loose_segments};
+pub use pacer_api::request::{CLIENT_HEADER, PRIORITY_HEADER, SESSION_HEADER};
 use pacer_protocol::{Priority, gateway};
-
-/// The endpoints the gateway treats specially.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    /// `POST /v1/messages`: gated by the key × model class budget.
-    Messages,
-    /// `POST /v1/messages/count_tokens`: gated by a requests-only budget of its own.
-    CountTokens,
-    /// Everything else passes straight through.
-    Other,
-}
 
 /// A request's path after the client prefix is taken off.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,12 +24,6 @@ pub struct Route {
     pub route: Option<String>,
 }
 
-pub use pacer_client::api::PRIORITY_HEADER;
-/// The header a client may set to name itself.
-pub const CLIENT_HEADER: &str = "x-pacer-client";
-/// Claude Code's per-session header: each session is a client of its own.
-pub const SESSION_HEADER: &str = "x-claude-code-session-id";
-
 impl Route {
     /// Reads a request's method and path. Whether it is gated is decided on a loose reading of
     /// the path (see [`loose_segments`]): any spelling the upstream might take for a Messages
@@ -54,11 +37,7 @@ impl Route {
             rest => (None, rest),
         };
         let post = method.as_str().eq_ignore_ascii_case("POST");
-        let endpoint = match api::path::endpoint(post, rest) {
-            api::path::Endpoint::Messages => Endpoint::Messages,
-            api::path::Endpoint::CountTokens => Endpoint::CountTokens,
-            api::path::Endpoint::Other => Endpoint::Other,
-        };
+        let endpoint = path::endpoint(post, rest);
         let (token, path) = match endpoint {
             Endpoint::Messages | Endpoint::CountTokens => (
                 loose_token.map(str::to_owned),
@@ -89,15 +68,12 @@ impl Route {
 /// The first segment of the client prefix (`/s/<token>/`).
 const PREFIX_SEGMENT: &str = "s";
 
-/// Claude Code's session id, whole (at most [`MAX_SESSION_ID`] bytes), if the request carries
-/// one: the account its calls go to, and its share of them, are kept per session.
+/// Claude Code's session id, whole, if the request carries one: the account its calls go to,
+/// and its share of them, are kept per session.
 pub fn session_id(headers: &HeaderMap) -> Option<String> {
-    let id = headers.get(SESSION_HEADER)?.to_str().ok()?.trim();
-    (!id.is_empty() && id.len() <= MAX_SESSION_ID).then(|| id.to_owned())
+    let header = headers.get(SESSION_HEADER)?.to_str().ok();
+    pacer_api::request::session_id(header).map(str::to_owned)
 }
-
-/// The longest session id kept (Claude Code's are UUIDs).
-pub const MAX_SESSION_ID: usize = 128;
 
 /// Who is asking and how urgently: headers win over the path prefix; Claude Code's session id
 /// (its first 8 characters) tells its sessions apart, after the prefix's name if there is one.

@@ -5,16 +5,17 @@
 
 use std::time::SystemTime;
 
-use pacer_client::api::policy::input_bound;
+use pacer_api::outcome::input_bound;
+use pacer_api::ratelimit::RateLimitHeaders;
 use pacer_protocol::message::{
     Acquire, Calibrate, ErrorKind, ErrorReply, EstimateInput, LeaseId, Outcome, Pause,
     RegisterRoute, Release, Report, Response, SessionQuery, StatusSnapshot,
 };
-use pacer_protocol::ratelimit::RateLimitHeaders;
 use pacer_protocol::text::{MAX_MESSAGE, bounded};
 
 use super::Hub;
-use pacer_broker::{BrokerError, MAX_NAME_LEN, Rejection, Settlement, Ticket};
+use pacer_api::Answer;
+use pacer_broker::{BrokerError, MAX_NAME_LEN, Settlement, Ticket};
 
 pub const DAEMON_VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -43,7 +44,7 @@ pub fn settle(
     )
 }
 
-pub use pacer_client::api::policy::error_message;
+pub use pacer_api::outcome::message_of_body;
 
 /// The input tokens a body of the given size is estimated to count, by the gateway's
 /// calibration (bounded by [`MAX_NAME_LEN`] for the client's name, as the gateway's are).
@@ -202,7 +203,7 @@ fn settlement(outcome: Outcome, now: SystemTime) -> (Settlement, RateLimitHeader
                 "type": "error",
                 "error": {"type": "rate_limit_error", "message": message.clone().unwrap_or_default()},
             });
-            let rejection = Rejection::bounded(429, headers.clone(), body.to_string().into_bytes());
+            let rejection = Answer::bounded(429, headers.clone(), body.to_string().into_bytes());
             let parsed = parse(&headers);
             let settlement = Settlement::RateLimited {
                 retry_after,

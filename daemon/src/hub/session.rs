@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use pacer_protocol::ratelimit::RateLimitHeaders;
+use pacer_api::ratelimit::RateLimitHeaders;
 
 use pacer_protocol::KeyFingerprint;
 use pacer_protocol::message::{
@@ -15,7 +15,8 @@ use tokio::sync::mpsc;
 
 use super::handlers;
 use super::{Hub, Writer};
-use pacer_broker::{ConnId, Origin, Rejection, Settlement, Ticket};
+use pacer_api::Answer;
+use pacer_broker::{ConnId, Origin, Settlement, Ticket};
 
 pub struct Session {
     hub: Arc<Hub>,
@@ -125,9 +126,9 @@ impl Session {
 
     /// Settles the call under `lease` with the API's 429, kept whole (status, headers, body)
     /// so that a lockout it causes can replay it.
-    pub fn report_rate_limited(&self, lease: LeaseId, rejection: Rejection) {
+    pub fn report_rate_limited(&self, lease: LeaseId, rejection: Answer) {
         let headers = self.parse(&rejection.headers);
-        let message = handlers::error_message(&rejection.body);
+        let message = handlers::message_of_body(&rejection.body);
         let settlement = Settlement::RateLimited {
             retry_after: None,
             message,
@@ -143,7 +144,7 @@ impl Session {
         key: KeyFingerprint,
         duration: Duration,
         reason: String,
-        rejection: Rejection,
+        rejection: Answer,
     ) {
         self.hub.update(|broker, now| {
             let until = now + duration;
@@ -155,7 +156,7 @@ impl Session {
     }
 
     /// The API's answer that locked out `budget`, to replay.
-    pub fn rejection(&self, budget: &BudgetId) -> Option<Arc<Rejection>> {
+    pub fn rejection(&self, budget: &BudgetId) -> Option<Arc<Answer>> {
         self.hub.read(|broker, now| broker.rejection(budget, now))
     }
 }

@@ -104,7 +104,8 @@ def http_client(
     """An ``httpx2.Client`` whose Messages requests are paced by pacerd: pass it to
     ``anthropic.Anthropic(http_client=...)``. ``priority`` applies to requests without an
     ``x-pacer-priority`` header; ``max_hold`` is how long a request may wait for the budget
-    before its 429 is passed on. Other keyword arguments go to ``httpx2.Client``."""
+    before the API's rate-limit answer is passed on. Other keyword arguments go to
+    ``httpx2.Client``."""
     import httpx2
 
     transport = _transports_for("httpx2")[0](

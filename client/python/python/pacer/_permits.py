@@ -205,7 +205,7 @@ class Permit:
         body: Union[bytes, str, Mapping[str, Any], None] = None,
     ) -> None:
         """Reports the call's HTTP ``status`` and response ``headers`` (rate-limit headers,
-        ``retry-after``: a 429's pauses every peer), and its ``usage`` (a mapping or the SDK's
+        ``retry-after``: a rate limit's pauses every peer), and its ``usage`` (a mapping or the SDK's
         ``message.usage``) or its JSON ``body``."""
         if isinstance(body, Mapping):
             body = json.dumps(body)

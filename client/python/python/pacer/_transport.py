@@ -3,19 +3,16 @@
 Each Messages request (``POST /v1/messages``, however its path is spelled) takes a permit
 first: the model and ``max_tokens`` from its body, the input estimate from the body's size by
 the gateway's calibration, the priority from ``x-pacer-priority`` (taken off the request). The
-answer's usage and rate-limit headers are reported when its body ends (streamed answers too). A
-429 pauses every peer and the request is held and sent again when the pause ends, for up to
-``max_hold`` seconds, so the caller sees no avoidable rate-limit error; a 529 is retried up to
-three times; a spend-cap 429 is passed on at once. Everything else passes through untouched.
+answer's usage and rate-limit headers are reported when its body ends (streamed answers too).
+
+What each answer means — go round again after a rate limit, retry an overload, pass a spend cap
+on, give up when the hold runs out — is decided by ``_native.GatedCall``, the state machine
+pacerd's gateway drives too; the transports below only send, read, stream and wait as it says.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import math
-import time
-import zlib
 from types import ModuleType
 from typing import Any, Optional
 
@@ -25,133 +22,7 @@ from ._permits import Client, Permit, default_client
 #: How long a request may be held waiting for the budget (the gateway's default ``max_hold``).
 DEFAULT_MAX_HOLD = 240.0
 
-
-def _decoded(raw: bytes, encoding: Optional[str]) -> bytes:
-    """An error body, undone of its content encoding where zlib can (for reading it only)."""
-    try:
-        if encoding == "gzip":
-            return zlib.decompress(raw, 31)
-        if encoding == "deflate":
-            try:
-                return zlib.decompress(raw)
-            except zlib.error:
-                return zlib.decompress(raw, -15)
-    except zlib.error:
-        return raw
-    return raw
-
-
-def _own_429(message: str, wait: Optional[float]) -> tuple[int, list[tuple[str, str]], bytes]:
-    body = json.dumps(
-        {"type": "error", "error": {"type": "rate_limit_error", "message": message}}
-    ).encode()
-    headers = [("content-type", "application/json")]
-    if wait is not None:
-        headers.append(("retry-after", str(max(1, math.ceil(wait)))))
-    return 429, headers, body
-
-
-class _Cycle:
-    """One gated request's decisions, shared by the sync and async transports: what to ask for,
-    and what each answer means (go round again, or pass it on)."""
-
-    def __init__(self, client: Client, priority: str, api_key: Optional[str], max_hold: float,
-                 headers: Any, body: bytes) -> None:
-        self.client = client
-        self.priority = headers.get(_native.PRIORITY_HEADER) or priority
-        self.key = _key_of(headers) or api_key or ""
-        self.model, self.max_tokens = _native.request_fields(body)
-        self.body_bytes = len(body)
-        self.max_hold = max_hold
-        self.started = time.monotonic()
-        self.overloads = 0
-        # The last 429 or 529 (status, headers, raw body), passed on if the hold runs out.
-        self.held: Optional[tuple[int, list[tuple[str, str]], bytes]] = None
-        self.input_tokens = 0
-
-    def hold_left(self) -> float:
-        return max(0.0, self.max_hold - (time.monotonic() - self.started))
-
-    def acquire(self) -> Permit:
-        return self.client.acquire(
-            self.model,
-            api_key=self.key,
-            priority=self.priority,
-            input_tokens=self.input_tokens,
-            max_tokens=self.max_tokens,
-            timeout=self.hold_left(),
-        )
-
-    def give_up(self, wait: Optional[float], message: str) -> tuple[int, list[tuple[str, str]], bytes]:
-        """The answer when no permit comes in time: the last upstream error if there was one
-        (its ``retry-after`` telling the real wait), else a 429 of pacer's own."""
-        if self.held is None:
-            return _own_429(message, wait)
-        status, headers, raw = self.held
-        if wait is not None:
-            headers = [(n, v) for n, v in headers if n.lower() != "retry-after"]
-            headers.append(("retry-after", str(max(1, math.ceil(wait)))))
-        return status, headers, raw
-
-    def refused(self, error: Exception) -> tuple[int, list[tuple[str, str]], bytes]:
-        if isinstance(error, _native.PermitTimeout):
-            wait = getattr(error, "retry_after", None)
-            message = (
-                f"pacer: no permit for {self.model} within the hold ({self.max_hold:.0f}s); "
-                f"the wait would be about {math.ceil(wait or 0)}s more"
-            )
-            return self.give_up(wait, message)
-        until = getattr(error, "until", None)
-        wait = None if until is None else max(0.0, until - time.time())
-        return self.give_up(wait, f"pacer: {error}")
-
-    def answer(self, permit: Permit, status: int, headers: list[tuple[str, str]],
-               raw: bytes) -> bool:
-        """Settles the permit for an error answer read whole; True when the request should go
-        round again, False when the answer is passed on."""
-        encoding = _header(headers, "content-encoding")
-        body = _decoded(raw, encoding)
-        if status == 429:
-            if _native.is_spend_cap(body):
-                permit._native.fail()
-                return False
-            permit.report(status, headers, body=body)
-            self.held = (status, headers, raw)
-            return True
-        if status == 529:
-            permit.report(status, headers, body=body)
-            self.overloads += 1
-            if self.overloads > _native.MAX_OVERLOAD_RETRIES:
-                return False
-            self.held = (status, headers, raw)
-            return True
-        permit.report(status, headers, body=body)
-        return False
-
-    def settled(self, counted: Optional[int]) -> None:
-        """After a success's body ended: teach the calibration what the body really counted."""
-        if counted is not None and self.body_bytes:
-            try:
-                self.client.calibrate(self.body_bytes, counted)
-            except _native.PacerError:
-                pass
-
-
-def _header(headers: list[tuple[str, str]], name: str) -> Optional[str]:
-    for n, v in headers:
-        if n.lower() == name:
-            return v
-    return None
-
-
-def _key_of(headers: Any) -> Optional[str]:
-    key = headers.get("x-api-key")
-    if key:
-        return key
-    auth = headers.get("authorization", "")
-    if auth.lower().startswith("bearer "):
-        return auth[7:].strip()
-    return None
+Headers = list[tuple[str, str]]
 
 
 def _gated(request: Any) -> bool:
@@ -163,6 +34,56 @@ def _strip_priority(request: Any) -> None:
         del request.headers[_native.PRIORITY_HEADER]
 
 
+def _header_list(headers: Any) -> Headers:
+    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers.raw]
+
+
+def _new_call(request: Any, body: bytes, priority: str, api_key: Optional[str],
+              max_hold: float) -> Any:
+    call = _native.GatedCall(body, _header_list(request.headers), priority=priority,
+                             api_key=api_key, max_hold=max_hold)
+    _strip_priority(request)
+    return call
+
+
+class _Pacerd:
+    """The pacerd side of one gated call's steps (blocking; the async transport runs each in a
+    worker thread): the permit it holds, and what the call asks of pacerd."""
+
+    def __init__(self, call: Any, client: Client) -> None:
+        self.call = call
+        self.client = client
+        self.permit: Optional[Permit] = None
+
+    def step(self, action: str) -> None:
+        if action == "acquire":
+            native = self.call.acquire(self.client._native)
+            if native is not None:
+                self.client._note(native.brokered)
+                self.permit = Permit(native)
+        elif action == "report":
+            self.call.report(self.permit._native)
+        elif action == "release":
+            self.permit.release()
+        elif action == "calibrate":
+            try:
+                self.call.calibrate(self.client._native)
+            except _native.PacerError:
+                pass
+
+    def settle(self, reader: Any, headers: Headers, complete: bool) -> None:
+        """After a streamed answer's body: report it (and calibrate) as the call says."""
+        try:
+            self.call.ended(reader, headers, complete)
+            while (action := self.call.next()) != "done":
+                self.step(action)
+        except _native.PacerError:
+            pass
+
+
+_PACERD_STEPS = frozenset({"acquire", "report", "release", "calibrate"})
+
+
 def make_transports(httpx: ModuleType) -> tuple[type, type]:
     """The sync and async pacing transports for ``httpx`` (the httpx2 or the httpx module)."""
 
@@ -171,11 +92,13 @@ def make_transports(httpx: ModuleType) -> tuple[type, type]:
             self._inner = inner
             self._reader = reader
             self._settle = settle
+            self._complete = False
 
         def __iter__(self) -> Any:
             for chunk in self._inner:
                 self._reader.feed(chunk)
                 yield chunk
+            self._complete = True
 
         def close(self) -> None:
             try:
@@ -183,18 +106,20 @@ def make_transports(httpx: ModuleType) -> tuple[type, type]:
             finally:
                 settle, self._settle = self._settle, None
                 if settle is not None:
-                    settle()
+                    settle(self._complete)
 
     class _AsyncMeteredStream(httpx.AsyncByteStream):
         def __init__(self, inner: Any, reader: Any, settle: Any) -> None:
             self._inner = inner
             self._reader = reader
             self._settle = settle
+            self._complete = False
 
         async def __aiter__(self) -> Any:
             async for chunk in self._inner:
                 self._reader.feed(chunk)
                 yield chunk
+            self._complete = True
 
         async def aclose(self) -> None:
             try:
@@ -202,21 +127,40 @@ def make_transports(httpx: ModuleType) -> tuple[type, type]:
             finally:
                 settle, self._settle = self._settle, None
                 if settle is not None:
-                    await asyncio.to_thread(settle)
+                    await asyncio.to_thread(settle, self._complete)
 
-    def response(answer: tuple[int, list[tuple[str, str]], bytes], request: Any) -> Any:
-        status, headers, raw = answer
-        return httpx.Response(status, headers=headers, stream=httpx.ByteStream(raw),
+    def answer(call: Any, request: Any) -> Any:
+        status, headers, body = call.answer()
+        return httpx.Response(status, headers=headers, stream=httpx.ByteStream(body),
                               request=request)
 
-    def settle_with(cycle: _Cycle, permit: Permit, reader: Any, headers: list[tuple[str, str]]) -> Any:
-        def settle() -> None:
-            try:
-                counted = permit._native.report_read(reader, headers)
-            except _native.PacerError:
-                return
-            cycle.settled(counted)
-        return settle
+    def metered(pacerd: _Pacerd, upstream: Any, request: Any, stream_class: type) -> Any:
+        headers = _header_list(upstream.headers)
+        reader = _native.UsageReader(upstream.headers.get("content-type"),
+                                     upstream.headers.get("content-encoding"))
+
+        def settle(complete: bool) -> None:
+            pacerd.settle(reader, headers, complete)
+
+        return httpx.Response(upstream.status_code, headers=upstream.headers,
+                              stream=stream_class(upstream.stream, reader, settle),
+                              request=request, extensions=upstream.extensions)
+
+    def read_whole(chunks: Any, limit: int) -> tuple[bytes, bool]:
+        body = bytearray()
+        for chunk in chunks:
+            if len(body) + len(chunk) > limit:
+                return bytes(body), True
+            body += chunk
+        return bytes(body), False
+
+    async def aread_whole(chunks: Any, limit: int) -> tuple[bytes, bool]:
+        body = bytearray()
+        async for chunk in chunks:
+            if len(body) + len(chunk) > limit:
+                return bytes(body), True
+            body += chunk
+        return bytes(body), False
 
     class Transport(httpx.BaseTransport):
         """Paces Messages requests through pacerd; everything else goes to ``transport``
@@ -235,41 +179,36 @@ def make_transports(httpx: ModuleType) -> tuple[type, type]:
             if not _gated(request):
                 _strip_priority(request)
                 return self._inner.handle_request(request)
-            body = request.read()
-            client = self._client or default_client()
-            cycle = _Cycle(client, self._priority, self._api_key, self._max_hold,
-                           request.headers, body)
-            _strip_priority(request)
-            cycle.input_tokens = client.estimate_input(len(body))
+            call = _new_call(request, request.read(), self._priority, self._api_key,
+                             self._max_hold)
+            pacerd = _Pacerd(call, self._client or default_client())
+            upstream = failure = None
             while True:
-                try:
-                    permit = cycle.acquire()
-                except (_native.PermitTimeout, _native.PermitRejected) as e:
-                    return response(cycle.refused(e), request)
-                try:
-                    upstream = self._inner.handle_request(request)
-                except httpx.ConnectError:
-                    permit.release()
-                    raise
-                except BaseException:
-                    permit.close()
-                    raise
-                headers = [(k.decode("latin-1"), v.decode("latin-1"))
-                           for k, v in upstream.headers.raw]
-                if 200 <= upstream.status_code < 300:
-                    reader = _native.UsageReader(upstream.headers.get("content-type"),
-                                                 upstream.headers.get("content-encoding"))
-                    stream = _MeteredStream(upstream.stream, reader,
-                                            settle_with(cycle, permit, reader, headers))
-                    return httpx.Response(upstream.status_code, headers=upstream.headers,
-                                          stream=stream, request=request,
-                                          extensions=upstream.extensions)
-                try:
-                    raw = b"".join(upstream.stream)
-                finally:
-                    upstream.stream.close()
-                if not cycle.answer(permit, upstream.status_code, headers, raw):
-                    return response((upstream.status_code, headers, raw), request)
+                action = call.next()
+                if action in _PACERD_STEPS:
+                    pacerd.step(action)
+                elif action == "send":
+                    try:
+                        upstream = self._inner.handle_request(request)
+                    except BaseException as error:
+                        failure = error
+                        call.send_failed(not isinstance(error, httpx.ConnectError))
+                        continue
+                    call.answered(upstream.status_code, _header_list(upstream.headers))
+                elif action == "read":
+                    try:
+                        body, cut = read_whole(upstream.stream, call.read_limit)
+                    finally:
+                        upstream.stream.close()
+                    call.read(body, cut)
+                elif action == "stream":
+                    return metered(pacerd, upstream, request, _MeteredStream)
+                elif action == "pass":
+                    return upstream
+                elif action == "answer":
+                    return answer(call, request)
+                else:  # "fail": what the send raised
+                    raise failure
 
         def close(self) -> None:
             self._inner.close()
@@ -291,43 +230,36 @@ def make_transports(httpx: ModuleType) -> tuple[type, type]:
             if not _gated(request):
                 _strip_priority(request)
                 return await self._inner.handle_async_request(request)
-            body = await request.aread()
-            client = self._client or default_client()
-            cycle = _Cycle(client, self._priority, self._api_key, self._max_hold,
-                           request.headers, body)
-            _strip_priority(request)
-            cycle.input_tokens = await asyncio.to_thread(client.estimate_input, len(body))
+            call = _new_call(request, await request.aread(), self._priority, self._api_key,
+                             self._max_hold)
+            pacerd = _Pacerd(call, self._client or default_client())
+            upstream = failure = None
             while True:
-                try:
-                    permit = await asyncio.to_thread(cycle.acquire)
-                except (_native.PermitTimeout, _native.PermitRejected) as e:
-                    return response(cycle.refused(e), request)
-                try:
-                    upstream = await self._inner.handle_async_request(request)
-                except httpx.ConnectError:
-                    await asyncio.to_thread(permit.release)
-                    raise
-                except BaseException:
-                    await asyncio.to_thread(permit.close)
-                    raise
-                headers = [(k.decode("latin-1"), v.decode("latin-1"))
-                           for k, v in upstream.headers.raw]
-                if 200 <= upstream.status_code < 300:
-                    reader = _native.UsageReader(upstream.headers.get("content-type"),
-                                                 upstream.headers.get("content-encoding"))
-                    stream = _AsyncMeteredStream(upstream.stream, reader,
-                                                 settle_with(cycle, permit, reader, headers))
-                    return httpx.Response(upstream.status_code, headers=upstream.headers,
-                                          stream=stream, request=request,
-                                          extensions=upstream.extensions)
-                try:
-                    raw = b"".join([chunk async for chunk in upstream.stream])
-                finally:
-                    await upstream.stream.aclose()
-                go_round = await asyncio.to_thread(
-                    cycle.answer, permit, upstream.status_code, headers, raw)
-                if not go_round:
-                    return response((upstream.status_code, headers, raw), request)
+                action = call.next()
+                if action in _PACERD_STEPS:
+                    await asyncio.to_thread(pacerd.step, action)
+                elif action == "send":
+                    try:
+                        upstream = await self._inner.handle_async_request(request)
+                    except BaseException as error:
+                        failure = error
+                        call.send_failed(not isinstance(error, httpx.ConnectError))
+                        continue
+                    call.answered(upstream.status_code, _header_list(upstream.headers))
+                elif action == "read":
+                    try:
+                        body, cut = await aread_whole(upstream.stream, call.read_limit)
+                    finally:
+                        await upstream.stream.aclose()
+                    call.read(body, cut)
+                elif action == "stream":
+                    return metered(pacerd, upstream, request, _AsyncMeteredStream)
+                elif action == "pass":
+                    return upstream
+                elif action == "answer":
+                    return answer(call, request)
+                else:  # "fail": what the send raised
+                    raise failure
 
         async def aclose(self) -> None:
             await self._inner.aclose()

@@ -3,8 +3,8 @@
 
 use std::time::Instant;
 
+use pacer_api::ratelimit::RateLimitHeaders;
 use pacer_protocol::LimitKind;
-use pacer_protocol::ratelimit::RateLimitHeaders;
 
 use super::{Budget, Learned};
 use crate::{Costs, PerKind};

@@ -3,11 +3,11 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use pacer_protocol::message::BudgetId;
-use pacer_protocol::text::bounded;
-use pacer_protocol::unified::{
+use pacer_api::unified::{
     MAX_WINDOW_NAME, Unified, UnifiedWindow, WindowState, is_window_name, sane_utilization,
 };
+use pacer_protocol::message::BudgetId;
+use pacer_protocol::text::bounded;
 use pacer_protocol::{BudgetOwner, KeyFingerprint, LimitKind};
 use serde::{Deserialize, Serialize};
 

@@ -238,7 +238,7 @@ fn window_429() -> Settlement {
     Settlement::RateLimited {
         retry_after: None,
         message: Some("This request would exceed your account's rate limit.".into()),
-        rejection: Some(Rejection {
+        rejection: Some(pacer_api::Answer {
             status: 429,
             headers: vec![("retry-after".into(), "7200".into())],
             body: b"{\"type\":\"error\"}".to_vec(),

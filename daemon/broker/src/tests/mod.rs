@@ -2,10 +2,10 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use pacer_api::ratelimit::RateLimitHeaders;
 use pacer_protocol::message::{
     Acquire, BudgetStatus, ErrorKind, Event, LeaseId, Rejected, Response, Usage,
 };
-use pacer_protocol::ratelimit::RateLimitHeaders;
 use pacer_protocol::{BudgetOwner, KeyFingerprint, LimitKind, Priority};
 
 use super::*;

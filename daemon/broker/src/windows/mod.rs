@@ -25,9 +25,9 @@ pub use in_flight::{InFlight, WindowUse};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use pacer_api::unified::{WindowState, window_class};
 use pacer_protocol::Priority;
 use pacer_protocol::message::{PriorityCeiling, WindowStatus};
-use pacer_protocol::unified::{WindowState, window_class};
 
 use super::accounts::{Subscription, WindowInfo};
 use super::budgets::BudgetIdx;

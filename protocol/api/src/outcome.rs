@@ -1,29 +1,47 @@
-//! Building a report from what the API answered, so a caller needs one line for it.
+//! What an answer from the API means for the budget: the report ([`Outcome`]) it makes, the
+//! usage and error message in its body, the spend cap, and the most input a request body can
+//! have cost.
 //!
 //! ```
-//! use pacer_client::outcome;
+//! use pacer_api::outcome;
 //! let body = serde_json::json!({"usage": {"input_tokens": 12, "output_tokens": 30}});
 //! let headers = [("anthropic-ratelimit-requests-limit", "50")];
 //! let report = outcome::from_response(200, headers, Some(&body));
-//! assert!(matches!(report, pacer_client::Outcome::Success { .. }));
+//! assert!(matches!(report, pacer_protocol::message::Outcome::Success { .. }));
 //! ```
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use pacer_protocol::message::{ApiUsage, Headers, Outcome, Usage};
-use pacer_protocol::ratelimit::parse_retry_after;
+use pacer_protocol::text::{MAX_MESSAGE, bounded};
 use serde::Deserialize;
 use serde_json::Value;
+
+use crate::ratelimit::RateLimitHeaders;
 
 /// The outcome of a call from its HTTP status, its response headers and (if at hand) its JSON
 /// body: 2xx is a success with the body's `usage`; 429 is rate limited, with the error message
 /// that names the limit; 529 is overloaded; another 4xx is the caller's own mistake (nothing
-/// counted but the request); anything else failed. Header names may be in any
-/// case; values that are not text are skipped.
+/// counted but the request); anything else failed. Header names may be in any case; values
+/// that are not text are skipped.
 pub fn from_response<N, V>(
     status: u16,
     headers: impl IntoIterator<Item = (N, V)>,
     body: Option<&Value>,
+) -> Outcome
+where
+    N: AsRef<str>,
+    V: AsRef<[u8]>,
+{
+    from_response_at(status, headers, body, SystemTime::now())
+}
+
+/// [`from_response`] at a given time (an HTTP-date `retry-after` is read against it).
+pub fn from_response_at<N, V>(
+    status: u16,
+    headers: impl IntoIterator<Item = (N, V)>,
+    body: Option<&Value>,
+    now: SystemTime,
 ) -> Outcome
 where
     N: AsRef<str>,
@@ -36,12 +54,6 @@ where
             Some((name.as_ref().to_ascii_lowercase(), value.to_owned()))
         })
         .collect();
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    };
     match status {
         200..=299 => Outcome::Success {
             usage: body.and_then(usage_from_json).unwrap_or_default(),
@@ -53,12 +65,11 @@ where
             headers,
         },
         529 => Outcome::Overloaded {
-            retry_after: header("retry-after-ms")
-                .and_then(|ms| ms.trim().parse::<f64>().ok())
-                .and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok())
-                .or_else(|| {
-                    header("retry-after").and_then(|v| parse_retry_after(v, SystemTime::now()))
-                }),
+            retry_after: RateLimitHeaders::parse(
+                headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+                now,
+            )
+            .retry_after,
         },
         400..=499 => Outcome::ClientError { status },
         _ => Outcome::Failed,
@@ -88,10 +99,41 @@ pub fn error_message(body: &Value) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The message of an API error body, read from its bytes and held to at most [`MAX_MESSAGE`] bytes.
+pub fn message_of_body(body: &[u8]) -> Option<String> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    error_message(&value).map(|message| bounded(&message, MAX_MESSAGE))
+}
+
+/// Whether a 429 body is the spend cap's (`"error_code": "enforced_spend_limit_reached"`):
+/// retrying cannot help until someone lifts the cap.
+pub fn is_spend_cap(body: &[u8]) -> bool {
+    const MARK: &[u8] = b"enforced_spend_limit_reached";
+    body.windows(MARK.len()).any(|w| w == MARK)
+}
+
+/// The most input tokens a request body of `bytes` is believed to have counted: four a byte
+/// (text counts about one token for four bytes; a PDF's pages or an image can count more than
+/// their bytes, but not four times more), and never less than a small request's.
+pub fn input_bound(bytes: usize) -> u64 {
+    (bytes as u64).saturating_mul(4).max(4096)
+}
+
+/// `usage` held to what a request body of `bytes` could have counted ([`input_bound`]): an
+/// answer claiming more is not believed.
+pub fn bound_usage(usage: &mut Usage, bytes: usize) {
+    let bound = input_bound(bytes);
+    usage.input_tokens = usage.input_tokens.min(bound);
+    usage.cache_creation_input_tokens = usage
+        .cache_creation_input_tokens
+        .min(bound - usage.input_tokens);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::time::Duration;
 
     #[test]
     fn success_reads_usage_and_keeps_headers() {
@@ -142,6 +184,14 @@ mod tests {
                 retry_after: Some(Duration::from_secs(3))
             }
         );
+        // retry-after-ms wins over retry-after, as in the SDKs.
+        let outcome = from_response(529, [("retry-after", "3"), ("retry-after-ms", "250")], None);
+        assert_eq!(
+            outcome,
+            Outcome::Overloaded {
+                retry_after: Some(Duration::from_millis(250))
+            }
+        );
         let none: [(&str, &str); 0] = [];
         assert_eq!(from_response(500, none, None), Outcome::Failed);
         // The caller's own mistake: its tokens are given back.
@@ -160,5 +210,39 @@ mod tests {
         assert_eq!(usage_from_json(&json!({"type": "ping"})), None);
         let nulls = json!({"usage": {"input_tokens": 5, "cache_creation_input_tokens": null}});
         assert_eq!(usage_from_json(&nulls).unwrap().input_tokens, 5);
+    }
+
+    #[test]
+    fn spend_cap_bodies_are_recognised() {
+        let body = br#"{"type":"error","error":{"type":"rate_limit_error","message":"You have reached your specified API usage limits.","details":{"error_code":"enforced_spend_limit_reached"}}}"#;
+        assert!(is_spend_cap(body));
+        assert!(!is_spend_cap(
+            br#"{"type":"error","error":{"type":"rate_limit_error","message":"50 requests per minute"}}"#
+        ));
+    }
+
+    #[test]
+    fn error_messages_are_read_and_bounded() {
+        let long = "x".repeat(5000);
+        let body = format!(r#"{{"type":"error","error":{{"message":"{long}"}}}}"#);
+        assert!(message_of_body(body.as_bytes()).unwrap().len() <= MAX_MESSAGE);
+        assert_eq!(message_of_body(b"not json"), None);
+        assert_eq!(
+            message_of_body(br#"{"error":{"message":"slow down"}}"#).as_deref(),
+            Some("slow down")
+        );
+    }
+
+    #[test]
+    fn the_input_bound_is_four_tokens_a_byte_and_at_least_a_small_request() {
+        assert_eq!(input_bound(10), 4096);
+        assert_eq!(input_bound(10_000), 40_000);
+        let mut usage = Usage {
+            input_tokens: 10_000,
+            cache_creation_input_tokens: 10_000,
+            ..Usage::default()
+        };
+        bound_usage(&mut usage, 1000);
+        assert_eq!(usage.counted_input_tokens(), 4096);
     }
 }

@@ -83,13 +83,13 @@ impl Unified {
             "status" => self.status = Some(WindowState::parse(value)),
             "reset" => self.reset = parse_reset(value),
             "representative-claim" => {
-                self.representative_claim = Some(crate::text::bounded(value, 64))
+                self.representative_claim = Some(pacer_protocol::text::bounded(value, 64))
             }
             "fallback-percentage" => self.fallback_percentage = value.parse().ok(),
             "overage-status" => self.overage_status = Some(WindowState::parse(value)),
             "overage-reset" => self.overage_reset = parse_reset(value),
             "overage-disabled-reason" => {
-                self.overage_disabled_reason = Some(crate::text::bounded(value, 64))
+                self.overage_disabled_reason = Some(pacer_protocol::text::bounded(value, 64))
             }
             "overage-in-use" => self.overage_in_use = value.to_ascii_lowercase().parse().ok(),
             _ => {

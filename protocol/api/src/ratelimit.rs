@@ -9,8 +9,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::budget::LimitKind;
 use crate::unified::Unified;
+use pacer_protocol::LimitKind;
 
 /// What one response's headers say about the limits.
 #[derive(Debug, Clone, Default, PartialEq)]
