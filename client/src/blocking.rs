@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use pacer_protocol::KeyFingerprint;
-use pacer_protocol::message::{GatewayInfo, LeaseId, Outcome, StatusSnapshot};
+use pacer_protocol::message::{GatewayInfo, LeaseId, Outcome, Reported, StatusSnapshot};
 use tokio::runtime::Runtime;
 
 use crate::builder::ClientBuilder;
@@ -97,7 +97,7 @@ impl Client {
         })
     }
 
-    pub fn report(&self, lease: LeaseId, outcome: Outcome) -> Result<(), Error> {
+    pub fn report(&self, lease: LeaseId, outcome: Outcome) -> Result<Reported, Error> {
         self.runtime.block_on(self.inner.report(lease, outcome))
     }
 
@@ -152,10 +152,11 @@ impl Permit {
             .map_or(std::time::Duration::ZERO, crate::Permit::waited)
     }
 
-    pub fn report(mut self, outcome: Outcome) -> Result<(), Error> {
+    /// See [`crate::Permit::report`].
+    pub fn report(mut self, outcome: Outcome) -> Result<Option<Reported>, Error> {
         match self.inner.take() {
             Some(permit) => self.runtime.block_on(permit.report(outcome)),
-            None => Ok(()),
+            None => Ok(None),
         }
     }
 

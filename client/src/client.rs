@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use pacer_protocol::KeyFingerprint;
 use pacer_protocol::message::{
     ErrorKind, Event, GatewayInfo, LeaseId, Outcome, Pause, RegisterRoute, Release, Report,
-    Request, Response, RouteInfo, SessionQuery, SessionView, StatusSnapshot,
+    Reported, Request, Response, RouteInfo, SessionQuery, SessionView, StatusSnapshot,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -279,8 +279,8 @@ impl Client {
     }
 
     /// Settles a lease by id: how [`Permit::report`] works for a detached permit reported from
-    /// another process.
-    pub async fn report(&self, lease: LeaseId, outcome: Outcome) -> Result<(), Error> {
+    /// another process. Says what a 429 was taken for.
+    pub async fn report(&self, lease: LeaseId, outcome: Outcome) -> Result<Reported, Error> {
         let (response, _) = self
             .call(|| {
                 Request::Report(Report {
@@ -289,7 +289,7 @@ impl Client {
                 })
             })
             .await?;
-        expect_ack(response)
+        expect_reported(response)
     }
 
     /// Gives a lease back unused, by id.
@@ -393,6 +393,14 @@ impl Client {
 fn expect_ack(response: Response) -> Result<(), Error> {
     match response {
         Response::Ack => Ok(()),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// The answer to a report: what a 429 was taken for.
+pub(crate) fn expect_reported(response: Response) -> Result<Reported, Error> {
+    match response {
+        Response::Reported(reported) => Ok(reported),
         other => Err(unexpected(other)),
     }
 }

@@ -49,8 +49,9 @@ pub use error::Error;
 pub use fail_mode::FailMode;
 pub use pacer_api::outcome;
 pub use pacer_protocol::message::{
-    Event, GatewayInfo, LeaseId, Outcome, RouteInfo, StatusSnapshot, Usage,
+    Event, GatewayInfo, LeaseId, Outcome, Reported, RouteInfo, StatusSnapshot, Usage,
 };
+pub use pacer_protocol::Throttle;
 pub use pacer_protocol::{KeyFingerprint, Priority};
 pub use permit::Permit;
 pub use request::AcquireRequest;

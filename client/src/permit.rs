@@ -3,8 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pacer_protocol::message::{LeaseId, Outcome, Release, Report, Request, Response};
+use pacer_protocol::message::{
+    LeaseId, Outcome, Release, Report, Reported, Request, Response,
+};
 
+use crate::client::expect_reported;
 use crate::connection::{Connection, unexpected};
 use crate::error::Error;
 use crate::fail_mode::FailMode;
@@ -75,15 +78,20 @@ impl Permit {
     }
 
     /// Reports how the call went (see [`crate::outcome::from_response`] to build the outcome).
-    pub async fn report(mut self, outcome: Outcome) -> Result<(), Error> {
+    /// Says what pacerd took a 429 for, and until when it holds the budget; `None` when no
+    /// daemon took the report (the permit was not brokered, or the daemon went away).
+    pub async fn report(mut self, outcome: Outcome) -> Result<Option<Reported>, Error> {
         let Some(held) = self.held.take() else {
-            return Ok(());
+            return Ok(None);
         };
         let request = Request::Report(Report {
             lease: held.lease,
             outcome,
         });
-        self.settle(held, request).await
+        match self.settle(held, request).await? {
+            Some(response) => expect_reported(response).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Gives the permit back unused (the call was not made): everything it reserved is
@@ -93,17 +101,20 @@ impl Permit {
             return Ok(());
         };
         let request = Request::Release(Release { lease: held.lease });
-        self.settle(held, request).await
+        match self.settle(held, request).await? {
+            None | Some(Response::Ack) => Ok(()),
+            Some(other) => Err(unexpected(other)),
+        }
     }
 
-    async fn settle(&self, held: Held, request: Request) -> Result<(), Error> {
+    /// Sends a report or release; `None` when the daemon went away (and settled the lease as
+    /// unknown when the connection closed) and the client fails open.
+    async fn settle(&self, held: Held, request: Request) -> Result<Option<Response>, Error> {
         match held.connection.call(request).await {
-            Ok(Response::Ack) => Ok(()),
-            Ok(other) => Err(unexpected(other)),
-            // The daemon went away, and settled the lease as unknown when the connection closed.
+            Ok(response) => Ok(Some(response)),
             Err(e) if e.is_unreachable() && self.fail_mode == FailMode::Open => {
                 tracing::debug!("could not report lease {}: {e}", held.lease);
-                Ok(())
+                Ok(None)
             }
             Err(e) => Err(e),
         }

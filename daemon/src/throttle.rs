@@ -53,21 +53,38 @@ impl Throttle {
     }
 }
 
-/// `tracing::warn!` through a [`Throttle`]: the message is formatted only when logged, and
-/// says how many like it were suppressed before it.
+/// A log event at `$level` through a [`Throttle`]: the message is formatted only when logged,
+/// and says how many like it were suppressed before it.
 #[macro_export]
-macro_rules! warn_throttled {
-    ($throttle:expr, $($arg:tt)+) => {
+macro_rules! log_throttled {
+    ($level:expr, $throttle:expr, $($arg:tt)+) => {
         if let Some(suppressed) = $throttle.admit() {
             if suppressed > 0 {
-                tracing::warn!(
+                tracing::event!(
+                    $level,
                     "{} ({suppressed} more like it since the last one logged)",
                     format_args!($($arg)+)
                 );
             } else {
-                tracing::warn!($($arg)+);
+                tracing::event!($level, $($arg)+);
             }
         }
+    };
+}
+
+/// `tracing::warn!` through a [`Throttle`] (see [`log_throttled`]).
+#[macro_export]
+macro_rules! warn_throttled {
+    ($throttle:expr, $($arg:tt)+) => {
+        $crate::log_throttled!(tracing::Level::WARN, $throttle, $($arg)+)
+    };
+}
+
+/// `tracing::info!` through a [`Throttle`] (see [`log_throttled`]).
+#[macro_export]
+macro_rules! info_throttled {
+    ($throttle:expr, $($arg:tt)+) => {
+        $crate::log_throttled!(tracing::Level::INFO, $throttle, $($arg)+)
     };
 }
 

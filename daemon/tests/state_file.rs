@@ -125,12 +125,15 @@ fn the_state() -> StateFile {
         vec![("content-type".into(), "application/json".into())],
         br#"{"type":"error","error":{"type":"rate_limit_error","message":"spend cap","details":{"error_code":"enforced_spend_limit_reached"}}}"#.to_vec(),
     );
-    let _ = broker.lock_out_key(
+    let lease = acquire(&mut broker, t0, 5, "sk-ant-three", "claude-sonnet-4-5");
+    let _ = broker.report(
         t0,
-        KeyFingerprint::of("sk-ant-three"),
-        t0 + Duration::from_secs(60),
-        "the API key's spend cap is reached".into(),
-        Some(rejection),
+        pacer_protocol::message::LeaseId(lease),
+        Settlement::SpendCapped {
+            message: None,
+            rejection: Some(rejection),
+        },
+        &RateLimitHeaders::default(),
     );
     let mut calibration = Calibration::default();
     calibration.record("claude", 90_000, 400);

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::budget::{BudgetOwner, KeyFingerprint, LeaseId, LimitKind, Priority};
+use crate::throttle::Throttle;
 use crate::status::{BudgetId, WindowStatus};
 
 /// Something that happened in the daemon, streamed to subscribers.
@@ -77,6 +78,13 @@ pub enum Event {
         client_id: String,
         reason: String,
     },
+    /// New Claude Code sessions are started at a pace (`per_minute`) — a bare 429 met a
+    /// session starting — or, `None`, at once again. `account`: whose sessions; `None`: every
+    /// session on this machine. New in protocol 6.
+    StartPace {
+        account: Option<BudgetOwner>,
+        per_minute: Option<f64>,
+    },
 }
 
 /// How a call ended, as its report said.
@@ -93,6 +101,9 @@ pub enum SettledAs {
     Released,
     /// The API refused it as the caller's mistake (a 4xx other than 429).
     ClientError,
+    /// An upstream 429, and which kind (new in protocol 6, which sends it for every 429
+    /// instead of `RateLimited`).
+    Throttled(Throttle),
 }
 
 impl SettledAs {
@@ -105,6 +116,10 @@ impl SettledAs {
             SettledAs::Unknown => "unknown",
             SettledAs::Released => "released",
             SettledAs::ClientError => "4xx",
+            SettledAs::Throttled(Throttle::PerMinute) => "429",
+            SettledAs::Throttled(Throttle::Window) => "429 window",
+            SettledAs::Throttled(Throttle::SpendCap) => "429 spend-cap",
+            SettledAs::Throttled(Throttle::Bare) => "429 bare",
         }
     }
 }

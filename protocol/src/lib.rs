@@ -13,6 +13,7 @@
 //! - `io` (feature `io`): frames over a local socket with tokio — the reading half and a
 //!   non-blocking outbox — shared by the daemon and the client library.
 //! - [`text`]: text from outside, held to a length where it enters.
+//! - [`throttle`]: the kinds of 429 ([`Throttle`]), each with what pacer does about it.
 //!
 //! Without the `io` feature the crate is free of any async runtime, so that any client, blocking
 //! or async, can speak the protocol. What pacer knows of the Anthropic API itself (its headers,
@@ -34,11 +35,13 @@ pub mod io;
 pub mod message;
 pub mod status;
 pub mod text;
+pub mod throttle;
 
 pub use budget::{BudgetOwner, KeyFingerprint, LimitKind, Priority};
 pub use codec::{FrameError, MAX_FRAME_LEN};
 pub use message::{Request, RequestFrame, Response, ResponseFrame};
+pub use throttle::Throttle;
 
 /// The version of the wire format spoken by this build. Exchanged in the handshake; a daemon and a
 /// client with different versions refuse to talk rather than misread each other.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;

@@ -12,10 +12,11 @@ pub use crate::budget::LeaseId;
 use crate::budget::{KeyFingerprint, Priority};
 
 pub use crate::event::{Event, SettledAs};
+pub use crate::throttle::{Throttle, Throttles};
 pub use crate::status::{
     AccountStatus, Available, BudgetId, BudgetStatus, ClientStatus, ClusterStatus, DaemonStatus,
     Limits, LockoutStatus, PauseCause, PriorityCeiling, RouteStatus, SessionQuery, SessionStatus,
-    SessionView, StatusSnapshot, WaitHistogram, WindowStatus,
+    SessionView, StartStatus, StatusSnapshot, WaitHistogram, WindowStatus,
 };
 
 /// A request and the id its response will carry.
@@ -43,7 +44,7 @@ pub enum Request {
     /// Ask for a permit to make one API call. Answered by [`Response::Granted`] (possibly after a
     /// wait in the queue), [`Response::TimedOut`] or [`Response::Rejected`].
     Acquire(Acquire),
-    /// Say how a permitted call went, settling its lease. Answered by [`Response::Ack`].
+    /// Say how a permitted call went, settling its lease. Answered by [`Response::Reported`].
     Report(Report),
     /// Give a permit back unused (the call was never made): everything it reserved is refunded.
     /// Answered by [`Response::Ack`].
@@ -177,6 +178,13 @@ pub enum Outcome {
     /// processed); the request stays counted. A 404 of a budget that never saw a success lets
     /// pacerd forget that budget (a model the API does not have).
     ClientError { status: u16 },
+    /// The API answered 429 for the account's spend cap (`enforced_spend_limit_reached`):
+    /// nothing helps until someone lifts it, so every call of the key's account fails fast for
+    /// a while. New in protocol 6 (before, it was reported as `RateLimited`).
+    SpendCapped {
+        headers: Headers,
+        message: Option<String>,
+    },
 }
 
 /// Token usage as the Messages API reports it in `usage`.
@@ -273,7 +281,8 @@ pub enum Response {
     /// many budgets, the key is blocked). A stopping daemon answers [`Response::Error`] with
     /// [`ErrorKind::Stopping`] instead.
     Rejected(Rejected),
-    /// Response for [`Request::Report`], [`Request::Release`] and [`Request::Pause`].
+    /// Response for [`Request::Release`], [`Request::Pause`] and [`Request::Calibrate`]
+    /// (and for [`Request::Report`] before protocol 6).
     Ack,
     /// Response for [`Request::Status`].
     Status(StatusSnapshot),
@@ -287,6 +296,19 @@ pub enum Response {
     Session(Box<SessionView>),
     /// Response for [`Request::Estimate`]: the input tokens to reserve.
     Estimate(u64),
+    /// Response for [`Request::Report`]: the report is taken, and, for a 429, what kind it was
+    /// taken for and what it holds. New in protocol 6 (before, a report was answered `Ack`).
+    Reported(Reported),
+}
+
+/// Payload of [`Response::Reported`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reported {
+    /// The kind of 429 the report was taken for; `None` for any other outcome.
+    pub throttle: Option<Throttle>,
+    /// Until when it holds the budget: the pause of a per-minute limit, the lockout of a spent
+    /// window or a spend cap. `None` for a bare 429 (it holds nobody else).
+    pub until: Option<SystemTime>,
 }
 
 /// Payload of [`Response::Route`].

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 use crate::budget::{BudgetOwner, KeyFingerprint, LimitKind, Priority};
+use crate::throttle::Throttles;
 
 /// The answer to a `Status` request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,6 +30,10 @@ pub struct StatusSnapshot {
     pub cluster: Option<ClusterStatus>,
     /// Claude Code sessions seen in the last day (with the first page only).
     pub sessions: Vec<SessionStatus>,
+    /// Where new Claude Code sessions are started at a pace (after the API answered sessions
+    /// starting together with bare 429s), with the first page only. Empty: every new session
+    /// starts at once. New in protocol 6.
+    pub starts: Vec<StartStatus>,
     /// Set when lists were cut to fit one frame: what was left out.
     pub truncated: Option<String>,
 }
@@ -264,6 +269,21 @@ pub struct PriorityCeiling {
     pub refused: u64,
 }
 
+/// A pace at which new Claude Code sessions are let start (protocol 6).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StartStatus {
+    /// The account whose new sessions it paces; `None`: every new session on this machine.
+    pub account: Option<BudgetOwner>,
+    /// New sessions let start a minute.
+    pub per_minute: f64,
+    /// Sessions waiting to start now.
+    pub waiting: u32,
+    /// When the next may start.
+    pub next_start: Option<SystemTime>,
+    /// When a bare 429 last met a session starting.
+    pub last_wall: SystemTime,
+}
+
 /// A Claude Code session (`X-Claude-Code-Session-Id`) as the gateway saw it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionStatus {
@@ -334,7 +354,9 @@ pub struct BudgetStatus {
     /// Since the daemon started: permits granted, 429s and 529s reported, acquires refused or
     /// timed out by pacer itself, and the tokens settled calls used.
     pub granted: u64,
+    /// Every 429 reported; `throttled` counts them by kind.
     pub rate_limited: u64,
+    pub throttled: Throttles,
     pub overloaded: u64,
     pub refused: u64,
     pub input_tokens: u64,

@@ -6,14 +6,14 @@
 //! be read, so that a daemon can tell an old client which versions differ.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use pacer_protocol::codec;
 use pacer_protocol::message::{
     Acquire, Calibrate, ErrorKind, ErrorReply, EstimateInput, Granted, Hello, LeaseId, Outcome,
-    Report, Request, RequestFrame, Response, ResponseFrame, Usage, Welcome,
+    Report, Reported, Request, RequestFrame, Response, ResponseFrame, Usage, Welcome,
 };
-use pacer_protocol::{KeyFingerprint, PROTOCOL_VERSION, Priority};
+use pacer_protocol::{KeyFingerprint, PROTOCOL_VERSION, Priority, Throttle};
 
 fn golden_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
@@ -158,6 +158,53 @@ fn frames() -> Vec<(&'static str, Frame)> {
                     client_id: "py/1234".into(),
                     body_bytes: 2048,
                     counted_input: 480,
+                }),
+            ),
+        ),
+        (
+            "report-bare-429",
+            request(
+                6,
+                Request::Report(Report {
+                    lease: LeaseId(8),
+                    outcome: Outcome::RateLimited {
+                        retry_after: None,
+                        headers: vec![("x-should-retry".into(), "true".into())],
+                        message: Some("Rate limited".into()),
+                    },
+                }),
+            ),
+        ),
+        (
+            "reported-bare",
+            response(
+                6,
+                Response::Reported(Reported {
+                    throttle: Some(Throttle::Bare),
+                    until: None,
+                }),
+            ),
+        ),
+        (
+            "report-spend-cap",
+            request(
+                7,
+                Request::Report(Report {
+                    lease: LeaseId(9),
+                    outcome: Outcome::SpendCapped {
+                        headers: Vec::new(),
+                        message: Some("You have reached your specified API usage limits.".into()),
+                    },
+                }),
+            ),
+        ),
+        (
+            "reported-per-minute",
+            response(
+                7,
+                Response::Reported(Reported {
+                    throttle: Some(Throttle::PerMinute),
+                    until: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_030)),
                 }),
             ),
         ),

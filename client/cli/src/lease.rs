@@ -8,7 +8,7 @@ use anyhow::Context;
 use pacer_client::{
     AcquireRequest, Client, Error, KeyFingerprint, LeaseId, Outcome, Priority, outcome,
 };
-use pacer_protocol::BudgetOwner;
+use pacer_protocol::{BudgetOwner, Throttle};
 
 use crate::args::{KeyArgs, parse_duration};
 
@@ -154,17 +154,46 @@ pub async fn report(client: Option<&Client>, args: ReportArgs) -> anyhow::Result
         Outcome::RateLimited { retry_after, .. } | Outcome::Overloaded { retry_after } => {
             *retry_after = args.retry_after.or(*retry_after);
         }
-        Outcome::Failed | Outcome::Unknown | Outcome::ClientError { .. } => {}
+        Outcome::Failed
+        | Outcome::Unknown
+        | Outcome::ClientError { .. }
+        | Outcome::SpendCapped { .. } => {}
     }
     let said = describe_outcome(&outcome);
     match client {
         Some(client) => {
-            client.report(LeaseId(args.lease), outcome).await?;
+            let reported = client.report(LeaseId(args.lease), outcome).await?;
+            let said = match reported.throttle {
+                Some(kind) => describe_throttle(kind, reported.until),
+                None => said,
+            };
             eprintln!("pacer: reported lease {}: {said}", args.lease);
         }
         None => eprintln!("pacer: lease 0 is unpaced: nothing to report ({said})"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What pacerd took a 429 for, and what it holds: `429 (per-minute limit): every peer on the
+/// budget pauses until 14:03:12`, `429 (bare): …`.
+fn describe_throttle(kind: Throttle, until: Option<SystemTime>) -> String {
+    let now = SystemTime::now();
+    let until = until
+        .map(|at| format!(" until {}", crate::clock::local(at, now)))
+        .unwrap_or_default();
+    match kind {
+        Throttle::PerMinute => format!("429 (a per-minute limit): every peer on the budget pauses{until}"),
+        Throttle::Window => {
+            format!("429 (a spent subscription window): the account is locked out{until}")
+        }
+        Throttle::SpendCap => {
+            format!("429 (the spend cap): the account's calls fail at once{until}")
+        }
+        Throttle::Bare => "429 (bare: no retry-after, no limit named): the API throttled this \
+                           request alone; nothing else is paused — send it again in tens of \
+                           seconds, not at once"
+            .into(),
+    }
 }
 
 /// `ok, 120 input + 40 output tokens`, `429, retry after 12s`, …
@@ -188,6 +217,7 @@ fn describe_outcome(outcome: &Outcome) -> String {
         Outcome::ClientError { status } => {
             format!("{status}, the request was refused as invalid: its tokens are given back")
         }
+        Outcome::SpendCapped { .. } => "429, the spend cap".into(),
     }
 }
 

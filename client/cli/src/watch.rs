@@ -133,6 +133,21 @@ pub fn describe(event: &Event) -> String {
             "refused {} client={client_id}: {reason}",
             budget.as_ref().map_or("-".to_owned(), ToString::to_string)
         ),
+        Event::StartPace {
+            account,
+            per_minute,
+        } => {
+            let whose = account
+                .as_ref()
+                .map_or("this machine".to_owned(), ToString::to_string);
+            match per_minute {
+                Some(rate) => format!(
+                    "starts {whose}: new sessions one at a time, {rate:.1} a minute (bare 429s \
+                     met sessions starting)"
+                ),
+                None => format!("starts {whose}: new sessions start at once again"),
+            }
+        }
     }
 }
 
@@ -208,6 +223,13 @@ fn event_json(event: &Event) -> Value {
             json!({"type": "refused", "owner": budget.as_ref().map(|b| b.owner.to_string()),
             "model_class": budget.as_ref().map(|b| b.model_class.clone()),
             "client_id": client_id, "reason": reason})
+        }
+        Event::StartPace {
+            account,
+            per_minute,
+        } => {
+            json!({"type": "start_pace", "account": account.as_ref().map(ToString::to_string),
+            "per_minute": per_minute})
         }
     }
 }

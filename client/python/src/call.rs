@@ -38,6 +38,7 @@ struct State {
     input_tokens: Option<u64>,
     /// The step Python is to do, and what it needs for it.
     deadline: Duration,
+    wait: Duration,
     read_limit: usize,
     report: Option<Outcome>,
     calibration: Option<(usize, u64)>,
@@ -98,6 +99,7 @@ impl GatedCall {
                 body_bytes: body.len(),
                 input_tokens: None,
                 deadline: Duration::ZERO,
+                wait: Duration::ZERO,
                 read_limit: 0,
                 report: None,
                 calibration: None,
@@ -111,8 +113,9 @@ impl GatedCall {
     /// whole, up to `read_limit` bytes, then [`GatedCall::read`]), `"stream"` (pass the answer
     /// on as it streams; [`GatedCall::ended`] when its body ends), `"pass"` (pass the answer on
     /// as it is), `"report"` ([`GatedCall::report`]), `"release"` (give the permit back),
-    /// `"calibrate"` ([`GatedCall::calibrate`]), `"answer"` (answer with
-    /// [`GatedCall::answer`]), `"fail"` (raise what the send raised), `"done"`.
+    /// `"calibrate"` ([`GatedCall::calibrate`]), `"wait"` (sleep `wait_seconds`, then ask
+    /// again), `"answer"` (answer with [`GatedCall::answer`]), `"fail"` (raise what the send
+    /// raised), `"done"`.
     fn next(&self) -> &'static str {
         let mut state = self.lock();
         loop {
@@ -140,9 +143,10 @@ impl GatedCall {
                     state.calibration = Some((body_bytes, counted_input));
                     "calibrate"
                 }
-                // A transport has nothing to lock out: its process's other calls meet the
-                // spend cap's 429 themselves.
-                Action::LockOut { .. } => continue,
+                Action::Wait(wait) => {
+                    state.wait = wait;
+                    "wait"
+                }
                 Action::Answer(answer) => {
                     state.answer = Some(answer);
                     "answer"
@@ -151,6 +155,12 @@ impl GatedCall {
                 Action::Done => "done",
             };
         }
+    }
+
+    /// How long to sleep for `"wait"`, in seconds.
+    #[getter]
+    fn wait_seconds(&self) -> f64 {
+        self.lock().wait.as_secs_f64()
     }
 
     /// How many bytes of the body to read for `"read"`.
@@ -210,7 +220,10 @@ impl GatedCall {
 
     /// The body of an answer read whole, and whether there was more than `read_limit`.
     fn read(&self, body: Vec<u8>, cut: bool) {
-        self.lock().machine.read(body, cut, SystemTime::now());
+        let random = random_unit();
+        self.lock()
+            .machine
+            .read(body, cut, Instant::now(), SystemTime::now(), random);
     }
 
     /// Sending raised: `reached` is False when no connection was made (nothing was spent).
@@ -232,7 +245,7 @@ impl GatedCall {
     /// Settles `permit` as the call decided (for `"report"`).
     fn report(&self, py: Python<'_>, permit: &Permit) -> PyResult<()> {
         match self.lock().report.take() {
-            Some(outcome) => permit.settle(py, outcome),
+            Some(outcome) => permit.settle(py, outcome).map(|_| ()),
             None => Err(PyRuntimeError::new_err("nothing to report")),
         }
     }
@@ -253,6 +266,14 @@ impl GatedCall {
             None => Err(PyRuntimeError::new_err("no answer")),
         }
     }
+}
+
+/// A number from 0 to 1 that differs from call to call, to spread the resends of held
+/// requests (std's hasher keys are random and change with each `RandomState`).
+fn random_unit() -> f64 {
+    use std::hash::BuildHasher;
+    let bits = std::collections::hash_map::RandomState::new().hash_one(0u8);
+    (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Reads the usage (and any mid-stream error) of an answer as its bytes go past.

@@ -5,7 +5,9 @@ use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use pacer_client::{AcquireRequest, FailMode, KeyFingerprint, Outcome, Priority, blocking};
+use pacer_client::{
+    AcquireRequest, FailMode, KeyFingerprint, Outcome, Priority, Throttle, blocking,
+};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
@@ -187,11 +189,14 @@ impl Permit {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
-    pub(crate) fn settle(&self, py: Python<'_>, outcome: Outcome) -> PyResult<()> {
-        match self.take() {
-            Some(permit) => py.detach(|| permit.report(outcome)).map_err(py_error),
-            None => Ok(()),
-        }
+    /// Reports `outcome`; returns the kind of 429 pacerd took it for (`"bare"`,
+    /// `"per-minute"`, …), if it was one.
+    pub(crate) fn settle(&self, py: Python<'_>, outcome: Outcome) -> PyResult<Option<&'static str>> {
+        let reported = match self.take() {
+            Some(permit) => py.detach(|| permit.report(outcome)).map_err(py_error)?,
+            None => None,
+        };
+        Ok(reported.and_then(|r| r.throttle).map(Throttle::as_str))
     }
 }
 
@@ -224,7 +229,8 @@ impl Permit {
             .is_some()
     }
 
-    /// Reports the call's HTTP status, response headers, and its JSON body or `usage` JSON.
+    /// Reports the call's HTTP status, response headers, and its JSON body or `usage` JSON;
+    /// returns the kind of 429 pacerd took it for, if it was one.
     #[pyo3(signature = (status, headers, body=None, usage=None))]
     fn report(
         &self,
@@ -233,7 +239,7 @@ impl Permit {
         headers: Vec<(String, String)>,
         body: Option<&[u8]>,
         usage: Option<&str>,
-    ) -> PyResult<()> {
+    ) -> PyResult<Option<&'static str>> {
         let body = body.and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok());
         let mut outcome = pacer_api::outcome::from_response(status, headers, body.as_ref());
         if let (
@@ -256,7 +262,7 @@ impl Permit {
 
     /// Settles it as "outcome unknown" (what dropping it does).
     fn unknown(&self, py: Python<'_>) -> PyResult<()> {
-        self.settle(py, Outcome::Unknown)
+        self.settle(py, Outcome::Unknown).map(|_| ())
     }
 
     /// Gives it back unused: the call was never made; everything it reserved is refunded.

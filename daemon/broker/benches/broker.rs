@@ -83,7 +83,7 @@ fn settle_and_grant(c: &mut Criterion) {
             b.iter(|| {
                 // Time moves on, so the buckets refill as they would.
                 now += Duration::from_micros(10);
-                let outputs = broker
+                let (outputs, _) = broker
                     .report(now, lease, Settlement::Success { usage }, &headers)
                     .expect("the lease is held");
                 lease =

@@ -10,7 +10,7 @@ use super::Costs;
 use super::budgets::BudgetIdx;
 
 use super::{
-    Broker, MAX_DETACHED_LEASES, MAX_LEASES_PER_CONNECTION, MAX_MODEL_LEN, MAX_NAME_LEN,
+    Broker, Origin, MAX_DETACHED_LEASES, MAX_LEASES_PER_CONNECTION, MAX_MODEL_LEN, MAX_NAME_LEN,
     MAX_WAITERS, MAX_WAITERS_PER_CONNECTION, Ticket,
 };
 
@@ -18,13 +18,30 @@ impl Broker {
     /// How long an acquire made now would wait, as far as the broker can tell (zero if it would
     /// be granted at once; `None` if it would be refused at once), and what holds it up: the
     /// gateway answers 429 straight away rather than hold a request it cannot serve in time.
-    pub fn estimate_wait(&mut self, now: Instant, req: &Acquire) -> Option<(Duration, String)> {
+    pub fn estimate_wait(
+        &mut self,
+        now: Instant,
+        req: &Acquire,
+        origin: &Origin,
+    ) -> Option<(Duration, String)> {
         let owner = self.accounts.owner_of(req.key);
         let class = self.classify(&req.model);
         if self.lockouts.covering(&owner, &class, now).is_some() {
             return None;
         }
         let b = self.budget_of(&owner, &class, now)?;
+        // A session new to pacer waits its turn to start first (a wait it would not have to
+        // make when its start is already under way).
+        let starting = origin
+            .session
+            .as_ref()
+            .is_some_and(|session| !self.sessions.is_started(session) && !self.starts.is_starting(session));
+        if starting
+            && let Some((wait, _)) = self.starts.wait_for(&owner, now)
+            && !wait.is_zero()
+        {
+            return Some(self.start_holdup(&owner, now));
+        }
         let budget = &self.budgets[b];
         let cost = budget.cost_of(req);
         let gate = self.gate(b, &cost, now);

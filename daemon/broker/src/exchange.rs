@@ -56,6 +56,12 @@ pub enum Settlement {
     ClientError {
         status: u16,
     },
+    /// A 429 for the spend cap: the key's account fails fast for a while.
+    SpendCapped {
+        message: Option<String>,
+        /// The answer itself, replayed to the requests the lockout refuses.
+        rejection: Option<Answer>,
+    },
 }
 
 /// Why a report or release was refused.

@@ -51,6 +51,7 @@ mod sessions;
 mod settle;
 mod shared;
 mod snapshot;
+mod starts;
 mod status;
 mod time;
 mod usage;
@@ -130,6 +131,9 @@ pub struct Broker {
     window_use: windows::WindowUse,
     /// Claude Code sessions: their account, their calls in the last hour.
     sessions: sessions::Sessions,
+    /// The pace at which new sessions start, once the API turned sessions starting together
+    /// away, and the sessions waiting to start.
+    starts: starts::Starts,
     /// Seconds east of UTC, for the times messages give (`until 16:40`).
     utc_offset: i32,
     /// What the operation under way will return.
@@ -180,6 +184,7 @@ impl Broker {
             shares: shared::Shares::new(Sharing::Alone),
             window_use: windows::WindowUse::default(),
             sessions: sessions::Sessions::default(),
+            starts: starts::Starts::default(),
             utc_offset: 0,
             out: Vec::new(),
         }
@@ -293,6 +298,17 @@ impl Broker {
         self.note_asked(b, req, now);
         let cost = self.budgets[b].cost_of(req);
         let bound = cost::usage_bound(req.max_tokens);
+        // A Claude Code session new to pacer may have to wait its turn to start.
+        let turn = origin
+            .session
+            .as_ref()
+            .filter(|session| !self.sessions.is_started(session))
+            .filter(|session| !self.starts.try_start(&owner, session, now));
+        if let Some(session) = turn {
+            let waiter = self.waiter(ticket, req, origin, b, cost, bound, now);
+            self.wait_to_start(waiter, &owner, session.clone(), now);
+            return self.take_output();
+        }
         let local = !self.shares.is_shared();
         if local
             && self.budgets[b].grants_at_once(&cost, self.gate(b, &cost, now), now)
@@ -313,8 +329,8 @@ impl Broker {
             self.grant(b, grant, now);
             return self.take_output();
         }
-        let deadline = req.deadline.map(|d| later(now, d));
-        if deadline.is_some_and(|d| d <= now) {
+        let waiter = self.waiter(ticket, req, origin, b, cost, bound, now);
+        if waiter.deadline.is_some_and(|d| d <= now) {
             let (retry_after, reason) = self.newcomer_wait(b, req.priority, &cost, now);
             self.count_window_refusal(b, req.priority, now);
             self.note_refusal(Some(b), None, &req.client_id, &reason, now);
@@ -325,26 +341,45 @@ impl Broker {
             self.answer(ticket, Response::TimedOut(timed_out));
             return self.take_output();
         }
-        let client: Arc<str> = Arc::from(req.client_id.as_str());
-        let id = self.waiters.next_id();
-        let mark = self.budgets[b].enqueue(id, &client, req.priority, cost);
-        let waiter = Waiter {
+        self.enqueue(waiter, now);
+        self.take_output()
+    }
+
+    /// What an acquire that waits is, wherever it waits.
+    #[allow(clippy::too_many_arguments)]
+    fn waiter(
+        &self,
+        ticket: Ticket,
+        req: &Acquire,
+        origin: &Origin,
+        b: BudgetIdx,
+        cost: Costs,
+        bound: Costs,
+        now: Instant,
+    ) -> Waiter {
+        Waiter {
             ticket,
             key: req.key,
             budget: b,
-            client,
+            client: Arc::from(req.client_id.as_str()),
             priority: req.priority,
             cost,
             bound,
             session: origin.session.clone(),
-            mark,
-            deadline,
+            mark: queue::Mark::default(),
+            deadline: req.deadline.map(|d| later(now, d)),
             detached_ttl: req.detached_ttl,
             enqueued_at: now,
-        };
+        }
+    }
+
+    /// Queues a waiter in its budget's fair queue, and serves the budget.
+    fn enqueue(&mut self, mut waiter: Waiter, now: Instant) {
+        let b = waiter.budget;
+        let id = self.waiters.next_id();
+        waiter.mark = self.budgets[b].enqueue(id, &waiter.client, waiter.priority, waiter.cost);
         self.waiters.insert(id, waiter);
         self.serve(b, now);
-        self.take_output()
     }
 
     fn grant(&mut self, b: BudgetIdx, grant: Grant, now: Instant) {
@@ -461,6 +496,7 @@ impl Broker {
     /// Takes a waiter out of its queue and forgets it (it timed out, left, or is refused).
     fn drop_waiter(&mut self, id: WaiterId) -> Option<Waiter> {
         let waiter = self.waiters.remove(id)?;
+        self.starts.leave(id);
         let b = waiter.budget;
         self.budgets[b].dequeue(id, &waiter.client, waiter.priority);
         self.budgets.touch(b);

@@ -110,6 +110,7 @@ impl Broker {
             self.budgets[lease.budget].finish();
         }
         self.prune_clients(now);
+        self.admit_starters(now);
         self.serve_all(now);
         while let Some(id) = self.waiters.first_expired(now) {
             self.time_out(id, now);
@@ -123,7 +124,12 @@ impl Broker {
         };
         let b = w.budget;
         let priority = w.priority;
-        let (retry_after, reason) = match self.window_holdup(b, priority, now) {
+        let starting = self.starts.is_waiting(id);
+        let holdup = match starting {
+            true => Some(self.start_holdup(self.budgets[b].owner(), now)),
+            false => self.window_holdup(b, priority, now),
+        };
+        let (retry_after, reason) = match holdup {
             Some(held) => held,
             None => {
                 let gate = self.gate(b, &w.cost, now);
@@ -132,7 +138,9 @@ impl Broker {
             }
         };
         let client = w.client.clone();
-        self.count_window_refusal(b, priority, now);
+        if !starting {
+            self.count_window_refusal(b, priority, now);
+        }
         self.note_refusal(Some(b), None, &client, &reason, now);
         let timed_out = TimedOut {
             retry_after,
@@ -192,6 +200,7 @@ impl Broker {
             self.waiters.next_deadline(),
             self.leases.next_expiry(),
             self.lockouts.next_expiry(),
+            self.starts.next_wakeup(),
         ]
         .into_iter()
         .chain(budgets)

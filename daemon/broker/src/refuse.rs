@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use pacer_protocol::KeyFingerprint;
 use pacer_protocol::message::{BudgetId, Event, Rejected, Response};
 
 use super::lockouts::{Lockout, Scope};
@@ -39,26 +38,6 @@ impl Broker {
         let owner = Owner::from_wire(&id.owner);
         let lockout = self.lockouts.covering(&owner, &id.model_class, now)?;
         lockout.rejection.clone()
-    }
-
-    /// Refuses every acquire of `key`'s owner at once until `until`, replaying `rejection` to
-    /// gateway requests (the API said its spend cap is reached: retrying cannot help).
-    pub fn lock_out_key(
-        &mut self,
-        now: Instant,
-        key: KeyFingerprint,
-        until: Instant,
-        reason: String,
-        rejection: Option<Answer>,
-    ) -> Vec<Output> {
-        let owner = self.accounts.owner_of(key);
-        let lockout = Lockout {
-            until,
-            reason,
-            rejection: rejection.map(std::sync::Arc::new),
-        };
-        self.lock_out(&owner, None, lockout, now);
-        self.take_output()
     }
 
     /// Locks `owner`'s `scope` out: waiters it covers are refused now, and every acquire until

@@ -27,6 +27,9 @@ pub struct ClaudeSession {
     /// The account its calls went to, last.
     pub owner: Option<Owner>,
     pub last_seen: Instant,
+    /// Whether one of its calls was answered: it is at work (a session that is not may wait
+    /// its turn to start; see `starts`).
+    pub started: bool,
     /// Calls answered per minute, the last hour's, ending with `minute`.
     counts: [u32; MINUTES],
     minute: u64,
@@ -37,6 +40,7 @@ impl ClaudeSession {
         ClaudeSession {
             owner: None,
             last_seen,
+            started: false,
             counts: [0; MINUTES],
             minute: now_minute,
         }
@@ -104,6 +108,7 @@ impl Sessions {
         session.last_seen = session.last_seen.max(now);
         session.advance(minute);
         if answered {
+            session.started = true;
             let at = (minute % MINUTES as u64) as usize;
             session.counts[at] = session.counts[at].saturating_add(1);
         }
@@ -114,12 +119,19 @@ impl Sessions {
         if self.by_id.len() < MAX_SESSIONS {
             let mut session = ClaudeSession::new(minute_of(last_seen, base), last_seen);
             session.owner = Some(owner);
+            // It was at work before the restart.
+            session.started = true;
             self.by_id.insert(id, session);
         }
     }
 
     pub fn get(&self, id: &str) -> Option<&ClaudeSession> {
         self.by_id.get(id)
+    }
+
+    /// Whether session `id` is at work: one of its calls was answered.
+    pub fn is_started(&self, id: &str) -> bool {
+        self.by_id.get(id).is_some_and(|s| s.started)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &ClaudeSession)> {

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pacer_api::ratelimit::{RateLimitHeaders, limit_named_in};
-use pacer_api::unified::{WindowState, window_class};
-use pacer_protocol::LimitKind;
-use pacer_protocol::message::{Event, LeaseId, SettledAs};
+use pacer_api::unified::window_class;
+use pacer_protocol::message::{Event, LeaseId, Reported, SettledAs};
+use pacer_protocol::{LimitKind, Throttle};
 
 use super::budget::{Learned, Reservation};
 use super::budgets::BudgetIdx;
@@ -18,6 +18,24 @@ use pacer_api::Answer;
 /// The longest wait a 429 is believed for: a subscription's weekly window resets within a
 /// week; anything beyond 8 days is a broken header.
 pub const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(8 * 24 * 3600);
+/// How long every call of a key's account fails fast after a spend-cap 429.
+pub const SPEND_CAP_BLOCK: Duration = Duration::from_secs(60);
+
+/// The kind of 429 a settlement is, if it is one: the spend cap's, else as its headers say
+/// ([`pacer_api::throttle::classify`]) — a wait given with the report makes it a per-minute
+/// limit's.
+fn throttle_of(settlement: &Settlement, headers: &RateLimitHeaders) -> Option<Throttle> {
+    match settlement {
+        Settlement::SpendCapped { .. } => Some(Throttle::SpendCap),
+        Settlement::RateLimited { retry_after, .. } => {
+            Some(match pacer_api::throttle::classify(headers, false) {
+                Throttle::Bare if retry_after.is_some() => Throttle::PerMinute,
+                kind => kind,
+            })
+        }
+        _ => None,
+    }
+}
 
 /// Whether a settled call was answered by the API.
 enum Answered {
@@ -36,14 +54,15 @@ struct Refused<'a> {
 }
 
 impl Broker {
-    /// Settles a lease with the outcome of its call.
+    /// Settles a lease with the outcome of its call. Says what a 429 was taken for, and until
+    /// when it holds the budget.
     pub fn report(
         &mut self,
         now: Instant,
         lease: LeaseId,
         settlement: Settlement,
         headers: &RateLimitHeaders,
-    ) -> Result<Vec<Output>, BrokerError> {
+    ) -> Result<(Vec<Output>, Reported), BrokerError> {
         let key = self
             .leases
             .get(lease)
@@ -54,11 +73,15 @@ impl Broker {
         let mut held = self.leases.take(lease)?;
         // Its answer came: its cost is in the utilization the API reports from now on.
         self.end_window_call(held.window_call.take(), now);
+        let throttle = throttle_of(&settlement, headers);
         let answered = matches!(settlement, Settlement::Success { .. });
+        // Before the session is noted as at work: whether its start got through.
+        self.note_start(&held, answered, throttle, now);
         self.note_session(&held, answered, now);
         let b = held.budget;
         let reserved = held.reservation;
-        let rate_limited = matches!(settlement, Settlement::RateLimited { .. });
+        // A bare 429 says nothing of the budget: it is settled like the caller's mistake.
+        let bare = throttle == Some(Throttle::Bare);
         // What a call reports is believed only up to what it could have cost: a broken or
         // hostile answer claiming 10¹⁸ tokens must not leave the budget in debt for ever.
         let counted = |usage: &pacer_protocol::message::Usage| {
@@ -69,35 +92,43 @@ impl Broker {
                 usage.output_tokens.min(held.bound[LimitKind::OutputTokens]),
             )
         };
-        let (outcome, tokens) = match &settlement {
-            Settlement::Success { usage } => (SettledAs::Success, counted(usage)),
-            Settlement::RateLimited { .. } => (SettledAs::RateLimited, (0, 0)),
-            Settlement::Overloaded { .. } => (SettledAs::Overloaded, (0, 0)),
-            Settlement::Failed => (SettledAs::Failed, (0, 0)),
-            Settlement::Unknown => (SettledAs::Unknown, (0, 0)),
-            Settlement::ClientError { .. } => (SettledAs::ClientError, (0, 0)),
+        let (outcome, tokens) = match (&settlement, throttle) {
+            (Settlement::Success { usage }, _) => (SettledAs::Success, counted(usage)),
+            (_, Some(kind)) => (SettledAs::Throttled(kind), (0, 0)),
+            (Settlement::Overloaded { .. }, _) => (SettledAs::Overloaded, (0, 0)),
+            (Settlement::ClientError { .. }, _) => (SettledAs::ClientError, (0, 0)),
+            (Settlement::Unknown, _) => (SettledAs::Unknown, (0, 0)),
+            _ => (SettledAs::Failed, (0, 0)),
         };
         self.note_settled(&held, outcome, tokens, now);
         let cost = held.reservation.cost;
         let used = match &settlement {
             Settlement::Success { .. } => Costs::new(1, tokens.0, tokens.1),
-            // Rejected or failed: the request and its input count, no output was produced.
-            Settlement::RateLimited { .. } | Settlement::Overloaded { .. } | Settlement::Failed => {
-                Costs::new(1, cost[LimitKind::InputTokens], 0)
-            }
-            // The caller's mistake: the API processed nothing, only the request counts.
+            // The caller's mistake, or a throttle of the request alone: the API processed
+            // nothing, only the request counts.
             Settlement::ClientError { .. } => Costs::new(1, 0, 0),
+            Settlement::RateLimited { .. } if bare => Costs::new(1, 0, 0),
+            // Rejected or failed: the request and its input count, no output was produced.
+            Settlement::RateLimited { .. }
+            | Settlement::SpendCapped { .. }
+            | Settlement::Overloaded { .. }
+            | Settlement::Failed => Costs::new(1, cost[LimitKind::InputTokens], 0),
             Settlement::Unknown => cost,
         };
         self.settle_shared(held.share(), Some(used));
+        // Whether the API answered the call (for a budget's first contact): a bare 429 taught
+        // nothing, so another call finds out.
         let settlement_kind = match settlement {
+            Settlement::RateLimited { .. } if bare => Answered::No,
             Settlement::Success { .. }
             | Settlement::RateLimited { .. }
+            | Settlement::SpendCapped { .. }
             | Settlement::Overloaded { .. }
             | Settlement::ClientError { .. } => Answered::Yes,
             Settlement::Failed | Settlement::Unknown => Answered::No,
         };
         let mut unknown_model = false;
+        let mut until = None;
         match settlement {
             Settlement::Success { .. } => {
                 let (input, output) = tokens;
@@ -108,6 +139,13 @@ impl Broker {
                     self.budgets[*p].settle_for_child(parent, input, output, now);
                 }
             }
+            Settlement::RateLimited { .. } if bare => {
+                self.budgets[b].record_throttle(Throttle::Bare);
+                self.budgets[b].refund_tokens(&reserved, now);
+                if let Some((p, parent)) = &held.parent {
+                    self.budgets[*p].refund_tokens(parent, now);
+                }
+            }
             Settlement::RateLimited {
                 retry_after,
                 message,
@@ -115,7 +153,7 @@ impl Broker {
             } => {
                 let retry_after = match retry_after.or(headers.retry_after) {
                     Some(wait) => wait.min(MAX_RATE_LIMIT_WAIT),
-                    // No usable wait (missing, negative, garbled): back off exponentially.
+                    // No usable wait (negative, garbled): back off exponentially.
                     None => self.budgets[b].blind_pause(),
                 };
                 // Learn first: the 429's own headers may create the bucket it names.
@@ -127,7 +165,26 @@ impl Broker {
                     message,
                     rejection: rejection.map(Arc::new),
                 };
-                self.rate_limited(b, refused, headers, now);
+                until = Some(self.rate_limited(b, refused, headers, now));
+            }
+            Settlement::SpendCapped { message, rejection } => {
+                self.budgets[b].record_throttle(Throttle::SpendCap);
+                self.budgets[b].refund_output(&reserved, now);
+                self.refund_parent_output(held.parent.as_ref(), now);
+                let owner = self.budgets[b].owner().clone();
+                let end = later(now, SPEND_CAP_BLOCK);
+                let reason = match message {
+                    Some(message) => format!("the API key's spend cap is reached: {message}"),
+                    None => "the API key's spend cap is reached (enforced_spend_limit_reached)"
+                        .to_owned(),
+                };
+                let lockout = Lockout {
+                    until: end,
+                    reason,
+                    rejection: rejection.map(Arc::new),
+                };
+                self.lock_out(&owner, None, lockout, now);
+                until = Some(end);
             }
             Settlement::Overloaded { retry_after } => {
                 self.budgets[b].record_overload();
@@ -148,7 +205,7 @@ impl Broker {
             }
             Settlement::Unknown => {}
         }
-        if !rate_limited {
+        if until.is_none() {
             // After settling: the server's `remaining` already counts this call.
             self.learn(b, headers, None, now);
         }
@@ -163,7 +220,11 @@ impl Broker {
             // A model the API does not have: its budget is not worth a slot of the table.
             self.forget_if_unused(b);
         }
-        Ok(self.take_output())
+        let reported = Reported {
+            throttle,
+            until: until.map(|at| self.time_base.to_wall(at)),
+        };
+        Ok((self.take_output(), reported))
     }
 
     /// Gives a lease back unused: everything it reserved is refunded.
@@ -291,7 +352,7 @@ impl Broker {
         refused: Refused<'_>,
         headers: &RateLimitHeaders,
         now: Instant,
-    ) {
+    ) -> Instant {
         let named = refused.message.as_deref().and_then(limit_named_in);
         let target = match refused.parent {
             Some((p, parent)) if Self::names_the_organization(refused.message.as_deref()) => {
@@ -309,20 +370,23 @@ impl Broker {
             .message
             .unwrap_or_else(|| "rate limited (429)".into());
         let (retry_after, rejection) = (refused.retry_after, refused.rejection);
-        if self.lock_out_spent_windows(target, headers, retry_after, &rejection, now) {
-            return;
+        if let Some(until) = self.lock_out_spent_windows(target, headers, retry_after, &rejection, now)
+        {
+            self.budgets[target].record_throttle(Throttle::Window);
+            return until;
         }
+        self.budgets[target].record_throttle(Throttle::PerMinute);
+        let until = later(now, retry_after);
         if retry_after > self.config.max_hold {
             let class = Some(self.budgets[target].class().clone());
             let owner = self.budgets[target].owner().clone();
             let lockout = Lockout {
-                until: later(now, retry_after),
+                until,
                 reason: format!("{reason} (the API asks to wait longer than max_hold)"),
                 rejection,
             };
             self.lock_out(&owner, class, lockout, now);
         } else {
-            let until = later(now, retry_after);
             self.publish_pause(
                 target,
                 until,
@@ -332,6 +396,7 @@ impl Broker {
             );
             self.extend_pause(target, until, reason);
         }
+        until
     }
 
     fn refund_parent_output(&mut self, parent: Option<&(BudgetIdx, Reservation)>, now: Instant) {
@@ -341,7 +406,8 @@ impl Broker {
     }
 
     /// A 429 of a spent subscription window: locks out what the window covers (every class, or
-    /// one for a model-specific window) until its reset. Returns whether it was one.
+    /// one for a model-specific window) until its reset. Returns the latest reset, if it was
+    /// one.
     fn lock_out_spent_windows(
         &mut self,
         b: BudgetIdx,
@@ -349,12 +415,12 @@ impl Broker {
         retry_after: Duration,
         rejection: &Option<Arc<Answer>>,
         now: Instant,
-    ) -> bool {
+    ) -> Option<Instant> {
         let unified = &headers.unified;
-        let spent = unified.rejected_windows();
-        if spent.is_empty() && unified.status != Some(WindowState::Rejected) {
-            return false;
+        if !unified.is_spent() {
+            return None;
         }
+        let spent = unified.rejected_windows();
         let owner = self.budgets[b].owner().clone();
         let fallback = later(now, retry_after);
         let until = |reset: Option<std::time::SystemTime>| {
@@ -373,6 +439,7 @@ impl Broker {
             let reason = "the subscription's limit is spent".to_owned();
             lockouts.push((None, until(unified.reset), reason));
         }
+        let latest = lockouts.iter().map(|(_, until, _)| *until).max();
         for (scope, until, reason) in lockouts {
             let lockout = Lockout {
                 until,
@@ -381,7 +448,7 @@ impl Broker {
             };
             self.lock_out(&owner, scope, lockout, now);
         }
-        true
+        latest
     }
 
     pub(super) fn extend_pause(&mut self, b: BudgetIdx, until: Instant, reason: String) {

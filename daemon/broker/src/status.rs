@@ -46,6 +46,7 @@ impl Broker {
                     drain_estimate: budget.drain_estimate(self.overload_gate(b), now),
                     granted: tally.granted,
                     rate_limited: tally.rate_limited,
+                    throttled: tally.throttled,
                     overloaded: tally.overloaded,
                     refused: tally.refused,
                     input_tokens: tally.input_tokens,

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::{Method, Response, StatusCode};
-use pacer_api::Answer;
 use pacer_api::call::{Action, CallRequest, GatedCall, Refusal};
 use pacer_protocol::message::{Acquire, LeaseId, Outcome, Response as Reply};
 use pacer_protocol::{KeyFingerprint, Priority};
@@ -61,6 +60,14 @@ fn now() -> std::time::Instant {
     Instant::now().into_std()
 }
 
+/// A number from 0 to 1 that differs from call to call, to spread the resends of held
+/// requests (std's hasher keys are random and change with each `RandomState`).
+fn random_unit() -> f64 {
+    use std::hash::BuildHasher;
+    let bits = std::collections::hash_map::RandomState::new().hash_one(0u8);
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// What the driver holds between the machine's steps.
 struct Driver<'a> {
     gateway: &'a Arc<Gateway>,
@@ -95,11 +102,7 @@ pub async fn handle(gateway: &Arc<Gateway>, gate: Gate, forward: Forward) -> Res
             Action::ReadBody { limit } => driver.read(&mut call, limit).await,
             Action::Report(outcome) => driver.report(&call, outcome),
             Action::Release => driver.release(),
-            Action::LockOut {
-                duration,
-                reason,
-                replay,
-            } => driver.lock_out(duration, reason, replay),
+            Action::Wait(wait) => tokio::time::sleep(wait).await,
             Action::Calibrate {
                 body_bytes,
                 counted_input,
@@ -146,7 +149,10 @@ impl Driver<'_> {
             deadline: Some(deadline),
             detached_ttl: None,
         };
-        if let Some((wait, holdup)) = self.session.estimate_wait(&acquire)
+        let origin = Origin {
+            session: self.gate.session.as_deref().map(Arc::from),
+        };
+        if let Some((wait, holdup)) = self.session.estimate_wait(&acquire, &origin)
             && wait > deadline
         {
             let refusal = Refusal::WouldWait { wait, holdup };
@@ -155,9 +161,6 @@ impl Driver<'_> {
             call.refused(refusal, now());
             return;
         }
-        let origin = Origin {
-            session: self.gate.session.as_deref().map(Arc::from),
-        };
         match self.session.acquire_from(&acquire, &origin).await {
             Reply::Granted(granted) => {
                 self.lease = Some(granted.lease);
@@ -250,7 +253,7 @@ impl Driver<'_> {
                 body.extend_from_slice(&chunk);
             }
         }
-        call.read(body, cut, SystemTime::now());
+        call.read(body, cut, now(), SystemTime::now(), random_unit());
     }
 
     /// Settles the permit. A 429 is reported with the API's answer whole, so that a lockout it
@@ -260,9 +263,10 @@ impl Driver<'_> {
             return;
         };
         match (outcome, call.held()) {
-            (Outcome::RateLimited { .. }, Some(held)) => {
-                self.session.report_rate_limited(lease, held.clone())
-            }
+            (
+                outcome @ (Outcome::RateLimited { .. } | Outcome::SpendCapped { .. }),
+                Some(held),
+            ) => self.session.report_answered(lease, outcome, held.clone()),
             (outcome, _) => self.session.report(lease, outcome),
         }
     }
@@ -271,18 +275,6 @@ impl Driver<'_> {
         if let Some(lease) = self.lease.take() {
             self.session.release(lease);
         }
-    }
-
-    /// The spend cap: every request of the key's account is answered with this 429 at once for
-    /// a while, and socket acquires are refused.
-    fn lock_out(&self, duration: Duration, reason: String, replay: Answer) {
-        tracing::warn!(
-            key = %self.gate.key,
-            "spend cap reached: failing this key's requests fast for {}s",
-            duration.as_secs()
-        );
-        self.session
-            .lock_out(self.gate.key, duration, reason, replay);
     }
 
     /// A success streams through; the permit settles when the body ends.

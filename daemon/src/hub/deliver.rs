@@ -172,5 +172,24 @@ fn log_event(event: &Event) {
             model_class = model_class.as_deref().unwrap_or("every class"),
             "lockout ended"
         ),
+        Event::StartPace {
+            account,
+            per_minute,
+        } => {
+            let whose = account
+                .as_ref()
+                .map_or("this machine".to_owned(), ToString::to_string);
+            match per_minute {
+                Some(rate) => tracing::info!(
+                    account = %whose,
+                    "new Claude Code sessions start one at a time, {rate:.1} a minute: the API \
+                     answered sessions starting together with a bare 429"
+                ),
+                None => tracing::info!(
+                    account = %whose,
+                    "new Claude Code sessions start at once again (no bare 429 for a while)"
+                ),
+            }
+        }
     }
 }

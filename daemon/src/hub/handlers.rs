@@ -7,9 +7,10 @@ use std::time::SystemTime;
 
 use pacer_api::outcome::input_bound;
 use pacer_api::ratelimit::RateLimitHeaders;
+use pacer_protocol::Throttle;
 use pacer_protocol::message::{
     Acquire, Calibrate, ErrorKind, ErrorReply, EstimateInput, LeaseId, Outcome, Pause,
-    RegisterRoute, Release, Report, Response, SessionQuery, StatusSnapshot,
+    RegisterRoute, Release, Report, Reported, Response, SessionQuery, StatusSnapshot,
 };
 use pacer_protocol::text::{MAX_MESSAGE, bounded};
 
@@ -25,23 +26,41 @@ pub fn acquire(hub: &Hub, ticket: Ticket, acquire: &Acquire) -> Option<Response>
 }
 
 pub fn report(hub: &Hub, report: Report) -> Response {
-    let (settlement, headers) = settlement(report.outcome, SystemTime::now());
+    let (settlement, headers) = settlement(report.outcome, None, SystemTime::now());
     settle(hub, report.lease, settlement, &headers)
 }
 
-/// Settles a lease with what the broker needs of its outcome.
+/// Bare 429s are logged at most once a minute, with the count of the rest.
+static BARE: crate::throttle::Throttle =
+    crate::throttle::Throttle::new(std::time::Duration::from_secs(60));
+
+/// Settles a lease with what the broker needs of its outcome; answers what a 429 was taken
+/// for.
 pub fn settle(
     hub: &Hub,
     lease: LeaseId,
     settlement: Settlement,
     headers: &RateLimitHeaders,
 ) -> Response {
-    hub.update(
+    let answer = hub.update(
         |broker, now| match broker.report(now, lease, settlement, headers) {
-            Ok(outputs) => (outputs, Response::Ack),
+            Ok((outputs, reported)) => (outputs, Response::Reported(reported)),
             Err(e) => (Vec::new(), refused(e)),
         },
-    )
+    );
+    if let Response::Reported(Reported {
+        throttle: Some(Throttle::Bare),
+        ..
+    }) = answer
+    {
+        // Nothing else tells of it: it pauses nobody.
+        crate::info_throttled!(
+            BARE,
+            "bare 429 (the API's request-scoped throttle: no retry-after, no limit named): that \
+             request is held and sent again on its own; nothing else is paused"
+        );
+    }
+    answer
 }
 
 pub use pacer_api::outcome::message_of_body;
@@ -92,7 +111,13 @@ pub fn status(hub: &Hub, page: u32) -> Response {
     let from = (page as usize).saturating_mul(STATUS_PAGE_LEN);
     let to = from.saturating_add(STATUS_PAGE_LEN);
     let more = budgets.len() > to || accounts.len() > to;
+    let starts = if page == 0 {
+        hub.read(|broker, _| broker.starts())
+    } else {
+        Vec::new()
+    };
     let snapshot = StatusSnapshot {
+        starts,
         daemon_version: DAEMON_VERSION.to_owned(),
         budgets: page_of(budgets, from),
         accounts: page_of(accounts, from),
@@ -185,7 +210,13 @@ pub fn pause(hub: &Hub, pause: Pause) -> Response {
 }
 
 /// Splits a reported outcome into what the broker settles and the parsed response headers.
-fn settlement(outcome: Outcome, now: SystemTime) -> (Settlement, RateLimitHeaders) {
+/// `answer` is the API's answer itself, when the caller kept it (the gateway does): a lockout
+/// replays it. Without it, the API's error shape with the reported message stands in.
+pub fn settlement(
+    outcome: Outcome,
+    answer: Option<Answer>,
+    now: SystemTime,
+) -> (Settlement, RateLimitHeaders) {
     let parse = |headers: &[(String, String)]| {
         RateLimitHeaders::parse(headers.iter().map(|(n, v)| (n.as_str(), v.as_str())), now)
     };
@@ -197,16 +228,20 @@ fn settlement(outcome: Outcome, now: SystemTime) -> (Settlement, RateLimitHeader
             message,
         } => {
             let message = message.map(|m| bounded(&m, MAX_MESSAGE));
-            // A socket client reports no body: the API's error shape with its message stands in
-            // for it when the 429 is replayed.
-            let body = serde_json::json!({
-                "type": "error",
-                "error": {"type": "rate_limit_error", "message": message.clone().unwrap_or_default()},
-            });
-            let rejection = Answer::bounded(429, headers.clone(), body.to_string().into_bytes());
             let parsed = parse(&headers);
+            let rejection = answer.unwrap_or_else(|| stand_in(headers, &message));
             let settlement = Settlement::RateLimited {
                 retry_after,
+                message,
+                rejection: Some(rejection),
+            };
+            (settlement, parsed)
+        }
+        Outcome::SpendCapped { headers, message } => {
+            let message = message.map(|m| bounded(&m, MAX_MESSAGE));
+            let parsed = parse(&headers);
+            let rejection = answer.unwrap_or_else(|| stand_in(headers, &message));
+            let settlement = Settlement::SpendCapped {
                 message,
                 rejection: Some(rejection),
             };
@@ -223,6 +258,16 @@ fn settlement(outcome: Outcome, now: SystemTime) -> (Settlement, RateLimitHeader
             RateLimitHeaders::default(),
         ),
     }
+}
+
+/// The API's 429 as a socket client reported it (no body): its error shape with the message,
+/// to replay if it causes a lockout.
+fn stand_in(headers: Vec<(String, String)>, message: &Option<String>) -> Answer {
+    let body = serde_json::json!({
+        "type": "error",
+        "error": {"type": "rate_limit_error", "message": message.clone().unwrap_or_default()},
+    });
+    Answer::bounded(429, headers, body.to_string().into_bytes())
 }
 
 fn refused(e: BrokerError) -> Response {

@@ -7,7 +7,6 @@ use std::time::{Duration, SystemTime};
 
 use pacer_api::ratelimit::RateLimitHeaders;
 
-use pacer_protocol::KeyFingerprint;
 use pacer_protocol::message::{
     Acquire, BudgetId, ErrorKind, LeaseId, Outcome, Release, Report, Response, ResponseFrame,
 };
@@ -16,7 +15,7 @@ use tokio::sync::mpsc;
 use super::handlers;
 use super::{Hub, Writer};
 use pacer_api::Answer;
-use pacer_broker::{ConnId, Origin, Settlement, Ticket};
+use pacer_broker::{ConnId, Origin, Ticket};
 
 pub struct Session {
     hub: Arc<Hub>,
@@ -90,9 +89,9 @@ impl Session {
 
     /// How long an acquire made now would wait (zero: granted at once; `None`: refused at
     /// once), and what holds it up.
-    pub fn estimate_wait(&self, acquire: &Acquire) -> Option<(Duration, String)> {
+    pub fn estimate_wait(&self, acquire: &Acquire, origin: &Origin) -> Option<(Duration, String)> {
         self.hub
-            .update(|broker, now| (Vec::new(), broker.estimate_wait(now, acquire)))
+            .update(|broker, now| (Vec::new(), broker.estimate_wait(now, acquire, origin)))
     }
 
     /// The gateway answers a request itself rather than wait for a permit: counted and told
@@ -124,35 +123,13 @@ impl Session {
         self.hub.calibrate(client, bytes, counted_input);
     }
 
-    /// Settles the call under `lease` with the API's 429, kept whole (status, headers, body)
-    /// so that a lockout it causes can replay it.
-    pub fn report_rate_limited(&self, lease: LeaseId, rejection: Answer) {
-        let headers = self.parse(&rejection.headers);
-        let message = handlers::message_of_body(&rejection.body);
-        let settlement = Settlement::RateLimited {
-            retry_after: None,
-            message,
-            rejection: Some(rejection),
-        };
+    /// Settles the call under `lease` with a 429's outcome and the API's answer kept whole
+    /// (status, headers, body), so that a lockout it causes can replay it. Its organization is
+    /// read as this session's scope allows.
+    pub fn report_answered(&self, lease: LeaseId, outcome: Outcome, answer: Answer) {
+        let headers = self.parse(&answer.headers);
+        let (settlement, _) = handlers::settlement(outcome, Some(answer), SystemTime::now());
         handlers::settle(&self.hub, lease, settlement, &headers);
-    }
-
-    /// Refuses every acquire of `key`'s owner at once for `duration`, replaying `rejection` (a
-    /// spend cap was reached).
-    pub fn lock_out(
-        &self,
-        key: KeyFingerprint,
-        duration: Duration,
-        reason: String,
-        rejection: Answer,
-    ) {
-        self.hub.update(|broker, now| {
-            let until = now + duration;
-            (
-                broker.lock_out_key(now, key, until, reason, Some(rejection)),
-                (),
-            )
-        });
     }
 
     /// The API's answer that locked out `budget`, to replay.

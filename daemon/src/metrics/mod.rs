@@ -18,6 +18,7 @@ use prometheus_client::registry::Registry;
 use pacer_protocol::message::{
     AccountStatus, BudgetStatus, ClientStatus, ClusterStatus, DaemonStatus,
 };
+use pacer_protocol::Throttle;
 use pacer_protocol::status::WAIT_BUCKETS;
 
 use crate::hub::Hub;
@@ -254,11 +255,17 @@ fn encode_budgets(encoder: &mut DescriptorEncoder, s: &Snapshot) -> std::fmt::Re
         |b| b.granted,
         encoder,
     )?;
-    count(
-        "pacer_budget_upstream_429",
-        "429 answers from the API",
-        |b| b.rate_limited,
+    counters(
         encoder,
+        "pacer_budget_upstream_429",
+        "429 answers from the API, by kind: per-minute (every peer pauses), window (a spent \
+         subscription window: locked out), spend-cap, bare (the request alone was throttled)",
+        budgets.iter().flat_map(|b| {
+            Throttle::ALL.map(|kind| {
+                let labels = with(budget_labels(b), "kind", kind.as_str());
+                (labels, b.throttled.get(kind) as f64)
+            })
+        }),
     )?;
     count(
         "pacer_budget_upstream_529",

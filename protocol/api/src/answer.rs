@@ -11,7 +11,11 @@ use std::time::Duration;
 
 use pacer_protocol::message::Headers;
 
+use pacer_protocol::Throttle;
+
 use crate::outcome::is_spend_cap;
+use crate::ratelimit::RateLimitHeaders;
+use crate::throttle::classify;
 
 /// The largest body kept of an answer (an API error is a few hundred bytes).
 pub const MAX_KEPT_BODY: usize = 64 << 10;
@@ -19,16 +23,13 @@ pub const MAX_KEPT_BODY: usize = 64 << 10;
 const MAX_KEPT_HEADERS: usize = 64;
 const MAX_HEADER_LEN: usize = 4096;
 
-/// What kind of answer an HTTP status (and, for a 429, its body) is.
+/// What kind of answer an HTTP status (and, for a 429, its headers and body) is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// 2xx: the call was served; its usage settles the permit.
     Success,
-    /// 429 for a rate limit: every peer on the budget pauses.
-    RateLimited,
-    /// 429 with `"error_code": "enforced_spend_limit_reached"`: nothing helps until someone
-    /// lifts the cap.
-    SpendCap,
+    /// 429, of the kind its headers and body say (see [`crate::throttle`]).
+    Throttled(Throttle),
     /// 529 (overloaded): the API as a whole is busy; the model class backs off together.
     Overloaded,
     /// Another 4xx: the caller's own mistake (a malformed body, an unknown model, a bad key).
@@ -38,12 +39,11 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// The kind of an answer with `status` and, for a 429, its (decoded) body.
-    pub fn of(status: u16, body: &[u8]) -> Kind {
+    /// The kind of an answer with `status`, its headers and, for a 429, its (decoded) body.
+    pub fn of(status: u16, headers: &RateLimitHeaders, body: &[u8]) -> Kind {
         match status {
             200..=299 => Kind::Success,
-            429 if is_spend_cap(body) => Kind::SpendCap,
-            429 => Kind::RateLimited,
+            429 => Kind::Throttled(classify(headers, is_spend_cap(body))),
             529 => Kind::Overloaded,
             400..=499 => Kind::ClientError(status),
             _ => Kind::Failed,
@@ -216,12 +216,15 @@ mod tests {
     fn kinds_by_status_and_body() {
         let cap = br#"{"type":"error","error":{"type":"rate_limit_error","message":"You have reached your specified API usage limits.","details":{"error_code":"enforced_spend_limit_reached"}}}"#;
         let limit = br#"{"type":"error","error":{"type":"rate_limit_error","message":"50 requests per minute"}}"#;
-        assert_eq!(Kind::of(200, b""), Kind::Success);
-        assert_eq!(Kind::of(429, cap), Kind::SpendCap);
-        assert_eq!(Kind::of(429, limit), Kind::RateLimited);
-        assert_eq!(Kind::of(529, b""), Kind::Overloaded);
-        assert_eq!(Kind::of(404, b""), Kind::ClientError(404));
-        assert_eq!(Kind::of(500, b""), Kind::Failed);
+        let none = RateLimitHeaders::default();
+        let retry = RateLimitHeaders::parse([("retry-after", "3")], std::time::SystemTime::now());
+        assert_eq!(Kind::of(200, &none, b""), Kind::Success);
+        assert_eq!(Kind::of(429, &retry, cap), Kind::Throttled(Throttle::SpendCap));
+        assert_eq!(Kind::of(429, &retry, limit), Kind::Throttled(Throttle::PerMinute));
+        assert_eq!(Kind::of(429, &none, limit), Kind::Throttled(Throttle::Bare));
+        assert_eq!(Kind::of(529, &none, b""), Kind::Overloaded);
+        assert_eq!(Kind::of(404, &none, b""), Kind::ClientError(404));
+        assert_eq!(Kind::of(500, &none, b""), Kind::Failed);
         assert!(Kind::read_whole(429) && Kind::read_whole(529) && !Kind::read_whole(400));
     }
 
@@ -275,7 +278,10 @@ mod tests {
             body: gz.finish().unwrap(),
         };
         assert_eq!(&answer.decoded_body()[..], &text[..]);
-        assert_eq!(Kind::of(429, &answer.decoded_body()), Kind::SpendCap);
+        assert_eq!(
+            Kind::of(429, &RateLimitHeaders::default(), &answer.decoded_body()),
+            Kind::Throttled(Throttle::SpendCap)
+        );
         let plain = Answer::error(429, "rate_limit_error", "hi");
         assert_eq!(plain.decoded_body(), plain.body.as_slice());
         let broken = Answer {

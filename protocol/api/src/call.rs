@@ -11,27 +11,53 @@
 //! - 2xx: [`Action::Stream`] the answer through, reading its usage; when the body ends, the
 //!   permit is reported with the real usage (held to what the body could have counted) and the
 //!   estimate calibrated.
-//! - 429 for a rate limit: report it (every peer pauses), then go round — acquire again, which
-//!   waits out the pause — for as long as the hold allows; past that, pass the 429 on with a
-//!   `retry-after` telling the truth about the remaining wait.
-//! - 429 for the spend cap: report it as failed, lock the key's account out for
-//!   [`SPEND_CAP_BLOCK`] (where the driver can), and pass it on at once.
+//! - 429, by its kind ([`crate::throttle`]):
+//!   - a per-minute limit or a spent window: report it (every peer pauses, or the account is
+//!     locked out), then go round — acquire again, which waits out the pause or is refused —
+//!     for as long as the hold allows; past that, pass the 429 on with a `retry-after`
+//!     telling the truth about the remaining wait;
+//!   - the spend cap: report it (pacerd fails the account's calls fast for a while) and pass
+//!     it on at once;
+//!   - a bare 429: report it (it holds nobody else), then [`Action::Wait`] on this request's
+//!     own spacing ([`bare_spacing`]: growing, spread at random) and go round, while the hold
+//!     allows; past that, pass the API's 429 on unchanged.
 //! - 529: the class backs off together; go round up to [`MAX_OVERLOAD_RETRIES`] times, then
 //!   pass it on.
+//! - `x-should-retry: false` on a 429 or a 529: report it and pass it on, never sent again.
 //! - anything else: report it and pass it on as it is.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime};
 
+use pacer_protocol::Throttle;
 use pacer_protocol::message::{Headers, Outcome};
 
 use crate::answer::{Answer, Kind};
 use crate::outcome::{bound_usage, from_response_at, message_of_body};
+use crate::ratelimit::RateLimitHeaders;
+use crate::throttle::may_retry;
 
 /// How many times a request answered 529 (overloaded) is retried before the 529 is passed on.
 pub const MAX_OVERLOAD_RETRIES: u32 = 3;
-/// How long every request of a key's account fails fast after a spend-cap 429.
-pub const SPEND_CAP_BLOCK: Duration = Duration::from_secs(60);
+/// A request held after a bare 429 is first sent again after about this long: retries within
+/// ~15 s are known to meet the same wall, tens of seconds later get through.
+pub const BARE_FIRST_WAIT: Duration = Duration::from_secs(20);
+/// Each next resend waits this many times longer than the one before…
+const BARE_GROWTH: f64 = 1.5;
+/// …up to this long.
+pub const BARE_MAX_WAIT: Duration = Duration::from_secs(60);
+/// Waits are spread by up to this fraction either way, so held requests do not come back
+/// together.
+const BARE_JITTER: f64 = 0.2;
+
+/// How long a request waits before it is sent again after its `n`th bare 429 (counting from
+/// 0), with `random` (0 to 1) spreading it: 20 s, 30 s, 45 s, then 60 s, each ±20 %.
+pub fn bare_spacing(n: u32, random: f64) -> Duration {
+    let base = BARE_FIRST_WAIT.as_secs_f64() * BARE_GROWTH.powi(n.min(16) as i32);
+    let base = base.min(BARE_MAX_WAIT.as_secs_f64());
+    let spread = 1.0 + BARE_JITTER * (2.0 * random.clamp(0.0, 1.0) - 1.0);
+    Duration::from_secs_f64(base * spread)
+}
 /// How long a request may be held waiting for the budget, unless configured otherwise.
 pub const DEFAULT_MAX_HOLD: Duration = Duration::from_secs(240);
 
@@ -56,13 +82,8 @@ pub enum Action {
     Report(Outcome),
     /// Give the permit back unused: the request never reached the API.
     Release,
-    /// Refuse every request of this key's account at once for `duration`, answering each with
-    /// `replay` (the spend cap's 429). A driver that cannot lock anything out skips it.
-    LockOut {
-        duration: Duration,
-        reason: String,
-        replay: Answer,
-    },
+    /// Wait this long, then poll again (a request held after a bare 429).
+    Wait(Duration),
     /// Teach the input estimate what a body of `body_bytes` really counted.
     Calibrate {
         body_bytes: usize,
@@ -140,7 +161,11 @@ pub struct GatedCall {
     head: Option<(u16, Headers)>,
     /// The last 429 or 529, passed on if the hold runs out.
     held: Option<Answer>,
+    /// Whether `held` is a bare 429 (passed on unchanged, not with pacer's wait).
+    held_bare: bool,
     overloads: u32,
+    /// Bare 429s this request has met.
+    bare: u32,
 }
 
 impl GatedCall {
@@ -152,7 +177,9 @@ impl GatedCall {
             queue: VecDeque::new(),
             head: None,
             held: None,
+            held_bare: false,
             overloads: 0,
+            bare: 0,
         }
     }
 
@@ -260,8 +287,8 @@ impl GatedCall {
     }
 
     /// The body of an answer read whole: at most the limit [`Action::ReadBody`] gave, and
-    /// whether there was more.
-    pub fn read(&mut self, body: Vec<u8>, cut: bool, wall: SystemTime) {
+    /// whether there was more. `random` (0 to 1) spreads the resends of held requests.
+    pub fn read(&mut self, body: Vec<u8>, cut: bool, now: Instant, wall: SystemTime, random: f64) {
         let Some((status, headers)) = self.head.take() else {
             debug_assert!(false, "a body without a head");
             return;
@@ -272,34 +299,44 @@ impl GatedCall {
             Answer::bounded(status, headers, body)
         };
         let decoded = answer.decoded_body().into_owned();
-        match Kind::of(status, &decoded) {
-            Kind::SpendCap => {
-                self.queue.push_back(Action::Report(Outcome::Failed));
-                self.queue.push_back(Action::LockOut {
-                    duration: SPEND_CAP_BLOCK,
-                    reason: "the API key's spend cap is reached (enforced_spend_limit_reached)"
-                        .into(),
-                    replay: answer.clone(),
-                });
+        let parsed = RateLimitHeaders::parse(pairs(&answer.headers), wall);
+        let message = message_of_body(&decoded);
+        match Kind::of(status, &parsed, &decoded) {
+            Kind::Throttled(Throttle::SpendCap) => {
+                self.queue.push_back(Action::Report(Outcome::SpendCapped {
+                    headers: answer.headers.clone(),
+                    message,
+                }));
+                self.held = Some(answer.clone());
                 self.finish_with(answer);
             }
-            Kind::RateLimited => {
+            Kind::Throttled(kind) => {
                 self.queue.push_back(Action::Report(Outcome::RateLimited {
                     retry_after: None,
                     headers: answer.headers.clone(),
-                    message: message_of_body(&decoded),
+                    message,
                 }));
-                self.held = Some(answer);
-                self.state = State::Acquire;
+                if !may_retry(&parsed) {
+                    self.finish_with(answer);
+                } else if kind == Throttle::Bare {
+                    self.hold_bare(answer, now, random);
+                } else {
+                    // The broker pauses the budget (or locks it out): the next acquire waits
+                    // it out, or is refused.
+                    self.held = Some(answer);
+                    self.held_bare = false;
+                    self.state = State::Acquire;
+                }
             }
             Kind::Overloaded => {
                 let outcome = from_response_at(status, pairs(&answer.headers), None, wall);
                 self.queue.push_back(Action::Report(outcome));
                 self.overloads += 1;
-                if self.overloads > MAX_OVERLOAD_RETRIES {
+                if self.overloads > MAX_OVERLOAD_RETRIES || !may_retry(&parsed) {
                     self.finish_with(answer);
                 } else {
                     self.held = Some(answer);
+                    self.held_bare = false;
                     self.state = State::Acquire;
                 }
             }
@@ -309,6 +346,21 @@ impl GatedCall {
                 self.finish_with(answer);
             }
         }
+    }
+
+    /// A bare 429 holds this request alone: it is sent again on its own spacing (see
+    /// [`bare_spacing`]) while the hold allows; past that, the API's 429 goes back unchanged.
+    fn hold_bare(&mut self, answer: Answer, now: Instant, random: f64) {
+        let wait = bare_spacing(self.bare, random);
+        self.bare += 1;
+        if wait >= self.hold_left(now) {
+            self.finish_with(answer);
+            return;
+        }
+        self.held = Some(answer);
+        self.held_bare = true;
+        self.queue.push_back(Action::Wait(wait));
+        self.state = State::Acquire;
     }
 
     /// A streamed answer's body is done: `outcome` is what its usage tap read of it, `complete`
@@ -341,8 +393,8 @@ impl GatedCall {
         self.state = State::Finished;
     }
 
-    /// The last 429 or 529 read whole, if any (the gateway keeps it with the report, so that a
-    /// lockout it causes can replay it).
+    /// The last 429 or 529 read whole, if any (the gateway reports it with the answer whole, so
+    /// that a lockout it causes can replay it).
     pub fn held(&self) -> Option<&Answer> {
         self.held.as_ref()
     }
@@ -358,6 +410,8 @@ impl GatedCall {
     /// the real wait), else a 429 of pacer's own.
     fn give_up(&mut self, wait: Duration, message: String) -> Answer {
         match self.held.take() {
+            // A bare 429 goes back as the API gave it: the wait pacer knows of is not its.
+            Some(held) if self.held_bare => held,
             Some(mut held) => {
                 held.set_retry_after(wait);
                 held
@@ -367,6 +421,7 @@ impl GatedCall {
     }
 
     fn finish_with(&mut self, answer: Answer) {
+        self.held_bare = false;
         self.queue.push_back(Action::Answer(answer));
         self.state = State::Finished;
     }

@@ -14,9 +14,11 @@
 //! - [`fields`]: the model and `max_tokens` of a Messages body, read leniently.
 //! - [`call`]: the gated call, acquire → send → the answer, as a sans-IO state machine
 //!   ([`GatedCall`]): what to do with each kind of answer, held and sent again, passed on.
-//! - [`answer`]: an answer kept whole ([`Answer`]) and its [`answer::Kind`] (success, rate
-//!   limit, spend cap, overload, the caller's mistake, a failure); the answers pacer gives in
+//! - [`answer`]: an answer kept whole ([`Answer`]) and its [`answer::Kind`] (success, a 429
+//!   of some kind, an overload, the caller's mistake, a failure); the answers pacer gives in
 //!   the API's shape.
+//! - [`throttle`]: which kind a 429 is — per-minute, a spent window, the spend cap, or the bare,
+//!   request-scoped one — and whether the API allows a retry at all.
 //! - [`usage`]: the usage (and mid-stream errors) of an answer as it streams past, SSE or JSON,
 //!   compressed or not.
 //! - [`outcome`]: the report an answer makes ([`pacer_protocol::message::Outcome`]), the usage
@@ -35,6 +37,7 @@ pub mod outcome;
 pub mod path;
 pub mod ratelimit;
 pub mod request;
+pub mod throttle;
 pub mod unified;
 pub mod usage;
 

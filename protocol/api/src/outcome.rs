@@ -21,7 +21,7 @@ use crate::ratelimit::RateLimitHeaders;
 
 /// The outcome of a call from its HTTP status, its response headers and (if at hand) its JSON
 /// body: 2xx is a success with the body's `usage`; 429 is rate limited, with the error message
-/// that names the limit; 529 is overloaded; another 4xx is the caller's own mistake (nothing
+/// that names the limit (or, when the body says so, the spend cap); 529 is overloaded; another 4xx is the caller's own mistake (nothing
 /// counted but the request); anything else failed. Header names may be in any case; values
 /// that are not text are skipped.
 pub fn from_response<N, V>(
@@ -57,6 +57,10 @@ where
     match status {
         200..=299 => Outcome::Success {
             usage: body.and_then(usage_from_json).unwrap_or_default(),
+            headers,
+        },
+        429 if body.is_some_and(json_is_spend_cap) => Outcome::SpendCapped {
+            message: body.and_then(error_message),
             headers,
         },
         429 => Outcome::RateLimited {
@@ -105,11 +109,20 @@ pub fn message_of_body(body: &[u8]) -> Option<String> {
     error_message(&value).map(|message| bounded(&message, MAX_MESSAGE))
 }
 
+/// Whether a JSON error body is the spend cap's.
+fn json_is_spend_cap(body: &Value) -> bool {
+    body.pointer("/error/details/error_code")
+        .and_then(Value::as_str)
+        == Some(SPEND_CAP_CODE)
+}
+
+const SPEND_CAP_CODE: &str = "enforced_spend_limit_reached";
+
 /// Whether a 429 body is the spend cap's (`"error_code": "enforced_spend_limit_reached"`):
 /// retrying cannot help until someone lifts the cap.
 pub fn is_spend_cap(body: &[u8]) -> bool {
-    const MARK: &[u8] = b"enforced_spend_limit_reached";
-    body.windows(MARK.len()).any(|w| w == MARK)
+    let mark = SPEND_CAP_CODE.as_bytes();
+    body.windows(mark.len()).any(|w| w == mark)
 }
 
 /// The most input tokens a request body of `bytes` is believed to have counted: four a byte
@@ -171,6 +184,21 @@ mod tests {
                 retry_after: None,
                 headers: vec![("retry-after".into(), "7".into())],
                 message: Some("…50 requests per minute…".into()),
+            }
+        );
+    }
+
+    #[test]
+    fn a_spend_cap_body_is_its_own_outcome() {
+        let body = json!({"type": "error", "error": {"type": "rate_limit_error",
+            "message": "You have reached your specified API usage limits.",
+            "details": {"error_code": "enforced_spend_limit_reached"}}});
+        let none: [(&str, &str); 0] = [];
+        assert_eq!(
+            from_response(429, none, Some(&body)),
+            Outcome::SpendCapped {
+                headers: Vec::new(),
+                message: Some("You have reached your specified API usage limits.".into()),
             }
         );
     }

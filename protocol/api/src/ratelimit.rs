@@ -31,6 +31,10 @@ pub struct RateLimitHeaders {
     pub workspace: Option<String>,
     /// A subscription's windows (`anthropic-ratelimit-unified-*`).
     pub unified: Unified,
+    /// Whether any header spoke of limits or windows at all — `retry-after` in either form,
+    /// `anthropic-ratelimit-*`, `anthropic-priority-*`, `x-ratelimit-*` — known to this parser
+    /// or not, readable or not. A 429 without one is the bare, request-scoped kind.
+    pub speaks_of_limits: bool,
 }
 
 /// One limit's headers.
@@ -56,6 +60,10 @@ impl RateLimitHeaders {
         for (name, value) in headers {
             let name = name.trim().to_ascii_lowercase();
             let value = value.trim();
+            out.speaks_of_limits |= name.starts_with("retry-after")
+                || name.starts_with("anthropic-ratelimit-")
+                || name.starts_with("anthropic-priority-")
+                || name.starts_with("x-ratelimit-");
             if let Some(rest) = name.strip_prefix("anthropic-ratelimit-unified-") {
                 out.unified.parse_header(rest, value);
             } else if let Some(rest) = name.strip_prefix("anthropic-ratelimit-") {
@@ -352,7 +360,14 @@ mod tests {
             ],
             SystemTime::UNIX_EPOCH,
         );
-        assert_eq!(h, RateLimitHeaders::default());
+        // Nothing readable, but they speak of limits all the same.
+        assert_eq!(
+            h,
+            RateLimitHeaders {
+                speaks_of_limits: true,
+                ..RateLimitHeaders::default()
+            }
+        );
     }
 
     #[test]

@@ -127,6 +127,16 @@ impl Unified {
         &mut self.windows[at]
     }
 
+    /// Whether the headers say the subscription is spent: a window, or the overall status,
+    /// `rejected`.
+    pub fn is_spent(&self) -> bool {
+        self.status == Some(WindowState::Rejected)
+            || self
+                .windows
+                .iter()
+                .any(|w| w.status == Some(WindowState::Rejected))
+    }
+
     /// The windows that are spent. When the overall status is `rejected` but no window says
     /// so, the representative claim names it (`five_hour` → `5h`, `seven_day_opus` → `7d_opus`).
     pub fn rejected_windows(&self) -> Vec<&UnifiedWindow> {

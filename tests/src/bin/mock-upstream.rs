@@ -1,6 +1,6 @@
 //! The mock Anthropic API as a process: `mock-upstream [--listen ADDR] [--rpm N] [--itpm N]
 //! [--otpm N] [--latency-ms MS] [--output-tokens N] [--event-gap-ms MS] [--organization KEY=ORG]…
-//! [--subscription-5h N] [--base-path /PREFIX]`. Prints its base URL on the first line of stdout, then serves until
+//! [--subscription-5h N] [--base-path /PREFIX] [--session-wall BURST,REFILL_S,BLOCK_S]`. Prints its base URL on the first line of stdout, then serves until
 //! killed.
 
 use std::io::Write;
@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use pacer_tests::mock::{MockConfig, MockUpstream, Subscription};
+use pacer_tests::mock::{MockConfig, MockUpstream, SessionWall, Subscription};
 
 #[derive(Parser)]
 struct Args {
@@ -36,6 +36,31 @@ struct Args {
     /// A path prefix every request must carry (`/anthropic`), as behind a company gateway.
     #[arg(long, default_value = "")]
     base_path: String,
+    /// Claude Code sessions starting together meet the API's bare 429: BURST starts at once,
+    /// one more every REFILL_S seconds, a refused session (and its retries) refused for BLOCK_S.
+    #[arg(long, value_name = "BURST,REFILL_S,BLOCK_S", value_parser = parse_wall)]
+    session_wall: Option<SessionWall>,
+}
+
+fn parse_wall(text: &str) -> Result<SessionWall, String> {
+    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+    let [burst, refill, block] = parts.as_slice() else {
+        return Err(format!("expected BURST,REFILL_S,BLOCK_S, got `{text}`"));
+    };
+    let seconds = |s: &str| {
+        s.parse::<f64>()
+            .ok()
+            .and_then(|n| Duration::try_from_secs_f64(n).ok())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| format!("`{s}` is not a number of seconds above zero"))
+    };
+    Ok(SessionWall {
+        burst: burst
+            .parse()
+            .map_err(|_| format!("`{burst}` is not a count of sessions"))?,
+        refill: seconds(refill)?,
+        block: seconds(block)?,
+    })
 }
 
 #[tokio::main]
@@ -62,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
         base_path: args.base_path,
         known_keys: None,
         known_models: None,
+        session_wall: args.session_wall,
     };
     let mock = MockUpstream::start_on(args.listen, config).await?;
     println!("{}", mock.url());

@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use tokio::time::Instant;
+
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use serde_json::{Value, json};
@@ -22,6 +24,8 @@ pub(super) enum Verdict {
         retry_after: Option<String>,
     },
     SpendCap,
+    /// The request-scoped throttle: a 429 with `x-should-retry: true` and nothing else.
+    Bare,
     /// A rate-limit 429 whose message is `bytes` long.
     Huge {
         bytes: usize,
@@ -98,10 +102,23 @@ pub(super) async fn messages(
         .and_then(Value::as_u64)
         .unwrap_or(4096);
     let config = &mock.config;
+    let session = headers
+        .get("x-claude-code-session-id")
+        .and_then(|v| v.to_str().ok());
     let verdict = {
         let mut state = mock.lock();
         let state = &mut *state;
-        if state.inject.overloaded > 0 {
+        let walled = match (&config.session_wall, session) {
+            (Some(wall), Some(session)) => state.wall.meets(wall, session, Instant::now()),
+            _ => false,
+        };
+        if walled || state.inject.bare_429 > 0 {
+            if !walled {
+                state.inject.bare_429 -= 1;
+            }
+            state.stats.bare += 1;
+            Verdict::Bare
+        } else if state.inject.overloaded > 0 {
             state.inject.overloaded -= 1;
             state.stats.overloaded += 1;
             Verdict::Overloaded {
@@ -136,6 +153,7 @@ pub(super) async fn messages(
     let status = match &verdict {
         Verdict::Overloaded { .. } => 529,
         Verdict::Blind { .. }
+        | Verdict::Bare
         | Verdict::Huge { .. }
         | Verdict::SpendCap
         | Verdict::Limited { .. }
@@ -143,7 +161,12 @@ pub(super) async fn messages(
         Verdict::Serve { .. } => 200,
     };
     mock.lock().timeline.push((mock.started.elapsed(), status));
+    let bare = matches!(verdict, Verdict::Bare);
     let mut response = answer(mock, verdict, &model, stream);
+    if bare {
+        // Nothing about limits, windows or whose they are.
+        return response;
+    }
     response.headers_mut().insert(
         "anthropic-organization-id",
         HeaderValue::from_str(&caller.organization).expect("an organization id"),
@@ -195,6 +218,16 @@ fn answer(mock: &Arc<Mock>, verdict: Verdict, model: &str, stream: bool) -> Resp
             response
                 .headers_mut()
                 .insert("retry-after", HeaderValue::from(1));
+            response
+        }
+        Verdict::Bare => {
+            let mut response = json_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                &error_body("rate_limit_error", "Rate limited"),
+            );
+            let headers = response.headers_mut();
+            headers.insert("x-should-retry", HeaderValue::from_static("true"));
+            headers.insert("x-robots-tag", HeaderValue::from_static("none"));
             response
         }
         Verdict::SpendCap => json_response(

@@ -17,8 +17,10 @@ mod accounts;
 mod body;
 mod limits;
 mod messages;
+mod wall;
 
 pub use accounts::{Subscription, Workspace};
+pub use wall::SessionWall;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
@@ -69,6 +71,9 @@ pub struct MockConfig {
     pub known_keys: Option<Vec<String>>,
     /// When set, only these models exist: any other gets the API's 404 (`not_found_error`).
     pub known_models: Option<Vec<String>>,
+    /// When set, Claude Code sessions starting together meet the API's bare 429 (see
+    /// [`SessionWall`]).
+    pub session_wall: Option<SessionWall>,
 }
 
 impl Default for MockConfig {
@@ -86,6 +91,7 @@ impl Default for MockConfig {
             base_path: String::new(),
             known_keys: None,
             known_models: None,
+            session_wall: None,
         }
     }
 }
@@ -116,6 +122,9 @@ pub struct Stats {
     pub not_found: u64,
     /// 400 answers for a body that is not JSON or names no model.
     pub invalid: u64,
+    /// Bare 429s: only `x-should-retry: true`, no `retry-after`, no rate-limit header, no
+    /// organization (the session wall's, or injected).
+    pub bare: u64,
 }
 
 /// Faults to inject into the next requests to `/v1/messages`.
@@ -144,6 +153,8 @@ pub struct Inject {
     /// [`Inject::huge_429_bytes`] bytes (and `retry-after: 1`).
     pub huge_429: u64,
     pub huge_429_bytes: usize,
+    /// Answer this many with a bare 429 (`x-should-retry: true` and nothing else).
+    pub bare_429: u64,
 }
 
 /// A request as the mock saw it.
@@ -171,6 +182,8 @@ struct State {
     in_progress: u64,
     /// Every `/v1/messages` answer: when (since the mock started) and its status.
     timeline: Vec<(Duration, u16)>,
+    /// Sessions started, and those held at the session wall.
+    wall: wall::Wall,
 }
 
 struct Mock {

@@ -57,6 +57,13 @@ pub fn status(snapshot: &StatusSnapshot) -> Value {
             "share_last_hour": s.share_last_hour,
             "last_seen": rfc3339(Some(s.last_seen)),
         })).collect::<Vec<Value>>(),
+        "starts": snapshot.starts.iter().map(|s| json!({
+            "account": s.account.as_ref().map(ToString::to_string),
+            "per_minute": s.per_minute,
+            "waiting": s.waiting,
+            "next_start": rfc3339(s.next_start),
+            "last_wall": rfc3339(Some(s.last_wall)),
+        })).collect::<Vec<Value>>(),
         "truncated": snapshot.truncated,
     })
 }
@@ -92,6 +99,12 @@ fn budget(b: &BudgetStatus) -> Value {
         "overloaded_until": rfc3339(b.overloaded_until),
         "granted": b.granted,
         "rate_limited": b.rate_limited,
+        "throttled": {
+            "per_minute": b.throttled.per_minute,
+            "window": b.throttled.window,
+            "spend_cap": b.throttled.spend_cap,
+            "bare": b.throttled.bare,
+        },
         "overloaded": b.overloaded,
         "refused": b.refused,
         "input_tokens": b.input_tokens,

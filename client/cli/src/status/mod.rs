@@ -57,9 +57,13 @@ pub fn render(snapshot: &StatusSnapshot, now: SystemTime) -> String {
     out.push('\n');
     out.push_str(&tables::budgets_table(&snapshot.budgets, now));
     let pauses = tables::pauses(&snapshot.budgets, now);
-    if !pauses.is_empty() {
+    let throttles = tables::throttles(&snapshot.budgets);
+    let starts = tables::starts(&snapshot.starts, now);
+    if !pauses.is_empty() || !throttles.is_empty() || !starts.is_empty() {
         out.push('\n');
         out.push_str(&pauses);
+        out.push_str(&throttles);
+        out.push_str(&starts);
     }
     if !snapshot.accounts.is_empty() {
         out.push('\n');

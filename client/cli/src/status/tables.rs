@@ -2,8 +2,10 @@
 
 use std::time::SystemTime;
 
+use pacer_protocol::Throttle;
 use pacer_protocol::message::{
-    AccountStatus, BudgetStatus, ClientStatus, PauseCause, RouteStatus, SessionStatus, WindowStatus,
+    AccountStatus, BudgetStatus, ClientStatus, PauseCause, RouteStatus, SessionStatus,
+    StartStatus, WindowStatus,
 };
 
 use crate::clock::{local, remaining};
@@ -83,7 +85,10 @@ fn budget_row(b: &BudgetStatus, now: SystemTime) -> Vec<String> {
         drains,
         paused,
         b.granted.to_string(),
-        b.rate_limited.to_string(),
+        match b.throttled.bare {
+            0 => b.rate_limited.to_string(),
+            bare => format!("{} ({bare} bare)", b.rate_limited),
+        },
         b.overloaded.to_string(),
         b.refused.to_string(),
     ]
@@ -118,6 +123,57 @@ pub fn pauses(budgets: &[BudgetStatus], now: SystemTime) -> String {
                 remaining(until, now),
             ));
         }
+    }
+    out
+}
+
+/// One line per budget that met 429s of more than one kind, or bare ones: how many of each,
+/// and what each holds.
+pub fn throttles(budgets: &[BudgetStatus]) -> String {
+    let mut out = String::new();
+    for b in budgets {
+        let kinds: Vec<String> = Throttle::ALL
+            .iter()
+            .filter(|&&kind| b.throttled.get(kind) > 0)
+            .map(|&kind| format!("{} {}", b.throttled.get(kind), kind.as_str()))
+            .collect();
+        let mixed = kinds.len() > 1 || b.throttled.bare > 0;
+        if mixed {
+            out.push_str(&format!(
+                "{}/{} 429s: {}{}\n",
+                b.budget.owner,
+                b.budget.model_class,
+                kinds.join(", "),
+                if b.throttled.bare > 0 {
+                    " (bare ones held their own request, nobody else)"
+                } else {
+                    ""
+                }
+            ));
+        }
+    }
+    out
+}
+
+/// Where new Claude Code sessions start one at a time, and how many wait.
+pub fn starts(starts: &[StartStatus], now: SystemTime) -> String {
+    let mut out = String::new();
+    for s in starts {
+        let whose = s
+            .account
+            .as_ref()
+            .map_or("on this machine".to_owned(), |a| format!("of {a}"));
+        let next = match s.next_start {
+            Some(at) if at > now => format!(", the next at {}", local(at, now)),
+            _ => String::new(),
+        };
+        out.push_str(&format!(
+            "new Claude Code sessions {whose} start one at a time, {:.1} a minute (a bare 429 \
+             met sessions starting at {}); {} waiting to start{next}\n",
+            s.per_minute,
+            local(s.last_wall, now),
+            s.waiting,
+        ));
     }
     out
 }

@@ -39,6 +39,10 @@ fn snapshot(paused_until: Option<SystemTime>) -> StatusSnapshot {
             drain_estimate: Some(Duration::from_secs(40)),
             granted: 10,
             rate_limited: 1,
+            throttled: pacer_protocol::message::Throttles {
+                per_minute: 1,
+                ..Default::default()
+            },
             overloaded: 2,
             refused: 5,
             input_tokens: 1200,
@@ -81,6 +85,7 @@ fn snapshot(paused_until: Option<SystemTime>) -> StatusSnapshot {
         next_page: None,
         cluster: None,
         sessions: Vec::new(),
+        starts: Vec::new(),
         truncated: None,
         clients: vec![ClientStatus {
             id: "claude-review/3f2a".into(),

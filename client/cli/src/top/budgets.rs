@@ -152,6 +152,10 @@ fn budget_line(b: &BudgetStatus) -> Line<'static> {
             spans.push(Span::raw(format!(" drains ~{}", short(drain))));
         }
     }
+    if b.throttled.bare > 0 {
+        // Bare 429s held their own request only: shown apart from the ones that pause.
+        spans.push(Span::raw(format!("  bare 429s {}", b.throttled.bare)).dim());
+    }
     Line::from(spans)
 }
 

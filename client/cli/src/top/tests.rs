@@ -37,6 +37,7 @@ fn budget(owner: &str, class: &str) -> BudgetStatus {
         drain_estimate: None,
         granted: 0,
         rate_limited: 0,
+        throttled: Default::default(),
         overloaded: 0,
         refused: 0,
         input_tokens: 0,
@@ -120,6 +121,7 @@ fn during_a_pause() -> Model {
         next_page: None,
         cluster: None,
         sessions: Vec::new(),
+        starts: Vec::new(),
         truncated: None,
         clients: vec![
             client(

@@ -203,15 +203,18 @@ class Permit:
         headers: HeadersLike = None,
         usage: Any = None,
         body: Union[bytes, str, Mapping[str, Any], None] = None,
-    ) -> None:
+    ) -> Optional[str]:
         """Reports the call's HTTP ``status`` and response ``headers`` (rate-limit headers,
         ``retry-after``: a rate limit's pauses every peer), and its ``usage`` (a mapping or the SDK's
-        ``message.usage``) or its JSON ``body``."""
+        ``message.usage``) or its JSON ``body``. For a rate-limit answer, returns the kind pacerd
+        took it for: ``"per-minute"`` (every peer pauses), ``"window"`` (a spent subscription
+        window), ``"spend-cap"``, or ``"bare"`` (the API throttled this request alone: nobody
+        else pauses; send it again in tens of seconds); else ``None``."""
         if isinstance(body, Mapping):
             body = json.dumps(body)
         if isinstance(body, str):
             body = body.encode()
-        self._native.report(int(status), _headers(headers), body, _usage_json(usage))
+        return self._native.report(int(status), _headers(headers), body, _usage_json(usage))
 
     def release(self) -> None:
         """Gives the permit back unused: the call was never made, so nothing is spent."""

@@ -5,14 +5,16 @@ first: the model and ``max_tokens`` from its body, the input estimate from the b
 the gateway's calibration, the priority from ``x-pacer-priority`` (taken off the request). The
 answer's usage and rate-limit headers are reported when its body ends (streamed answers too).
 
-What each answer means — go round again after a rate limit, retry an overload, pass a spend cap
-on, give up when the hold runs out — is decided by ``_native.GatedCall``, the state machine
-pacerd's gateway drives too; the transports below only send, read, stream and wait as it says.
+What each answer means — go round again after a rate limit, hold a request the API throttled
+alone and send it again later, retry an overload, pass a spend cap on, give up when the hold
+runs out — is decided by ``_native.GatedCall``, the state machine pacerd's gateway drives too;
+the transports below only send, read, stream and wait as it says.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from types import ModuleType
 from typing import Any, Optional
 
@@ -187,6 +189,8 @@ def make_transports(httpx: ModuleType) -> tuple[type, type]:
                 action = call.next()
                 if action in _PACERD_STEPS:
                     pacerd.step(action)
+                elif action == "wait":
+                    time.sleep(call.wait_seconds)
                 elif action == "send":
                     try:
                         upstream = self._inner.handle_request(request)
@@ -238,6 +242,8 @@ def make_transports(httpx: ModuleType) -> tuple[type, type]:
                 action = call.next()
                 if action in _PACERD_STEPS:
                     await asyncio.to_thread(pacerd.step, action)
+                elif action == "wait":
+                    await asyncio.sleep(call.wait_seconds)
                 elif action == "send":
                     try:
                         upstream = await self._inner.handle_async_request(request)

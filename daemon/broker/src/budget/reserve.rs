@@ -132,7 +132,7 @@ impl Budget {
         }
     }
 
-    /// A 429 was answered: count it, refund the output reservation (a rejected call produces
+    /// A 429 for a limit was answered: refund the output reservation (a rejected call produces
     /// none) and drain the bucket the error names (every bucket if it names none), so that
     /// grants resume at the refill pace.
     pub fn rate_limited(
@@ -141,7 +141,6 @@ impl Budget {
         named: Option<LimitKind>,
         now: Instant,
     ) {
-        self.tally.rate_limited += 1;
         self.refund_output(reservation, now);
         for (kind, bucket) in self.buckets_mut() {
             if named.is_none_or(|named| named == kind) {

@@ -3,14 +3,16 @@
 
 use std::time::Duration;
 
-use pacer_protocol::message::WaitHistogram;
+use pacer_protocol::message::{Throttle, Throttles, WaitHistogram};
 
 use super::Budget;
 
 #[derive(Debug, Clone, Default)]
 pub struct Tally {
     pub granted: u64,
+    /// Every 429, and by kind.
     pub rate_limited: u64,
+    pub throttled: Throttles,
     pub overloaded: u64,
     /// Acquires refused or timed out by pacer itself.
     pub refused: u64,
@@ -24,6 +26,7 @@ impl Tally {
     pub fn absorb(&mut self, other: &Tally) {
         self.granted += other.granted;
         self.rate_limited += other.rate_limited;
+        self.throttled.absorb(&other.throttled);
         self.overloaded += other.overloaded;
         self.refused += other.refused;
         self.input_tokens += other.input_tokens;
@@ -45,6 +48,12 @@ impl Budget {
     /// An acquire was refused or timed out by pacer itself.
     pub fn record_refusal(&mut self) {
         self.tally.refused += 1;
+    }
+
+    /// A 429 of this kind was answered.
+    pub fn record_throttle(&mut self, kind: Throttle) {
+        self.tally.rate_limited += 1;
+        self.tally.throttled.count(kind);
     }
 
     /// A 529 was answered.

@@ -193,7 +193,7 @@ fn calls_in_flight_keep_their_slots_across_a_crash_until_they_report_or_expire()
     );
     // The detached lease is reported by its id after the restart, freeing a slot.
     let lease = h.lease(detached).unwrap();
-    let out = broker
+    let (out, _) = broker
         .report(
             now,
             lease,

@@ -4,6 +4,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use pacer_api::ratelimit::RateLimitHeaders;
 use pacer_protocol::message::{
+    Reported,
     Acquire, BudgetStatus, ErrorKind, Event, LeaseId, Rejected, Response, Usage,
 };
 use pacer_protocol::{BudgetOwner, KeyFingerprint, LimitKind, Priority};
@@ -19,6 +20,8 @@ mod properties;
 mod queues;
 mod restarts;
 mod shared;
+mod starts;
+mod throttles;
 mod windows;
 
 fn secs(s: f64) -> Duration {
@@ -101,6 +104,17 @@ impl Harness {
 
     /// Sends an acquire on connection `conn`; returns its ticket.
     fn acquire(&mut self, conn: u64, edit: impl FnOnce(&mut Acquire)) -> Ticket {
+        self.acquire_from(conn, None, edit)
+    }
+
+    /// Sends an acquire on connection `conn` for Claude Code session `session`, as the gateway
+    /// does; returns its ticket.
+    fn acquire_from(
+        &mut self,
+        conn: u64,
+        session: Option<&str>,
+        edit: impl FnOnce(&mut Acquire),
+    ) -> Ticket {
         let mut req = Acquire {
             key: key("k"),
             model: SONNET.into(),
@@ -118,7 +132,10 @@ impl Harness {
             request: self.next_request,
         };
         self.next_request += 1;
-        let out = self.broker.acquire(self.now, ticket, &req);
+        let origin = Origin {
+            session: session.map(Arc::from),
+        };
+        let out = self.broker.acquire_from(self.now, ticket, &req, &origin);
         self.collect(out);
         ticket
     }
@@ -142,16 +159,22 @@ impl Harness {
         }
     }
 
-    fn report(&mut self, lease: LeaseId, settlement: Settlement) {
-        self.report_with(lease, settlement, RateLimitHeaders::default());
+    fn report(&mut self, lease: LeaseId, settlement: Settlement) -> Reported {
+        self.report_with(lease, settlement, RateLimitHeaders::default())
     }
 
-    fn report_with(&mut self, lease: LeaseId, settlement: Settlement, headers: RateLimitHeaders) {
-        let out = self
+    fn report_with(
+        &mut self,
+        lease: LeaseId,
+        settlement: Settlement,
+        headers: RateLimitHeaders,
+    ) -> Reported {
+        let (out, reported) = self
             .broker
             .report(self.now, lease, settlement, &headers)
             .expect("lease is held");
         self.collect(out);
+        reported
     }
 
     fn success(&mut self, lease: LeaseId, input: u64, output: u64) {

@@ -190,22 +190,21 @@ fn invalid_acquires_are_rejected_with_a_reason() {
 }
 
 #[test]
-fn a_blocked_key_fails_fast_until_the_block_ends() {
+fn a_spend_capped_key_fails_fast_until_the_block_ends() {
     let mut h = Harness::with_limits("sonnet", rpm(1));
-    h.acquire(1, |_| {});
+    let first = h.acquire(1, |_| {});
     let waiting = h.acquire(2, |_| {});
     let other_key = h.acquire(3, |r| r.key = key("other"));
-    let out = h.broker.lock_out_key(
-        h.now,
-        key("k"),
-        h.now + secs(60.0),
-        "spend cap reached".into(),
-        None,
+    h.report(
+        h.lease(first).unwrap(),
+        Settlement::SpendCapped {
+            message: None,
+            rejection: None,
+        },
     );
-    h.collect(out);
     assert!(matches!(
         &h.answer(waiting).unwrap().2,
-        Response::Rejected(r) if r.reason == "spend cap reached"
+        Response::Rejected(r) if r.reason.contains("spend cap is reached")
     ));
     assert!(h.lease(other_key).is_some());
     let again = h.acquire(4, |r| r.model = "claude-opus-4-1".into());

@@ -140,7 +140,7 @@ fn a_rate_limit_is_reported_and_the_request_goes_round_within_the_hold() {
         }
     );
     let body = error_body("rate_limit_error", "50 requests per minute");
-    c.read(body.clone(), false, WALL);
+    c.read(body.clone(), false, start, WALL, 0.5);
     let later = start + Duration::from_secs(40);
     assert_eq!(
         drain(&mut c, later),
@@ -259,21 +259,22 @@ fn a_refusal_replays_the_apis_answer_when_there_is_one_else_says_why() {
 }
 
 #[test]
-fn the_spend_cap_is_reported_failed_locks_out_and_is_passed_on_at_once() {
+fn the_spend_cap_is_reported_as_such_and_passed_on_at_once() {
     let now = Instant::now();
     let mut c = call(now);
     sent(&mut c, now);
     c.answered(429, headers(&[("content-type", "application/json")]), WALL);
     c.poll(now);
     let body = br#"{"type":"error","error":{"type":"rate_limit_error","message":"You have reached your specified API usage limits.","details":{"error_code":"enforced_spend_limit_reached"}}}"#;
-    c.read(body.to_vec(), false, WALL);
+    c.read(body.to_vec(), false, now, WALL, 0.5);
     let actions = drain(&mut c, now);
-    assert_eq!(actions[0], Action::Report(Outcome::Failed));
-    assert!(matches!(
-        &actions[1],
-        Action::LockOut { duration, replay, .. }
-            if *duration == SPEND_CAP_BLOCK && replay.body == body
-    ));
+    assert_eq!(
+        actions[0],
+        Action::Report(Outcome::SpendCapped {
+            headers: headers(&[("content-type", "application/json")]),
+            message: Some("You have reached your specified API usage limits.".into()),
+        })
+    );
     let answer = answer_of(&actions);
     assert_eq!(answer.body, body, "passed on unchanged");
     assert_eq!(answer.header("retry-after"), None);
@@ -288,8 +289,11 @@ fn a_gzipped_spend_cap_is_recognised_too() {
     c.poll(now);
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     std::io::Write::write_all(&mut gz, b"\"error_code\":\"enforced_spend_limit_reached\"").unwrap();
-    c.read(gz.finish().unwrap(), false, WALL);
-    assert_eq!(c.poll(now), Action::Report(Outcome::Failed));
+    c.read(gz.finish().unwrap(), false, now, WALL, 0.5);
+    assert!(matches!(
+        c.poll(now),
+        Action::Report(Outcome::SpendCapped { .. })
+    ));
 }
 
 #[test]
@@ -300,7 +304,7 @@ fn overloads_go_round_three_times_then_the_529_is_passed_on_as_it_came() {
         sent(&mut c, now);
         c.answered(529, headers(&[("retry-after", "2")]), WALL);
         assert!(matches!(c.poll(now), Action::ReadBody { .. }));
-        c.read(error_body("overloaded_error", "Overloaded"), false, WALL);
+        c.read(error_body("overloaded_error", "Overloaded"), false, now, WALL, 0.5);
         assert_eq!(
             c.poll(now),
             Action::Report(Outcome::Overloaded {
@@ -373,7 +377,7 @@ fn a_429_too_large_to_keep_is_held_as_the_apis_shape_saying_so() {
         WALL,
     );
     c.poll(now);
-    c.read(vec![b'x'; MAX_KEPT_BODY], true, WALL);
+    c.read(vec![b'x'; MAX_KEPT_BODY], true, now, WALL, 0.5);
     let actions = drain(&mut c, now);
     assert!(matches!(
         actions[0],
@@ -419,4 +423,99 @@ fn count_tokens_calls_are_neither_bounded_nor_calibrated() {
             Action::Done
         ]
     );
+}
+
+fn bare_headers() -> Headers {
+    headers(&[("x-should-retry", "true"), ("content-type", "application/json")])
+}
+
+/// Sends once more and gets a bare 429 back at `now`; what the machine asks next.
+fn meet_bare(c: &mut GatedCall, now: Instant, random: f64) -> Vec<Action> {
+    sent(c, now);
+    c.answered(429, bare_headers(), WALL);
+    assert!(matches!(c.poll(now), Action::ReadBody { .. }));
+    c.read(error_body("rate_limit_error", "Rate limited"), false, now, WALL, random);
+    drain(c, now)
+}
+
+#[test]
+fn a_bare_429_holds_this_request_alone_and_sends_it_again_on_a_growing_spread_spacing() {
+    let start = Instant::now();
+    let mut c = call(start);
+    let actions = meet_bare(&mut c, start, 0.5);
+    assert_eq!(
+        actions,
+        [
+            Action::Report(Outcome::RateLimited {
+                retry_after: None,
+                headers: bare_headers(),
+                message: Some("Rate limited".into()),
+            }),
+            Action::Wait(Duration::from_secs(20)),
+            Action::Acquire {
+                deadline: Duration::from_secs(240)
+            },
+        ]
+    );
+    // The next waits are longer, and spread: random 0 and 1 are ±20 %.
+    let at = start + Duration::from_secs(20);
+    c.granted();
+    assert_eq!(c.poll(at), Action::Send);
+    c.answered(429, bare_headers(), WALL);
+    c.poll(at);
+    c.read(b"{}".to_vec(), false, at, WALL, 1.0);
+    assert_eq!(c.poll(at), Action::Report(Outcome::RateLimited {
+        retry_after: None,
+        headers: bare_headers(),
+        message: None,
+    }));
+    assert_eq!(c.poll(at), Action::Wait(Duration::from_secs(36)));
+    assert_eq!(bare_spacing(0, 0.0), Duration::from_secs(16));
+    assert_eq!(bare_spacing(2, 0.5), Duration::from_millis(45_000));
+    assert_eq!(bare_spacing(9, 0.5), BARE_MAX_WAIT);
+    assert!(bare_spacing(0, 0.0) > Duration::from_secs(15), "not within ~15 s");
+}
+
+#[test]
+fn past_the_hold_the_bare_429_goes_back_unchanged() {
+    let start = Instant::now();
+    let mut c = call(start);
+    // With 10 s of the hold left, a wait of 20 s does not fit.
+    let late = start + Duration::from_secs(230);
+    let actions = meet_bare(&mut c, late, 0.5);
+    let answer = answer_of(&actions);
+    assert_eq!(answer.status, 429);
+    assert_eq!(answer.headers, bare_headers(), "nothing added");
+
+    // Held, then no permit in time: still the API's own answer, unchanged.
+    let mut c = call(start);
+    meet_bare(&mut c, start, 0.5);
+    c.refused(
+        Refusal::TimedOut {
+            retry_after: Duration::from_secs(50),
+            reason: None,
+        },
+        start + Duration::from_secs(240),
+    );
+    let actions = drain(&mut c, start);
+    assert_eq!(answer_of(&actions).headers, bare_headers());
+}
+
+#[test]
+fn should_retry_false_is_passed_on_and_never_sent_again() {
+    let now = Instant::now();
+    for (status, pairs) in [
+        (429, vec![("x-should-retry", "false")]),
+        (429, vec![("x-should-retry", "false"), ("retry-after", "5")]),
+        (529, vec![("x-should-retry", "false")]),
+    ] {
+        let mut c = call(now);
+        sent(&mut c, now);
+        c.answered(status, headers(&pairs), WALL);
+        c.poll(now);
+        c.read(b"{}".to_vec(), false, now, WALL, 0.5);
+        let actions = drain(&mut c, now);
+        assert!(matches!(actions[0], Action::Report(_)), "{actions:?}");
+        assert_eq!(answer_of(&actions).status, status, "{pairs:?}");
+    }
 }
