@@ -14,7 +14,7 @@ use pacer_protocol::message::{
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::connection::{Connection, unexpected};
+use crate::connection::{Connection, expect_reported, unexpected};
 use crate::error::Error;
 use crate::fail_mode::FailMode;
 use crate::permit::Permit;
@@ -393,14 +393,6 @@ impl Client {
 fn expect_ack(response: Response) -> Result<(), Error> {
     match response {
         Response::Ack => Ok(()),
-        other => Err(unexpected(other)),
-    }
-}
-
-/// The answer to a report: what a 429 was taken for.
-pub(crate) fn expect_reported(response: Response) -> Result<Reported, Error> {
-    match response {
-        Response::Reported(reported) => Ok(reported),
         other => Err(unexpected(other)),
     }
 }

@@ -15,7 +15,7 @@ use interprocess::local_socket::GenericFilePath;
 use interprocess::local_socket::tokio::Stream;
 use interprocess::local_socket::tokio::prelude::*;
 use pacer_protocol::message::{
-    ErrorKind, Hello, Release, Request, RequestFrame, Response, ResponseFrame,
+    ErrorKind, Hello, Release, Reported, Request, RequestFrame, Response, ResponseFrame,
 };
 use pacer_protocol::{PROTOCOL_VERSION, codec};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -363,5 +363,13 @@ fn dispatch(pending: &Mutex<PendingTable>, frame: ResponseFrame) -> Option<Reque
         },
         // The answer to a request sent without waiting for it.
         _ => None,
+    }
+}
+
+/// The answer to a report: what a 429 was taken for.
+pub(crate) fn expect_reported(response: Response) -> Result<Reported, Error> {
+    match response {
+        Response::Reported(reported) => Ok(reported),
+        other => Err(unexpected(other)),
     }
 }

@@ -48,10 +48,10 @@ pub use client::{Client, Subscription};
 pub use error::Error;
 pub use fail_mode::FailMode;
 pub use pacer_api::outcome;
+pub use pacer_protocol::Throttle;
 pub use pacer_protocol::message::{
     Event, GatewayInfo, LeaseId, Outcome, Reported, RouteInfo, StatusSnapshot, Usage,
 };
-pub use pacer_protocol::Throttle;
 pub use pacer_protocol::{KeyFingerprint, Priority};
 pub use permit::Permit;
 pub use request::AcquireRequest;

@@ -3,12 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pacer_protocol::message::{
-    LeaseId, Outcome, Release, Report, Reported, Request, Response,
-};
+use pacer_protocol::message::{LeaseId, Outcome, Release, Report, Reported, Request, Response};
 
-use crate::client::expect_reported;
-use crate::connection::{Connection, unexpected};
+use crate::connection::{Connection, expect_reported, unexpected};
 use crate::error::Error;
 use crate::fail_mode::FailMode;
 

@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::budget::{BudgetOwner, KeyFingerprint, LeaseId, LimitKind, Priority};
-use crate::throttle::Throttle;
 use crate::status::{BudgetId, WindowStatus};
+use crate::throttle::Throttle;
 
 /// Something that happened in the daemon, streamed to subscribers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

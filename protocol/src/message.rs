@@ -12,12 +12,12 @@ pub use crate::budget::LeaseId;
 use crate::budget::{KeyFingerprint, Priority};
 
 pub use crate::event::{Event, SettledAs};
-pub use crate::throttle::{Throttle, Throttles};
 pub use crate::status::{
     AccountStatus, Available, BudgetId, BudgetStatus, ClientStatus, ClusterStatus, DaemonStatus,
     Limits, LockoutStatus, PauseCause, PriorityCeiling, RouteStatus, SessionQuery, SessionStatus,
     SessionView, StartStatus, StatusSnapshot, WaitHistogram, WindowStatus,
 };
+pub use crate::throttle::{Throttle, Throttles};
 
 /// A request and the id its response will carry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use pacer_tests::mock::{MockConfig, MockUpstream, Subscription};
+use pacer_tests::mock::{MockConfig, MockUpstream, SessionWall, Subscription};
 use pacer_tests::{TestDaemon, binary};
 use serde_json::Value;
 
@@ -362,4 +362,76 @@ async fn the_person_at_the_keyboard_keeps_the_window_batch_workers_are_held_at_t
             .any(|line| line.contains("batch") && line.contains("held")),
         "{text}"
     );
+}
+
+#[cfg_attr(
+    not(pacer_e2e_claude),
+    ignore = "needs $PACER_E2E_CLAUDE when built: run .ci/e2e-setup"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_sessions_started_together_against_the_apis_wall_all_answer() {
+    let claude = tool("PACER_E2E_CLAUDE");
+    // Two sessions may start at once, one more every 10 s; a session refused is refused, with
+    // its retries, for 20 s — a bare 429 each time.
+    let mock = MockUpstream::start(MockConfig {
+        session_wall: Some(SessionWall {
+            burst: 2,
+            refill: Duration::from_secs(10),
+            block: Duration::from_secs(20),
+        }),
+        ..MockConfig::default()
+    })
+    .await;
+    let upstream = mock.url().parse().unwrap();
+    let daemon = TestDaemon::start_with("", |config| config.gateway.upstream = upstream).await;
+    let home = tempfile::tempdir().unwrap();
+    let sessions: Vec<_> = (0..4)
+        .map(|i| {
+            let dir = home.path().join(format!("home-{i}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut command = tokio::process::Command::new(binary("pacer"));
+            command
+                .args(["run", "--name", "together", "--"])
+                .arg(&claude)
+                .args(["-p", "say hi"])
+                .current_dir(&dir)
+                .env("PACER_SOCKET", daemon.socket())
+                .env("HOME", &dir)
+                .env("ANTHROPIC_API_KEY", "sk-ant-e2e-together")
+                .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+                .env_remove("ANTHROPIC_BASE_URL")
+                .stdin(Stdio::null())
+                .kill_on_drop(true);
+            tokio::spawn(async move {
+                tokio::time::timeout(Duration::from_secs(280), command.output())
+                    .await
+                    .expect("claude finishes")
+                    .expect("claude runs")
+            })
+        })
+        .collect();
+    // While some wait their turn, `pacer status` shows the pace and who waits.
+    let client = daemon.client().await;
+    let mut paced = None;
+    while !sessions.iter().all(|s| s.is_finished()) {
+        let status = client.status().await.unwrap();
+        if let Some(start) = status.starts.iter().find(|s| s.waiting > 0) {
+            paced.get_or_insert(start.clone());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for session in sessions {
+        let output = session.await.unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{stdout} {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.contains("mock"), "{stdout}");
+    }
+    let stats = mock.stats();
+    println!("upstream: {stats:?}; pace seen: {paced:?}");
+    assert!(paced.is_some(), "sessions were seen waiting to start");
+    assert!(stats.bare >= 1 && stats.bare <= 5, "{stats:?}");
 }

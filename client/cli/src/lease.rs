@@ -182,7 +182,9 @@ fn describe_throttle(kind: Throttle, until: Option<SystemTime>) -> String {
         .map(|at| format!(" until {}", crate::clock::local(at, now)))
         .unwrap_or_default();
     match kind {
-        Throttle::PerMinute => format!("429 (a per-minute limit): every peer on the budget pauses{until}"),
+        Throttle::PerMinute => {
+            format!("429 (a per-minute limit): every peer on the budget pauses{until}")
+        }
         Throttle::Window => {
             format!("429 (a spent subscription window): the account is locked out{until}")
         }

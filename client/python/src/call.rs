@@ -118,42 +118,40 @@ impl GatedCall {
     /// raised), `"done"`.
     fn next(&self) -> &'static str {
         let mut state = self.lock();
-        loop {
-            return match state.machine.poll(Instant::now()) {
-                Action::Acquire { deadline } => {
-                    state.deadline = deadline;
-                    "acquire"
-                }
-                Action::Send => "send",
-                Action::ReadBody { limit } => {
-                    state.read_limit = limit;
-                    "read"
-                }
-                Action::Stream => "stream",
-                Action::PassOn => "pass",
-                Action::Report(outcome) => {
-                    state.report = Some(outcome);
-                    "report"
-                }
-                Action::Release => "release",
-                Action::Calibrate {
-                    body_bytes,
-                    counted_input,
-                } => {
-                    state.calibration = Some((body_bytes, counted_input));
-                    "calibrate"
-                }
-                Action::Wait(wait) => {
-                    state.wait = wait;
-                    "wait"
-                }
-                Action::Answer(answer) => {
-                    state.answer = Some(answer);
-                    "answer"
-                }
-                Action::Fail => "fail",
-                Action::Done => "done",
-            };
+        match state.machine.poll(Instant::now()) {
+            Action::Acquire { deadline } => {
+                state.deadline = deadline;
+                "acquire"
+            }
+            Action::Send => "send",
+            Action::ReadBody { limit } => {
+                state.read_limit = limit;
+                "read"
+            }
+            Action::Stream => "stream",
+            Action::PassOn => "pass",
+            Action::Report(outcome) => {
+                state.report = Some(outcome);
+                "report"
+            }
+            Action::Release => "release",
+            Action::Calibrate {
+                body_bytes,
+                counted_input,
+            } => {
+                state.calibration = Some((body_bytes, counted_input));
+                "calibrate"
+            }
+            Action::Wait(wait) => {
+                state.wait = wait;
+                "wait"
+            }
+            Action::Answer(answer) => {
+                state.answer = Some(answer);
+                "answer"
+            }
+            Action::Fail => "fail",
+            Action::Done => "done",
         }
     }
 

@@ -191,7 +191,11 @@ impl Permit {
 
     /// Reports `outcome`; returns the kind of 429 pacerd took it for (`"bare"`,
     /// `"per-minute"`, …), if it was one.
-    pub(crate) fn settle(&self, py: Python<'_>, outcome: Outcome) -> PyResult<Option<&'static str>> {
+    pub(crate) fn settle(
+        &self,
+        py: Python<'_>,
+        outcome: Outcome,
+    ) -> PyResult<Option<&'static str>> {
         let reported = match self.take() {
             Some(permit) => py.detach(|| permit.report(outcome)).map_err(py_error)?,
             None => None,

@@ -67,9 +67,10 @@ def test_leaving_unreported_settles_as_unknown_and_release_refunds(daemon, clien
 
 def test_a_429_reported_from_python_pauses_a_cli_peer(daemon, client):
     with pacer.permit(MODEL, api_key=KEY, client=client) as p:
-        p.report(429, {"retry-after": "60"},
-                 body={"type": "error", "error": {"type": "rate_limit_error",
-                                                  "message": "50 requests per minute"}})
+        kind = p.report(429, {"retry-after": "60"},
+                        body={"type": "error", "error": {"type": "rate_limit_error",
+                                                         "message": "50 requests per minute"}})
+    assert kind == "per-minute"
     b = budget(daemon)
     assert b["paused_until"] is not None, b
     # `pacer acquire` for the same key and model waits (and gives up after its timeout).
@@ -86,6 +87,27 @@ def test_a_429_reported_from_python_pauses_a_cli_peer(daemon, client):
     # Another key's budget is not paused.
     with pacer.permit(MODEL, api_key="sk-ant-another", client=client, timeout=1) as p:
         p.release()
+
+
+def test_a_bare_429_reported_from_python_pauses_nobody_and_a_spend_cap_fails_fast(daemon, client):
+    with pacer.permit(MODEL, api_key=KEY, client=client) as p:
+        kind = p.report(429, {"x-should-retry": "true"},
+                        body={"type": "error", "error": {"type": "rate_limit_error",
+                                                         "message": "Rate limited"}})
+    assert kind == "bare"
+    b = budget(daemon)
+    assert b["paused_until"] is None and b["throttled"]["bare"] == 1, b
+    with pacer.permit(MODEL, api_key=KEY, client=client, timeout=0.5) as p:
+        assert p.report(200, usage={"input_tokens": 1, "output_tokens": 1}) is None
+    with pacer.permit(MODEL, api_key=KEY, client=client) as p:
+        kind = p.report(429, body={"type": "error", "error": {
+            "type": "rate_limit_error", "message": "You have reached your specified API usage limits.",
+            "details": {"error_code": "enforced_spend_limit_reached"}}})
+    assert kind == "spend-cap"
+    with pytest.raises(pacer.PermitRejected) as raised:
+        with pacer.permit(MODEL, api_key=KEY, client=client, timeout=1):
+            pass
+    assert "spend cap" in str(raised.value) and raised.value.until is not None
 
 
 def test_permit_async_waits_without_blocking_the_loop(daemon, client):

@@ -129,6 +129,24 @@ def test_a_429_is_held_and_sent_again_and_every_peer_paused(daemon, client, mock
     assert budget(daemon)["rate_limited"] == 1
 
 
+def test_a_bare_429_holds_its_request_alone_and_sends_it_again_on_its_own_spacing(
+        daemon, client, mock_factory):
+    mock = mock_factory()
+    mock.inject(bare_429=1)
+    api = sdk(mock, client)
+    started = time.monotonic()
+    message = api.messages.create(model=MODEL, max_tokens=8,
+                                  messages=[{"role": "user", "content": "hi"}])
+    took = time.monotonic() - started
+    assert message.usage.output_tokens > 0
+    # Not again within ~15 s (the API's wall would still stand), nor long after.
+    assert 15 <= took < 40, took
+    stats = mock.stats()
+    assert stats["bare"] == 1 and stats["ok"] == 1, stats
+    b = budget(daemon)
+    assert b["throttled"]["bare"] == 1 and b["paused_until"] is None, b
+
+
 def test_past_max_hold_the_apis_429_is_passed_on_with_the_real_wait(daemon, client, mock_factory):
     mock = mock_factory()
     mock.inject(blind_429=1, blind_retry_after="30")

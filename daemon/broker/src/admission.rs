@@ -10,8 +10,8 @@ use super::Costs;
 use super::budgets::BudgetIdx;
 
 use super::{
-    Broker, Origin, MAX_DETACHED_LEASES, MAX_LEASES_PER_CONNECTION, MAX_MODEL_LEN, MAX_NAME_LEN,
-    MAX_WAITERS, MAX_WAITERS_PER_CONNECTION, Ticket,
+    Broker, MAX_DETACHED_LEASES, MAX_LEASES_PER_CONNECTION, MAX_MODEL_LEN, MAX_NAME_LEN,
+    MAX_WAITERS, MAX_WAITERS_PER_CONNECTION, Origin, Ticket,
 };
 
 impl Broker {
@@ -32,10 +32,9 @@ impl Broker {
         let b = self.budget_of(&owner, &class, now)?;
         // A session new to pacer waits its turn to start first (a wait it would not have to
         // make when its start is already under way).
-        let starting = origin
-            .session
-            .as_ref()
-            .is_some_and(|session| !self.sessions.is_started(session) && !self.starts.is_starting(session));
+        let starting = origin.session.as_ref().is_some_and(|session| {
+            !self.sessions.is_started(session) && !self.starts.is_starting(session)
+        });
         if starting
             && let Some((wait, _)) = self.starts.wait_for(&owner, now)
             && !wait.is_zero()

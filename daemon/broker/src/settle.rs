@@ -370,7 +370,8 @@ impl Broker {
             .message
             .unwrap_or_else(|| "rate limited (429)".into());
         let (retry_after, rejection) = (refused.retry_after, refused.rejection);
-        if let Some(until) = self.lock_out_spent_windows(target, headers, retry_after, &rejection, now)
+        if let Some(until) =
+            self.lock_out_spent_windows(target, headers, retry_after, &rejection, now)
         {
             self.budgets[target].record_throttle(Throttle::Window);
             return until;

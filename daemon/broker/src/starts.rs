@@ -313,21 +313,16 @@ impl Starts {
         turn.flatten().into_iter().chain(quiet).min()
     }
 
-    /// How long a session starting now would wait for its turn, and the pace that holds it
-    /// (`None`: it starts at once).
+    /// How long until the next session of `owner` may start, and the pace that holds it
+    /// (`None`: sessions start at once). Those waiting already go first, but the pace quickens
+    /// as they get through, so the next turn is what is known.
     pub fn wait_for(&self, owner: &Owner, now: Instant) -> Option<(Duration, f64)> {
         let gates = [Some(&self.machine), self.accounts.get(owner)];
         let paces = gates.into_iter().flatten().filter_map(|g| g.pace.as_ref());
         let (next, per_minute) = paces.fold((now, f64::MAX), |(next, rate), pace| {
             (next.max(pace.next()), rate.min(pace.per_minute))
         });
-        if per_minute == f64::MAX {
-            return None;
-        }
-        let ahead = self.waiting.len() as f64;
-        let wait = next.saturating_duration_since(now)
-            + Duration::from_secs_f64(60.0 / per_minute * ahead);
-        Some((wait, per_minute))
+        (per_minute != f64::MAX).then(|| (next.saturating_duration_since(now), per_minute))
     }
 
     /// The paces in force: the machine's (`None`), then each account's, with how many wait.
@@ -392,7 +387,13 @@ impl Broker {
 
     /// A call of lease `held` was settled (`throttle`: a 429 of that kind): if its session was
     /// starting, a success means it got through, a bare 429 that it met the wall.
-    pub(super) fn note_start(&mut self, held: &Lease, success: bool, throttle: Option<Throttle>, now: Instant) {
+    pub(super) fn note_start(
+        &mut self,
+        held: &Lease,
+        success: bool,
+        throttle: Option<Throttle>,
+        now: Instant,
+    ) {
         let Some(session) = &held.session else {
             return;
         };

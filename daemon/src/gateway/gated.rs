@@ -263,10 +263,9 @@ impl Driver<'_> {
             return;
         };
         match (outcome, call.held()) {
-            (
-                outcome @ (Outcome::RateLimited { .. } | Outcome::SpendCapped { .. }),
-                Some(held),
-            ) => self.session.report_answered(lease, outcome, held.clone()),
+            (outcome @ (Outcome::RateLimited { .. } | Outcome::SpendCapped { .. }), Some(held)) => {
+                self.session.report_answered(lease, outcome, held.clone())
+            }
             (outcome, _) => self.session.report(lease, outcome),
         }
     }

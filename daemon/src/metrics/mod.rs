@@ -15,10 +15,10 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
+use pacer_protocol::Throttle;
 use pacer_protocol::message::{
     AccountStatus, BudgetStatus, ClientStatus, ClusterStatus, DaemonStatus,
 };
-use pacer_protocol::Throttle;
 use pacer_protocol::status::WAIT_BUCKETS;
 
 use crate::hub::Hub;

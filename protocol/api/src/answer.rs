@@ -219,8 +219,14 @@ mod tests {
         let none = RateLimitHeaders::default();
         let retry = RateLimitHeaders::parse([("retry-after", "3")], std::time::SystemTime::now());
         assert_eq!(Kind::of(200, &none, b""), Kind::Success);
-        assert_eq!(Kind::of(429, &retry, cap), Kind::Throttled(Throttle::SpendCap));
-        assert_eq!(Kind::of(429, &retry, limit), Kind::Throttled(Throttle::PerMinute));
+        assert_eq!(
+            Kind::of(429, &retry, cap),
+            Kind::Throttled(Throttle::SpendCap)
+        );
+        assert_eq!(
+            Kind::of(429, &retry, limit),
+            Kind::Throttled(Throttle::PerMinute)
+        );
         assert_eq!(Kind::of(429, &none, limit), Kind::Throttled(Throttle::Bare));
         assert_eq!(Kind::of(529, &none, b""), Kind::Overloaded);
         assert_eq!(Kind::of(404, &none, b""), Kind::ClientError(404));

@@ -56,7 +56,10 @@ mod tests {
         );
         assert_eq!(kind(&[]), Throttle::Bare);
         // An organization alone says nothing about limits.
-        assert_eq!(kind(&[("anthropic-organization-id", "org")]), Throttle::Bare);
+        assert_eq!(
+            kind(&[("anthropic-organization-id", "org")]),
+            Throttle::Bare
+        );
     }
 
     #[test]

@@ -4,8 +4,8 @@ use std::time::SystemTime;
 
 use pacer_protocol::Throttle;
 use pacer_protocol::message::{
-    AccountStatus, BudgetStatus, ClientStatus, PauseCause, RouteStatus, SessionStatus,
-    StartStatus, WindowStatus,
+    AccountStatus, BudgetStatus, ClientStatus, PauseCause, RouteStatus, SessionStatus, StartStatus,
+    WindowStatus,
 };
 
 use crate::clock::{local, remaining};

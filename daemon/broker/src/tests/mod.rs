@@ -4,8 +4,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use pacer_api::ratelimit::RateLimitHeaders;
 use pacer_protocol::message::{
-    Reported,
-    Acquire, BudgetStatus, ErrorKind, Event, LeaseId, Rejected, Response, Usage,
+    Acquire, BudgetStatus, ErrorKind, Event, LeaseId, Rejected, Reported, Response, Usage,
 };
 use pacer_protocol::{BudgetOwner, KeyFingerprint, LimitKind, Priority};
 

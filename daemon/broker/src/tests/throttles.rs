@@ -117,7 +117,10 @@ fn a_spent_window_locks_the_account_out_until_its_reset() {
     );
     assert_eq!(h.status().throttled.window, 1);
     let refused = h.acquire(2, |_| {});
-    assert!(matches!(h.answer(refused), Some((_, _, Response::Rejected(_)))));
+    assert!(matches!(
+        h.answer(refused),
+        Some((_, _, Response::Rejected(_)))
+    ));
 }
 
 #[test]

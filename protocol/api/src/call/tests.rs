@@ -304,7 +304,13 @@ fn overloads_go_round_three_times_then_the_529_is_passed_on_as_it_came() {
         sent(&mut c, now);
         c.answered(529, headers(&[("retry-after", "2")]), WALL);
         assert!(matches!(c.poll(now), Action::ReadBody { .. }));
-        c.read(error_body("overloaded_error", "Overloaded"), false, now, WALL, 0.5);
+        c.read(
+            error_body("overloaded_error", "Overloaded"),
+            false,
+            now,
+            WALL,
+            0.5,
+        );
         assert_eq!(
             c.poll(now),
             Action::Report(Outcome::Overloaded {
@@ -426,7 +432,10 @@ fn count_tokens_calls_are_neither_bounded_nor_calibrated() {
 }
 
 fn bare_headers() -> Headers {
-    headers(&[("x-should-retry", "true"), ("content-type", "application/json")])
+    headers(&[
+        ("x-should-retry", "true"),
+        ("content-type", "application/json"),
+    ])
 }
 
 /// Sends once more and gets a bare 429 back at `now`; what the machine asks next.
@@ -434,7 +443,13 @@ fn meet_bare(c: &mut GatedCall, now: Instant, random: f64) -> Vec<Action> {
     sent(c, now);
     c.answered(429, bare_headers(), WALL);
     assert!(matches!(c.poll(now), Action::ReadBody { .. }));
-    c.read(error_body("rate_limit_error", "Rate limited"), false, now, WALL, random);
+    c.read(
+        error_body("rate_limit_error", "Rate limited"),
+        false,
+        now,
+        WALL,
+        random,
+    );
     drain(c, now)
 }
 
@@ -464,16 +479,22 @@ fn a_bare_429_holds_this_request_alone_and_sends_it_again_on_a_growing_spread_sp
     c.answered(429, bare_headers(), WALL);
     c.poll(at);
     c.read(b"{}".to_vec(), false, at, WALL, 1.0);
-    assert_eq!(c.poll(at), Action::Report(Outcome::RateLimited {
-        retry_after: None,
-        headers: bare_headers(),
-        message: None,
-    }));
+    assert_eq!(
+        c.poll(at),
+        Action::Report(Outcome::RateLimited {
+            retry_after: None,
+            headers: bare_headers(),
+            message: None,
+        })
+    );
     assert_eq!(c.poll(at), Action::Wait(Duration::from_secs(36)));
     assert_eq!(bare_spacing(0, 0.0), Duration::from_secs(16));
     assert_eq!(bare_spacing(2, 0.5), Duration::from_millis(45_000));
     assert_eq!(bare_spacing(9, 0.5), BARE_MAX_WAIT);
-    assert!(bare_spacing(0, 0.0) > Duration::from_secs(15), "not within ~15 s");
+    assert!(
+        bare_spacing(0, 0.0) > Duration::from_secs(15),
+        "not within ~15 s"
+    );
 }
 
 #[test]
