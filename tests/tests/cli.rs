@@ -24,10 +24,15 @@ fn a_429_reported_from_the_shell_pauses_that_budget_only() {
 
     let lease = stdout(&daemon.pacer(&["acquire", "--model", "claude-sonnet-4-5"], "sk-ant-one"));
     assert!(lease.parse::<u64>().unwrap() > 0);
-    stdout(&daemon.pacer(
+    let reported = daemon.pacer(
         &["report", &lease, "--status", "429", "--retry-after", "30"],
         "sk-ant-one",
-    ));
+    );
+    let said = String::from_utf8_lossy(&reported.stderr);
+    assert!(
+        said.contains("429 (a per-minute limit): every peer on the budget pauses until"),
+        "{said}"
+    );
 
     let status = daemon.status();
     let sonnet = budget_json(&status, &key, "sonnet");
@@ -71,6 +76,49 @@ fn a_429_reported_from_the_shell_pauses_that_budget_only() {
     ));
     let status = daemon.status();
     assert_eq!(budget_json(&status, &key, "haiku")["in_flight"], 0);
+}
+
+#[test]
+fn a_bare_429_reported_from_the_shell_pauses_nobody_and_says_so() {
+    let daemon = Pacerd::start_in_temp_dir(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let headers = dir.path().join("headers");
+    std::fs::write(
+        &headers,
+        "HTTP/2 429 \r\nx-should-retry: true\r\nx-robots-tag: none\r\n\r\n",
+    )
+    .unwrap();
+    let lease = stdout(&daemon.pacer(&["acquire", "--model", "claude-sonnet-4-5"], "sk"));
+    let reported = daemon.pacer(
+        &[
+            "report",
+            &lease,
+            "--headers-file",
+            headers.to_str().unwrap(),
+        ],
+        "sk",
+    );
+    assert!(reported.status.success());
+    let said = String::from_utf8_lossy(&reported.stderr);
+    assert!(said.contains("429 (bare"), "{said}");
+    assert!(said.contains("nothing else is paused"), "{said}");
+    let key = stdout(&daemon.pacer(&["key-id"], "sk"));
+    let status = daemon.status();
+    let sonnet = budget_json(&status, &key, "sonnet");
+    assert_eq!(sonnet["paused_until"], serde_json::Value::Null);
+    assert_eq!(sonnet["throttled"]["bare"], 1);
+    // The next call goes at once.
+    let next = daemon.pacer(
+        &[
+            "acquire",
+            "--model",
+            "claude-sonnet-4-5",
+            "--timeout",
+            "0.5",
+        ],
+        "sk",
+    );
+    assert!(next.status.success());
 }
 
 #[test]
