@@ -1,5 +1,8 @@
 //! Small helpers shared by the benchmark binaries: percentiles, fairness, tables. (They start
-//! their daemons with the test fixtures, [`crate::Pacerd`] and [`crate::TestDaemon`].)
+//! their daemons with the test fixtures, [`crate::Pacerd`] and [`crate::TestDaemon`], or, to
+//! compare builds, with [`sessions::start_pacerd`].)
+
+pub mod sessions;
 
 use std::time::Duration;
 

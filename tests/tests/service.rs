@@ -44,11 +44,13 @@ async fn a_killed_daemon_comes_back_with_its_pause_and_serves_the_waiting_client
     let mut daemon = Pacerd::start(dir.path(), &["--no-gateway"]);
     let first = client(daemon.socket(), "reporter").await;
     let permit = first.acquire(request()).await.unwrap();
+    // The daemon starts the pause when it reads the report: no sooner than now (marking it
+    // after the report returns would be later than the daemon's mark by the answer's trip).
+    let pause_ends = Instant::now() + Duration::from_secs(5);
     permit
         .report(rate_limited(Duration::from_secs(5)))
         .await
         .unwrap();
-    let pause_ends = Instant::now() + Duration::from_secs(5);
 
     let (tx, mut rx) = mpsc::unbounded_channel();
     for i in 0..32 {

@@ -3,8 +3,15 @@
 //! A Claude Code request is a ~90 KB body even for "hi", most of it served from the prompt cache,
 //! so bytes / 4 would reserve ~20k input tokens for a call that counts a few hundred. Each
 //! client's ratio of counted input tokens (uncached input + cache writes) to body bytes is learned
-//! from settled usage; a client with no history uses the ratio of all clients, and before any
-//! history at all, a conservative 1 token per 4 bytes.
+//! from settled usage; a client with no history uses the ratio shared by all clients, and
+//! before any history at all, a conservative 1 token per 4 bytes.
+//!
+//! The shared ratio starts there and moves toward each sample in proportion to the body's size
+//! (fully from [`FULL_WEIGHT_BYTES`] up; bodies under [`MIN_TEACHING_BYTES`], not at all, their
+//! count being more envelope than bytes): a client of many tiny calls cannot set what a newcomer's
+//! large body is estimated at (a 90 KB request reserving a tenth of what it counts leaves the
+//! budget in debt, and every other client waiting it out). A newcomer's estimate is held to
+//! between a sixteenth and twice the default ratio.
 
 use std::collections::BTreeMap;
 
@@ -17,6 +24,15 @@ const MAX_CLIENTS: usize = 10_000;
 /// The highest ratio believed: no request counts more than four tokens for each of its bytes
 /// (see the gateway's `input_bound`).
 const MAX_TOKENS_PER_BYTE: f64 = 4.0;
+/// A body this large moves the shared ratio at the full [`WEIGHT`]; a smaller one in
+/// proportion to its size…
+const FULL_WEIGHT_BYTES: f64 = 16_384.0;
+/// …and one smaller than this not at all: what a tiny call counts is its envelope more than its
+/// bytes.
+const MIN_TEACHING_BYTES: usize = 1024;
+/// The shared ratio, as a newcomer's estimate, is held within these.
+const SHARED_MIN: f64 = DEFAULT_TOKENS_PER_BYTE / 16.0;
+const SHARED_MAX: f64 = DEFAULT_TOKENS_PER_BYTE * 2.0;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Ratio {
@@ -31,6 +47,13 @@ impl Ratio {
         } else {
             self.tokens_per_byte + WEIGHT * (sample - self.tokens_per_byte)
         };
+        self.samples += 1;
+    }
+
+    /// Moves from the default (before any sample) toward `sample` by `weight` of the usual step.
+    fn record_weighted(&mut self, sample: f64, weight: f64) {
+        let from = self.known().unwrap_or(DEFAULT_TOKENS_PER_BYTE);
+        self.tokens_per_byte = from + WEIGHT * weight.clamp(0.0, 1.0) * (sample - from);
         self.samples += 1;
     }
 
@@ -58,7 +81,10 @@ impl Calibration {
             .clients
             .get(client)
             .and_then(Ratio::known)
-            .or_else(|| self.overall.known())
+            .or_else(|| {
+                let shared = self.overall.known()?;
+                Some(shared.clamp(SHARED_MIN, SHARED_MAX))
+            })
             .unwrap_or(DEFAULT_TOKENS_PER_BYTE);
         (body_bytes as f64 * ratio).ceil() as u64
     }
@@ -95,7 +121,10 @@ impl Calibration {
             .entry(client.to_owned())
             .or_default()
             .record(sample);
-        self.overall.record(sample);
+        if body_bytes >= MIN_TEACHING_BYTES {
+            self.overall
+                .record_weighted(sample, body_bytes as f64 / FULL_WEIGHT_BYTES);
+        }
     }
 }
 
@@ -120,7 +149,7 @@ mod tests {
     }
 
     #[test]
-    fn each_client_has_its_own_ratio_and_newcomers_borrow_the_overall_one() {
+    fn each_client_has_its_own_ratio_and_newcomers_borrow_the_shared_one() {
         let mut calibration = Calibration::default();
         calibration.record("cached", 100_000, 100);
         calibration.record("plain", 1_000, 250);
@@ -128,6 +157,24 @@ mod tests {
         assert_eq!(calibration.estimate("plain", 1_000), 250);
         let newcomer = calibration.estimate("new", 1_000);
         assert!(newcomer > 1 && newcomer < 250, "{newcomer}");
+    }
+
+    #[test]
+    fn many_tiny_calls_do_not_set_what_a_newcomers_large_body_is_estimated_at() {
+        let mut calibration = Calibration::default();
+        // Two clients of 88-byte calls that count 9 tokens (a ratio of 0.1), a thousand times.
+        for i in 0..1000 {
+            calibration.record(["small-1", "small-2"][i % 2], 88, 9);
+        }
+        // A newcomer's 117 KB body still reserves a quarter token a byte.
+        assert_eq!(calibration.estimate("claude-session", 117_660), 29_415);
+        // Large bodies move it at full weight: a cache-heavy client teaches it fast…
+        for _ in 0..20 {
+            calibration.record("cached", 90_000, 400);
+        }
+        let newcomer = calibration.estimate("another-session", 90_000);
+        // …down to a sixteenth of the default at the least.
+        assert_eq!(newcomer, (90_000.0 * SHARED_MIN).ceil() as u64);
     }
 
     #[test]

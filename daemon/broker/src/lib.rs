@@ -314,10 +314,12 @@ impl Broker {
             && self.budgets[b].grants_at_once(&cost, self.gate(b, &cost, now), now)
             && self.window_hold(b, req.priority, now).is_none()
         {
+            let client: Arc<str> = Arc::from(req.client_id.as_str());
+            self.budgets[b].granted_at_once(&client, req.priority, &cost);
             let grant = Grant {
                 ticket,
                 key: req.key,
-                client: Arc::from(req.client_id.as_str()),
+                client,
                 shared: None,
                 priority: req.priority,
                 detached_ttl: req.detached_ttl,
@@ -448,6 +450,17 @@ impl Broker {
             }
             self.grant_waiter(b, id, None, now);
         }
+        // The head waits (for its buckets to refill): calls that fit now may go out of turn,
+        // within its allowance (see `queue`).
+        while let Some((id, cost)) = self.budgets[b].backfill_candidate(now) {
+            let gate = self.gate(b, &cost, now);
+            if self.budgets[b].readiness(&cost, gate, now) != Readiness::Now
+                || self.head_held_by_window(b, id, now)
+            {
+                break;
+            }
+            self.grant_out_of_turn(b, id, now);
+        }
         self.budgets.touch(b);
     }
 
@@ -471,6 +484,26 @@ impl Broker {
             .waiters
             .remove(id)
             .expect("a queued waiter is in the waiter table");
+        self.grant_queued(b, waiter, shared, now);
+    }
+
+    /// Grants waiter `id` of budget `b` out of turn, while the head waits for its buckets.
+    fn grant_out_of_turn(&mut self, b: BudgetIdx, id: WaiterId, now: Instant) {
+        let Some(waiter) = self.waiters.remove(id) else {
+            return;
+        };
+        self.budgets[b].take_out_of_turn(id, &waiter.client, waiter.priority, &waiter.cost);
+        self.grant_queued(b, waiter, None, now);
+    }
+
+    /// Grants a waiter taken out of budget `b`'s queue.
+    fn grant_queued(
+        &mut self,
+        b: BudgetIdx,
+        waiter: Waiter,
+        shared: Option<shared::SharedLease>,
+        now: Instant,
+    ) {
         let grant = Grant {
             ticket: waiter.ticket,
             key: waiter.key,

@@ -194,7 +194,17 @@ impl Broker {
                     Readiness::AfterSettlement => None,
                 }
             });
-            [budget.paused_until(), head]
+            // A call that may go out of turn while the head waits, when it will fit.
+            let out_of_turn = (!shared)
+                .then(|| budget.backfill_candidate(now))
+                .flatten()
+                .and_then(|(_, cost)| {
+                    match budget.readiness(&cost, self.gate(b, &cost, now), now) {
+                        Readiness::At(at) => Some(at),
+                        _ => None,
+                    }
+                });
+            [budget.paused_until(), head, out_of_turn]
         });
         [
             self.waiters.next_deadline(),

@@ -292,7 +292,14 @@ impl Broker {
                 }
             }
         }
-        let learned = self.budgets[b].apply_headers(headers, &in_flight_elsewhere, now);
+        let (learned, lowered) = self.budgets[b].apply_headers(headers, &in_flight_elsewhere, now);
+        // The server counts a call's input when the request starts: a `remaining` that lowered
+        // the bucket as the answer arrived holds the answered call's real input already.
+        if let Some(lease) = answering.and_then(|id| self.leases.get_mut(id)) {
+            for kind in [LimitKind::Requests, LimitKind::InputTokens] {
+                lease.reservation.counted[kind] |= lowered[kind];
+            }
+        }
         for Learned {
             kind,
             limit,

@@ -476,6 +476,7 @@ impl Broker {
                     // Nothing is known of what was taken before the restart.
                     taken_before: self.budgets[b].taken_totals(),
                     shared: false,
+                    counted: PerKind::default(),
                 },
                 unmetered: PerKind::default(),
                 bound: super::cost::usage_bound(None),

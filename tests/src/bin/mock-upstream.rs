@@ -1,6 +1,7 @@
 //! The mock Anthropic API as a process: `mock-upstream [--listen ADDR] [--rpm N] [--itpm N]
 //! [--otpm N] [--latency-ms MS] [--output-tokens N] [--event-gap-ms MS] [--organization KEY=ORG]…
-//! [--subscription-5h N] [--base-path /PREFIX] [--session-wall BURST,REFILL_S,BLOCK_S]`. Prints its base URL on the first line of stdout, then serves until
+//! [--subscription-5h N] [--base-path /PREFIX] [--session-wall BURST,REFILL_S,BLOCK_S]
+//! [--no-prompt-cache]`. Prints its base URL on the first line of stdout, then serves until
 //! killed.
 
 use std::io::Write;
@@ -40,6 +41,9 @@ struct Args {
     /// one more every REFILL_S seconds, a refused session (and its retries) refused for BLOCK_S.
     #[arg(long, value_name = "BURST,REFILL_S,BLOCK_S", value_parser = parse_wall)]
     session_wall: Option<SessionWall>,
+    /// Cache no prompt: every byte of `system` and `tools` counts as input, every time.
+    #[arg(long)]
+    no_prompt_cache: bool,
 }
 
 fn parse_wall(text: &str) -> Result<SessionWall, String> {
@@ -88,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
         known_keys: None,
         known_models: None,
         session_wall: args.session_wall,
+        prompt_cache: !args.no_prompt_cache,
     };
     let mock = MockUpstream::start_on(args.listen, config).await?;
     println!("{}", mock.url());

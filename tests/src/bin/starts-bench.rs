@@ -13,15 +13,14 @@
 //! `cargo run --release -p pacer-tests --bin starts-bench -- --claude PATH [--mode api|pacer|both]`
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use pacer_tests::bench::sessions::{Claude, claude_version, session_call, start_pacerd};
 use pacer_tests::bench::table;
 use pacer_tests::mock::{MockConfig, MockUpstream, SessionWall};
-use serde_json::json;
 use tokio::sync::Mutex;
 
 #[derive(Parser)]
@@ -57,99 +56,6 @@ struct Run {
     bare: u64,
 }
 
-/// One call of a session at work: its status (0 when it never answered) and how long it took.
-async fn call(http: &reqwest::Client, base: &str, session: &str) -> (u16, Duration) {
-    let started = Instant::now();
-    let sent = http
-        .post(format!("{base}/v1/messages"))
-        .header("x-api-key", KEY)
-        .header("x-claude-code-session-id", session)
-        .json(&json!({"model": MODEL, "max_tokens": 16, "stream": true,
-                      "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await;
-    let status = match sent {
-        Ok(response) => {
-            let status = response.status().as_u16();
-            let _ = response.bytes().await;
-            status
-        }
-        Err(_) => 0,
-    };
-    (status, started.elapsed())
-}
-
-/// One `claude -p` session; whether it answered, and when it ended.
-async fn claude(claude: &Path, base: &str, home: &Path, since: Instant) -> (bool, Duration) {
-    std::fs::create_dir_all(home).expect("a home for the session");
-    let output = tokio::process::Command::new(claude)
-        .args(["-p", "say hi"])
-        .current_dir(home)
-        .env("HOME", home)
-        .env("ANTHROPIC_BASE_URL", base)
-        .env("ANTHROPIC_API_KEY", KEY)
-        // The model the sessions at work use: one account × model class budget for all.
-        .env("ANTHROPIC_MODEL", MODEL)
-        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
-        .env_remove("ANTHROPIC_AUTH_TOKEN")
-        .env_remove("CLAUDE_CODE_OAUTH_TOKEN")
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let answered = match tokio::time::timeout(Duration::from_secs(600), output).await {
-        Ok(Ok(output)) => {
-            output.status.success() && String::from_utf8_lossy(&output.stdout).contains("mock")
-        }
-        _ => false,
-    };
-    (answered, since.elapsed())
-}
-
-/// A port free now on loopback, for a `pacerd` of any version (told with `--gateway`).
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("its address").port()
-}
-
-/// Starts `pacerd` in front of `upstream`, isolated in `dir`; its gateway's URL.
-async fn start_pacerd(
-    pacerd: &Path,
-    dir: &Path,
-    upstream: &str,
-) -> (tokio::process::Child, String) {
-    let listen = format!("127.0.0.1:{}", free_port());
-    let child = tokio::process::Command::new(pacerd)
-        .arg("--socket")
-        .arg(dir.join("pacer.sock"))
-        .args(["--gateway", &listen, "--upstream", upstream])
-        .arg("--state")
-        .arg(dir.join("state"))
-        .arg("--log-dir")
-        .arg(dir.join("logs"))
-        .env("XDG_CONFIG_HOME", dir)
-        .env("XDG_STATE_HOME", dir)
-        .env_remove("PACER_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("pacerd starts");
-    let url = format!("http://{listen}");
-    let http = reqwest::Client::new();
-    for _ in 0..200 {
-        if http
-            .get(format!("{url}/healthz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return (child, url);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("pacerd's gateway did not answer at {url}");
-}
-
 async fn run(label: &str, through_pacer: bool, args: &Args, claude_path: &Path) -> Run {
     let mock = MockUpstream::start(MockConfig {
         rpm: 4000,
@@ -178,7 +84,7 @@ async fn run(label: &str, through_pacer: bool, args: &Args, claude_path: &Path) 
     let http = reqwest::Client::new();
     // The sessions at work have started before the wall: their first call went through.
     for session in ["work-1", "work-2"] {
-        let (status, _) = call(&http, &base, session).await;
+        let (status, _) = session_call(&http, &base, KEY, MODEL, session, false).await;
         assert_eq!(status, 200, "{label}: a session at work starts");
     }
     let stop = Arc::new(AtomicBool::new(false));
@@ -190,7 +96,7 @@ async fn run(label: &str, through_pacer: bool, args: &Args, claude_path: &Path) 
                 (http.clone(), base.clone(), stop.clone(), at_work.clone());
             tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
-                    let result = call(&http, &base, session).await;
+                    let result = session_call(&http, &base, KEY, MODEL, session, false).await;
                     at_work.lock().await.push(result);
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
@@ -202,7 +108,16 @@ async fn run(label: &str, through_pacer: bool, args: &Args, claude_path: &Path) 
         .map(|i| {
             let (claude_path, base) = (claude_path.to_owned(), base.clone());
             let home = dir.path().join(format!("home-{i}"));
-            tokio::spawn(async move { claude(&claude_path, &base, &home, since).await })
+            tokio::spawn(async move {
+                let claude = Claude {
+                    command: &claude_path,
+                    prompt: "say hi",
+                    base: &base,
+                    key: KEY,
+                    model: MODEL,
+                };
+                claude.run(&home, since).await
+            })
         })
         .collect();
     let mut new_ok = 0;
@@ -239,11 +154,7 @@ async fn main() {
         .expect(
             "the claude command: --claude PATH or $PACER_E2E_CLAUDE (.ci/e2e-setup installs it)",
         );
-    let version = std::process::Command::new(&claude)
-        .arg("--version")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
+    let version = claude_version(&claude);
     println!(
         "claude {version}; {} new sessions, 2 at work",
         args.sessions

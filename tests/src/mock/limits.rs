@@ -54,13 +54,20 @@ pub(super) fn model_class(model: &str) -> String {
 }
 
 /// What a request counts against the input limit: `(input, cache_creation, cache_read)`.
-pub(super) fn count_input(state: &mut State, key: &str, request: &Value) -> (u64, u64, u64) {
+/// Without a prompt cache (`cache`), everything is uncached input.
+pub(super) fn count_input(
+    state: &mut State,
+    key: &str,
+    request: &Value,
+    cache: bool,
+) -> (u64, u64, u64) {
     let len = |v: Option<&Value>| v.map_or(0, |v| v.to_string().len() as u64);
     let prefix = [request.get("system"), request.get("tools")];
     let prefix_tokens: u64 = prefix.iter().map(|v| len(*v)).sum::<u64>() / 4;
-    let cacheable = prefix
-        .iter()
-        .any(|v| v.is_some_and(|v| v.to_string().contains("cache_control")));
+    let cacheable = cache
+        && prefix
+            .iter()
+            .any(|v| v.is_some_and(|v| v.to_string().contains("cache_control")));
     let messages = len(request.get("messages")) / 4 + 1;
     if !cacheable {
         return (messages + prefix_tokens, 0, 0);

@@ -334,7 +334,7 @@ fn decide(
             };
         }
     }
-    let usage = count_input(state, key, request);
+    let usage = count_input(state, key, request, config.prompt_cache);
     let class = model_class(model);
     let limits = state
         .limits

@@ -74,6 +74,9 @@ pub struct MockConfig {
     /// When set, Claude Code sessions starting together meet the API's bare 429 (see
     /// [`SessionWall`]).
     pub session_wall: Option<SessionWall>,
+    /// Whether `system` and `tools` marked with `cache_control` are cached (counted as cache
+    /// reads after the first time); without it, every byte counts as input.
+    pub prompt_cache: bool,
 }
 
 impl Default for MockConfig {
@@ -92,6 +95,7 @@ impl Default for MockConfig {
             known_keys: None,
             known_models: None,
             session_wall: None,
+            prompt_cache: true,
         }
     }
 }

@@ -64,8 +64,9 @@ impl Budget {
         headers: &RateLimitHeaders,
         in_flight_elsewhere: &Costs,
         now: Instant,
-    ) -> Vec<Learned> {
+    ) -> (Vec<Learned>, PerKind<bool>) {
         let mut changed = Vec::new();
+        let mut lowered = PerKind::<bool>::default();
         for kind in LimitKind::ALL {
             let window = headers.window(kind);
             // A bucket sized by an inferred limit counts as new when the real limit arrives.
@@ -92,12 +93,15 @@ impl Budget {
                     *floor = floor.min(remaining as f64);
                     let uncounted = in_flight_elsewhere[kind] as f64;
                     bucket.set_level(*floor - uncounted, now);
+                    lowered[kind] = true;
                 } else {
+                    let before = bucket.level_at(now);
                     bucket.lower_to(remaining as f64, now);
+                    lowered[kind] = bucket.level_at(now) < before;
                 }
             }
         }
-        changed
+        (changed, lowered)
     }
 
     /// Calibration of a kind ends once no call granted without its bucket is left in flight.

@@ -14,7 +14,7 @@ use crate::bucket::Bucket;
 use crate::cost::{Costs, RunningAverage};
 use crate::limits::LimitSet;
 use crate::owner::Owner;
-use crate::queue::{FairQueue, Mark, WaiterId};
+use crate::queue::{BACKFILL_SHARE, FairQueue, Mark, Share, WHOLE, WaiterId};
 use crate::{PerKind, later};
 
 mod headers;
@@ -50,6 +50,10 @@ pub struct Reservation {
     pub taken_before: PerKind<f64>,
     /// Taken from the shared store, not from these buckets: it settles there.
     pub shared: bool,
+    /// Per kind: the server's `remaining`, read when the call's answer arrived, lowered the
+    /// bucket to a count that already holds the call's real use (input is counted when a
+    /// request starts), so its settlement neither charges nor refunds that kind again.
+    pub counted: Charged,
 }
 
 /// Whether a cost can be granted.
@@ -92,6 +96,9 @@ pub struct Budget {
     reprobe: bool,
     cold_start_hold: Duration,
     queue: FairQueue,
+    /// Grants out of turn while the head waits for its buckets: for which head, and what they
+    /// took (see [`Budget::backfill_candidate`]).
+    backfilled: Option<(WaiterId, Costs)>,
     /// Real usage, for acquires that bring no estimate.
     input_average: RunningAverage,
     output_average: RunningAverage,
@@ -149,6 +156,7 @@ impl Budget {
             reprobe: false,
             cold_start_hold,
             queue: FairQueue::default(),
+            backfilled: None,
             input_average: RunningAverage::default(),
             output_average: RunningAverage::default(),
             tally: Tally::default(),
@@ -345,7 +353,70 @@ impl Budget {
         priority: Priority,
         cost: Costs,
     ) -> Mark {
-        self.queue.push(id, client, priority, cost)
+        let share = self.share_of(&cost);
+        self.queue.push(id, client, priority, cost, share)
+    }
+
+    /// What `cost` takes of this budget's limits: the largest fraction of any one limit in
+    /// force (its dominant share), in billionths; with no limit known, every call alike.
+    fn share_of(&self, cost: &Costs) -> Share {
+        let mut limited = false;
+        let mut share = 0.0f64;
+        for (kind, bucket) in self.buckets() {
+            limited = true;
+            share = share.max(cost[kind] as f64 / bucket.limit().max(1) as f64);
+        }
+        let share = if limited { share } else { 0.001 };
+        ((share * WHOLE as f64).round() as Share).clamp(1, WHOLE.saturating_mul(1_000_000))
+    }
+
+    /// A waiter that may be granted out of turn while the head waits for its buckets to refill
+    /// (see `queue`), if its client head of the smallest share is within the head's allowance:
+    /// with it, what went out of turn while this head waited stays within [`BACKFILL_SHARE`] of
+    /// the head's own cost on every limit the head would then no longer fit at once. Whether
+    /// it fits now (the buckets, a pause, the in-flight cap) is the caller's to check.
+    pub fn backfill_candidate(&self, now: Instant) -> Option<(WaiterId, Costs)> {
+        let (head, head_cost) = self.queue.head()?;
+        let (id, cost) = self.queue.backfill_candidate()?;
+        let used = match self.backfilled {
+            Some((for_head, used)) if for_head == head => used,
+            _ => Costs::default(),
+        };
+        let after = used.plus(&cost);
+        for (kind, bucket) in self.buckets() {
+            let head_still_fits =
+                bucket.level_at(now) - cost[kind] as f64 >= head_cost[kind] as f64;
+            if !head_still_fits && after[kind] as f64 > head_cost[kind] as f64 * BACKFILL_SHARE {
+                return None;
+            }
+        }
+        Some((id, cost))
+    }
+
+    /// A call of `client` is granted at once (nobody queued): it counts against its client's
+    /// turns all the same.
+    pub fn granted_at_once(&mut self, client: &Arc<str>, priority: Priority, cost: &Costs) {
+        let share = self.share_of(cost);
+        self.queue.served_at_once(client, priority, share);
+    }
+
+    /// Takes waiter `id` (a [`Budget::backfill_candidate`]) out of the queue to be granted out
+    /// of turn, counting it against the head's allowance.
+    pub fn take_out_of_turn(
+        &mut self,
+        id: WaiterId,
+        client: &str,
+        priority: Priority,
+        cost: &Costs,
+    ) {
+        if let Some((head, _)) = self.queue.head() {
+            let used = match self.backfilled {
+                Some((for_head, used)) if for_head == head => used,
+                _ => Costs::default(),
+            };
+            self.backfilled = Some((head, used.plus(cost)));
+        }
+        self.queue.serve_out_of_turn(id, client, priority);
     }
 
     /// Takes a waiter out of the queue wherever it stands.

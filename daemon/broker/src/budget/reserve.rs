@@ -27,6 +27,7 @@ impl Budget {
             charged: Charged::default(),
             taken_before: PerKind::default(),
             shared: false,
+            counted: Charged::default(),
         };
         for (kind, bucket) in self.buckets_mut() {
             reservation.taken_before[kind] = bucket.taken();
@@ -110,8 +111,9 @@ impl Budget {
     /// Refunds the part of a reservation that was not used, or charges what was used beyond it.
     /// A bucket created after the grant held no reservation: it is charged all that was used.
     fn adjust(&mut self, kind: LimitKind, reservation: &Reservation, used: u64, now: Instant) {
-        if reservation.shared {
-            // Held in the shared store, and settled there.
+        if reservation.shared || reservation.counted[kind] {
+            // Held in the shared store, and settled there; or already in the server's count,
+            // which the bucket was lowered to.
             return;
         }
         let reserved = if reservation.charged[kind] {

@@ -39,6 +39,7 @@ impl Budget {
             charged: Charged::default(),
             taken_before: PerKind::default(),
             shared: true,
+            counted: Charged::default(),
         }
     }
 

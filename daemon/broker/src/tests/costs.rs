@@ -92,6 +92,27 @@ fn remaining_headers_lower_a_bucket_but_never_raise_it() {
 }
 
 #[test]
+fn an_underestimate_the_answers_remaining_already_counted_is_not_charged_twice() {
+    // The gateway reads the answer's headers as they arrive: the server's `remaining` holds the
+    // call's real input (counted when the request started), 9000 where 3000 were reserved.
+    let mut h = Harness::with_limits("sonnet", tokens(10_000, 1_000_000));
+    let a = h.acquire(1, |r| r.input_tokens = Some(3000));
+    let lease = h.lease(a).unwrap();
+    let mut headers = RateLimitHeaders::default();
+    headers.input_tokens.remaining = Some(1000);
+    let out = h.broker.observe(h.now, lease, &headers);
+    h.collect(out);
+    assert_eq!(h.status().available.input_tokens, Some(1000));
+    // Settling with the real 9000 charges nothing more: the server's 1000 already holds it.
+    h.success(lease, 9000, 0);
+    assert_eq!(h.status().available.input_tokens, Some(1000));
+    // Without `remaining` at the answer's head, the excess is charged at settlement.
+    let b = h.acquire(2, |r| r.input_tokens = Some(500));
+    h.success(h.lease(b).unwrap(), 1000, 0);
+    assert_eq!(h.status().available.input_tokens, Some(0));
+}
+
+#[test]
 fn a_new_bucket_calibrates_while_calls_granted_without_it_are_in_flight() {
     // Limits not known yet: ten calls go out at once (the first-contact hold ran out). The
     // first answer says 50 rpm, 49 left — counted when that call arrived, perhaps before the

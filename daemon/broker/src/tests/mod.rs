@@ -12,6 +12,7 @@ use super::*;
 
 mod accounts;
 mod costs;
+mod fairness;
 mod hardening;
 mod limits;
 mod pauses;

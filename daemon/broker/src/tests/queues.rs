@@ -34,17 +34,39 @@ fn clients_of_one_priority_take_turns() {
 }
 
 #[test]
-fn a_large_head_is_not_starved_by_smaller_requests_behind_it() {
+fn a_small_call_goes_while_a_large_head_refills_and_delays_it_by_its_own_cost() {
     let mut h = Harness::with_limits("sonnet", tokens(6000, 1_000_000));
     h.acquire(0, |r| r.input_tokens = Some(6000));
     let big = h.acquire(1, |r| r.input_tokens = Some(3000));
     let small = h.acquire(2, |r| r.input_tokens = Some(10));
-    h.run_until(secs(1.0));
-    // After 1 s there are 100 tokens: enough for the small one, but it waits its turn.
-    assert!(h.lease(small).is_none());
     h.run_until(secs(60.0));
-    assert_eq!(h.granted_at(big), Some(secs(30.0)));
-    assert_eq!(h.granted_at(small), Some(secs(30.1)));
+    // 100 tokens a second: the small call fits after 0.1 s and goes out of turn; the large
+    // head waits 0.1 s more for its 3000.
+    assert_eq!(h.granted_at(small), Some(secs(0.1)));
+    assert_eq!(h.granted_at(big), Some(secs(30.1)));
+}
+
+#[test]
+fn calls_out_of_turn_delay_a_head_by_at_most_a_quarter_of_its_cost() {
+    let mut h = Harness::with_limits("sonnet", tokens(6000, 1_000_000));
+    h.acquire(0, |r| r.input_tokens = Some(6000));
+    let big = h.acquire(1, |r| r.input_tokens = Some(4000));
+    // Another client floods small calls: they go out of turn until they have taken a quarter
+    // of the head's 4000, then wait behind it.
+    let small: Vec<_> = (0..30)
+        .map(|_| h.acquire(2, |r| r.input_tokens = Some(100)))
+        .collect();
+    h.run_until(secs(120.0));
+    assert_eq!(
+        h.granted_at(big),
+        Some(secs(50.0)),
+        "40 s of refill, plus 10 s"
+    );
+    let early = small
+        .iter()
+        .filter(|&&t| h.granted_at(t).is_some_and(|at| at < secs(50.0)))
+        .count();
+    assert_eq!(early, 10, "a quarter of 4000 in calls of 100");
 }
 
 #[test]
@@ -114,9 +136,11 @@ fn a_timed_out_head_lets_the_next_waiter_through() {
         r.input_tokens = Some(6000);
         r.deadline = Some(secs(2.0));
     });
-    let small = h.acquire(2, |r| r.input_tokens = Some(100));
-    h.run_until(secs(10.0));
-    assert_eq!(h.granted_at(small), Some(secs(2.0)));
+    // Too large to go out of turn (a quarter of the head's 6000 is 1500).
+    let next = h.acquire(2, |r| r.input_tokens = Some(3000));
+    h.run_until(secs(60.0));
+    // The head left at 2 s; the next is served when its 3000 have refilled, not after 6000.
+    assert_eq!(h.granted_at(next), Some(secs(30.0)));
 }
 
 // --- Leases -------------------------------------------------------------------------------------
