@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pacer_protocol::Priority;
-use pacer_protocol::message::{BudgetId, ClientStatus};
+use pacer_protocol::message::{BudgetId, ClientStatus, Event};
 use pacer_protocol::status::CLIENTS_SEEN_WITHIN;
 
 use super::TimeBase;
@@ -46,7 +46,12 @@ impl Client {
 #[derive(Debug, Default)]
 pub struct Clients {
     by_id: HashMap<Arc<str>, Client>,
+    /// When clients not seen for a while were last forgotten.
+    last_prune: Option<Instant>,
 }
+
+/// How often clients not seen for a while are forgotten.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 impl Clients {
     fn touch(&mut self, id: &str, now: Instant) -> &mut Client {
@@ -86,16 +91,40 @@ impl Clients {
         client.waited_total += waited;
     }
 
-    /// A client's call was settled with this usage.
-    pub fn settled(&mut self, id: &str, input: u64, output: u64, now: Instant) {
+    /// A client's call was settled with these input and output tokens.
+    pub fn settled(&mut self, id: &str, (input, output): (u64, u64), now: Instant) {
         let client = self.touch(id, now);
         client.input_tokens += input;
         client.output_tokens += output;
     }
 
-    /// pacer refused a client's acquire (or it timed out in the queue).
-    pub fn refused(&mut self, id: &str, now: Instant) {
+    /// pacer refused a client's acquire on `budget` (or it timed out in the queue) for
+    /// `reason`: the event that tells it.
+    pub fn refused(
+        &mut self,
+        id: &str,
+        budget: Option<BudgetId>,
+        reason: &str,
+        now: Instant,
+    ) -> Event {
         self.touch(id, now).refused += 1;
+        Event::Refused {
+            budget,
+            client_id: id.to_owned(),
+            reason: reason.to_owned(),
+        }
+    }
+
+    /// Whether it is time to forget those not seen for a while (at most once a minute).
+    pub fn prune_due(&mut self, now: Instant) -> bool {
+        if self
+            .last_prune
+            .is_some_and(|at| now.saturating_duration_since(at) < PRUNE_EVERY)
+        {
+            return false;
+        }
+        self.last_prune = Some(now);
+        true
     }
 
     /// Forgets clients not seen for [`CLIENTS_SEEN_WITHIN`].
@@ -168,11 +197,11 @@ mod tests {
         let (a, b) = ("a", "b");
         clients.asked(a, Priority::Batch, budget(), t0);
         clients.granted(a, Duration::from_secs(2), t0);
-        clients.settled(a, 10, 5, t0);
+        clients.settled(a, (10, 5), t0);
         clients.asked(b, Priority::Interactive, budget(), t0);
         clients.granted(b, Duration::ZERO, t0);
-        clients.settled(b, 100, 50, t0);
-        clients.refused(b, t0);
+        clients.settled(b, (100, 50), t0);
+        clients.refused(b, None, "held too long", t0);
         let waiting = HashMap::from([(a, (2, t0))]);
         let later = t0 + Duration::from_secs(3);
         let status = clients.status(&waiting, &base, later);
@@ -193,7 +222,12 @@ mod tests {
         let t0 = Instant::now();
         let mut clients = Clients::default();
         for i in 0..MAX_CLIENTS + 10 {
-            clients.refused(&format!("c{i}"), t0 + Duration::from_millis(i as u64));
+            clients.refused(
+                &format!("c{i}"),
+                None,
+                "",
+                t0 + Duration::from_millis(i as u64),
+            );
         }
         assert_eq!(clients.by_id.len(), MAX_CLIENTS);
         assert!(!clients.by_id.contains_key("c0"));

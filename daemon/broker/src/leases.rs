@@ -5,12 +5,13 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use pacer_protocol::KeyFingerprint;
-use pacer_protocol::message::LeaseId;
+use pacer_protocol::message::{BudgetId, Event, LeaseId, SettledAs};
+use pacer_protocol::{KeyFingerprint, LimitKind};
 
-use super::budget::Reservation;
-use super::budgets::BudgetIdx;
-use super::{BrokerError, ConnId, PerKind};
+use super::budget::{BudgetIdx, Budgets, Charged, Reservation};
+use super::time::later;
+use super::waiters::Waiter;
+use super::{BrokerError, ConnId, Costs, MAX_DETACHED_LEASES, MAX_LEASES_PER_CONNECTION, PerKind};
 
 /// A granted permit that has not been settled yet.
 #[derive(Debug)]
@@ -50,6 +51,48 @@ pub struct Lease {
 }
 
 impl Lease {
+    /// The lease granted to `waiter`: `reservation` taken (from the store, with `shared`), its
+    /// organization's share `parent`, the budget's first contact if `probe`.
+    pub fn new(
+        waiter: Waiter,
+        reservation: Reservation,
+        probe: bool,
+        parent: Option<(BudgetIdx, Reservation)>,
+        shared: Option<super::shared::SharedLease>,
+        now: Instant,
+    ) -> Lease {
+        let expires = waiter.detached_ttl.map(|ttl| later(now, ttl));
+        Lease {
+            key: waiter.key,
+            budget: waiter.budget,
+            owner: expires.is_none().then_some(waiter.ticket.conn),
+            expires,
+            granted_at: now,
+            reservation,
+            unmetered: reservation.charged.map(|_, charged| !charged),
+            probe,
+            parent,
+            client: waiter.client,
+            waited: now.saturating_duration_since(waiter.enqueued_at),
+            shared,
+            bound: waiter.bound,
+            window_call: None,
+            session: waiter.session,
+        }
+    }
+
+    /// The event telling that it settled on `budget` as `outcome`, with these tokens.
+    pub fn settled(&self, budget: BudgetId, outcome: SettledAs, tokens: (u64, u64)) -> Event {
+        Event::Settled {
+            budget,
+            client_id: self.client.to_string(),
+            outcome,
+            input_tokens: tokens.0,
+            output_tokens: tokens.1,
+            waited: self.waited,
+        }
+    }
+
     /// What settling it in the shared store needs.
     pub fn share(&self) -> super::shared::LeaseShare {
         super::shared::LeaseShare {
@@ -59,6 +102,12 @@ impl Lease {
             shared: self.shared,
         }
     }
+}
+
+/// A lease's client, for [`Lease::client`] where none is known (a lease restored from the
+/// state file).
+pub fn unknown_client() -> Arc<str> {
+    Arc::from("(before restart)")
 }
 
 /// How long a call in flight when the daemon died is taken to hold its slot: the longest a
@@ -194,9 +243,70 @@ impl Leases {
         self.by_id.len()
     }
 
-    /// Leases held by connection `conn`.
-    pub fn held_by(&self, conn: ConnId) -> usize {
-        self.by_conn.get(&conn).map_or(0, HashSet::len)
+    /// Why connection `conn` may not hold another lease (a `detached` one, say), if it may not.
+    pub fn full_for(&self, conn: ConnId, detached: bool) -> Option<String> {
+        if self.by_conn.get(&conn).map_or(0, HashSet::len) >= MAX_LEASES_PER_CONNECTION {
+            return Some(format!(
+                "this connection already holds {MAX_LEASES_PER_CONNECTION} permits, as many as \
+                 one connection may: report or release some first"
+            ));
+        }
+        (detached && self.detached() >= MAX_DETACHED_LEASES).then(|| {
+            format!(
+                "pacerd already holds {MAX_DETACHED_LEASES} detached permits, as many as it \
+                 takes: report or release some (`pacer report`, `pacer release`)"
+            )
+        })
+    }
+
+    /// Budget `source` was merged into `target`: its leases settle there.
+    pub fn move_budget(&mut self, source: BudgetIdx, target: BudgetIdx) {
+        for lease in self.of_budget_mut(source) {
+            lease.budget = target;
+        }
+    }
+
+    /// Calls of budget `b` that went out before their key was known to be a workspace's count
+    /// against its organization too.
+    pub fn charge_parents(&mut self, b: BudgetIdx, budgets: &mut Budgets, now: Instant) {
+        if budgets[b].parent().is_none() {
+            return;
+        }
+        for lease in self.of_budget_mut(b).filter(|lease| lease.parent.is_none()) {
+            lease.parent = budgets.charge_parent(b, &lease.reservation.cost, now);
+        }
+    }
+
+    /// What budget `b`'s calls in flight reserved, but for the one `answering`, and which kinds
+    /// any of them could not charge (for a bucket calibrating from headers).
+    pub fn in_flight_besides(&self, b: BudgetIdx, answering: Option<LeaseId>) -> (Costs, Charged) {
+        let mut reserved = Costs::default();
+        let mut unmetered = Charged::default();
+        for (_, lease) in self.of_budget(b).filter(|(id, _)| Some(*id) != answering) {
+            reserved = reserved.plus(&lease.reservation.cost);
+            for (kind, left) in unmetered.iter_mut() {
+                *left |= lease.unmetered[kind];
+            }
+        }
+        (reserved, unmetered)
+    }
+
+    /// The server's `remaining`, read as lease `id`'s answer arrived, lowered these kinds of its
+    /// budget to a count that holds the call's real use already.
+    pub fn counted(&mut self, id: LeaseId, lowered: Charged) {
+        if let Some(lease) = self.get_mut(id) {
+            for kind in [LimitKind::Requests, LimitKind::InputTokens] {
+                lease.reservation.counted[kind] |= lowered[kind];
+            }
+        }
+    }
+
+    /// Budget `b` has a new bucket of `kind`, whose level accounts for every call in flight:
+    /// they are charged to it now, and settle against it like any other.
+    pub fn charge_new_bucket(&mut self, b: BudgetIdx, kind: LimitKind) {
+        for lease in self.of_budget_mut(b) {
+            lease.reservation.charged[kind] = true;
+        }
     }
 
     /// Leases that outlive their connection (or were restored from the state file).

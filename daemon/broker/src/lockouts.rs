@@ -6,11 +6,20 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use pacer_api::Answer;
+use pacer_api::unified::{Unified, window_class};
+use pacer_protocol::message::{BudgetId, LockoutStatus, Rejected};
 
 use super::owner::Owner;
+use super::time::{TimeBase, later};
+
+/// The longest wait a 429 is believed for: a subscription's weekly window resets within a
+/// week; anything beyond 8 days is a broken header.
+pub const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(8 * 24 * 3600);
+/// How long every call of a key's account fails fast after a spend-cap 429.
+pub const SPEND_CAP_BLOCK: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Lockout {
@@ -23,6 +32,77 @@ pub struct Lockout {
 
 /// What a lockout covers: every class of the owner (`None`), or one.
 pub type Scope = Option<Arc<str>>;
+
+impl Lockout {
+    /// A spend cap's, from a 429 that says so: every call of the owner for
+    /// [`SPEND_CAP_BLOCK`].
+    pub fn spend_cap(message: Option<String>, rejection: Option<Answer>, now: Instant) -> Lockout {
+        let reason = match message {
+            Some(message) => format!("the API key's spend cap is reached: {message}"),
+            None => "the API key's spend cap is reached (enforced_spend_limit_reached)".to_owned(),
+        };
+        Lockout {
+            until: later(now, SPEND_CAP_BLOCK),
+            reason,
+            rejection: rejection.map(Arc::new),
+        }
+    }
+
+    /// How an acquire of `owner`'s `class` it refuses is told.
+    pub fn rejected(&self, owner: &Owner, class: &str, clock: &TimeBase) -> Rejected {
+        Rejected {
+            reason: self.reason.clone(),
+            until: Some(clock.to_wall(self.until)),
+            budget: Some(BudgetId {
+                owner: owner.to_wire(),
+                model_class: class.to_owned(),
+            }),
+        }
+    }
+}
+
+/// The lockouts a 429 of spent subscription windows calls for: what each spent window covers
+/// (every class, or one model's for a model-specific window) until its reset, or `fallback`
+/// where none is known. Empty when the answer says no window is spent.
+pub fn of_spent_windows(
+    unified: &Unified,
+    fallback: Instant,
+    rejection: &Option<Arc<Answer>>,
+    clock: &TimeBase,
+    now: Instant,
+) -> Vec<(Scope, Lockout)> {
+    if !unified.is_spent() {
+        return Vec::new();
+    }
+    let until = |reset: Option<SystemTime>| {
+        reset
+            .map(|at| clock.to_instant(at))
+            .filter(|&at| at > now)
+            .map_or(fallback, |at| at.min(later(now, MAX_RATE_LIMIT_WAIT)))
+    };
+    let lockout = |until, reason| Lockout {
+        until,
+        reason,
+        rejection: rejection.clone(),
+    };
+    let mut lockouts: Vec<(Scope, Lockout)> = unified
+        .rejected_windows()
+        .iter()
+        .map(|window| {
+            let reason = format!("the {} subscription window is spent", window.name);
+            let scope = window_class(&window.name).map(Arc::from);
+            (
+                scope,
+                lockout(until(window.reset.or(unified.reset)), reason),
+            )
+        })
+        .collect();
+    if lockouts.is_empty() {
+        let reason = "the subscription's limit is spent".to_owned();
+        lockouts.push((None, lockout(until(unified.reset), reason)));
+    }
+    lockouts
+}
 
 #[derive(Debug, Default)]
 pub struct Lockouts {
@@ -110,6 +190,18 @@ impl Lockouts {
 
     pub fn of(&self, owner: &Owner) -> impl Iterator<Item = (&Scope, &Lockout)> {
         self.by_owner.get(owner).into_iter().flatten()
+    }
+
+    /// `owner`'s lockouts in force, as `pacer status` shows them.
+    pub fn status_of(&self, owner: &Owner, clock: &TimeBase, now: Instant) -> Vec<LockoutStatus> {
+        self.of(owner)
+            .filter(|(_, lockout)| lockout.until > now)
+            .map(|(scope, lockout)| LockoutStatus {
+                model_class: scope.as_deref().map(str::to_owned),
+                until: clock.to_wall(lockout.until),
+                reason: lockout.reason.clone(),
+            })
+            .collect()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&Owner, &Scope, &Lockout)> {

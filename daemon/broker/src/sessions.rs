@@ -1,4 +1,4 @@
-//! Claude Code sessions (`X-Claude-Code-ClaudeSession-Id`, seen by the gateway): which account each
+//! Claude Code sessions (`X-Claude-Code-Session-Id`, seen by the gateway): which account each
 //! session's calls go to, and how many of them were answered in the last hour — what `pacer
 //! statusline` shows a session, and `pacer status --clients` each session's share of its
 //! account's calls. A session is kept a day after its last call (across restarts too), at most
@@ -8,10 +8,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pacer_protocol::message::{BudgetId, SessionQuery, SessionStatus, SessionView};
+use pacer_protocol::message::SessionStatus;
 
+use super::TimeBase;
 use super::owner::Owner;
-use super::{Broker, TimeBase};
 
 /// How long a session is kept after its last call.
 pub const SESSION_KEPT: Duration = Duration::from_secs(24 * 3600);
@@ -184,83 +184,6 @@ fn minute_of(now: Instant, base: &TimeBase) -> u64 {
     base.to_wall(now)
         .duration_since(std::time::SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() / 60)
-}
-
-impl Broker {
-    /// A call of lease `held` was settled: its session (if the gateway saw one) is noted with the
-    /// account it went to, and counted if the API answered it.
-    pub(super) fn note_session(
-        &mut self,
-        held: &super::leases::Lease,
-        answered: bool,
-        now: Instant,
-    ) {
-        if let Some(id) = &held.session {
-            let owner = self.budgets[held.budget].owner().clone();
-            self.sessions
-                .note(id, &owner, answered, now, &self.time_base);
-        }
-    }
-
-    /// A session's account (or, when the session is not known, the only account with a budget
-    /// of the model's class), with its windows and its budget of that class.
-    pub fn session_view(&self, query: &SessionQuery, now: Instant) -> SessionView {
-        let class = query
-            .model
-            .as_deref()
-            .map(|model| Arc::<str>::from(self.config.classes.classify(model)));
-        let known = query
-            .session_id
-            .as_deref()
-            .and_then(|id| self.sessions.get(id))
-            .and_then(|s| s.owner.clone());
-        let by_session = known.is_some();
-        let owner = known.or_else(|| {
-            // The model's only account: prefer those with subscription windows.
-            let mut owners: Vec<&Owner> = self
-                .budgets
-                .iter()
-                .map(|(_, b)| b)
-                .filter(|b| class.as_ref().is_none_or(|c| b.class() == c))
-                .map(|b| b.owner())
-                .collect();
-            owners.sort();
-            owners.dedup();
-            let windowed: Vec<&Owner> = owners
-                .iter()
-                .copied()
-                .filter(|o| self.accounts.subscription(o).is_some())
-                .collect();
-            match (windowed.as_slice(), owners.as_slice()) {
-                ([one], _) | ([], [one]) => Some((*one).clone()),
-                _ => None,
-            }
-        });
-        let Some(owner) = owner else {
-            return SessionView {
-                account: None,
-                budget: None,
-                by_session,
-            };
-        };
-        let budget = class.and_then(|class| {
-            let id = BudgetId {
-                owner: owner.to_wire(),
-                model_class: class.to_string(),
-            };
-            self.status(now).into_iter().find(|b| b.budget == id)
-        });
-        SessionView {
-            account: Some(self.account(&owner, now)),
-            budget,
-            by_session,
-        }
-    }
-
-    /// Every Claude Code session seen in the last day.
-    pub fn sessions(&self, now: Instant) -> Vec<SessionStatus> {
-        self.sessions.status(now, &self.time_base)
-    }
 }
 
 #[cfg(test)]

@@ -8,25 +8,26 @@
 //! accounts existed load as they are (every budget a key's).
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
+use pacer_api::Answer;
 use pacer_api::unified::{MAX_WINDOW_NAME, WindowState, is_window_name, sane_utilization};
 use pacer_protocol::KeyFingerprint;
+use pacer_protocol::message::LeaseId;
 use pacer_protocol::text::{MAX_MESSAGE, bounded};
 use serde::{Deserialize, Serialize};
 
-use super::accounts::{Subscription, WindowInfo};
-use super::budget::Reservation;
-use super::budget::SavedBudget;
-use super::cost::RunningAverage;
-use super::leases::{LEASE_MAX_AGE, Lease};
-use super::lockouts::Lockout;
-use super::overload::Overload;
+use super::accounts::Accounts;
+use super::budget::{Budget, BudgetIdx, Reservation, SavedBudget};
+use super::cost::{RunningAverage, usage_bound};
+use super::leases::{LEASE_MAX_AGE, Lease, unknown_client};
+use super::lockouts::{Lockout, Lockouts, MAX_RATE_LIMIT_WAIT, Scope};
+use super::overload::{Overload, Overloads};
 use super::owner::Owner;
-use super::settle::MAX_RATE_LIMIT_WAIT;
-use super::windows::Estimate;
-use super::{Broker, PerKind, later};
-use pacer_api::Answer;
+use super::sessions::{ClaudeSession, MAX_SESSION_ID, MAX_SESSIONS, Sessions};
+use super::time::{TimeBase, later};
+use super::windows::{AccountWindows, Estimate, WindowInfo, Windows};
+use super::{MAX_LIMIT, PerKind};
 
 /// The broker's durable state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -45,8 +46,9 @@ pub struct BrokerState {
     /// Owners refusing requests at once until a time.
     #[serde(default)]
     pub lockouts: Vec<LockoutState>,
+    /// Each account's subscription windows.
     #[serde(default)]
-    pub subscriptions: Vec<SubscriptionState>,
+    pub subscriptions: Vec<AccountWindowsState>,
     /// Calls in flight when saved: after a crash their slots stay taken until they expire.
     #[serde(default)]
     pub leases: Vec<LeaseState>,
@@ -141,7 +143,7 @@ pub struct RejectionState {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SubscriptionState {
+pub struct AccountWindowsState {
     #[serde(flatten)]
     pub owner: OwnerState,
     pub status: Option<String>,
@@ -163,6 +165,70 @@ pub struct SavedWindow {
     /// What one call was seen to cost of it.
     #[serde(default)]
     pub share: Option<f64>,
+}
+
+/// Where a restore stands: the monotonic and the wall clock now, and for how long the daemon
+/// was down.
+#[derive(Debug, Clone, Copy)]
+pub struct Restoring {
+    pub now: Instant,
+    pub wall_now: SystemTime,
+    pub downtime: Duration,
+}
+
+impl Restoring {
+    /// A saved time still to come; none further than any wait the broker believes (a damaged
+    /// file).
+    pub fn instant(&self, at: SystemTime) -> Option<Instant> {
+        let left = at.duration_since(self.wall_now).ok()?;
+        Some(later(self.now, left.min(MAX_RATE_LIMIT_WAIT)))
+    }
+}
+
+/// The tables a saved state fills in without a budget of theirs.
+pub struct Kept<'a> {
+    pub accounts: &'a mut Accounts,
+    pub overloads: &'a mut Overloads,
+    pub lockouts: &'a mut Lockouts,
+    pub windows: &'a mut Windows,
+    pub sessions: &'a mut Sessions,
+}
+
+impl BrokerState {
+    /// Puts back what `kept` kept (taking it out of the state): links first, so that every
+    /// budget restored after is filed under the owner it has now. Entries that no longer make
+    /// sense (a malformed key) are skipped.
+    pub fn restore_kept(&mut self, kept: Kept<'_>, clock: &TimeBase, at: &Restoring) {
+        for (account, organization) in self.workspaces.iter().filter_map(|w| w.restore()) {
+            kept.accounts.set_parent(account, organization);
+        }
+        for (key, account) in self.links.iter().filter_map(|l| l.restore()) {
+            kept.accounts.link(key, account);
+        }
+        for (class, overload) in self.overloads.drain(..).map(|o| o.restore(at)) {
+            kept.overloads.restore(class, overload, at.now);
+        }
+        for (owner, scope, lockout) in self.lockouts.drain(..).filter_map(|l| l.restore(at)) {
+            kept.lockouts.lock(&owner, scope, lockout);
+        }
+        for (owner, windows) in self.subscriptions.drain(..).filter_map(|s| s.restore()) {
+            kept.windows.restore(owner, windows);
+        }
+        let sessions = self.sessions.drain(..).take(MAX_SESSIONS);
+        for (id, owner, last_seen) in sessions.filter_map(|s| s.restore(clock, at.now)) {
+            kept.sessions.restore(id, owner, last_seen, clock);
+        }
+    }
+
+    /// Sorts what the tables do not keep in order, so that the same state always writes the
+    /// same file.
+    pub fn sort(&mut self) {
+        self.leases.sort_by_key(|l| l.id);
+        self.overloads
+            .sort_by(|a, b| a.model_class.cmp(&b.model_class));
+        self.links.sort_by(|a, b| a.key.cmp(&b.key));
+        self.sessions.sort_by(|a, b| a.id.cmp(&b.id));
+    }
 }
 
 impl OwnerState {
@@ -212,284 +278,264 @@ fn parse_state(status: &Option<String>) -> Option<WindowState> {
         .map(|s| WindowState::parse(&bounded(s, MAX_WINDOW_NAME)))
 }
 
-impl Broker {
-    /// The state to save, as of `now`.
-    pub fn snapshot(&self, now: Instant) -> BrokerState {
-        let wall = |at: Instant| self.time_base.to_wall(at);
-        let future = |at: &Option<Instant>| at.filter(|&at| at > now).map(wall);
-        let budgets = self.budgets.iter().map(|(_, budget)| {
-            let saved = budget.saved(now);
-            BudgetState {
-                owner: OwnerState::of(budget.owner()),
-                model_class: budget.class().to_string(),
-                learned: saved.learned,
-                levels: saved.levels,
-                paused_until: future(&budget.paused_until()),
-                pause_reason: budget.pause_reason().to_owned(),
-                input_average: saved.input_average,
-                output_average: saved.output_average,
-            }
-        });
-        let overloads = self
-            .overloads
-            .iter()
-            .map(|(class, overload)| OverloadState {
-                model_class: class.to_string(),
-                consecutive: overload.consecutive,
-                until: future(&overload.until),
-            });
-        let lockouts = self
-            .lockouts
-            .iter()
-            .filter(|(_, _, lockout)| lockout.until > now)
-            .map(|(owner, scope, lockout)| LockoutState {
-                owner: OwnerState::of(owner),
-                model_class: scope.as_deref().map(str::to_owned),
-                until: wall(lockout.until),
-                reason: lockout.reason.clone(),
-                rejection: lockout.rejection.as_deref().map(|r| RejectionState {
-                    status: r.status,
-                    headers: r.headers.clone(),
-                    body: String::from_utf8_lossy(&r.body).into_owned(),
-                }),
-            });
-        let subscriptions =
-            self.accounts
-                .subscriptions()
-                .map(|(owner, subscription)| SubscriptionState {
-                    owner: OwnerState::of(owner),
-                    status: state_of(&subscription.status),
-                    windows: subscription
-                        .windows
-                        .iter()
-                        .map(|(name, w)| SavedWindow {
-                            name: name.clone(),
-                            status: state_of(&w.status),
-                            utilization: w.utilization,
-                            reset: w.reset,
-                            share: w.estimate.learned_share(),
-                        })
-                        .collect(),
-                    overage: state_of(&subscription.overage),
-                    overage_in_use: subscription.overage_in_use,
-                });
-        let links = self.accounts.links().map(|(key, account)| LinkState {
-            key: key.to_string(),
-            account: account.to_string(),
-        });
-        let workspaces = self
-            .accounts
-            .parents()
-            .map(|(account, organization)| WorkspaceState {
-                account: account.to_string(),
-                organization: organization.to_string(),
-            });
-        let leases = self.leases.iter().map(|(id, lease)| {
-            let budget = &self.budgets[lease.budget];
-            let expires = lease
-                .expires
-                .unwrap_or_else(|| later(lease.granted_at, LEASE_MAX_AGE));
-            LeaseState {
-                id: id.0,
-                owner: OwnerState::of(budget.owner()),
-                model_class: budget.class().to_string(),
-                expires: wall(expires),
-                cost: lease.reservation.cost,
-                charged: lease.reservation.charged,
-            }
-        });
-        // Sorted where the tables are not, so that the same state always writes the same file.
-        let mut leases: Vec<LeaseState> = leases.filter(|l| l.expires > wall(now)).collect();
-        leases.sort_by_key(|l| l.id);
-        let mut overloads: Vec<OverloadState> = overloads.collect();
-        overloads.sort_by(|a, b| a.model_class.cmp(&b.model_class));
-        let mut links: Vec<LinkState> = links.collect();
-        links.sort_by(|a, b| a.key.cmp(&b.key));
-        let mut sessions: Vec<SessionState> = self
-            .sessions
-            .iter()
-            .filter_map(|(id, session)| {
-                Some(SessionState {
-                    id: id.to_string(),
-                    owner: OwnerState::of(session.owner.as_ref()?),
-                    last_seen: wall(session.last_seen),
-                })
-            })
-            .collect();
-        sessions.sort_by(|a, b| a.id.cmp(&b.id));
-        BrokerState {
-            sessions,
-            leases,
-            budgets: budgets.collect(),
-            overloads,
-            next_lease: self.leases.next_id(),
-            links,
-            workspaces: workspaces.collect(),
-            lockouts: lockouts.collect(),
-            subscriptions: subscriptions.collect(),
+impl BudgetState {
+    pub fn of(budget: &Budget, clock: &TimeBase, now: Instant) -> BudgetState {
+        let saved = budget.saved(now);
+        BudgetState {
+            owner: OwnerState::of(budget.owner()),
+            model_class: budget.class().to_string(),
+            learned: saved.learned,
+            levels: saved.levels,
+            paused_until: budget
+                .paused_until()
+                .filter(|&at| at > now)
+                .map(|at| clock.to_wall(at)),
+            pause_reason: budget.pause_reason().to_owned(),
+            input_average: saved.input_average,
+            output_average: saved.output_average,
         }
     }
 
-    /// Restores a state saved at `saved_at` (wall clock); `wall_now` is the wall clock at `now`.
-    /// Entries that no longer make sense (a malformed key) are skipped.
-    pub fn restore(
-        &mut self,
-        state: BrokerState,
-        saved_at: SystemTime,
-        now: Instant,
-        wall_now: SystemTime,
-    ) {
-        let downtime = wall_now.duration_since(saved_at).unwrap_or_default();
-        // Times still to come; none further than any wait the broker believes (a damaged file).
-        let instant = |at: SystemTime| -> Option<Instant> {
-            let left = at.duration_since(wall_now).ok()?;
-            Some(later(now, left.min(MAX_RATE_LIMIT_WAIT)))
+    /// Whose budget it is, and of which class, if the entry names an owner properly.
+    pub fn budget(&self) -> Option<(Owner, Arc<str>)> {
+        Some((self.owner.owner()?, Arc::from(self.model_class.as_str())))
+    }
+
+    /// Puts what was saved back into `budget`: levels refilled for the downtime, a pause still
+    /// in force resumed.
+    pub fn restore_into(self, budget: &mut Budget, at: &Restoring) {
+        let kept = SavedBudget {
+            learned: self.learned,
+            levels: self.levels,
+            input_average: self.input_average,
+            output_average: self.output_average,
         };
-        // Links first, so that every budget is filed under the owner it has now.
-        for workspace in &state.workspaces {
-            if is_account_label(&workspace.account) && is_account_label(&workspace.organization) {
-                self.accounts.set_parent(
-                    Arc::from(workspace.account.as_str()),
-                    Arc::from(workspace.organization.as_str()),
-                );
-            }
+        budget.restore(&kept, at.downtime, at.now);
+        if let Some(until) = self.paused_until.and_then(|t| at.instant(t)) {
+            budget.extend_pause(until, &bounded(&self.pause_reason, MAX_MESSAGE));
         }
-        for link in &state.links {
-            if let Ok(key) = link.key.parse::<KeyFingerprint>()
-                && is_account_label(&link.account)
-            {
-                self.accounts.link(key, Arc::from(link.account.as_str()));
-            }
+    }
+}
+
+impl OverloadState {
+    pub fn of(class: &Arc<str>, overload: &Overload, clock: &TimeBase, now: Instant) -> Self {
+        OverloadState {
+            model_class: class.to_string(),
+            consecutive: overload.consecutive,
+            until: overload
+                .until
+                .filter(|&at| at > now)
+                .map(|at| clock.to_wall(at)),
         }
-        for saved in state.budgets {
-            let Some(owner) = saved.owner.owner() else {
-                continue;
-            };
-            let class = Arc::from(saved.model_class.as_str());
-            let Some(b) = self.budget_of(&owner, &class, now) else {
-                break;
-            };
-            let budget = &mut self.budgets[b];
-            let kept = SavedBudget {
-                learned: saved.learned,
-                levels: saved.levels,
-                input_average: saved.input_average,
-                output_average: saved.output_average,
-            };
-            budget.restore(&kept, downtime, now);
-            if let Some(until) = saved.paused_until.and_then(instant) {
-                budget.extend_pause(until, &bounded(&saved.pause_reason, MAX_MESSAGE));
-            }
-            self.budgets.touch(b);
+    }
+
+    pub fn restore(self, at: &Restoring) -> (Arc<str>, Overload) {
+        let overload = Overload {
+            consecutive: self.consecutive,
+            until: self.until.and_then(|t| at.instant(t)),
+        };
+        (Arc::from(self.model_class.as_str()), overload)
+    }
+}
+
+impl LinkState {
+    pub fn of((key, account): (KeyFingerprint, &Arc<str>)) -> LinkState {
+        LinkState {
+            key: key.to_string(),
+            account: account.to_string(),
         }
-        for saved in state.overloads {
-            self.overloads.restore(
-                Arc::from(saved.model_class.as_str()),
-                Overload {
-                    consecutive: saved.consecutive,
-                    until: saved.until.and_then(instant),
-                },
-                now,
-            );
+    }
+
+    pub fn restore(&self) -> Option<(KeyFingerprint, Arc<str>)> {
+        let key = self.key.parse::<KeyFingerprint>().ok()?;
+        is_account_label(&self.account).then(|| (key, Arc::from(self.account.as_str())))
+    }
+}
+
+impl WorkspaceState {
+    pub fn of((account, organization): (&Arc<str>, &Arc<str>)) -> WorkspaceState {
+        WorkspaceState {
+            account: account.to_string(),
+            organization: organization.to_string(),
         }
-        for saved in state.lockouts {
-            let (Some(owner), Some(until)) = (saved.owner.owner(), instant(saved.until)) else {
-                continue;
-            };
-            let rejection = saved
-                .rejection
-                .map(|r| Arc::new(Answer::bounded(r.status, r.headers, r.body.into_bytes())));
-            let scope = saved.model_class.as_deref().map(Arc::from);
-            let lockout = Lockout {
-                until,
-                reason: bounded(&saved.reason, MAX_MESSAGE),
-                rejection,
-            };
-            self.lockouts.lock(&owner, scope, lockout);
-        }
-        for saved in state.subscriptions {
-            let Some(owner) = saved.owner.owner() else {
-                continue;
-            };
-            let windows = saved
+    }
+
+    /// The workspace's account and its organization's.
+    pub fn restore(&self) -> Option<(Arc<str>, Arc<str>)> {
+        (is_account_label(&self.account) && is_account_label(&self.organization)).then(|| {
+            (
+                Arc::from(self.account.as_str()),
+                Arc::from(self.organization.as_str()),
+            )
+        })
+    }
+}
+
+impl LockoutState {
+    /// A lockout still in force at `now`.
+    pub fn of(
+        (owner, scope, lockout): (&Owner, &Scope, &Lockout),
+        clock: &TimeBase,
+        now: Instant,
+    ) -> Option<LockoutState> {
+        (lockout.until > now).then(|| LockoutState {
+            owner: OwnerState::of(owner),
+            model_class: scope.as_deref().map(str::to_owned),
+            until: clock.to_wall(lockout.until),
+            reason: lockout.reason.clone(),
+            rejection: lockout.rejection.as_deref().map(|r| RejectionState {
+                status: r.status,
+                headers: r.headers.clone(),
+                body: String::from_utf8_lossy(&r.body).into_owned(),
+            }),
+        })
+    }
+
+    /// The lockout, if it names an owner properly and is still in force.
+    pub fn restore(self, at: &Restoring) -> Option<(Owner, Scope, Lockout)> {
+        let (owner, until) = (self.owner.owner()?, at.instant(self.until)?);
+        let rejection = self
+            .rejection
+            .map(|r| Arc::new(Answer::bounded(r.status, r.headers, r.body.into_bytes())));
+        let lockout = Lockout {
+            until,
+            reason: bounded(&self.reason, MAX_MESSAGE),
+            rejection,
+        };
+        Some((owner, self.model_class.as_deref().map(Arc::from), lockout))
+    }
+}
+
+impl AccountWindowsState {
+    pub fn of((owner, account): (&Owner, &AccountWindows)) -> AccountWindowsState {
+        AccountWindowsState {
+            owner: OwnerState::of(owner),
+            status: state_of(&account.status),
+            windows: account
                 .windows
                 .iter()
-                .filter(|w| is_window_name(&w.name))
-                .map(|w| {
-                    let info = WindowInfo {
-                        status: parse_state(&w.status),
-                        utilization: w.utilization.and_then(sane_utilization),
-                        reset: w.reset,
-                        estimate: Estimate::with_share(w.share),
-                    };
-                    (w.name.clone(), info)
+                .map(|(name, w)| SavedWindow {
+                    name: name.clone(),
+                    status: state_of(&w.status),
+                    utilization: w.utilization,
+                    reset: w.reset,
+                    share: w.estimate.learned_share(),
                 })
-                .collect();
-            let subscription = Subscription {
-                status: parse_state(&saved.status),
-                windows,
-                overage: parse_state(&saved.overage),
-                overage_in_use: saved.overage_in_use,
-                ..Subscription::default()
-            };
-            self.accounts.restore_subscription(owner, subscription);
+                .collect(),
+            overage: state_of(&account.overage),
+            overage_in_use: account.overage_in_use,
         }
-        for saved in state
-            .sessions
-            .into_iter()
-            .take(super::sessions::MAX_SESSIONS)
-        {
-            let last_seen = self.time_base.to_instant(saved.last_seen).min(now);
-            let (Some(owner), true) = (
-                saved.owner.owner(),
-                !saved.id.is_empty() && saved.id.len() <= super::sessions::MAX_SESSION_ID,
-            ) else {
-                continue;
-            };
-            self.sessions.restore(
-                Arc::from(saved.id.as_str()),
-                owner,
-                last_seen,
-                &self.time_base,
-            );
+    }
+
+    /// The account's windows, if the entry names an owner properly (windows with names no
+    /// window has are left out).
+    pub fn restore(self) -> Option<(Owner, AccountWindows)> {
+        let windows = self
+            .windows
+            .iter()
+            .filter(|w| is_window_name(&w.name))
+            .map(|w| {
+                let info = WindowInfo {
+                    status: parse_state(&w.status),
+                    utilization: w.utilization.and_then(sane_utilization),
+                    reset: w.reset,
+                    estimate: Estimate::with_share(w.share),
+                };
+                (w.name.clone(), info)
+            })
+            .collect();
+        let account = AccountWindows {
+            status: parse_state(&self.status),
+            windows,
+            overage: parse_state(&self.overage),
+            overage_in_use: self.overage_in_use,
+            ..AccountWindows::default()
+        };
+        Some((self.owner.owner()?, account))
+    }
+}
+
+impl SessionState {
+    /// A session whose account is known.
+    pub fn of(
+        (id, session): (&Arc<str>, &ClaudeSession),
+        clock: &TimeBase,
+    ) -> Option<SessionState> {
+        Some(SessionState {
+            id: id.to_string(),
+            owner: OwnerState::of(session.owner.as_ref()?),
+            last_seen: clock.to_wall(session.last_seen),
+        })
+    }
+
+    /// The session, its account and when it was last seen, if the entry is sound.
+    pub fn restore(self, clock: &TimeBase, now: Instant) -> Option<(Arc<str>, Owner, Instant)> {
+        if self.id.is_empty() || self.id.len() > MAX_SESSION_ID {
+            return None;
         }
-        // Calls that were in flight: their slots stay taken (their reservations are already in
-        // the saved levels) until they expire, at most LEASE_MAX_AGE from now.
-        for saved in state.leases.into_iter().take(super::MAX_DETACHED_LEASES) {
-            let (Some(owner), Some(expires)) = (saved.owner.owner(), instant(saved.expires)) else {
-                continue;
-            };
-            let class = Arc::from(saved.model_class.as_str());
-            let Some(b) = self.budget_of(&owner, &class, now) else {
-                continue;
-            };
-            self.budgets[b].hold_in_flight();
-            let lease = Lease {
-                key: pacer_protocol::KeyFingerprint::ANONYMOUS,
-                budget: b,
-                owner: None,
-                expires: Some(expires.min(later(now, LEASE_MAX_AGE))),
-                granted_at: now,
-                reservation: Reservation {
-                    cost: saved.cost.map(|_, n| n.min(crate::limits::MAX_LIMIT)),
-                    charged: saved.charged,
-                    // Nothing is known of what was taken before the restart.
-                    taken_before: self.budgets[b].taken_totals(),
-                    shared: false,
-                    counted: PerKind::default(),
-                },
-                unmetered: PerKind::default(),
-                bound: super::cost::usage_bound(None),
-                window_call: None,
-                session: None,
-                probe: false,
-                parent: None,
-                client: super::usage::unknown_client(),
-                waited: std::time::Duration::ZERO,
-                shared: None,
-            };
-            self.leases.restore(saved.id, lease);
+        let last_seen = clock.to_instant(self.last_seen).min(now);
+        Some((Arc::from(self.id.as_str()), self.owner.owner()?, last_seen))
+    }
+}
+
+impl LeaseState {
+    /// A lease as saved: its slot stays taken after a crash until it expires.
+    pub fn of(
+        (id, lease): (LeaseId, &Lease),
+        budget: &Budget,
+        clock: &TimeBase,
+        now: Instant,
+    ) -> Option<LeaseState> {
+        let expires = lease
+            .expires
+            .unwrap_or_else(|| later(lease.granted_at, LEASE_MAX_AGE));
+        (expires > now).then(|| LeaseState {
+            id: id.0,
+            owner: OwnerState::of(budget.owner()),
+            model_class: budget.class().to_string(),
+            expires: clock.to_wall(expires),
+            cost: lease.reservation.cost,
+            charged: lease.reservation.charged,
+        })
+    }
+
+    /// Whose budget it drew on, and when it expires, if the entry is sound and not expired.
+    pub fn budget(&self, at: &Restoring) -> Option<(Owner, Arc<str>, Instant)> {
+        let (owner, expires) = (self.owner.owner()?, at.instant(self.expires)?);
+        Some((owner, Arc::from(self.model_class.as_str()), expires))
+    }
+
+    /// The lease of budget `b` (`budget`) it was, expiring at `expires` (at most
+    /// [`LEASE_MAX_AGE`] from now): its reservation is already in the saved levels.
+    pub fn lease(
+        &self,
+        (b, budget): (BudgetIdx, &Budget),
+        expires: Instant,
+        now: Instant,
+    ) -> Lease {
+        Lease {
+            key: KeyFingerprint::ANONYMOUS,
+            budget: b,
+            owner: None,
+            expires: Some(expires.min(later(now, LEASE_MAX_AGE))),
+            granted_at: now,
+            reservation: Reservation {
+                cost: self.cost.map(|_, n| n.min(MAX_LIMIT)),
+                charged: self.charged,
+                // Nothing is known of what was taken before the restart.
+                taken_before: budget.taken_totals(),
+                shared: false,
+                counted: PerKind::default(),
+            },
+            unmetered: PerKind::default(),
+            bound: usage_bound(None),
+            window_call: None,
+            session: None,
+            probe: false,
+            parent: None,
+            client: unknown_client(),
+            waited: Duration::ZERO,
+            shared: None,
         }
-        self.leases.set_next(state.next_lease);
     }
 }

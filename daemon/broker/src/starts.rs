@@ -24,15 +24,11 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pacer_protocol::Throttle;
-use pacer_protocol::message::{Event, Response, StartStatus, TimedOut};
+use pacer_protocol::message::StartStatus;
 
-use super::leases::Lease;
 use super::owner::Owner;
 use super::queue::WaiterId;
-use super::time::later;
-use super::waiters::Waiter;
-use super::{Broker, Output};
+use super::time::{TimeBase, later};
 
 /// The slowest pace: one new session a minute.
 pub const MIN_PER_MINUTE: f64 = 1.0;
@@ -345,82 +341,10 @@ impl Starts {
     }
 }
 
-impl Broker {
-    /// An acquire of a session new to pacer waits for its turn to start (or, with no time to
-    /// wait, is told how long it would be).
-    pub(super) fn wait_to_start(
-        &mut self,
-        waiter: Waiter,
-        owner: &Owner,
-        session: Arc<str>,
-        now: Instant,
-    ) {
-        if waiter.deadline.is_some_and(|d| d <= now) {
-            let (retry_after, reason) = self.start_holdup(owner, now);
-            self.note_refusal(Some(waiter.budget), None, &waiter.client, &reason, now);
-            let timed_out = TimedOut {
-                retry_after,
-                reason,
-            };
-            self.answer(waiter.ticket, Response::TimedOut(timed_out));
-            return;
-        }
-        let id = self.waiters.next_id();
-        self.waiters.insert(id, waiter);
-        self.starts.wait(id, owner, session);
-    }
-
-    /// Lets the sessions whose turn has come start: their acquires join their budgets' queues.
-    pub(super) fn admit_starters(&mut self, now: Instant) {
-        for id in self.starts.admit(now) {
-            let Some(waiter) = self.waiters.get_mut(id) else {
-                continue;
-            };
-            let b = waiter.budget;
-            waiter.mark = self.budgets[b].enqueue(id, &waiter.client, waiter.priority, waiter.cost);
-            self.serve(b, now);
-        }
-        for (owner, per_minute) in self.starts.relax(now) {
-            self.tell_pace(owner.as_ref(), per_minute);
-        }
-    }
-
-    /// A call of lease `held` was settled (`throttle`: a 429 of that kind): if its session was
-    /// starting, a success means it got through, a bare 429 that it met the wall.
-    pub(super) fn note_start(
-        &mut self,
-        held: &Lease,
-        success: bool,
-        throttle: Option<Throttle>,
-        now: Instant,
-    ) {
-        let Some(session) = &held.session else {
-            return;
-        };
-        if self.sessions.is_started(session) {
-            return;
-        }
-        let owner = self.budgets[held.budget].owner().clone();
-        if success {
-            self.starts.started(&owner, session, now);
-        } else if throttle == Some(Throttle::Bare) {
-            for (owner, per_minute) in self.starts.wall(&owner, session, now) {
-                self.tell_pace(owner.as_ref(), per_minute);
-            }
-        }
-    }
-
-    fn tell_pace(&mut self, owner: Option<&Owner>, per_minute: Option<f64>) {
-        self.out.push(Output::Event(Event::StartPace {
-            account: owner.map(Owner::to_wire),
-            per_minute,
-        }));
-    }
-
-    /// How long a session starting now would wait for its turn, and why, in words.
-    pub(super) fn start_holdup(&self, owner: &Owner, now: Instant) -> (Duration, String) {
+impl Starts {
+    /// How long a session of `owner` starting now would wait for its turn, and why, in words.
+    pub fn holdup(&self, owner: &Owner, now: Instant) -> (Duration, String) {
         let (wait, per_minute) = self
-            .starts
             .wait_for(owner, now)
             .unwrap_or((Duration::ZERO, MAX_PER_MINUTE));
         let reason = format!(
@@ -431,16 +355,15 @@ impl Broker {
     }
 
     /// Where new sessions start at a pace, and how many wait.
-    pub fn starts(&self) -> Vec<StartStatus> {
-        self.starts
-            .paces()
+    pub fn status(&self, clock: &TimeBase) -> Vec<StartStatus> {
+        self.paces()
             .into_iter()
             .map(|(owner, pace, waiting)| StartStatus {
                 account: owner.map(Owner::to_wire),
                 per_minute: pace.per_minute,
                 waiting: waiting as u32,
-                next_start: Some(self.time_base.to_wall(pace.next())),
-                last_wall: self.time_base.to_wall(pace.last_wall),
+                next_start: Some(clock.to_wall(pace.next())),
+                last_wall: clock.to_wall(pace.last_wall),
             })
             .collect()
     }

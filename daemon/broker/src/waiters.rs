@@ -5,11 +5,39 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pacer_protocol::message::Acquire;
 use pacer_protocol::{KeyFingerprint, Priority};
 
-use super::budgets::BudgetIdx;
+use super::budget::{BudgetIdx, Budgets};
+use super::lockouts::Scope;
+use super::owner::Owner;
 use super::queue::{Mark, WaiterId};
-use super::{ConnId, Costs, Ticket};
+use super::time::later;
+use super::{
+    ConnId, Costs, MAX_MODEL_LEN, MAX_NAME_LEN, MAX_WAITERS, MAX_WAITERS_PER_CONNECTION, Ticket,
+};
+
+/// Why an acquire's arguments are refused, if they are.
+pub fn invalid(req: &Acquire) -> Option<String> {
+    if req.model.trim().is_empty() {
+        return Some("the model name is empty".into());
+    }
+    if req.model.len() > MAX_MODEL_LEN {
+        return Some(format!(
+            "the model name is {} bytes long; at most {MAX_MODEL_LEN} are taken",
+            req.model.len()
+        ));
+    }
+    if req.client_id.len() > MAX_NAME_LEN {
+        return Some(format!(
+            "the client id must be at most {MAX_NAME_LEN} bytes"
+        ));
+    }
+    if req.detached_ttl.is_some_and(|ttl| ttl.is_zero()) {
+        return Some("a detached permit needs a TTL above zero".into());
+    }
+    None
+}
 
 /// An acquire waiting in a budget's queue.
 #[derive(Debug)]
@@ -32,6 +60,33 @@ pub struct Waiter {
     /// Carried over to the lease: the permit will outlive the connection.
     pub detached_ttl: Option<Duration>,
     pub enqueued_at: Instant,
+}
+
+impl Waiter {
+    /// What acquire `req` is once it is taken: budget `b`'s, reserving `cost` when granted,
+    /// believed up to `bound`, for `session`.
+    pub fn new(
+        ticket: Ticket,
+        req: &Acquire,
+        session: Option<Arc<str>>,
+        (b, cost, bound): (BudgetIdx, Costs, Costs),
+        now: Instant,
+    ) -> Waiter {
+        Waiter {
+            ticket,
+            key: req.key,
+            budget: b,
+            client: Arc::from(req.client_id.as_str()),
+            priority: req.priority,
+            cost,
+            bound,
+            session,
+            mark: Mark::default(),
+            deadline: req.deadline.map(|d| later(now, d)),
+            detached_ttl: req.detached_ttl,
+            enqueued_at: now,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -63,10 +118,6 @@ impl Waiters {
         self.by_id.insert(id, waiter);
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Waiter> {
-        self.by_id.values()
-    }
-
     pub fn get(&self, id: WaiterId) -> Option<&Waiter> {
         self.by_id.get(&id)
     }
@@ -91,9 +142,51 @@ impl Waiters {
         Some(waiter)
     }
 
-    /// How many acquires a connection has waiting.
-    pub fn of_conn(&self, conn: ConnId) -> usize {
-        self.by_conn.get(&conn).map_or(0, HashSet::len)
+    /// Budget `source` was merged into `target`: its waiters join `target`'s queue in arrival
+    /// order (each client's line stays first come, first served).
+    pub fn move_budget(&mut self, source: BudgetIdx, target: BudgetIdx, budgets: &mut Budgets) {
+        for id in self.ids_where(|w| w.budget == source) {
+            let waiter = self.by_id.get_mut(&id).expect("listed");
+            waiter.budget = target;
+            waiter.mark = budgets[target].enqueue(id, &waiter.client, waiter.priority, waiter.cost);
+        }
+    }
+
+    /// The waiters of `owner`'s budgets a lockout of `scope` covers (every class, or one).
+    pub fn covered_by(&self, owner: &Owner, scope: &Scope, budgets: &Budgets) -> Vec<WaiterId> {
+        self.ids_where(|w| {
+            let budget = &budgets[w.budget];
+            budget.owner() == owner && scope.as_deref().is_none_or(|s| s == &**budget.class())
+        })
+    }
+
+    /// Why another acquire of connection `conn` may not wait, if it may not.
+    pub fn full_for(&self, conn: ConnId) -> Option<String> {
+        if self.by_conn.get(&conn).map_or(0, HashSet::len) >= MAX_WAITERS_PER_CONNECTION {
+            return Some(format!(
+                "this connection already has {MAX_WAITERS_PER_CONNECTION} acquires waiting, as \
+                 many as one connection may"
+            ));
+        }
+        (self.len() >= MAX_WAITERS).then(|| {
+            format!(
+                "pacerd already has {MAX_WAITERS} acquires waiting, as many as it takes; try \
+                 again shortly"
+            )
+        })
+    }
+
+    /// Per client: how many of its acquires wait, and since when the oldest has.
+    pub fn by_client(&self) -> HashMap<&str, (u32, Instant)> {
+        let mut waiting: HashMap<&str, (u32, Instant)> = HashMap::new();
+        for waiter in self.by_id.values() {
+            let entry = waiting
+                .entry(&*waiter.client)
+                .or_insert((0, waiter.enqueued_at));
+            entry.0 += 1;
+            entry.1 = entry.1.min(waiter.enqueued_at);
+        }
+        waiting
     }
 
     /// The waiters of a connection, in arrival order.

@@ -236,6 +236,13 @@ pub fn limit_named_in(message: &str) -> Option<LimitKind> {
     }
 }
 
+/// Whether a 429's message says an organization's limit was hit (rather than a workspace's):
+/// "…your organization's rate limit…".
+pub fn names_the_organization(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    message.contains("organization") && !message.contains("workspace")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,6 +40,15 @@ impl Budget {
         before != self.limits().get(kind)
     }
 
+    /// Learns every limit in `limits` (what the shared store knows).
+    pub fn learn_all(&mut self, limits: &crate::LimitSet, now: Instant) {
+        for kind in LimitKind::ALL {
+            if let Some(limit) = limits.get(kind) {
+                self.learn(kind, limit, now);
+            }
+        }
+    }
+
     /// Whether headers would change what this budget knows of `kind`'s limit, or a bucket of
     /// that kind is still calibrating: either way the caller must tell
     /// [`Budget::apply_headers`] what else is in flight.

@@ -1,8 +1,10 @@
 //! One budget: an owner (an API key, or an account) × a model class, with its buckets, pause,
-//! in-flight count and queue.
+//! in-flight count and queue; and `table`, every budget ([`Budgets`]).
 //! Its state changes only through its own methods: here, in `reserve` (grants and their
 //! settlement) and in `headers` (what response headers teach it); `wait` estimates how long a
-//! waiter has left and what holds it up; `tally` counts what happened to it.
+//! waiter has left and what holds it up; `tally` counts what happened to it; `status` is what
+//! `pacer status` shows of it; `stored` is a budget while its buckets live in the shared store;
+//! `merge` a key's budget joining its account's; `saved` what the state file keeps.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,12 +24,16 @@ mod merge;
 mod probe;
 mod reserve;
 mod saved;
-mod shared;
+mod status;
+mod stored;
+mod table;
 mod tally;
 mod wait;
 
 use probe::Probe;
+pub use reserve::Charge;
 pub use saved::SavedBudget;
+pub use table::{Budgets, MAX_BUDGETS};
 pub use tally::Tally;
 pub use wait::Holdup;
 
@@ -38,7 +44,7 @@ pub const ADMIN_PAUSE_REASON: &str = "paused by administrator";
 pub type Charged = PerKind<bool>;
 
 /// What a grant reserved, and from which buckets.
-/// A budget's place in the table (`budgets`); stable while the budget lives.
+/// A budget's place in the table ([`Budgets`]); stable while the budget lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BudgetIdx(pub(crate) usize);
 

@@ -8,7 +8,35 @@ use pacer_protocol::LimitKind;
 use super::{Budget, Charged, Reservation};
 use crate::{Costs, PerKind};
 
+/// What settling a call's reservation does with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Charge {
+    /// The call used these tokens: the difference from the reservation is refunded or charged.
+    Used { input: u64, output: u64 },
+    /// The API processed nothing (the caller's mistake, a bare 429): the tokens come back, the
+    /// request stays counted.
+    Tokens,
+    /// The call produced no output (it failed, or was turned away).
+    Output,
+    /// The call was never made: everything comes back.
+    All,
+}
+
 impl Budget {
+    /// Settles a reservation of this budget's as `charge` says (with `child`: a workspace's
+    /// call, in this organization's buckets only, no averages or counts).
+    pub fn settle(&mut self, reservation: &Reservation, charge: Charge, child: bool, now: Instant) {
+        match charge {
+            Charge::Used { input, output } if child => {
+                self.settle_for_child(reservation, input, output, now)
+            }
+            Charge::Used { input, output } => self.settle_usage(reservation, input, output, now),
+            Charge::Tokens => self.refund_tokens(reservation, now),
+            Charge::Output => self.refund_output(reservation, now),
+            Charge::All => self.refund(reservation, now),
+        }
+    }
+
     /// Reserves `cost` for a granted call. Returns the reservation (which buckets it was taken
     /// from: a limit learned later has no reservation to refund), and whether the call is the
     /// budget's first contact with the API.
@@ -38,7 +66,7 @@ impl Budget {
     }
 
     /// Settles a workspace's call in this organization's buckets (no averages, no counts).
-    pub fn settle_for_child(
+    fn settle_for_child(
         &mut self,
         reservation: &Reservation,
         used_input: u64,
@@ -72,7 +100,7 @@ impl Budget {
 
     /// Settles a reservation against what the call really used: the difference is refunded or
     /// charged (possibly into debt). Also feeds the running averages.
-    pub fn settle_usage(
+    fn settle_usage(
         &mut self,
         reservation: &Reservation,
         used_input: u64,
@@ -90,7 +118,7 @@ impl Budget {
     }
 
     /// Refunds everything a reservation took (the call was never made).
-    pub fn refund(&mut self, reservation: &Reservation, now: Instant) {
+    fn refund(&mut self, reservation: &Reservation, now: Instant) {
         for kind in LimitKind::ALL {
             self.adjust(kind, reservation, 0, now);
         }
@@ -98,7 +126,7 @@ impl Budget {
 
     /// Refunds the token reservations of a call the API did not process (the caller's mistake);
     /// the request stays counted.
-    pub fn refund_tokens(&mut self, reservation: &Reservation, now: Instant) {
+    fn refund_tokens(&mut self, reservation: &Reservation, now: Instant) {
         self.adjust(LimitKind::InputTokens, reservation, 0, now);
         self.adjust(LimitKind::OutputTokens, reservation, 0, now);
     }

@@ -1,7 +1,7 @@
 //! What crosses between the broker and the store's I/O layer: claims for capacity and their
 //! answers, work for the store, and the events daemons tell each other.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pacer_api::unified::{
     MAX_WINDOW_NAME, Unified, UnifiedWindow, WindowState, is_window_name, sane_utilization,
@@ -115,6 +115,24 @@ pub enum ClusterEvent {
         in_flight: u32,
         answered: u64,
     },
+}
+
+impl ClusterEvent {
+    /// Everyone on `budget` pauses until `until` (`drain`: the limits a 429 named).
+    pub fn pause(
+        budget: BudgetId,
+        (now, until): (Instant, Instant),
+        reason: &str,
+        drain: Option<Vec<LimitKind>>,
+    ) -> ClusterEvent {
+        let for_ms = until.saturating_duration_since(now).as_millis();
+        ClusterEvent::Pause {
+            budget,
+            for_ms: for_ms.min(u128::from(u64::MAX)) as u64,
+            reason: reason.to_owned(),
+            drain,
+        }
+    }
 }
 
 /// A subscription's windows as one response reported them (the unified headers), in a form

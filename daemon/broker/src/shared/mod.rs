@@ -6,39 +6,43 @@
 //! (first contact, the local view of pauses). The broker says what it needs and the I/O layer
 //! brings the answer back:
 //!
-//! - [`Output::Claim`]: capacity for the head of a queue (and its organization's, for a
-//!   workspace). One claim per budget is out at a time; [`Broker::claim_answered`] grants the
-//!   head, or holds the budget until the store says it has refilled enough (or an event comes).
-//! - [`Output::Shared`]: what settles in the store ([`SharedOp::Settle`], also for capacity
+//! - [`Output::Claim`](crate::Output::Claim): capacity for the head of a queue (and its
+//!   organization's, for a workspace). One claim per budget is out at a time;
+//!   [`Broker::claim_answered`](crate::Broker::claim_answered) grants the head, or holds the
+//!   budget until the store says it has refilled enough (or an event comes).
+//! - [`Output::Shared`](crate::Output::Shared): what settles in the store ([`SharedOp::Settle`], also for capacity
 //!   claimed for a waiter that left before the answer came), what other daemons must hear
 //!   ([`SharedOp::Publish`]: pauses, lifts, backoffs, lockouts, links), and what was spent from a
 //!   local share while the store was away ([`SharedOp::Charge`]).
-//! - [`Broker::apply_shared`] takes in what other daemons published.
+//! - [`Broker::apply_shared`](crate::Broker::apply_shared) takes in what other daemons
+//!   published (`events` checks it first).
 //!
-//! When the store is unreachable, [`Broker::set_sharing`] puts the broker on a local share: every
+//! When the store is unreachable, [`Broker::set_sharing`](crate::Broker::set_sharing) puts the broker on a local share: every
 //! budget's limits (and in-flight caps) divided by the number of daemons, its buckets starting
 //! from its share of what the store last said was left; back in the store, what was spent
 //! meanwhile is charged there.
 //!
+//! - this file: the broker's side of sharing ([`Shares`]: claims out, budgets holding off, what
+//!   the local share spent);
 //! - `messages`: the claims, answers, store work and events that cross to the I/O layer;
-//! - `events`: what other daemons published, taken in.
+//! - `events`: what other daemons published, held to this daemon's own bounds.
 
 mod events;
 mod messages;
+
+pub use events::checked;
 
 pub use messages::{Claim, ClaimAnswer, ClusterEvent, SharedOp, WindowReport, WindowsReport};
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use pacer_protocol::LimitKind;
 use pacer_protocol::message::BudgetId;
 
-use super::budget::Readiness;
-use super::budgets::BudgetIdx;
-use super::lockouts::Lockout;
+use super::budget::{BudgetIdx, Budgets, Readiness};
+use super::overload::Overloads;
 use super::queue::WaiterId;
-use super::{Broker, Costs, LimitSet, Output, PerKind, later};
+use super::{Costs, PerKind, later};
 
 /// Where the budgets' buckets are.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -138,6 +142,161 @@ impl Shares {
         }
     }
 
+    /// The claim for the head of budget `b`, if it may ask the store now: no claim is out for
+    /// it, the store did not ask it to wait, and nothing this daemon knows of holds it (a pause,
+    /// the class's overload backoff, first contact).
+    pub fn claim_head(
+        &mut self,
+        b: BudgetIdx,
+        budgets: &Budgets,
+        overloads: &Overloads,
+        now: Instant,
+    ) -> Option<Claim> {
+        if self.is_claiming(b) || self.retry_at(b).is_some_and(|at| at > now) {
+            return None;
+        }
+        self.retry_at.remove(&b);
+        let budget = &budgets[b];
+        let (waiter, cost) = budget.head()?;
+        let gate = overloads.gate(budget.class());
+        if budget.local_readiness(gate, now) != Readiness::Now {
+            return None;
+        }
+        let id = self.next_claim;
+        self.next_claim += 1;
+        self.claims.insert(id, (b, waiter));
+        self.claiming.insert(b, id);
+        let parent = budget
+            .parent()
+            .map(|p| (budgets[p].id(), budgets[p].limits()));
+        Some(Claim {
+            id,
+            budget: budget.id(),
+            cost,
+            limits: budget.limits(),
+            parent,
+            class: budget.class().to_string(),
+        })
+    }
+
+    /// What the store's `answer` for budget `b` says of it: the limits it knows, what is left
+    /// (mirrored here), or when to ask again — every daemon refused would ask again at the same
+    /// moment; the store's turns decide who gets the refill, and a little jitter (from
+    /// `entropy`, this daemon's own clock) keeps them from all asking in the same instant.
+    pub fn heard(
+        &mut self,
+        b: BudgetIdx,
+        answer: &ClaimAnswer,
+        budgets: &mut Budgets,
+        entropy: u32,
+        now: Instant,
+    ) {
+        match answer {
+            ClaimAnswer::Granted { levels, limits, .. } => {
+                budgets[b].learn_all(limits, now);
+                budgets[b].mirror(*levels, now);
+                self.last_levels.insert(budgets[b].id(), *levels);
+            }
+            ClaimAnswer::Refused { wait, limits } => {
+                budgets[b].learn_all(limits, now);
+                let spread = (*wait / 4).min(Duration::from_millis(40)).as_micros() as u32;
+                let jitter = Duration::from_micros(u64::from(entropy % spread.max(1)));
+                let retry = (*wait).max(Duration::from_millis(1)) + jitter;
+                self.retry_at.insert(b, later(now, retry));
+            }
+            ClaimAnswer::LockedOut { .. } | ClaimAnswer::Unavailable => {}
+        }
+    }
+
+    /// Gives back capacity claimed for a waiter of budget `b` that left before the answer came:
+    /// `reserved`, unused.
+    pub fn unused(
+        budgets: &Budgets,
+        b: BudgetIdx,
+        claim: u64,
+        reserved: Costs,
+        taken_before: f64,
+    ) -> SharedOp {
+        SharedOp::Settle {
+            budget: budgets[b].id(),
+            parent: budgets[b].parent().map(|p| budgets[p].id()),
+            claim,
+            reserved,
+            used: Costs::default(),
+            taken_before: Some(taken_before),
+        }
+    }
+
+    /// Claim `id` was answered: the budget and the waiter it was for.
+    pub fn answered(&mut self, id: u64) -> Option<(BudgetIdx, WaiterId)> {
+        let (b, waiter) = self.claims.remove(&id)?;
+        if self.claiming.get(&b) == Some(&id) {
+            self.claiming.remove(&b);
+        }
+        Some((b, waiter))
+    }
+
+    /// Budget `b` may ask the store again at once (it freed, or learned, something).
+    pub fn ask_again(&mut self, b: BudgetIdx) {
+        self.retry_at.remove(&b);
+    }
+
+    /// What the store last said is left of budget `id` (the local share starts from it).
+    pub fn last_levels(&self, id: &BudgetId) -> Option<PerKind<Option<f64>>> {
+        self.last_levels.get(id).copied()
+    }
+
+    /// Moves to `sharing`. Claims out when the store goes away will not be answered (their heads
+    /// are served locally instead); back in the store, what the local share spent is charged
+    /// there (the store work returned).
+    pub fn switch(&mut self, sharing: Sharing) -> Vec<SharedOp> {
+        self.sharing = sharing;
+        match sharing {
+            Sharing::Fallback { .. } => {
+                self.claims.clear();
+                self.claiming.clear();
+                self.retry_at.clear();
+                Vec::new()
+            }
+            Sharing::Alone => Vec::new(),
+            Sharing::Shared => std::mem::take(&mut self.spent)
+                .into_iter()
+                .filter(|(_, spent)| *spent != Costs::default())
+                .map(|(budget, spent)| SharedOp::Charge { budget, spent })
+                .collect(),
+        }
+    }
+
+    /// A lease settles: in the store, its reservation adjusted to `used` (`None`: given back
+    /// unused, bounded by what the store had taken before it); granted from the local share
+    /// while the store was away, what it used is noted against what it reserved.
+    pub fn settle(
+        &mut self,
+        lease: LeaseShare,
+        used: Option<Costs>,
+        budgets: &Budgets,
+    ) -> Option<SharedOp> {
+        let (id, reserved) = (budgets[lease.budget].id(), &lease.reserved);
+        let Some(shared) = lease.shared else {
+            match used {
+                Some(used) => {
+                    self.spend(&id, &used.minus(reserved), false);
+                    self.spend(&id, &reserved.minus(&used), true);
+                }
+                None => self.spend(&id, reserved, true),
+            }
+            return None;
+        };
+        Some(SharedOp::Settle {
+            budget: id,
+            parent: lease.parent.map(|p| budgets[p].id()),
+            claim: shared.claim,
+            reserved: lease.reserved,
+            used: used.unwrap_or_default(),
+            taken_before: used.is_none().then_some(shared.taken_before),
+        })
+    }
+
     /// Notes spending from the local share (fallback only).
     pub fn spend(&mut self, budget: &BudgetId, amount: &Costs, refund: bool) {
         if !matches!(self.sharing, Sharing::Fallback { .. }) {
@@ -149,232 +308,5 @@ impl Shares {
         } else {
             spent.plus(amount)
         };
-    }
-}
-
-fn millis(d: Duration) -> u64 {
-    d.as_millis().min(u128::from(u64::MAX)) as u64
-}
-
-impl Broker {
-    pub fn sharing(&self) -> Sharing {
-        self.shares.sharing
-    }
-
-    /// Asks the store for the head of budget `b`, if it is ready as far as this daemon can
-    /// tell (no pause, backoff or first contact holding it) and no claim is out for it.
-    pub(super) fn serve_shared(&mut self, b: BudgetIdx, now: Instant) {
-        if self.shares.is_claiming(b) || self.shares.retry_at(b).is_some_and(|at| at > now) {
-            return;
-        }
-        self.shares.retry_at.remove(&b);
-        let Some((waiter, cost)) = self.budgets[b].head() else {
-            return;
-        };
-        let gate = self.overload_gate(b);
-        if self.budgets[b].local_readiness(gate, now) != Readiness::Now {
-            return;
-        }
-        let id = self.shares.next_claim;
-        self.shares.next_claim += 1;
-        self.shares.claims.insert(id, (b, waiter));
-        self.shares.claiming.insert(b, id);
-        let budget = &self.budgets[b];
-        let parent = budget
-            .parent()
-            .map(|p| (self.budgets[p].id(), self.budgets[p].limits()));
-        self.out.push(Output::Claim(Claim {
-            id,
-            budget: budget.id(),
-            cost,
-            limits: budget.limits(),
-            parent,
-            class: budget.class().to_string(),
-        }));
-    }
-
-    /// The store's answer to claim `id`.
-    pub fn claim_answered(&mut self, now: Instant, id: u64, answer: ClaimAnswer) -> Vec<Output> {
-        let Some((b, waiter)) = self.shares.claims.remove(&id) else {
-            return self.take_output();
-        };
-        if self.shares.claiming.get(&b) == Some(&id) {
-            self.shares.claiming.remove(&b);
-        }
-        // The waiter may have moved (its key joined an account) or left.
-        let current = self.waiters.get(waiter).map(|w| w.budget);
-        match answer {
-            ClaimAnswer::Granted {
-                taken_before,
-                levels,
-                limits,
-            } => {
-                let budget_id = self.budgets[b].id();
-                self.learn_shared(b, limits, now);
-                self.budgets[b].mirror(levels, now);
-                self.shares.last_levels.insert(budget_id.clone(), levels);
-                let at_head =
-                    current.is_some_and(|c| self.budgets[c].head().map(|h| h.0) == Some(waiter));
-                match current {
-                    Some(c) if at_head => {
-                        let lease = SharedLease {
-                            claim: id,
-                            taken_before,
-                        };
-                        self.grant_waiter(c, waiter, Some(lease), now);
-                    }
-                    _ => {
-                        // Its waiter left: the capacity goes back, unused.
-                        let reserved = self.claim_cost(b, waiter);
-                        let parent = self.budgets[b].parent().map(|p| self.budgets[p].id());
-                        self.out.push(Output::Shared(SharedOp::Settle {
-                            budget: budget_id,
-                            parent,
-                            claim: id,
-                            reserved,
-                            used: Costs::default(),
-                            taken_before: Some(taken_before),
-                        }));
-                    }
-                }
-            }
-            ClaimAnswer::Refused { wait, limits } => {
-                self.learn_shared(b, limits, now);
-                // Every daemon refused would ask again at the same moment; the store's turns
-                // decide who gets the refill, and a little jitter (from this daemon's own clock)
-                // keeps them from all asking in the same instant.
-                let entropy = now.duration_since(self.time_base.instant).subsec_nanos();
-                let spread = (wait / 4).min(Duration::from_millis(40)).as_micros() as u32;
-                let jitter = Duration::from_micros(u64::from(entropy % spread.max(1)));
-                let retry = wait.max(Duration::from_millis(1)) + jitter;
-                self.shares.retry_at.insert(b, later(now, retry));
-            }
-            ClaimAnswer::LockedOut { for_, reason } => {
-                let owner = self.budgets[b].owner().clone();
-                let lockout = Lockout {
-                    until: later(now, for_),
-                    reason,
-                    rejection: None,
-                };
-                self.lock_out(&owner, None, lockout, now);
-            }
-            ClaimAnswer::Unavailable => {}
-        }
-        if let Some(c) = current {
-            self.serve(c, now);
-        }
-        self.take_output()
-    }
-
-    /// What a claim asked for (its waiter's cost, if it is still known).
-    fn claim_cost(&self, b: BudgetIdx, waiter: WaiterId) -> Costs {
-        self.waiters
-            .get(waiter)
-            .map(|w| w.cost)
-            .unwrap_or_else(|| self.budgets[b].head().map(|h| h.1).unwrap_or_default())
-    }
-
-    /// Limits the store knows that this daemon did not.
-    fn learn_shared(&mut self, b: BudgetIdx, limits: LimitSet, now: Instant) {
-        for kind in LimitKind::ALL {
-            if let Some(limit) = limits.get(kind) {
-                self.budgets[b].learn(kind, limit, now);
-            }
-        }
-    }
-
-    /// Moves between the store and a local share. Back in the store, what the local share spent
-    /// is charged there.
-    pub fn set_sharing(&mut self, now: Instant, sharing: Sharing) -> Vec<Output> {
-        let before = self.shares.sharing;
-        if before == sharing {
-            return self.take_output();
-        }
-        self.shares.sharing = sharing;
-        match sharing {
-            Sharing::Fallback { share } => {
-                // Claims out will not be answered: the heads are served locally instead.
-                self.shares.claims.clear();
-                self.shares.claiming.clear();
-                self.shares.retry_at.clear();
-                for b in self.budgets.indices() {
-                    let id = self.budgets[b].id();
-                    let last = self.shares.last_levels.get(&id).copied();
-                    self.budgets[b].set_share(share, last, now);
-                }
-            }
-            Sharing::Shared | Sharing::Alone => {
-                for b in self.budgets.indices() {
-                    self.budgets[b].set_share(1.0, None, now);
-                }
-                if sharing == Sharing::Shared {
-                    for (budget, spent) in std::mem::take(&mut self.shares.spent) {
-                        if spent != Costs::default() {
-                            self.out
-                                .push(Output::Shared(SharedOp::Charge { budget, spent }));
-                        }
-                    }
-                }
-            }
-        }
-        self.serve_all(now);
-        self.take_output()
-    }
-
-    /// Tells the store and the other daemons, while sharing (not what came from them).
-    pub(super) fn publish(&mut self, event: ClusterEvent) {
-        self.for_store(SharedOp::Publish(event));
-    }
-
-    /// Work for the store that this daemon's decisions cause, while sharing (what other daemons
-    /// told it they have done in the store already: [`Broker::apply_shared`] drops it).
-    pub(super) fn for_store(&mut self, op: SharedOp) {
-        if self.shares.is_on() {
-            self.out.push(Output::Shared(op));
-        }
-    }
-
-    /// A lease granted from the store is settled there: its reservation adjusted to `used`
-    /// (`None`: given back unused, bounded by what the store had taken before it).
-    pub(super) fn settle_shared(&mut self, lease: LeaseShare, used: Option<Costs>) {
-        let id = self.budgets[lease.budget].id();
-        let reserved = lease.reserved;
-        let Some(shared) = lease.shared else {
-            if let Some(used) = used {
-                // Spent from the local share (fallback): the difference from the reservation.
-                self.shares.spend(&id, &used.minus(&reserved), false);
-                self.shares.spend(&id, &reserved.minus(&used), true);
-            } else {
-                self.shares.spend(&id, &reserved, true);
-            }
-            return;
-        };
-        self.out.push(Output::Shared(SharedOp::Settle {
-            budget: id,
-            parent: lease.parent.map(|p| self.budgets[p].id()),
-            claim: shared.claim,
-            reserved,
-            used: used.unwrap_or_default(),
-            taken_before: used.is_none().then_some(shared.taken_before),
-        }));
-    }
-
-    /// A pause this daemon starts, for everyone.
-    pub(super) fn publish_pause(
-        &mut self,
-        b: BudgetIdx,
-        until: Instant,
-        reason: &str,
-        drain: Option<Vec<LimitKind>>,
-        now: Instant,
-    ) {
-        let for_ms = millis(until.saturating_duration_since(now));
-        let budget = self.budgets[b].id();
-        self.publish(ClusterEvent::Pause {
-            budget,
-            for_ms,
-            reason: reason.to_owned(),
-            drain,
-        });
     }
 }

@@ -14,7 +14,7 @@ fn restored(saved: BrokerState, config: BrokerConfig, saved_at: SystemTime) -> (
 fn a_flood_of_made_up_keys_and_models_cannot_lock_out_a_real_one() {
     let mut h = Harness::with_limits("sonnet", rpm(100));
     // The table fills with budgets that never saw a success.
-    for i in 0..super::super::budgets::MAX_BUDGETS as u64 + 50 {
+    for i in 0..super::super::budget::MAX_BUDGETS as u64 + 50 {
         let t = h.acquire(i, |r| {
             r.key = key(&format!("junk-{i}"));
             r.model = format!("model-{i}");
@@ -228,7 +228,7 @@ fn windows_from_a_damaged_state_file_or_another_daemon_are_held_to_sense() {
         share: None,
     };
     let state = BrokerState {
-        subscriptions: vec![snapshot::SubscriptionState {
+        subscriptions: vec![snapshot::AccountWindowsState {
             owner: snapshot::OwnerState {
                 key: None,
                 account: Some("org-0123456789ab".into()),
@@ -299,7 +299,7 @@ fn windows_from_a_damaged_state_file_or_another_daemon_are_held_to_sense() {
 fn a_full_table_forgets_the_least_recently_used_idle_budget() {
     let mut h = Harness::with_limits("sonnet", rpm(100_000));
     // Every budget saw a success: none is disposable, yet a new one still finds room.
-    for i in 0..super::super::budgets::MAX_BUDGETS as u64 {
+    for i in 0..super::super::budget::MAX_BUDGETS as u64 {
         let t = h.acquire(i, |r| r.model = format!("model-{i}"));
         h.success(h.lease(t).unwrap(), 1, 1);
         h.now += Duration::from_millis(1);

@@ -2,6 +2,7 @@
 //! connections closing, detached leases, refusals.
 
 use super::*;
+use pacer_protocol::message::TimedOut;
 
 // --- The queue ----------------------------------------------------------------------------------
 

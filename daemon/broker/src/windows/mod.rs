@@ -11,29 +11,31 @@
 //! any other — interactive calls overtake it — and is refused with the time it would be admitted
 //! (the pace) or the window's reset.
 //!
-//! - this file: the policy ([`WindowsConfig`]), whether a priority is held ([`Hold`]), and what
-//!   `pacer status` shows of the windows;
+//! - this file: the policy ([`WindowsConfig`]), the table of every account's windows
+//!   ([`Windows`]): whether a priority is held ([`Hold`]), and what `pacer status` shows of them;
+//! - `account`: what the API said of one account's windows ([`AccountWindows`]);
 //! - `estimate`: a window's share of a call and its burn rate;
 //! - `in_flight`: the calls each account has in flight toward its windows, here and elsewhere.
 
+mod account;
 pub(crate) mod estimate;
 mod in_flight;
 
+pub use account::{AccountWindows, WindowInfo};
 pub use estimate::Estimate;
-pub use in_flight::{InFlight, WindowUse};
+pub use in_flight::InFlight;
+use in_flight::WindowUse;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use pacer_api::unified::{WindowState, window_class};
+use pacer_api::unified::{Unified, window_class};
 use pacer_protocol::Priority;
-use pacer_protocol::message::{PriorityCeiling, WindowStatus};
+use pacer_protocol::message::{Event, PriorityCeiling, WindowStatus};
 
-use super::accounts::{Subscription, WindowInfo};
-use super::budgets::BudgetIdx;
 use super::owner::Owner;
-use super::time::{later, local_time};
-use super::{Broker, FOREVER};
+use super::time::{FOREVER, TimeBase, later, local_time};
 
 /// The windows' policy (`[windows]`).
 #[derive(Debug, Clone, PartialEq)]
@@ -185,35 +187,105 @@ impl Hold {
     }
 }
 
-impl Broker {
-    /// Whether calls of `priority` on budget `b` are held by its account's windows now, and by
+/// The accounts' subscription windows and the rules about them: the policy, what the API said
+/// of each account's windows, and the calls in flight toward them, here and elsewhere.
+#[derive(Debug, Default)]
+pub struct Windows {
+    config: WindowsConfig,
+    accounts: BTreeMap<Owner, AccountWindows>,
+    calls: WindowUse,
+    /// Seconds east of UTC, for the times messages give (`until 16:40`).
+    utc_offset: i32,
+}
+
+impl Windows {
+    pub fn new(config: WindowsConfig) -> Self {
+        Windows {
+            config,
+            ..Windows::default()
+        }
+    }
+
+    pub fn configure(&mut self, config: WindowsConfig) {
+        self.config = config;
+    }
+
+    /// The local time zone's offset from UTC (seconds east), for the times messages give.
+    pub fn set_utc_offset(&mut self, seconds: i32) {
+        self.utc_offset = seconds.clamp(-18 * 3600, 18 * 3600);
+    }
+
+    /// An account's windows, if a response told of any.
+    pub fn of(&self, owner: &Owner) -> Option<&AccountWindows> {
+        self.accounts.get(owner)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&Owner, &AccountWindows)> {
+        self.accounts.iter()
+    }
+
+    /// Takes in what a response said of `owner`'s windows (see [`AccountWindows::observe`]):
+    /// returns the events for the windows that crossed a band or changed status, and whether
+    /// anything moved that other daemons should hear.
+    pub fn observe(
+        &mut self,
+        owner: &Owner,
+        unified: &Unified,
+        class: Option<&Arc<str>>,
+        now: Instant,
+    ) -> (Vec<Event>, bool) {
+        if unified.is_empty() {
+            return (Vec::new(), false);
+        }
+        let account = self.accounts.entry(owner.clone()).or_default();
+        let (crossed, moved) = account.observe(unified, class, now);
+        let events = crossed
+            .into_iter()
+            .map(|window| Event::Window {
+                owner: owner.to_wire(),
+                window,
+            })
+            .collect();
+        (events, moved)
+    }
+
+    /// A key's windows become its account's when it joins one (the account's own, if it has
+    /// any, are newer or as new).
+    pub fn move_owner(&mut self, from: &Owner, to: &Owner) {
+        if let Some(windows) = self.accounts.remove(from) {
+            self.accounts.entry(to.clone()).or_insert(windows);
+        }
+    }
+
+    pub fn restore(&mut self, owner: Owner, windows: AccountWindows) {
+        self.accounts.insert(owner, windows);
+    }
+
+    /// Whether calls of `priority` to `owner`'s `class` are held by its windows now, and by
     /// which (the one whose hold lasts longest).
-    pub(super) fn window_hold(
+    pub fn hold(
         &self,
-        b: BudgetIdx,
+        owner: &Owner,
+        class: &Arc<str>,
         priority: Priority,
+        clock: &TimeBase,
         now: Instant,
     ) -> Option<Hold> {
-        let budget = &self.budgets[b];
-        let owner = budget.owner();
-        let subscription = self.accounts.subscription(owner)?;
-        let class = budget.class();
-        let config = &self.config.windows;
-        let wall = self.time_base.to_wall(now);
+        let account = self.accounts.get(owner)?;
+        let config = &self.config;
+        let wall = clock.to_wall(now);
         let mut holds = Vec::new();
         let spends_overage = !config.overage.contains(&priority)
-            && (subscription.overage_in_use == Some(true)
-                || is_allowed(subscription.overage.as_ref()));
-        for (name, window) in covering(subscription, class) {
-            let Some(utilization) = current(window, wall) else {
+            && (account.overage_in_use == Some(true) || account.overage_allowed());
+        for (name, window) in account.covering(class) {
+            let Some(utilization) = window.current(wall) else {
                 continue;
             };
-            let in_flight = self.window_calls(owner, name);
+            let in_flight = self.calls.calls(owner, window_class(name));
             let estimated = utilization + f64::from(in_flight + 1) * window.estimate.share();
-            let reset = window.reset.map(|at| self.time_base.to_instant(at));
+            let reset = window.reset.map(|at| clock.to_instant(at));
             if spends_overage
-                && (subscription.overage_in_use == Some(true) && utilization >= 1.0
-                    || estimated > 1.0)
+                && (account.overage_in_use == Some(true) && utilization >= 1.0 || estimated > 1.0)
             {
                 holds.push(Hold {
                     window: name.clone(),
@@ -238,15 +310,16 @@ impl Broker {
                 }
                 (_, _, reset) => reset,
             };
+            let cause = if paced {
+                HoldCause::Pace
+            } else {
+                HoldCause::Ceiling
+            };
             holds.push(Hold {
                 window: name.clone(),
                 priority,
                 allowed,
-                cause: if paced {
-                    HoldCause::Pace
-                } else {
-                    HoldCause::Ceiling
-                },
+                cause,
                 until,
             });
         }
@@ -255,152 +328,116 @@ impl Broker {
             .max_by_key(|hold| hold.until.unwrap_or(later(now, FOREVER)))
     }
 
-    /// A call of budget `b` was granted: counted in flight toward its account's windows, if it
-    /// has any. Returns what to end when its answer comes.
-    pub(super) fn start_window_call(&mut self, b: BudgetIdx) -> Option<(Owner, Arc<str>)> {
-        let owner = self.budgets[b].owner().clone();
-        self.accounts
-            .subscription(&owner)
-            .filter(|s| !s.windows.is_empty())?;
-        let class = self.budgets[b].class().clone();
-        self.window_use.start(&owner, &class);
-        self.tell_window_calls(&owner);
-        Some((owner, class))
-    }
-
-    /// The answer to a call counted in flight came (or never will): its cost is in the
-    /// utilization the API reports now. Calls held by the windows may go.
-    pub(super) fn end_window_call(&mut self, call: Option<(Owner, Arc<str>)>, now: Instant) {
-        if let Some((owner, class)) = call {
-            self.window_use.end(&owner, &class);
-            self.tell_window_calls(&owner);
-            self.serve_owner(&owner, now);
-        }
-    }
-
-    /// Tells the other daemons sharing the account what this one has in flight toward its
-    /// windows and has had answered.
-    fn tell_window_calls(&mut self, owner: &Owner) {
-        if !self.shares.is_on() {
-            return;
-        }
-        let answered = self
-            .accounts
-            .subscription(owner)
-            .map_or(0, |s| s.answered.values().sum());
-        let in_flight = self.window_use.here(owner);
-        self.publish(super::ClusterEvent::WindowCalls {
-            owner: owner.to_wire(),
-            in_flight,
-            answered,
-        });
-    }
-
-    /// Every heartbeat: what other daemons told and did not tell again is forgotten, and this
-    /// daemon tells again what it has in flight (so that a daemon that joins, or missed a
-    /// message, knows).
-    pub fn windows_heartbeat(&mut self, now: Instant) -> Vec<super::Output> {
-        self.window_use.expire(now);
-        for owner in self.window_use.owners_here() {
-            self.tell_window_calls(&owner);
-        }
-        let owners: Vec<Owner> = self
-            .accounts
-            .subscriptions()
-            .map(|(o, _)| o.clone())
-            .collect();
-        for owner in owners {
-            self.serve_owner(&owner, now);
-        }
-        self.take_output()
-    }
-
-    /// Another daemon told what it has in flight toward `owner`'s windows, and has had answered.
-    pub(super) fn told_window_calls(
-        &mut self,
-        owner: &Owner,
-        from: &str,
-        told: InFlight,
-        now: Instant,
-    ) {
-        let more = self.window_use.told(owner, from, told, now);
-        self.accounts.answered_elsewhere(owner, more);
-        self.serve_owner(owner, now);
-    }
-
-    /// Serves the budgets of `owner` that have waiters (its windows changed).
-    pub(super) fn serve_owner(&mut self, owner: &Owner, now: Instant) {
-        let budgets: Vec<BudgetIdx> = self
-            .budgets
-            .needing_attention()
-            .filter(|&b| self.budgets[b].owner() == owner)
-            .collect();
-        for b in budgets {
-            self.serve(b, now);
-        }
-    }
-
-    /// What holds the head of budget `b` by its account's windows, if anything does.
-    pub(super) fn head_window_hold(&self, b: BudgetIdx, now: Instant) -> Option<Hold> {
-        let (id, _) = self.budgets[b].head()?;
-        let priority = self.waiters.get(id)?.priority;
-        self.window_hold(b, priority, now)
-    }
-
-    /// Calls of `owner` in flight toward window `name`, on this daemon and the others.
-    fn window_calls(&self, owner: &Owner, name: &str) -> u32 {
-        self.window_use.calls(owner, window_class(name))
-    }
-
-    /// What holds a call of `priority` on budget `b`, in words, if a window does.
-    pub(super) fn window_holdup(
-        &self,
-        b: BudgetIdx,
-        priority: Priority,
-        now: Instant,
-    ) -> Option<(Duration, String)> {
-        let hold = self.window_hold(b, priority, now)?;
-        let until = hold.until.map(|at| self.time_base.to_wall(at));
+    /// How long `hold` lasts, and what it says in words.
+    pub fn holdup(&self, hold: &Hold, clock: &TimeBase, now: Instant) -> (Duration, String) {
+        let until = hold.until.map(|at| clock.to_wall(at));
         let wait = hold
             .until
             .map_or(FOREVER, |at| at.saturating_duration_since(now));
-        let text = hold.text(until, self.time_base.to_wall(now), self.utc_offset);
-        Some((wait, text))
+        (wait, hold.text(until, clock.to_wall(now), self.utc_offset))
     }
 
-    /// A window held a call of `b` until it was refused: counted for `pacer status` and
-    /// `/metrics`.
-    pub(super) fn count_window_refusal(&mut self, b: BudgetIdx, priority: Priority, now: Instant) {
-        if let Some(hold) = self.window_hold(b, priority, now) {
-            let owner = self.budgets[b].owner().clone();
-            self.window_use.refused(&owner, &hold.window, priority);
+    /// A call held by `hold` until it was refused: counted for `pacer status` and `/metrics`.
+    pub fn count_refusal(&mut self, owner: &Owner, hold: &Hold) {
+        self.calls.refused(owner, &hold.window, hold.priority);
+    }
+
+    /// A call of `owner`'s `class` was granted: counted in flight toward the account's windows,
+    /// if it has any (returns whether it was).
+    pub fn start_call(&mut self, owner: &Owner, class: &Arc<str>) -> bool {
+        if self
+            .accounts
+            .get(owner)
+            .is_none_or(|a| a.windows.is_empty())
+        {
+            return false;
+        }
+        self.calls.start(owner, class);
+        true
+    }
+
+    /// The answer to such a call came (or never will): its cost is in the utilization the API
+    /// reports now.
+    pub fn end_call(&mut self, owner: &Owner, class: &Arc<str>) {
+        self.calls.end(owner, class);
+    }
+
+    /// What this daemon tells the others sharing `owner`'s account: its calls in flight toward
+    /// the windows, and those answered.
+    pub fn calls_here(&self, owner: &Owner) -> InFlight {
+        InFlight {
+            in_flight: self.calls.here(owner),
+            answered: self
+                .accounts
+                .get(owner)
+                .map_or(0, |a| a.answered.values().sum()),
         }
     }
 
-    /// A subscription window as `pacer status` shows it: what the API said, and pacer's
-    /// estimate, ceilings and forecast.
-    pub(super) fn window_status(
-        &self,
-        owner: &Owner,
-        name: &str,
-        window: &WindowInfo,
-        now: Instant,
-    ) -> WindowStatus {
-        let mut status = window.to_wire(name);
-        let Some(utilization) = current(window, self.time_base.to_wall(now)) else {
-            return status;
+    /// Another daemon told what it has in flight toward `owner`'s windows and has had answered.
+    pub fn told(&mut self, owner: &Owner, from: &str, told: InFlight, now: Instant) {
+        let more = self.calls.told(owner, from, told, now);
+        if let Some(account) = self.accounts.get_mut(owner) {
+            account.answered_elsewhere = account.answered_elsewhere.saturating_add(more);
+        }
+    }
+
+    /// Forgets what other daemons told and did not tell again; returns the accounts this daemon
+    /// has calls in flight for (to tell again).
+    pub fn expire(&mut self, now: Instant) -> Vec<Owner> {
+        self.calls.expire(now);
+        self.calls.owners_here()
+    }
+
+    /// `owner`'s windows as `pacer status` shows them: what the API said, and pacer's estimate,
+    /// ceilings and forecast.
+    pub fn status(&self, owner: &Owner, clock: &TimeBase, now: Instant) -> Vec<WindowStatus> {
+        let Some(account) = self.accounts.get(owner) else {
+            return Vec::new();
         };
-        let subscription = self.accounts.subscription(owner);
-        let config = &self.config.windows;
-        let wall = self.time_base.to_wall(now);
-        let in_flight = self.window_calls(owner, name);
+        let wall = clock.to_wall(now);
+        account
+            .windows
+            .iter()
+            .map(|(name, window)| {
+                let mut status = window.to_wire(name);
+                if let Some(utilization) = window.current(wall) {
+                    let seen = Seen {
+                        name,
+                        window,
+                        utilization,
+                        wall,
+                    };
+                    self.estimate(&mut status, owner, account, seen, now);
+                }
+                status
+            })
+            .collect()
+    }
+
+    /// Adds pacer's estimate, ceilings and forecast to a window's status.
+    fn estimate(
+        &self,
+        status: &mut WindowStatus,
+        owner: &Owner,
+        account: &AccountWindows,
+        seen: Seen<'_>,
+        now: Instant,
+    ) {
+        let Seen {
+            name,
+            window,
+            utilization,
+            wall,
+        } = seen;
+        let config = &self.config;
+        let in_flight = self.calls.calls(owner, window_class(name));
         let share = window.estimate.share();
         let estimated = utilization + f64::from(in_flight) * share;
         status.estimated = Some(estimated);
         status.share = window.estimate.learned_share();
-        let spending = subscription.is_some_and(|s| {
-            s.overage_in_use == Some(true) && utilization >= 1.0 || is_allowed(s.overage.as_ref())
-        });
+        let spending =
+            account.overage_in_use == Some(true) && utilization >= 1.0 || account.overage_allowed();
         status.ceilings = [Priority::Interactive, Priority::Normal, Priority::Batch]
             .into_iter()
             .map(|priority| {
@@ -411,7 +448,7 @@ impl Broker {
                     priority,
                     ceiling: allowed.min(1.0),
                     held: overage || estimated + share > allowed + 1e-9,
-                    refused: self.window_use.refused_of(owner, name, priority),
+                    refused: self.calls.refused_of(owner, name, priority),
                 }
             })
             .collect();
@@ -424,38 +461,15 @@ impl Broker {
                 .is_none_or(|reset| runs_out < reset)
                 .then_some(runs_out);
         }
-        status
     }
 }
 
-/// A window's utilization as last reported, unless its reset has passed since (then nothing
-/// is known until the next answer says).
-fn current(window: &WindowInfo, wall: SystemTime) -> Option<f64> {
-    let utilization = window.utilization?;
-    window
-        .reset
-        .is_none_or(|reset| reset > wall)
-        .then_some(utilization)
-}
-
-/// Whether extra usage is allowed (available to spend).
-fn is_allowed(overage: Option<&WindowState>) -> bool {
-    matches!(
-        overage,
-        Some(WindowState::Allowed | WindowState::AllowedWarning)
-    )
-}
-
-/// The windows of `subscription` that count calls of `class`: those over every model, and its
-/// own model-specific ones.
-fn covering<'a>(
-    subscription: &'a Subscription,
-    class: &'a Arc<str>,
-) -> impl Iterator<Item = (&'a String, &'a WindowInfo)> {
-    subscription
-        .windows
-        .iter()
-        .filter(move |(name, _)| window_class(name).is_none_or(|c| c == &**class))
+/// A window with a utilization still current at `wall`.
+struct Seen<'a> {
+    name: &'a str,
+    window: &'a WindowInfo,
+    utilization: f64,
+    wall: SystemTime,
 }
 
 #[cfg(test)]

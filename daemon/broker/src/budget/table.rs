@@ -1,20 +1,31 @@
-//! Every budget, found by owner × model class, and the few that time can change.
+//! Every budget, found by owner × model class, and the few that time can change; and what ties
+//! a workspace's budget to its organization's.
+//!
+//! Workspaces: a workspace may set limits lower than its organization's. A key whose responses
+//! name a workspace draws on the workspace's account; each of that account's budgets has the
+//! organization's budget of the same class as its parent. Every grant must fit both — the
+//! workspace's buckets, and the organization's buckets and pause — and is charged to both, so a
+//! workspace's lower limits hold for its keys while the organization's limit holds for all of
+//! them. The organization's limits are its own (learned from its other keys, or configured);
+//! failing those, it learns from its workspaces that its limits are at least theirs.
 
 use std::collections::{BTreeSet, HashMap};
 use std::ops::{Index, IndexMut};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::budget::Budget;
-use super::limits::{LimitSet, ModelClasses};
-use super::owner::Owner;
+use pacer_protocol::LimitKind;
+
+use super::{Budget, BudgetIdx, Charge, Reservation};
+use crate::cost::Costs;
+use crate::limits::{LimitSet, ModelClasses};
+use crate::overload::Overloads;
+use crate::owner::Owner;
 
 /// Each owner × class pair is a budget; this many is far beyond any real machine's needs.
 pub const MAX_BUDGETS: usize = 10_000;
 /// Model names whose class is remembered, so the patterns are matched once per name.
 const MAX_CACHED_MODELS: usize = 4096;
-
-pub use super::budget::BudgetIdx;
 
 #[derive(Debug, Default)]
 pub struct Budgets {
@@ -55,8 +66,10 @@ impl Budgets {
         self.index.get(&(owner.clone(), class.clone())).copied()
     }
 
-    /// The budget of an owner and class, created on first use with `configured` limits; `None`
-    /// when the table is full (the broker makes room first, see `evict`).
+    /// The budget of an owner and class, created on first use with `configured` limits. When
+    /// the table is full, the new budget takes the place of the one cheapest to forget
+    /// ([`Budgets::eviction_candidate`]), returned too: nothing of it may linger elsewhere.
+    /// `None` when every budget is busy.
     pub fn get_or_create(
         &mut self,
         owner: &Owner,
@@ -64,13 +77,16 @@ impl Budgets {
         configured: impl FnOnce() -> LimitSet,
         cold_start_hold: Duration,
         now: Instant,
-    ) -> Option<BudgetIdx> {
+    ) -> Option<(BudgetIdx, Option<BudgetIdx>)> {
         if let Some(b) = self.find(owner, class) {
             self[b].used_at(now);
-            return Some(b);
+            return Some((b, None));
         }
+        let mut forgotten = None;
         if self.len() >= MAX_BUDGETS {
-            return None;
+            let b = self.eviction_candidate()?;
+            self.remove(b);
+            forgotten = Some(b);
         }
         let budget = Budget::new(
             owner.clone(),
@@ -90,7 +106,7 @@ impl Budgets {
             }
         };
         self.index.insert((owner.clone(), class.clone()), b);
-        Some(b)
+        Some((b, forgotten))
     }
 
     /// Whether no budget has `b` as its parent (a workspace's budget points at its
@@ -117,7 +133,8 @@ impl Budgets {
         self.index.insert((owner.clone(), class), b);
     }
 
-    /// Takes budget `b` out of the table (it was merged into another); its slot is reused.
+    /// Takes budget `b` out of the table (it was merged into another, or forgotten); its slot
+    /// is reused.
     pub fn remove(&mut self, b: BudgetIdx) -> Budget {
         let budget = self.slots[b.0].take().expect("a live budget");
         self.index
@@ -162,6 +179,83 @@ impl Budgets {
 
     pub fn len(&self) -> usize {
         self.slots.len() - self.free.len()
+    }
+
+    /// The only owner with a budget of `class` (of any class with none), preferring owners for
+    /// which `preferred` holds when there are several.
+    pub fn sole_owner(
+        &self,
+        class: Option<&Arc<str>>,
+        preferred: impl Fn(&Owner) -> bool,
+    ) -> Option<Owner> {
+        let owners: BTreeSet<&Owner> = self
+            .iter()
+            .map(|(_, b)| b)
+            .filter(|b| class.is_none_or(|c| b.class() == c))
+            .map(|b| b.owner())
+            .collect();
+        let favoured: Vec<&&Owner> = owners.iter().filter(|o| preferred(o)).collect();
+        match (favoured.as_slice(), owners.len()) {
+            ([one], _) => Some((**one).clone()),
+            ([], 1) => owners.into_iter().next().cloned(),
+            _ => None,
+        }
+    }
+
+    /// The moment before which budget `b` may not grant `cost`, decided outside it: its class's
+    /// overload backoff, and its organization's capacity if it is a workspace's.
+    pub fn gate(
+        &self,
+        b: BudgetIdx,
+        cost: &Costs,
+        overloads: &Overloads,
+        now: Instant,
+    ) -> Option<Instant> {
+        let overload = overloads.gate(self[b].class());
+        let parent = self[b]
+            .parent()
+            .and_then(|p| self[p].capacity_at(cost, now));
+        overload.max(parent)
+    }
+
+    /// Reserves a workspace's grant in its organization's buckets too.
+    pub fn charge_parent(
+        &mut self,
+        b: BudgetIdx,
+        cost: &Costs,
+        now: Instant,
+    ) -> Option<(BudgetIdx, Reservation)> {
+        let p = self[b].parent()?;
+        Some((p, self[p].take_for_child(cost, now)))
+    }
+
+    /// What a workspace's limits teach its organization: its limits are at least theirs.
+    pub fn teach_parent(&mut self, b: BudgetIdx, now: Instant) {
+        let Some(p) = self[b].parent() else {
+            return;
+        };
+        let learned = self[b].learned();
+        for kind in LimitKind::ALL {
+            if let Some(limit) = learned[kind] {
+                self[p].learn_at_least(kind, limit, now);
+            }
+        }
+    }
+
+    /// Settles a call of budget `b` as `charge` says, and its organization's share of it
+    /// (`parent`: what was reserved there).
+    pub fn settle(
+        &mut self,
+        b: BudgetIdx,
+        reserved: &Reservation,
+        parent: Option<&(BudgetIdx, Reservation)>,
+        charge: Charge,
+        now: Instant,
+    ) {
+        self[b].settle(reserved, charge, false, now);
+        if let Some((p, reserved)) = parent {
+            self[*p].settle(reserved, charge, true, now);
+        }
     }
 }
 

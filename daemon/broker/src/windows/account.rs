@@ -1,0 +1,151 @@
+//! What the last responses said of one account's subscription windows, and how pacer's
+//! estimate of each moves with them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use pacer_api::unified::{Unified, WindowState, window_class};
+use pacer_protocol::message::WindowStatus;
+
+use super::estimate::Estimate;
+
+/// One account's windows (5-hour, weekly, per-model weekly), its unified status and extra
+/// usage.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AccountWindows {
+    /// The overall status of the unified limit.
+    pub status: Option<WindowState>,
+    pub windows: BTreeMap<String, WindowInfo>,
+    /// Extra usage beyond the windows: whether the account may spend it, and whether it does.
+    pub overage: Option<WindowState>,
+    pub overage_in_use: Option<bool>,
+    /// Calls of this daemon answered with the unified headers, per model class (what the
+    /// windows' shares are learned from), and those other daemons told of.
+    pub answered: BTreeMap<Arc<str>, u64>,
+    pub answered_elsewhere: u64,
+}
+
+/// One window: what the API said of it, and pacer's estimate.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WindowInfo {
+    pub status: Option<WindowState>,
+    pub utilization: Option<f64>,
+    pub reset: Option<SystemTime>,
+    /// What one call costs of it, and how fast it is spent.
+    pub estimate: Estimate,
+}
+
+impl AccountWindows {
+    /// The calls answered that count toward window `name`: every class's for a window over every
+    /// model, its class's for a model-specific one.
+    pub fn answered_for(&self, name: &str) -> u64 {
+        match window_class(name) {
+            Some(class) => self.answered.get(class).copied().unwrap_or(0),
+            None => self.answered.values().sum::<u64>() + self.answered_elsewhere,
+        }
+    }
+
+    /// Whether extra usage is allowed (available to spend).
+    pub fn overage_allowed(&self) -> bool {
+        matches!(
+            self.overage,
+            Some(WindowState::Allowed | WindowState::AllowedWarning)
+        )
+    }
+
+    /// The windows that count calls of `class`: those over every model, and its own
+    /// model-specific ones.
+    pub fn covering<'a>(
+        &'a self,
+        class: &'a Arc<str>,
+    ) -> impl Iterator<Item = (&'a String, &'a WindowInfo)> {
+        self.windows
+            .iter()
+            .filter(move |(name, _)| window_class(name).is_none_or(|c| c == &**class))
+    }
+
+    /// Takes in what a response said — the answer to a call of `class`, or (`None`) what
+    /// another daemon reported; returns the windows that crossed 75 %, 90 % or 100 % or changed
+    /// status, and whether anything moved that other daemons should hear (a status, a reset, a
+    /// point of utilization, extra usage).
+    pub fn observe(
+        &mut self,
+        unified: &Unified,
+        class: Option<&Arc<str>>,
+        now: Instant,
+    ) -> (Vec<WindowStatus>, bool) {
+        if let Some(class) = class {
+            *self.answered.entry(class.clone()).or_default() += 1;
+        }
+        let mut moved = unified.status.is_some() && self.status != unified.status;
+        if unified.status.is_some() {
+            self.status = unified.status.clone();
+        }
+        if unified.overage_status.is_some() {
+            moved |= self.overage != unified.overage_status;
+            self.overage = unified.overage_status.clone();
+        }
+        if unified.overage_in_use.is_some() {
+            moved |= self.overage_in_use != unified.overage_in_use;
+            self.overage_in_use = unified.overage_in_use;
+        }
+        let mut changed = Vec::new();
+        for window in &unified.windows {
+            let answered = self.answered_for(&window.name);
+            let known = self.windows.entry(window.name.clone()).or_default();
+            let before = known.clone();
+            if window.status.is_some() {
+                known.status = window.status.clone();
+            }
+            if let Some(utilization) = window.utilization {
+                known.utilization = Some(utilization);
+                known.estimate.observe(utilization, answered, now);
+            }
+            if window.reset.is_some() {
+                known.reset = window.reset;
+            }
+            if known.status != before.status || known.band() > before.band() {
+                changed.push(known.to_wire(&window.name));
+            }
+            let utilization_moved = match (known.utilization, before.utilization) {
+                (Some(now), Some(then)) => (now - then).abs() >= 0.01,
+                (now, then) => now.is_some() != then.is_some(),
+            };
+            moved |=
+                known.status != before.status || known.reset != before.reset || utilization_moved;
+        }
+        (changed, moved)
+    }
+}
+
+impl WindowInfo {
+    /// What the API said of the window (the broker adds its estimates, see `windows`).
+    pub fn to_wire(&self, name: &str) -> WindowStatus {
+        WindowStatus::reported(
+            name.to_owned(),
+            self.status.as_ref().map(|s| s.as_str().to_owned()),
+            self.utilization,
+            self.reset,
+        )
+    }
+
+    /// Its utilization as last reported, unless its reset has passed since (then nothing is
+    /// known until the next answer says).
+    pub fn current(&self, wall: SystemTime) -> Option<f64> {
+        let utilization = self.utilization?;
+        self.reset
+            .is_none_or(|reset| reset > wall)
+            .then_some(utilization)
+    }
+
+    /// 0 below 75 %, 1 from 75 %, 2 from 90 %, 3 from 100 %.
+    fn band(&self) -> u8 {
+        match self.utilization {
+            Some(u) if u >= 1.0 => 3,
+            Some(u) if u >= 0.9 => 2,
+            Some(u) if u >= 0.75 => 1,
+            _ => 0,
+        }
+    }
+}
