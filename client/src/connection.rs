@@ -211,33 +211,46 @@ impl Connection {
     }
 }
 
+/// Why the daemon at the default socket is not trusted.
+#[derive(Debug, thiserror::Error)]
+pub enum Distrust {
+    #[error(transparent)]
+    Directory(#[from] pacer_protocol::endpoint::UnsafeDir),
+    #[error("cannot tell who runs it ({0})")]
+    Unknown(std::io::Error),
+    #[error(
+        "it runs as uid {uid}, not as you (uid {me}) or root{}",
+        pid.map_or(String::new(), |pid| format!(" (pid {pid})"))
+    )]
+    Stranger { uid: u32, me: u32, pid: Option<i32> },
+    #[error("the kernel does not say who runs it")]
+    Unsaid,
+}
+
 /// Checks that the daemon at the default socket is this user's own: its directory belongs to
 /// this user and nobody else can write into it (or another user could have planted a socket
 /// there first), and the process listening runs as this user or root.
 #[cfg(unix)]
-fn verify_owner(path: &Path, stream: &Stream) -> Result<(), String> {
+fn verify_owner(path: &Path, stream: &Stream) -> Result<(), Distrust> {
     use interprocess::local_socket::traits::StreamCommon as _;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         pacer_protocol::endpoint::check_private_dir(dir)?;
     }
     let me = pacer_protocol::endpoint::effective_uid();
-    let creds = stream
-        .peer_creds()
-        .map_err(|e| format!("cannot tell who runs it ({e})"))?;
+    let creds = stream.peer_creds().map_err(Distrust::Unknown)?;
     match creds.euid() {
         Some(uid) if uid == me || uid == 0 => Ok(()),
-        Some(uid) => Err(format!(
-            "it runs as uid {uid}, not as you (uid {me}) or root{}",
-            creds
-                .pid()
-                .map_or(String::new(), |pid| format!(" (pid {pid})"))
-        )),
-        None => Err("the kernel does not say who runs it".into()),
+        Some(uid) => Err(Distrust::Stranger {
+            uid,
+            me,
+            pid: creds.pid(),
+        }),
+        None => Err(Distrust::Unsaid),
     }
 }
 
 #[cfg(not(unix))]
-fn verify_owner(_path: &Path, _stream: &Stream) -> Result<(), String> {
+fn verify_owner(_path: &Path, _stream: &Stream) -> Result<(), Distrust> {
     // The per-user pipe name is created by its owner with a private security descriptor.
     Ok(())
 }

@@ -33,7 +33,10 @@ pub enum Error {
          PACER_SOCKET or --socket",
         path.display()
     )]
-    Untrusted { path: PathBuf, reason: String },
+    Untrusted {
+        path: PathBuf,
+        reason: crate::connection::Distrust,
+    },
     /// Client and daemon come from incompatible releases.
     #[error("{message}")]
     VersionMismatch { message: String },

@@ -20,12 +20,12 @@ use crate::fail_mode::FailMode;
 #[must_use = "make the call, then report the permit (dropping it settles it as unknown)"]
 pub struct Permit {
     /// `None` for an unbrokered permit.
-    held: Option<Held>,
+    held: Option<Brokered>,
     waited: Duration,
     fail_mode: FailMode,
 }
 
-struct Held {
+struct Brokered {
     lease: LeaseId,
     connection: Arc<Connection>,
 }
@@ -38,7 +38,7 @@ impl Permit {
         fail_mode: FailMode,
     ) -> Self {
         Self {
-            held: Some(Held { lease, connection }),
+            held: Some(Brokered { lease, connection }),
             waited,
             fail_mode,
         }
@@ -106,7 +106,7 @@ impl Permit {
 
     /// Sends a report or release; `None` when the daemon went away (and settled the lease as
     /// unknown when the connection closed) and the client fails open.
-    async fn settle(&self, held: Held, request: Request) -> Result<Option<Response>, Error> {
+    async fn settle(&self, held: Brokered, request: Request) -> Result<Option<Response>, Error> {
         match held.connection.call(request).await {
             Ok(response) => Ok(Some(response)),
             Err(e) if e.is_unreachable() && self.fail_mode == FailMode::Open => {

@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use pacer_broker::{BrokerState, Calibration};
+use pacer_protocol::endpoint::UnsafeDir;
 
 /// Bumped when the file's meaning changes; a file of another version is moved aside.
 pub const STATE_VERSION: u32 = 1;
@@ -68,15 +69,41 @@ pub fn load(path: &Path) -> Option<StateFile> {
 
 /// Reads a state file's bytes: what they hold, or why they cannot be used. (Values are held
 /// to sense when the broker restores them.)
-pub fn parse(bytes: &[u8]) -> Result<StateFile, String> {
+pub fn parse(bytes: &[u8]) -> Result<StateFile, Unusable> {
     match serde_json::from_slice::<StateFile>(bytes) {
         Ok(state) if state.version == STATE_VERSION => Ok(state),
-        Ok(state) => Err(format!(
-            "it is version {}, this pacerd reads version {STATE_VERSION}",
-            state.version
-        )),
-        Err(e) => Err(format!("it is not a valid state file ({e})")),
+        Ok(state) => Err(Unusable::Version(state.version)),
+        Err(e) => Err(Unusable::Invalid(e)),
     }
+}
+
+/// Why a state file's bytes cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum Unusable {
+    #[error("it is version {0}, this pacerd reads version {STATE_VERSION}")]
+    Version(u32),
+    #[error("it is not a valid state file ({0})")]
+    Invalid(serde_json::Error),
+}
+
+/// Why the state file could not be locked for this daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("cannot open {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "another pacerd{} uses the state file {}: stop it, or give this one a state file of its \
+         own (--state PATH, or [state] file)",
+        holder.as_ref().map_or(String::new(), |pid| format!(" (pid {pid})")),
+        path.display()
+    )]
+    Held {
+        path: PathBuf,
+        holder: Option<String>,
+    },
 }
 
 fn aside_path(path: &Path) -> PathBuf {
@@ -99,15 +126,16 @@ pub fn dir_of(path: &Path) -> &Path {
 /// Makes sure `dir` is the daemon's own: created (0700) if missing; otherwise it must belong to
 /// the daemon's user and be writable by nobody else — another user who could write there could
 /// replace the state file, or plant a symlink that the next save or log line follows.
-pub fn private_dir(dir: &Path) -> Result<(), String> {
+pub fn private_dir(dir: &Path) -> Result<(), UnsafeDir> {
     if !dir.exists() {
         let mut builder = std::fs::DirBuilder::new();
         builder.recursive(true);
         #[cfg(unix)]
         std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-        return builder
-            .create(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()));
+        return builder.create(dir).map_err(|source| UnsafeDir::Create {
+            path: dir.to_path_buf(),
+            source,
+        });
     }
     #[cfg(unix)]
     pacer_protocol::endpoint::check_private_dir(dir)?;
@@ -124,7 +152,7 @@ pub struct StateLock {
 /// Locks `path` for this daemon (`<path>.lock`, holding the owner's pid). Fails, naming the
 /// other daemon's pid, if one holds it.
 #[cfg(unix)]
-pub fn lock(path: &Path) -> Result<StateLock, String> {
+pub fn lock(path: &Path) -> Result<StateLock, LockError> {
     use std::io::{Read, Seek};
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
@@ -138,22 +166,19 @@ pub fn lock(path: &Path) -> Result<StateLock, String> {
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
         .open(&lock_path)
-        .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+        .map_err(|source| LockError::Open {
+            path: lock_path.clone(),
+            source,
+        })?;
     // SAFETY: flock on an open descriptor we own; it has no memory effects.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let mut holder = String::new();
         let _ = file.read_to_string(&mut holder);
         let holder = holder.trim();
-        let who = if holder.is_empty() {
-            "another pacerd".to_owned()
-        } else {
-            format!("another pacerd (pid {holder})")
-        };
-        return Err(format!(
-            "{who} uses the state file {}: stop it, or give this one a state file of its own \
-             (--state PATH, or [state] file)",
-            path.display()
-        ));
+        return Err(LockError::Held {
+            path: path.to_path_buf(),
+            holder: (!holder.is_empty()).then(|| holder.to_owned()),
+        });
     }
     let _ = file.set_len(0);
     let _ = file.rewind();
@@ -162,7 +187,7 @@ pub fn lock(path: &Path) -> Result<StateLock, String> {
 }
 
 #[cfg(not(unix))]
-pub fn lock(path: &Path) -> Result<StateLock, String> {
+pub fn lock(path: &Path) -> Result<StateLock, LockError> {
     // Windows: the file is opened for exclusive access instead.
     let lock_path = path.with_extension("lock");
     std::fs::OpenOptions::new()
@@ -171,11 +196,9 @@ pub fn lock(path: &Path) -> Result<StateLock, String> {
         .create(true)
         .open(&lock_path)
         .map(|file| StateLock { _file: file })
-        .map_err(|e| {
-            format!(
-                "another pacerd may use the state file {}: {e}",
-                path.display()
-            )
+        .map_err(|source| LockError::Open {
+            path: lock_path.clone(),
+            source,
         })
 }
 
@@ -284,7 +307,7 @@ mod tests {
         let path = dir.path().join("state");
         let held = lock(&path).unwrap();
         // flock locks belong to the open file: a second open in this process conflicts too.
-        let err = lock(&path).unwrap_err();
+        let err = lock(&path).unwrap_err().to_string();
         assert!(
             err.contains(&format!("another pacerd (pid {})", std::process::id())),
             "{err}"

@@ -30,33 +30,54 @@ pub fn resolve_default() -> (PathBuf, bool) {
     (platform_default(), false)
 }
 
+/// A directory that is not safely this user's own, or cannot be made so.
+#[derive(Debug, thiserror::Error)]
+pub enum UnsafeDir {
+    #[error("cannot create {}: {source}", path.display())]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot inspect {}: {source}", path.display())]
+    Inspect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not a directory", path.display())]
+    NotADirectory { path: PathBuf },
+    #[error(
+        "{} is owned by uid {owner}, not by you (uid {me}): another user may be impersonating \
+         pacerd there",
+        path.display()
+    )]
+    NotYours { path: PathBuf, owner: u32, me: u32 },
+    #[error("{} has mode {mode:o}: others can write into it", path.display())]
+    Writable { path: PathBuf, mode: u32 },
+}
+
 /// Checks that `dir` is this user's own and nobody else can write into it: owned by the
 /// effective user, no write permission for group or others. Another user could otherwise
 /// plant a socket (or a symlink) there first. The error names the directory, its owner and
 /// its mode.
 #[cfg(unix)]
-pub fn check_private_dir(dir: &std::path::Path) -> Result<(), String> {
+pub fn check_private_dir(dir: &std::path::Path) -> Result<(), UnsafeDir> {
     use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::symlink_metadata(dir)
-        .map_err(|e| format!("cannot inspect {}: {e}", dir.display()))?;
+    let path = dir.to_path_buf();
+    let meta = std::fs::symlink_metadata(dir).map_err(|source| UnsafeDir::Inspect {
+        path: path.clone(),
+        source,
+    })?;
     let me = effective_uid();
     if !meta.is_dir() {
-        return Err(format!("{} is not a directory", dir.display()));
+        return Err(UnsafeDir::NotADirectory { path });
     }
     if meta.uid() != me {
-        return Err(format!(
-            "{} is owned by uid {}, not by you (uid {me}): another user may be impersonating \
-             pacerd there",
-            dir.display(),
-            meta.uid()
-        ));
+        let owner = meta.uid();
+        return Err(UnsafeDir::NotYours { path, owner, me });
     }
     if meta.mode() & 0o022 != 0 {
-        return Err(format!(
-            "{} has mode {:o}: others can write into it",
-            dir.display(),
-            meta.mode() & 0o7777
-        ));
+        let mode = meta.mode() & 0o7777;
+        return Err(UnsafeDir::Writable { path, mode });
     }
     Ok(())
 }

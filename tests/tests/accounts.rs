@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use pacer_client::{AcquireRequest, Error, KeyFingerprint};
-use pacer_tests::mock::{MockConfig, MockUpstream, Subscription};
+use pacer_tests::mock::{MockConfig, MockUpstream, Plan};
 use pacer_tests::{TestDaemon, budget_status};
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -97,9 +97,9 @@ async fn two_keys_of_one_organization_share_its_limit_without_a_stampede() {
 
 fn subscription(five_hour: u64) -> MockConfig {
     MockConfig {
-        subscription: Some(Subscription {
+        subscription: Some(Plan {
             five_hour,
-            ..Subscription::default()
+            ..Plan::default()
         }),
         ..MockConfig::default()
     }

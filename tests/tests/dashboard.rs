@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use pacer_tests::TestDaemon;
-use pacer_tests::mock::{MockConfig, MockUpstream, Subscription};
+use pacer_tests::mock::{MockConfig, MockUpstream, Plan};
 use serde_json::{Value, json};
 
 fn exprs(value: &Value, out: &mut Vec<String>) {
@@ -54,7 +54,7 @@ async fn the_dashboard_queries_only_series_pacerd_exports() {
 
     // A daemon with a little of everything: a subscription's windows, a client, a budget.
     let mock = MockUpstream::start(MockConfig {
-        subscription: Some(Subscription::default()),
+        subscription: Some(Plan::default()),
         ..MockConfig::default()
     })
     .await;

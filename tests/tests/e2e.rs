@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use pacer_tests::mock::{MockConfig, MockUpstream, SessionWall, Subscription};
+use pacer_tests::mock::{MockConfig, MockUpstream, Plan, SessionWall};
 use pacer_tests::{TestDaemon, binary};
 use serde_json::Value;
 
@@ -185,9 +185,9 @@ async fn four_claude_code_sessions_share_two_requests_per_minute_without_a_429()
 /// in front of it.
 async fn subscription_behind_pacer(five_hour: u64) -> (MockUpstream, TestDaemon) {
     let mock = MockUpstream::start(MockConfig {
-        subscription: Some(Subscription {
+        subscription: Some(Plan {
             five_hour,
-            ..Subscription::default()
+            ..Plan::default()
         }),
         ..MockConfig::default()
     })
@@ -303,10 +303,10 @@ async fn the_person_at_the_keyboard_keeps_the_window_batch_workers_are_held_at_t
     let mock = MockUpstream::start(MockConfig {
         rpm: 600,
         latency: Duration::from_millis(50),
-        subscription: Some(Subscription {
+        subscription: Some(Plan {
             five_hour: 60,
             five_hour_reset: Duration::from_secs(300),
-            ..Subscription::default()
+            ..Plan::default()
         }),
         ..MockConfig::default()
     })

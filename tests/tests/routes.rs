@@ -3,7 +3,7 @@
 
 use std::process::{Command, Output};
 
-use pacer_tests::mock::{MockConfig, MockUpstream, Subscription};
+use pacer_tests::mock::{MockConfig, MockUpstream, Plan};
 use pacer_tests::{Pacerd, binary};
 use serde_json::{Value, json};
 
@@ -165,10 +165,10 @@ async fn a_route_naming_another_organization_cannot_lock_it_out() {
     let a = mock_with(Some(org), "").await;
     // A route to a server that claims to be that organization's subscription, spent.
     let evil = MockUpstream::start(MockConfig {
-        subscription: Some(Subscription {
+        subscription: Some(Plan {
             organization: org.to_owned(),
             five_hour: 1,
-            ..Subscription::default()
+            ..Plan::default()
         }),
         ..MockConfig::default()
     })

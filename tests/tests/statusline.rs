@@ -5,7 +5,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pacer_tests::mock::{MockConfig, MockUpstream, Subscription};
+use pacer_tests::mock::{MockConfig, MockUpstream, Plan};
 use pacer_tests::{TestDaemon, binary};
 use serde_json::json;
 
@@ -34,10 +34,10 @@ fn statusline(socket: &std::path::Path, stdin: &str) -> (String, bool, Duration)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sessions_line_shows_its_accounts_windows_as_the_api_reported_them() {
     let mock = MockUpstream::start(MockConfig {
-        subscription: Some(Subscription {
+        subscription: Some(Plan {
             five_hour: 10,
             seven_day: 100,
-            ..Subscription::default()
+            ..Plan::default()
         }),
         ..MockConfig::default()
     })

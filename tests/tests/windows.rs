@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use pacer_tests::TestDaemon;
-use pacer_tests::mock::{MockConfig, MockUpstream, Subscription};
+use pacer_tests::mock::{MockConfig, MockUpstream, Plan};
 use serde_json::{Value, json};
 
 async fn call(http: &reqwest::Client, base: &str, priority: &str) -> reqwest::Response {
@@ -50,11 +50,11 @@ async fn batch_until_held(http: &reqwest::Client, base: &str) -> u64 {
 async fn batch_is_paced_to_a_weekly_windows_elapsed_time_and_the_keyboard_still_goes() {
     // A weekly window of 100 calls, half gone and 20 % used.
     let mock = MockUpstream::start(MockConfig {
-        subscription: Some(Subscription {
+        subscription: Some(Plan {
             seven_day: 100,
             seven_day_used: 20,
             seven_day_reset: Duration::from_secs(7 * 24 * 3600 / 2),
-            ..Subscription::default()
+            ..Plan::default()
         }),
         ..MockConfig::default()
     })
@@ -108,7 +108,7 @@ async fn batch_is_paced_to_a_weekly_windows_elapsed_time_and_the_keyboard_still_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_is_kept_with_its_account_and_its_share_of_the_calls() {
     let mock = MockUpstream::start(MockConfig {
-        subscription: Some(Subscription::default()),
+        subscription: Some(Plan::default()),
         ..MockConfig::default()
     })
     .await;

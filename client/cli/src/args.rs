@@ -33,19 +33,36 @@ impl KeyArgs {
     }
 }
 
+/// A command-line value `pacer` cannot take.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BadValue {
+    #[error("`{0}` is not a duration: it must be zero or more seconds")]
+    NegativeDuration(String),
+    #[error("`{text}` is not a duration ({error}): use seconds, or units like 30s, 2m")]
+    Duration {
+        text: String,
+        error: humantime::DurationError,
+    },
+    #[error(
+        "`{0}` is not a lease id: `pacer acquire` prints one (a number, 0 when it went unpaced)"
+    )]
+    Lease(String),
+    #[error("`{0}` is not a size: use COLSxROWS, such as 100x30")]
+    Size(String),
+}
+
 /// Parses a duration: plain seconds (`30`, `1.5`) or with units (`2m`, `1h30m`, `500ms`).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, BadValue> {
     let text = text.trim();
     if let Ok(secs) = text.parse::<f64>() {
         return if secs.is_finite() && secs >= 0.0 {
             Ok(Duration::from_secs_f64(secs))
         } else {
-            Err(format!(
-                "`{text}` is not a duration: it must be zero or more seconds"
-            ))
+            Err(BadValue::NegativeDuration(text.to_owned()))
         };
     }
-    humantime::parse_duration(text).map_err(|e| {
-        format!("`{text}` is not a duration ({e}): use seconds, or units like 30s, 2m")
+    humantime::parse_duration(text).map_err(|error| BadValue::Duration {
+        text: text.to_owned(),
+        error,
     })
 }

@@ -280,13 +280,10 @@ async fn budget_of(client: &Client, key: KeyFingerprint, model: &str) -> Option<
 }
 
 /// A lease id as `pacer acquire` prints it.
-pub fn parse_lease(text: &str) -> Result<u64, String> {
-    text.trim().parse().map_err(|_| {
-        format!(
-            "`{text}` is not a lease id: `pacer acquire` prints one (a number, 0 when it went \
-             unpaced)"
-        )
-    })
+pub fn parse_lease(text: &str) -> Result<u64, crate::args::BadValue> {
+    text.trim()
+        .parse()
+        .map_err(|_| crate::args::BadValue::Lease(text.to_owned()))
 }
 
 /// Reads response headers as `curl -D` writes them. When the file holds several responses (a

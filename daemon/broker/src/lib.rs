@@ -110,9 +110,7 @@ pub use exchange::{BrokerError, ConnId, Output, Settlement, Ticket, Verdict};
 pub use limits::{LimitSet, LimitTable, MAX_LIMIT, ModelClasses};
 pub use lockouts::MAX_RATE_LIMIT_WAIT;
 pub use per_kind::PerKind;
-pub use shared::{
-    Claim, ClaimAnswer, ClusterEvent, SharedOp, Sharing, WindowReport, WindowsReport,
-};
+pub use shared::{Claim, ClaimAnswer, ClusterEvent, SharedOp, Sharing, WindowsReport};
 pub use snapshot::BrokerState;
 pub use time::{FOREVER, TimeBase, later, local_time};
 pub use windows::{InFlight, WindowsConfig, window_length, window_title};

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use pacer_api::Answer;
-use pacer_api::unified::{MAX_WINDOW_NAME, WindowState, is_window_name, sane_utilization};
+use pacer_api::unified::{
+    MAX_WINDOW_NAME, UnifiedWindow, WindowState, is_window_name, sane_utilization,
+};
 use pacer_protocol::KeyFingerprint;
 use pacer_protocol::message::LeaseId;
 use pacer_protocol::text::{MAX_MESSAGE, bounded};
@@ -26,7 +28,7 @@ use super::overload::{Overload, Overloads};
 use super::owner::Owner;
 use super::sessions::{ClaudeSession, MAX_SESSION_ID, MAX_SESSIONS, Sessions};
 use super::time::{TimeBase, later};
-use super::windows::{AccountWindows, Estimate, WindowInfo, Windows};
+use super::windows::{AccountWindows, Estimate, Window, Windows};
 use super::{MAX_LIMIT, PerKind};
 
 /// The broker's durable state.
@@ -155,7 +157,8 @@ pub struct AccountWindowsState {
     pub overage_in_use: Option<bool>,
 }
 
-/// One window as saved.
+/// One window as the state file keeps it ([`UnifiedWindow`] beside its learned share; the file
+/// keeps times in its own form).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SavedWindow {
     pub name: String,
@@ -416,9 +419,9 @@ impl AccountWindowsState {
                 .iter()
                 .map(|(name, w)| SavedWindow {
                     name: name.clone(),
-                    status: state_of(&w.status),
-                    utilization: w.utilization,
-                    reset: w.reset,
+                    status: state_of(&w.said.status),
+                    utilization: w.said.utilization,
+                    reset: w.said.reset,
                     share: w.estimate.learned_share(),
                 })
                 .collect(),
@@ -435,13 +438,14 @@ impl AccountWindowsState {
             .iter()
             .filter(|w| is_window_name(&w.name))
             .map(|w| {
-                let info = WindowInfo {
+                let said = UnifiedWindow {
+                    name: w.name.clone(),
                     status: parse_state(&w.status),
                     utilization: w.utilization.and_then(sane_utilization),
                     reset: w.reset,
-                    estimate: Estimate::with_share(w.share),
                 };
-                (w.name.clone(), info)
+                let estimate = Estimate::with_share(w.share);
+                (w.name.clone(), Window { said, estimate })
             })
             .collect();
         let account = AccountWindows {

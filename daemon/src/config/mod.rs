@@ -77,7 +77,7 @@ mod read;
 mod users;
 mod values;
 
-pub use values::{parse_redis, parse_upstream, shown_url};
+pub use values::{BadUrl, MAX_ROUTE_URL, http_url, parse_redis, parse_upstream, shown_url};
 
 use std::fmt;
 use std::net::SocketAddr;

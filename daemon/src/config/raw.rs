@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::values::{
     AccountName, Address, ByteSize, Filter, Fraction, GroupId, Name, PasswordFile, PriorityName,
-    RedisUrl, Seconds, Upstream, UserId,
+    RedisUrl, Seconds, UpstreamUrl, UserId,
 };
 use super::{AccessConfig, ClusterConfig, DEFAULT_CLASSES, GatewayConfig, OnUnavailable};
 use pacer_broker::{
@@ -144,7 +144,7 @@ pub struct RawLog {
 pub struct RawGateway {
     enabled: Option<bool>,
     listen: Option<Address>,
-    upstream: Option<Upstream>,
+    upstream: Option<UpstreamUrl>,
     max_hold: Option<Seconds>,
     allow_non_loopback: Option<bool>,
     max_buffered: Option<ByteSize>,

@@ -127,7 +127,7 @@ impl<'a> Reader<'a> {
                                     raw.keys.insert(fp, entry);
                                 }
                             }
-                            Err(message) => self.problem(Some(at), prefix, message),
+                            Err(invalid) => self.problem(Some(at), prefix, invalid.to_string()),
                         }
                     }
                 }

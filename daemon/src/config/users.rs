@@ -1,8 +1,26 @@
 //! User and group names in `[access]`, looked up when the file is read.
 
+/// A user or group name that names nobody here.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unknown {
+    #[error("`{name}` is not a {what}")]
+    Malformed { name: String, what: &'static str },
+    #[error("no {what} is named `{name}` on this machine")]
+    Missing { name: String, what: &'static str },
+    #[error("cannot look up the {what} `{name}`: {error}")]
+    Failed {
+        name: String,
+        what: &'static str,
+        error: String,
+    },
+    #[cfg(not(unix))]
+    #[error("`{name}`: {what} names are looked up on Unix only")]
+    Unsupported { name: String, what: &'static str },
+}
+
 /// The uid of a user name.
 #[cfg(unix)]
-pub fn user_id(name: &str) -> Result<u32, String> {
+pub fn user_id(name: &str) -> Result<u32, Unknown> {
     lookup(name, "user", |name, buf| {
         // SAFETY: every pointer is valid for the call; getpwnam_r writes only into `pwd` and
         // `buf` (within `buf.len()`), and sets `result` to null or to `pwd`.
@@ -23,7 +41,7 @@ pub fn user_id(name: &str) -> Result<u32, String> {
 
 /// The gid of a group name.
 #[cfg(unix)]
-pub fn group_id(name: &str) -> Result<u32, String> {
+pub fn group_id(name: &str) -> Result<u32, Unknown> {
     lookup(name, "group", |name, buf| {
         // SAFETY: as for getpwnam_r above.
         unsafe {
@@ -45,32 +63,51 @@ pub fn group_id(name: &str) -> Result<u32, String> {
 #[cfg(unix)]
 fn lookup(
     name: &str,
-    what: &str,
+    what: &'static str,
     call: impl Fn(&std::ffi::CStr, &mut Vec<u8>) -> (libc::c_int, Option<u32>),
-) -> Result<u32, String> {
-    let c_name = std::ffi::CString::new(name).map_err(|_| format!("`{name}` is not a {what}"))?;
+) -> Result<u32, Unknown> {
+    let name_of = || name.to_owned();
+    let c_name = std::ffi::CString::new(name).map_err(|_| Unknown::Malformed {
+        name: name_of(),
+        what,
+    })?;
     let mut buf = vec![0u8; 1024];
     loop {
         match call(&c_name, &mut buf) {
             (libc::ERANGE, _) if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
             (0, Some(id)) => return Ok(id),
-            (0, None) => return Err(format!("no {what} is named `{name}` on this machine")),
+            (0, None) => {
+                return Err(Unknown::Missing {
+                    name: name_of(),
+                    what,
+                });
+            }
             (rc, _) => {
-                let e = std::io::Error::from_raw_os_error(rc);
-                return Err(format!("cannot look up the {what} `{name}`: {e}"));
+                let error = std::io::Error::from_raw_os_error(rc).to_string();
+                return Err(Unknown::Failed {
+                    name: name_of(),
+                    what,
+                    error,
+                });
             }
         }
     }
 }
 
 #[cfg(not(unix))]
-pub fn user_id(name: &str) -> Result<u32, String> {
-    Err(format!("`{name}`: user names are looked up on Unix only"))
+pub fn user_id(name: &str) -> Result<u32, Unknown> {
+    Err(Unknown::Unsupported {
+        name: name.to_owned(),
+        what: "user",
+    })
 }
 
 #[cfg(not(unix))]
-pub fn group_id(name: &str) -> Result<u32, String> {
-    Err(format!("`{name}`: group names are looked up on Unix only"))
+pub fn group_id(name: &str) -> Result<u32, Unknown> {
+    Err(Unknown::Unsupported {
+        name: name.to_owned(),
+        what: "group",
+    })
 }
 
 #[cfg(all(test, unix))]
@@ -81,7 +118,7 @@ mod tests {
     fn names_are_looked_up() {
         assert_eq!(user_id("root"), Ok(0));
         assert_eq!(group_id("root"), Ok(0));
-        let missing = user_id("no-such-user-pacer").unwrap_err();
+        let missing = user_id("no-such-user-pacer").unwrap_err().to_string();
         assert!(
             missing.contains("no user is named `no-such-user-pacer`"),
             "{missing}"

@@ -23,9 +23,54 @@ impl<'de> Deserialize<'de> for Name {
 }
 
 /// A key fingerprint written as 16 hex characters.
-pub fn fingerprint(text: &str) -> Result<KeyFingerprint, String> {
+pub fn fingerprint(
+    text: &str,
+) -> Result<KeyFingerprint, pacer_protocol::budget::InvalidFingerprint> {
     text.parse()
-        .map_err(|e: pacer_protocol::budget::InvalidFingerprint| e.to_string())
+}
+
+/// A URL pacerd cannot use (the gateway's upstream, a route's, Redis').
+#[derive(Debug, thiserror::Error)]
+pub enum BadUrl {
+    #[error("the upstream URL is {0} bytes long; at most {MAX_ROUTE_URL} are taken")]
+    TooLong(usize),
+    #[error("`{shown}` is not a URL ({error}): expected {expected}")]
+    NotAUrl {
+        shown: String,
+        error: String,
+        expected: &'static str,
+    },
+    #[error("`{shown}` is not {scheme} URL with a host")]
+    WrongScheme { shown: String, scheme: &'static str },
+    #[error("`{shown}`: {error}")]
+    Redis {
+        shown: String,
+        error: redis::RedisError,
+    },
+}
+
+/// The longest upstream URL taken.
+pub const MAX_ROUTE_URL: usize = 2048;
+
+/// Parses an http(s) URL with a host; `expected` says what was expected, shown text of it is
+/// held short and free of credentials.
+pub fn http_url(text: &str, expected: &'static str) -> Result<reqwest::Url, BadUrl> {
+    let shown = || match reqwest::Url::parse(text.trim()) {
+        Ok(url) => shown_url(&url),
+        Err(_) => text.chars().take(100).collect(),
+    };
+    let url = reqwest::Url::parse(text.trim()).map_err(|e| BadUrl::NotAUrl {
+        shown: shown(),
+        error: e.to_string(),
+        expected,
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(BadUrl::WrongScheme {
+            shown: shown(),
+            scheme: "an http or https",
+        });
+    }
+    Ok(url)
 }
 
 /// A name for an account tied by hand: letters, digits, `.`, `_`, `-`; `org-` is reserved for
@@ -84,25 +129,20 @@ impl<'de> Deserialize<'de> for Address {
 
 /// An http or https URL.
 #[derive(Debug)]
-pub struct Upstream(pub reqwest::Url);
+pub struct UpstreamUrl(pub reqwest::Url);
 
-impl<'de> Deserialize<'de> for Upstream {
+impl<'de> Deserialize<'de> for UpstreamUrl {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         parse_upstream(&s)
-            .map(Upstream)
+            .map(UpstreamUrl)
             .map_err(serde::de::Error::custom)
     }
 }
 
 /// Parses the gateway's upstream: an absolute http(s) URL.
-pub fn parse_upstream(text: &str) -> Result<reqwest::Url, String> {
-    let url = reqwest::Url::parse(text)
-        .map_err(|e| format!("`{text}` is not a URL ({e}): expected https://host[:port]"))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return Err(format!("`{text}` is not an http or https URL with a host"));
-    }
-    Ok(url)
+pub fn parse_upstream(text: &str) -> Result<reqwest::Url, BadUrl> {
+    http_url(text, "https://host[:port]")
 }
 
 /// A positive duration: a number of seconds (`240`, `1.5`), or a string with units as the
@@ -209,17 +249,22 @@ impl<'de> Deserialize<'de> for RedisUrl {
 }
 
 /// Parses a Redis URL: `redis://[:password@]host[:port][/db]`, or `rediss://` for TLS.
-pub fn parse_redis(text: &str) -> Result<reqwest::Url, String> {
-    let url = reqwest::Url::parse(text).map_err(|e| {
-        format!("`{text}` is not a URL ({e}): expected redis://host:6379/0 (rediss:// for TLS)")
+pub fn parse_redis(text: &str) -> Result<reqwest::Url, BadUrl> {
+    let url = reqwest::Url::parse(text).map_err(|e| BadUrl::NotAUrl {
+        shown: text.chars().take(100).collect(),
+        error: e.to_string(),
+        expected: "redis://host:6379/0 (rediss:// for TLS)",
     })?;
     if !matches!(url.scheme(), "redis" | "rediss") || url.host().is_none() {
-        return Err(format!(
-            "`{}` is not a redis:// or rediss:// URL with a host",
-            shown_url(&url)
-        ));
+        return Err(BadUrl::WrongScheme {
+            shown: shown_url(&url),
+            scheme: "a redis:// or rediss://",
+        });
     }
-    redis::Client::open(url.as_str()).map_err(|e| format!("`{}`: {e}", shown_url(&url)))?;
+    redis::Client::open(url.as_str()).map_err(|error| BadUrl::Redis {
+        shown: shown_url(&url),
+        error,
+    })?;
     Ok(url)
 }
 

@@ -50,7 +50,7 @@ pub struct Forward {
     pub headers: http::HeaderMap,
     pub body: bytes::Bytes,
     /// The memory the body holds, given back when the request is done.
-    pub _held: super::memory::Held,
+    pub _held: super::memory::BodyBytes,
     /// The upstream it goes to (the daemon's, or a registered route's), for messages.
     pub base: reqwest::Url,
 }

@@ -16,7 +16,7 @@ pub struct BodyMemory {
 
 /// Memory held for one body; given back when dropped.
 #[derive(Debug)]
-pub struct Held {
+pub struct BodyBytes {
     memory: Arc<BodyMemory>,
     bytes: usize,
 }
@@ -39,8 +39,8 @@ impl BodyMemory {
     }
 
     /// An empty hold, grown as the body arrives.
-    pub fn hold(self: &Arc<Self>) -> Held {
-        Held {
+    pub fn hold(self: &Arc<Self>) -> BodyBytes {
+        BodyBytes {
             memory: self.clone(),
             bytes: 0,
         }
@@ -66,7 +66,7 @@ impl BodyMemory {
 /// of it (a Claude Code request is ~100 KB; an image or a PDF makes megabytes).
 pub const SMALL_BODY: usize = 1 << 20;
 
-impl Held {
+impl BodyBytes {
     /// Makes the hold `bytes` large; false (and unchanged) when that would pass the limit.
     pub fn grow_to(&mut self, bytes: usize) -> bool {
         if bytes <= self.bytes {
@@ -81,7 +81,7 @@ impl Held {
     }
 }
 
-impl Drop for Held {
+impl Drop for BodyBytes {
     fn drop(&mut self) {
         self.memory.used.fetch_sub(self.bytes, Ordering::AcqRel);
     }
@@ -109,7 +109,7 @@ mod tests {
     #[test]
     fn large_bodies_leave_a_quarter_for_small_ones() {
         let memory = BodyMemory::new(16 * SMALL_BODY);
-        let large: Vec<Held> = (0..3)
+        let large: Vec<BodyBytes> = (0..3)
             .map(|_| {
                 let mut held = memory.hold();
                 assert!(held.grow_to(4 * SMALL_BODY));

@@ -48,7 +48,7 @@ use gated::{Forward, Gate};
 use pacer_api::Endpoint;
 use pacer_api::fields::{self, MessagesFields};
 use pacer_broker::{MAX_MODEL_LEN, MAX_NAME_LEN};
-use route::Route;
+use route::RequestPath;
 use server::{BodyError, discard, read_body};
 
 static BUSY_BODIES: crate::throttle::Throttle =
@@ -112,7 +112,7 @@ impl Gateway {
             discard(body).await;
             return answer;
         }
-        let route = Route::parse(&parts.method, parts.uri.path());
+        let route = RequestPath::parse(&parts.method, parts.uri.path());
         // A registered route forwards to its own upstream; a route nobody registered is
         // refused (the gateway is no open proxy).
         let base = match &route.route {
@@ -234,7 +234,7 @@ impl Gateway {
     /// to a request it refuses.
     fn gate(
         &self,
-        route: &Route,
+        route: &RequestPath,
         headers: &HeaderMap,
         forward: &Forward,
     ) -> Result<Option<Gate>, Box<Response<GatewayBody>>> {

@@ -13,7 +13,7 @@ use pacer_protocol::{Priority, gateway};
 
 /// A request's path after the client prefix is taken off.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Route {
+pub struct RequestPath {
     /// The path to forward (always starting with `/`).
     pub path: String,
     pub endpoint: Endpoint,
@@ -24,13 +24,13 @@ pub struct Route {
     pub route: Option<String>,
 }
 
-impl Route {
+impl RequestPath {
     /// Reads a request's method and path. Whether it is gated is decided on a loose reading of
     /// the path (see [`loose_segments`]): any spelling the upstream might take for a Messages
     /// endpoint (`//v1/messages`, `/v1/%6dessages`, `/V1/messages`, `/v1/messages;x`) is gated,
     /// and forwarded in its canonical form, so that none goes around the budget. Everything else
     /// is forwarded as it came, the prefix taken off.
-    pub fn parse(method: &http::Method, path: &str) -> Route {
+    pub fn parse(method: &http::Method, path: &str) -> RequestPath {
         let loose = loose_segments(path);
         let (loose_token, rest) = match loose.as_slice() {
             [s, token, rest @ ..] if s == PREFIX_SEGMENT => (Some(token.as_str()), rest),
@@ -55,7 +55,7 @@ impl Route {
             .as_deref()
             .map(gateway::parse_client_token)
             .unwrap_or_default();
-        Route {
+        RequestPath {
             path,
             endpoint,
             client_id: token.client,
@@ -77,7 +77,7 @@ pub fn session_id(headers: &HeaderMap) -> Option<String> {
 
 /// Who is asking and how urgently: headers win over the path prefix; Claude Code's session id
 /// (its first 8 characters) tells its sessions apart, after the prefix's name if there is one.
-pub fn identity(route: &Route, headers: &HeaderMap) -> (String, Priority) {
+pub fn identity(route: &RequestPath, headers: &HeaderMap) -> (String, Priority) {
     let header = |name: &str| {
         headers
             .get(name)
@@ -109,7 +109,7 @@ mod tests {
 
     #[test]
     fn the_prefix_is_stripped_and_names_the_client() {
-        let route = Route::parse(&Method::POST, "/s/claude-42~interactive/v1/messages");
+        let route = RequestPath::parse(&Method::POST, "/s/claude-42~interactive/v1/messages");
         assert_eq!(route.path, "/v1/messages");
         assert_eq!(route.endpoint, Endpoint::Messages);
         assert_eq!(route.client_id.as_deref(), Some("claude-42"));
@@ -156,18 +156,18 @@ mod tests {
             "/v1%2Fmessages",
             "/v1\\messages",
         ] {
-            let route = Route::parse(&Method::POST, path);
+            let route = RequestPath::parse(&Method::POST, path);
             assert_eq!(route.endpoint, Endpoint::Messages, "{path}");
             assert_eq!(route.path, "/v1/messages", "{path}");
         }
-        let route = Route::parse(&Method::POST, "//s/job~batch//v1/MESSAGES/count_tokens");
+        let route = RequestPath::parse(&Method::POST, "//s/job~batch//v1/MESSAGES/count_tokens");
         assert_eq!(route.endpoint, Endpoint::CountTokens);
         assert_eq!(route.path, "/v1/messages/count_tokens");
         assert_eq!(route.client_id.as_deref(), Some("job"));
-        let lower = Route::parse(&"post".parse().unwrap(), "/v1/messages");
+        let lower = RequestPath::parse(&"post".parse().unwrap(), "/v1/messages");
         assert_eq!(lower.endpoint, Endpoint::Messages);
         // Anything else goes as it came.
-        let other = Route::parse(&Method::GET, "/v1//models;x");
+        let other = RequestPath::parse(&Method::GET, "/v1//models;x");
         assert_eq!(
             (other.endpoint, other.path.as_str()),
             (Endpoint::Other, "/v1//models;x")
@@ -176,31 +176,31 @@ mod tests {
 
     #[test]
     fn paths_without_a_prefix_pass_as_they_are() {
-        let route = Route::parse(&Method::POST, "/v1/messages/count_tokens");
+        let route = RequestPath::parse(&Method::POST, "/v1/messages/count_tokens");
         assert_eq!(route.endpoint, Endpoint::CountTokens);
         assert_eq!(route.client_id, None);
-        let route = Route::parse(&Method::GET, "/v1/models");
+        let route = RequestPath::parse(&Method::GET, "/v1/models");
         assert_eq!(
             (route.path.as_str(), route.endpoint),
             ("/v1/models", Endpoint::Other)
         );
-        let route = Route::parse(&Method::HEAD, "/");
+        let route = RequestPath::parse(&Method::HEAD, "/");
         assert_eq!(route.endpoint, Endpoint::Other);
     }
 
     #[test]
     fn a_bare_prefix_and_odd_tokens() {
-        let route = Route::parse(&Method::HEAD, "/s/abc");
+        let route = RequestPath::parse(&Method::HEAD, "/s/abc");
         assert_eq!(route.path, "/");
         assert_eq!(route.client_id.as_deref(), Some("abc"));
         assert_eq!(route.priority, None);
-        let route = Route::parse(&Method::POST, "/s/a~b~batch/v1/messages/");
+        let route = RequestPath::parse(&Method::POST, "/s/a~b~batch/v1/messages/");
         assert_eq!(route.client_id.as_deref(), Some("a~b"));
         assert_eq!(route.priority, Some(Priority::Batch));
         assert_eq!(route.endpoint, Endpoint::Messages);
         // Only POST is gated.
         assert_eq!(
-            Route::parse(&Method::GET, "/v1/messages").endpoint,
+            RequestPath::parse(&Method::GET, "/v1/messages").endpoint,
             Endpoint::Other
         );
     }
@@ -208,14 +208,14 @@ mod tests {
     #[test]
     fn tokens_from_pacer_run_are_understood() {
         let token = gateway::client_token("my job/1", Priority::Batch, None);
-        let route = Route::parse(&Method::POST, &format!("/s/{token}/v1/messages"));
+        let route = RequestPath::parse(&Method::POST, &format!("/s/{token}/v1/messages"));
         assert_eq!(route.client_id.as_deref(), Some("my_job_1"));
         assert_eq!(route.priority, Some(Priority::Batch));
     }
 
     #[test]
     fn headers_win_over_the_prefix() {
-        let route = Route::parse(&Method::POST, "/s/job~batch/v1/messages");
+        let route = RequestPath::parse(&Method::POST, "/s/job~batch/v1/messages");
         let mut headers = HeaderMap::new();
         assert_eq!(identity(&route, &headers), ("job".into(), Priority::Batch));
         headers.insert(SESSION_HEADER, "3f2a9c1d-0000-4000".parse().unwrap());
@@ -223,7 +223,7 @@ mod tests {
             identity(&route, &headers),
             ("job/3f2a9c1d".into(), Priority::Batch)
         );
-        let bare = Route::parse(&Method::POST, "/v1/messages");
+        let bare = RequestPath::parse(&Method::POST, "/v1/messages");
         assert_eq!(identity(&bare, &headers).0, "3f2a9c1d");
         headers.insert(CLIENT_HEADER, "named".parse().unwrap());
         headers.insert(PRIORITY_HEADER, "interactive".parse().unwrap());
@@ -231,7 +231,7 @@ mod tests {
             identity(&route, &headers),
             ("named".into(), Priority::Interactive)
         );
-        let bare = Route::parse(&Method::POST, "/v1/messages");
+        let bare = RequestPath::parse(&Method::POST, "/v1/messages");
         assert_eq!(
             identity(&bare, &HeaderMap::new()),
             ("gateway".into(), Priority::Normal)

@@ -14,7 +14,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::memory::{BodyMemory, Held};
+use super::memory::{BodyBytes, BodyMemory};
 use super::{Gateway, MAX_BODY};
 use crate::accept::{self, Shutdown, Task};
 use crate::throttle::Throttle;
@@ -153,7 +153,7 @@ pub async fn read_body(
     body: &mut Incoming,
     memory: &Arc<BodyMemory>,
     declared: Option<usize>,
-) -> Result<(Bytes, Held), BodyError> {
+) -> Result<(Bytes, BodyBytes), BodyError> {
     let mut held = memory.hold();
     let mut out = bytes::BytesMut::new();
     if let Some(declared) = declared.filter(|&d| d > 0) {

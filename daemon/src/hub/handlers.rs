@@ -190,7 +190,7 @@ pub fn session(hub: &Hub, query: SessionQuery) -> Response {
 pub fn register_route(hub: &Hub, request: RegisterRoute) -> Response {
     match hub.register_route(&request.upstream, &request.client) {
         Ok(info) => Response::Route(info),
-        Err(message) => error(ErrorKind::InvalidRequest, message),
+        Err(refused) => error(ErrorKind::InvalidRequest, refused.to_string()),
     }
 }
 

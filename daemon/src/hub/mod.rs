@@ -169,11 +169,11 @@ impl Hub {
     }
 
     /// Starts a subscription to events; the broker produces grant events while any is open.
-    pub fn subscribe(&self) -> Subscription<'_> {
+    pub fn subscribe(&self) -> Listener<'_> {
         let mut state = self.lock();
         state.subscribers += 1;
         state.broker.set_events(true);
-        Subscription {
+        Listener {
             hub: self,
             events: self.events.subscribe(),
         }
@@ -191,7 +191,11 @@ impl Hub {
     }
 
     /// Registers an upstream for a wrapped command; the same upstream keeps its route.
-    pub fn register_route(&self, upstream: &str, client: &str) -> Result<RouteInfo, String> {
+    pub fn register_route(
+        &self,
+        upstream: &str,
+        client: &str,
+    ) -> Result<RouteInfo, routes::RouteError> {
         let url = routes::check_upstream(upstream)?;
         let shown = crate::config::shown_url(&url);
         let id = self.lock().routes.register(url, client, now())?;
@@ -302,12 +306,12 @@ impl Hub {
 }
 
 /// An open subscription; dropping it ends it.
-pub struct Subscription<'a> {
+pub struct Listener<'a> {
     hub: &'a Hub,
     pub events: broadcast::Receiver<Event>,
 }
 
-impl Drop for Subscription<'_> {
+impl Drop for Listener<'_> {
     fn drop(&mut self) {
         let mut state = self.hub.lock();
         state.subscribers -= 1;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use pacer_protocol::message::RouteStatus;
 use reqwest::Url;
 
-use crate::config::shown_url;
+use crate::config::{BadUrl, MAX_ROUTE_URL, http_url, shown_url};
 use pacer_broker::TimeBase;
 
 /// A route nobody has used for this long is forgotten.
@@ -21,8 +21,6 @@ pub const ROUTE_IDLE_LIMIT: Duration = Duration::from_secs(24 * 3600);
 /// idle for [`ROUTE_EVICT_IDLE`] (a route in use is never taken from its clients).
 pub const MAX_ROUTES: usize = 256;
 pub const ROUTE_EVICT_IDLE: Duration = Duration::from_secs(3600);
-/// The longest upstream URL taken.
-pub const MAX_ROUTE_URL: usize = 2048;
 /// The most client names remembered per route (for `pacer status`).
 const MAX_CLIENTS: usize = 32;
 
@@ -39,33 +37,22 @@ pub struct Routes {
 }
 
 /// Why an upstream cannot be a route.
-pub fn check_upstream(text: &str) -> Result<Url, String> {
-    if text.len() > MAX_ROUTE_URL {
-        return Err(format!(
-            "the upstream URL is {} bytes long; at most {MAX_ROUTE_URL} are taken",
-            text.len()
-        ));
-    }
-    let url = Url::parse(text.trim()).map_err(|e| {
-        format!(
-            "`{}` is not a URL ({e}): expected http(s)://host[:port][/path]",
-            display(text)
-        )
-    })?;
-    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return Err(format!(
-            "`{}` is not an http or https URL with a host",
-            display(text)
-        ));
-    }
-    Ok(url)
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error(transparent)]
+    Url(#[from] BadUrl),
+    #[error(
+        "pacerd keeps at most {MAX_ROUTES} routes, and every one was used within the last hour"
+    )]
+    Full,
 }
 
-fn display(text: &str) -> String {
-    match Url::parse(text.trim()) {
-        Ok(url) => shown_url(&url),
-        Err(_) => text.chars().take(100).collect(),
+/// The upstream a client asks to register, if it can be a route.
+pub fn check_upstream(text: &str) -> Result<Url, BadUrl> {
+    if text.len() > MAX_ROUTE_URL {
+        return Err(BadUrl::TooLong(text.len()));
     }
+    http_url(text, "http(s)://host[:port][/path]")
 }
 
 impl Routes {
@@ -77,7 +64,7 @@ impl Routes {
         upstream: Url,
         client: &str,
         now: Instant,
-    ) -> Result<String, String> {
+    ) -> Result<String, RouteError> {
         self.forget_idle(now);
         let known = self
             .by_id
@@ -100,12 +87,7 @@ impl Routes {
                         Some(oldest) => {
                             self.by_id.remove(&oldest);
                         }
-                        None => {
-                            return Err(format!(
-                                "pacerd keeps at most {MAX_ROUTES} routes, and every one was used \
-                                 within the last hour"
-                            ));
-                        }
+                        None => return Err(RouteError::Full),
                     }
                 }
                 let id = self.new_id(&upstream);
@@ -268,7 +250,8 @@ mod tests {
         // Full, and every route used within the hour: the next is refused, none is taken away.
         let later = t0 + Duration::from_secs(MAX_ROUTES as u64 + 10);
         let refused = routes.register(url("http://one-more.example"), "c", later);
-        assert!(refused.unwrap_err().contains("at most 256 routes"));
+        assert!(matches!(refused, Err(RouteError::Full)));
+        assert!(RouteError::Full.to_string().contains("at most 256 routes"));
         assert_eq!(routes.by_id.len(), MAX_ROUTES);
         // An hour on, the least recently used goes for a new one.
         let much_later = t0 + ROUTE_EVICT_IDLE + Duration::from_secs(1);

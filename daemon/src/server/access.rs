@@ -47,7 +47,7 @@ impl Policy {
     }
 
     /// Whether `peer` may use the daemon; if not, why, in words for the peer and the log.
-    pub fn check(&self, peer: &Peer) -> Result<(), String> {
+    pub fn check(&self, peer: &Peer) -> Result<(), Denied> {
         if peer.uid == self.own_uid || peer.uid == 0 {
             return Ok(());
         }
@@ -58,12 +58,24 @@ impl Policy {
         if rules.allow_uids.contains(&peer.uid) || in_group {
             return Ok(());
         }
-        Err(format!(
-            "permission denied: uid {} (gid {}) may not use this pacerd, which runs as uid {}; \
-             its [access] allow_uids / allow_groups settings name who else may",
-            peer.uid, peer.gid, self.own_uid
-        ))
+        Err(Denied {
+            uid: peer.uid,
+            gid: peer.gid,
+            daemon_uid: self.own_uid,
+        })
     }
+}
+
+/// A peer the access rules do not let in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "permission denied: uid {uid} (gid {gid}) may not use this pacerd, which runs as uid \
+     {daemon_uid}; its [access] allow_uids / allow_groups settings name who else may"
+)]
+pub struct Denied {
+    pub uid: u32,
+    pub gid: u32,
+    pub daemon_uid: u32,
 }
 
 #[cfg(unix)]
@@ -134,7 +146,10 @@ mod tests {
         let policy = Policy::new(1000, AccessConfig::default());
         assert!(policy.check(&peer(1000, 1000, &[])).is_ok());
         assert!(policy.check(&peer(0, 0, &[])).is_ok());
-        let denied = policy.check(&peer(1001, 1001, &[])).unwrap_err();
+        let denied = policy
+            .check(&peer(1001, 1001, &[]))
+            .unwrap_err()
+            .to_string();
         assert!(denied.contains("uid 1001"), "{denied}");
         assert!(denied.contains("allow_uids"), "{denied}");
     }

@@ -94,6 +94,25 @@ struct Connection {
     subscriptions: JoinSet<()>,
 }
 
+/// Why pacerd closed a connection (the client leaving, or the daemon stopping, is no error).
+#[derive(Debug, thiserror::Error)]
+enum Closed {
+    #[error("{0}")]
+    Malformed(codec::FrameError),
+    #[error("read failed: {0}")]
+    Read(std::io::Error),
+    #[error("no Hello within {HELLO_TIMEOUT:?}")]
+    NoHello,
+    #[error("the first request on a connection must be Hello")]
+    HelloRequired,
+    #[error(
+        "protocol version mismatch: {client} speaks version {version}, but pacerd \
+         {DAEMON_VERSION} speaks version {PROTOCOL_VERSION}; use a client and daemon from the \
+         same pacer release"
+    )]
+    VersionMismatch { client: String, version: u32 },
+}
+
 impl Connection {
     /// Reads and handles requests until the client leaves, breaks the protocol or the daemon
     /// stops; returns why.
@@ -101,7 +120,7 @@ impl Connection {
         &mut self,
         mut reader: impl AsyncRead + Unpin,
         stop: CancellationToken,
-    ) -> Result<(), String> {
+    ) -> Result<(), Closed> {
         let mut buf = BytesMut::with_capacity(8 * 1024);
         let hello_deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
         loop {
@@ -117,7 +136,7 @@ impl Connection {
                         self.send(0, handlers::error(ErrorKind::MalformedFrame, message));
                         self.hub.stats().count_refusal();
                         warn_throttled!(MALFORMED, "refused a client: {e}");
-                        return Err(e.to_string());
+                        return Err(Closed::Malformed(e));
                     }
                 }
             }
@@ -135,11 +154,11 @@ impl Connection {
                 read = reader.read_buf(&mut buf) => match read {
                     Ok(0) => return Ok(()),
                     Ok(_) => {}
-                    Err(e) => return Err(format!("read failed: {e}")),
+                    Err(e) => return Err(Closed::Read(e)),
                 },
                 () = tokio::time::sleep_until(hello_deadline), if !self.greeted => {
                     self.hub.stats().count_refusal();
-                    return Err(format!("no Hello within {HELLO_TIMEOUT:?}"));
+                    return Err(Closed::NoHello);
                 }
                 () = stop.cancelled() => return Ok(()),
             }
@@ -150,7 +169,7 @@ impl Connection {
         hub::send(&self.outbox, &ResponseFrame { id, response });
     }
 
-    fn handle(&mut self, frame: RequestFrame) -> Result<(), String> {
+    fn handle(&mut self, frame: RequestFrame) -> Result<(), Closed> {
         let id = frame.id;
         if !self.greeted {
             return self.greet(id, frame.request);
@@ -183,21 +202,18 @@ impl Connection {
         Ok(())
     }
 
-    fn greet(&mut self, id: u64, request: Request) -> Result<(), String> {
+    fn greet(&mut self, id: u64, request: Request) -> Result<(), Closed> {
         let Request::Hello(hello) = request else {
-            let message = "the first request on a connection must be Hello".to_owned();
-            self.send(
-                id,
-                handlers::error(ErrorKind::HelloRequired, message.clone()),
-            );
-            return Err(message);
+            let message = Closed::HelloRequired.to_string();
+            self.send(id, handlers::error(ErrorKind::HelloRequired, message));
+            return Err(Closed::HelloRequired);
         };
         if hello.protocol_version != PROTOCOL_VERSION {
-            let message = format!(
-                "protocol version mismatch: {} speaks version {}, but pacerd {DAEMON_VERSION} speaks \
-                 version {PROTOCOL_VERSION}; use a client and daemon from the same pacer release",
-                hello.client_name, hello.protocol_version
-            );
+            let closed = Closed::VersionMismatch {
+                client: hello.client_name.clone(),
+                version: hello.protocol_version,
+            };
+            let message = closed.to_string();
             warn_throttled!(
                 REFUSED,
                 "refused a client ({}, pid {}): {message}",
@@ -208,7 +224,7 @@ impl Connection {
                 id,
                 handlers::error(ErrorKind::VersionMismatch, message.clone()),
             );
-            return Err(message);
+            return Err(closed);
         }
         tracing::debug!(conn = self.conn.0, client = %hello.client_name, pid = hello.pid, "client connected");
         self.greeted = true;

@@ -19,7 +19,10 @@ pub enum BindError {
     #[error("{} exists and is not a socket; refusing to replace it", .0.display())]
     NotASocket(PathBuf),
     #[error("refusing the socket directory: {reason}")]
-    Insecure { path: PathBuf, reason: String },
+    Insecure {
+        path: PathBuf,
+        reason: pacer_protocol::endpoint::UnsafeDir,
+    },
     #[error("cannot {op} {}: {source}", path.display())]
     Io {
         path: PathBuf,

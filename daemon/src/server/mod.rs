@@ -110,7 +110,8 @@ fn admit(server: &Server, stream: &Stream, open: usize) -> Result<(), (ErrorKind
             warn_throttled!(DENIED, "refused a connection: {message}");
             (ErrorKind::PermissionDenied, message)
         })?;
-        if let Err(message) = server.access.check(&peer) {
+        if let Err(denied) = server.access.check(&peer) {
+            let message = denied.to_string();
             warn_throttled!(
                 DENIED,
                 "refused a connection from uid {} (pid {}): {message}",

@@ -7,7 +7,10 @@
 //! windows such as `7d_opus`. Utilization is a spent fraction (0.0–1.0); resets are epoch
 //! seconds or RFC 3339.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use pacer_protocol::text::bounded;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// What the unified headers of one response say. Empty when the response had none.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -27,13 +30,17 @@ pub struct Unified {
     pub windows: Vec<UnifiedWindow>,
 }
 
-/// One window (`5h`, `7d`, `7d_opus`, …).
-#[derive(Debug, Clone, PartialEq)]
+/// One window (`5h`, `7d`, `7d_opus`, …): what the API said of it. The one shape of a window:
+/// the broker keeps it (beside its estimate), daemons tell each other of it in this form (JSON,
+/// the reset in epoch seconds); `pacer status` (the socket protocol's `WindowStatus`) and the
+/// state file (`SavedWindow`) have their own formats.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UnifiedWindow {
     pub name: String,
     pub status: Option<WindowState>,
     /// The spent fraction, 0.0 to 1.0.
     pub utilization: Option<f64>,
+    #[serde(with = "epoch_seconds")]
     pub reset: Option<SystemTime>,
 }
 
@@ -66,6 +73,36 @@ impl WindowState {
             WindowState::Rejected => "rejected",
             WindowState::Other(other) => other,
         }
+    }
+}
+
+/// As its name; read back held to a window name's length (whoever can write to the channel
+/// may send anything).
+impl Serialize for WindowState {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for WindowState {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Ok(WindowState::parse(&bounded(&text, MAX_WINDOW_NAME)))
+    }
+}
+
+/// A reset time as whole seconds since the Unix epoch (held below 2⁴⁰ when read back).
+mod epoch_seconds {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(at: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+        let secs = at.and_then(|at| at.duration_since(UNIX_EPOCH).ok());
+        secs.map(|d| d.as_secs()).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
+        let secs = Option::<u64>::deserialize(d)?;
+        Ok(secs.map(|s| UNIX_EPOCH + Duration::from_secs(s.min(1 << 40))))
     }
 }
 
@@ -216,6 +253,34 @@ fn parse_reset(value: &str) -> Option<SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_window_crosses_to_other_daemons_as_json_with_its_reset_in_epoch_seconds() {
+        let window = UnifiedWindow {
+            name: "5h".into(),
+            status: Some(WindowState::AllowedWarning),
+            utilization: Some(0.5),
+            reset: Some(UNIX_EPOCH + Duration::from_secs(1_800_000_000)),
+        };
+        let json = serde_json::to_string(&window).unwrap();
+        assert_eq!(
+            json,
+            r#"{"name":"5h","status":"allowed_warning","utilization":0.5,"reset":1800000000}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<UnifiedWindow>(&json).unwrap(),
+            window
+        );
+        // What another daemon (or whoever writes to the channel) sends is held to bounds.
+        let hostile = format!(
+            r#"{{"name":"7d","status":"{}","utilization":null,"reset":{}}}"#,
+            "x".repeat(1000),
+            u64::MAX
+        );
+        let read: UnifiedWindow = serde_json::from_str(&hostile).unwrap();
+        assert_eq!(read.status.unwrap().as_str().len(), MAX_WINDOW_NAME);
+        assert_eq!(read.reset, Some(UNIX_EPOCH + Duration::from_secs(1 << 40)));
+    }
     use crate::ratelimit::RateLimitHeaders;
 
     fn parse(pairs: &[(&str, &str)]) -> Unified {

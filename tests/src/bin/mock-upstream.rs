@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use pacer_tests::mock::{MockConfig, MockUpstream, SessionWall, Subscription};
+use pacer_tests::mock::{MockConfig, MockUpstream, Plan, SessionWall};
 
 #[derive(Parser)]
 struct Args {
@@ -84,9 +84,9 @@ async fn main() -> anyhow::Result<()> {
             .map(|(key, org)| (key.to_owned(), org.to_owned()))
             .collect(),
         workspaces: Vec::new(),
-        subscription: args.subscription_5h.map(|n| Subscription {
+        subscription: args.subscription_5h.map(|n| Plan {
             five_hour: n,
-            ..Subscription::default()
+            ..Plan::default()
         }),
         base_path: args.base_path,
         known_keys: None,

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use pacer_tests::TestDaemon;
 use pacer_tests::bench::table;
-use pacer_tests::mock::{MockConfig, MockUpstream, Subscription};
+use pacer_tests::mock::{MockConfig, MockUpstream, Plan};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -39,10 +39,10 @@ async fn run(batch_ceiling: f64, args: &Args) -> Outcome {
     let mock = MockUpstream::start(MockConfig {
         rpm: 600,
         latency: Duration::from_millis(50),
-        subscription: Some(Subscription {
+        subscription: Some(Plan {
             five_hour: 60,
             five_hour_reset: Duration::from_secs(300),
-            ..Subscription::default()
+            ..Plan::default()
         }),
         ..MockConfig::default()
     })

@@ -21,7 +21,7 @@ pub struct Workspace {
 
 /// A Claude Pro/Max subscription, for OAuth tokens.
 #[derive(Debug, Clone)]
-pub struct Subscription {
+pub struct Plan {
     /// The organization the API names for it.
     pub organization: String,
     /// Requests allowed in the 5-hour window and in the weekly one.
@@ -40,7 +40,7 @@ pub struct Subscription {
     pub overage: bool,
 }
 
-impl Default for Subscription {
+impl Default for Plan {
     fn default() -> Self {
         Self {
             organization: "0b9e6f0e-5b0a-4c1e-9d7a-5e5b5b5b5b5b".into(),
@@ -131,7 +131,7 @@ pub(super) struct WindowUse {
 /// The unified headers of an answer to a subscriber, for a request of `model`, and whether the
 /// request is refused.
 pub(super) fn unified_headers(
-    subscription: &Subscription,
+    subscription: &Plan,
     used: WindowUse,
     started: SystemTime,
     model: &str,
@@ -207,11 +207,7 @@ pub(super) fn unified_headers(
 }
 
 /// Seconds until the spent window resets.
-pub(super) fn retry_after(
-    subscription: &Subscription,
-    used: WindowUse,
-    started: SystemTime,
-) -> u64 {
+pub(super) fn retry_after(subscription: &Plan, used: WindowUse, started: SystemTime) -> u64 {
     let reset = if subscription.seven_day_used + used.seven_day >= subscription.seven_day {
         started + subscription.seven_day_reset
     } else {

@@ -19,7 +19,7 @@ mod limits;
 mod messages;
 mod wall;
 
-pub use accounts::{Subscription, Workspace};
+pub use accounts::{Plan, Workspace};
 pub use wall::SessionWall;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -63,7 +63,7 @@ pub struct MockConfig {
     /// Workspaces with lower request limits of their own.
     pub workspaces: Vec<Workspace>,
     /// The subscription every OAuth token (`Bearer sk-ant-oat…`) belongs to.
-    pub subscription: Option<Subscription>,
+    pub subscription: Option<Plan>,
     /// A path prefix every request must carry (`/anthropic`), as behind a company gateway;
     /// empty for none.
     pub base_path: String,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use pacer_tests::mock::{Inject, MockConfig, MockUpstream, Subscription};
+use pacer_tests::mock::{Inject, MockConfig, MockUpstream, Plan};
 use pacer_tests::redis::RedisServer;
 use pacer_tests::{Pacerd, binary};
 use serde_json::{Value, json};

@@ -250,9 +250,9 @@ async fn two_daemons_hold_one_windows_ceiling_together() {
     let mock = MockUpstream::start(MockConfig {
         rpm: 6000,
         latency: Duration::from_millis(100),
-        subscription: Some(Subscription {
+        subscription: Some(Plan {
             five_hour: 40,
-            ..Subscription::default()
+            ..Plan::default()
         }),
         ..MockConfig::default()
     })
@@ -398,9 +398,9 @@ async fn a_subscriptions_windows_seen_through_one_daemon_show_on_the_others() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let redis = RedisServer::start();
     let mock = MockUpstream::start(MockConfig {
-        subscription: Some(Subscription {
+        subscription: Some(Plan {
             five_hour: 40,
-            ..Subscription::default()
+            ..Plan::default()
         }),
         ..MockConfig::default()
     })

@@ -44,16 +44,15 @@ pub struct TopArgs {
     after: Option<Duration>,
 }
 
-fn parse_size(text: &str) -> Result<(u16, u16), String> {
-    let (cols, rows) = text
-        .split_once(['x', 'X', '×'])
-        .ok_or_else(|| format!("`{text}` is not a size: use COLSxROWS, such as 100x30"))?;
+fn parse_size(text: &str) -> Result<(u16, u16), crate::args::BadValue> {
+    let bad = || crate::args::BadValue::Size(text.to_owned());
+    let (cols, rows) = text.split_once(['x', 'X', '×']).ok_or_else(bad)?;
     let parse = |n: &str| {
         n.trim()
             .parse::<u16>()
             .ok()
             .filter(|&n| n > 0)
-            .ok_or_else(|| format!("`{text}` is not a size: use COLSxROWS, such as 100x30"))
+            .ok_or_else(bad)
     };
     Ok((parse(cols)?, parse(rows)?))
 }

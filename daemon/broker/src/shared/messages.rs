@@ -1,13 +1,10 @@
 //! What crosses between the broker and the store's I/O layer: claims for capacity and their
 //! answers, work for the store, and the events daemons tell each other.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use pacer_api::unified::{
-    MAX_WINDOW_NAME, Unified, UnifiedWindow, WindowState, is_window_name, sane_utilization,
-};
+use pacer_api::unified::{Unified, UnifiedWindow, WindowState, is_window_name, sane_utilization};
 use pacer_protocol::message::BudgetId;
-use pacer_protocol::text::bounded;
 use pacer_protocol::{BudgetOwner, KeyFingerprint, LimitKind};
 use serde::{Deserialize, Serialize};
 
@@ -139,63 +136,33 @@ impl ClusterEvent {
 /// that crosses to other daemons.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WindowsReport {
-    pub status: Option<String>,
-    pub windows: Vec<WindowReport>,
+    pub status: Option<WindowState>,
+    pub windows: Vec<UnifiedWindow>,
     /// Extra usage: its status, and whether the account spends it now.
     #[serde(default)]
-    pub overage: Option<String>,
+    pub overage: Option<WindowState>,
     #[serde(default)]
     pub overage_in_use: Option<bool>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WindowReport {
-    pub name: String,
-    pub status: Option<String>,
-    pub utilization: Option<f64>,
-    /// Seconds since the Unix epoch.
-    pub reset: Option<u64>,
 }
 
 /// The most windows taken from one report (real accounts have two or three).
 const MAX_WINDOWS: usize = 16;
 
-/// A status as another daemon reported it, held to a window name's length.
-fn window_state(status: &str) -> WindowState {
-    WindowState::parse(&bounded(status, MAX_WINDOW_NAME))
-}
-
-fn epoch(time: SystemTime) -> Option<u64> {
-    time.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs())
-}
-
 impl WindowsReport {
     pub fn of(unified: &Unified) -> WindowsReport {
         WindowsReport {
-            status: unified.status.as_ref().map(|s| s.as_str().to_owned()),
-            overage: unified
-                .overage_status
-                .as_ref()
-                .map(|s| s.as_str().to_owned()),
+            status: unified.status.clone(),
+            overage: unified.overage_status.clone(),
             overage_in_use: unified.overage_in_use,
-            windows: unified
-                .windows
-                .iter()
-                .map(|w| WindowReport {
-                    name: w.name.clone(),
-                    status: w.status.as_ref().map(|s| s.as_str().to_owned()),
-                    utilization: w.utilization,
-                    reset: w.reset.and_then(epoch),
-                })
-                .collect(),
+            windows: unified.windows.clone(),
         }
     }
 
     /// Back to what the headers said (what another daemon's response said).
     pub fn to_unified(&self) -> Unified {
         Unified {
-            status: self.status.as_deref().map(window_state),
-            overage_status: self.overage.as_deref().map(window_state),
+            status: self.status.clone(),
+            overage_status: self.overage.clone(),
             overage_in_use: self.overage_in_use,
             // Held to the same rules as headers: another daemon (or whoever can write to the
             // channel) may send anything.
@@ -205,12 +172,8 @@ impl WindowsReport {
                 .filter(|w| is_window_name(&w.name))
                 .take(MAX_WINDOWS)
                 .map(|w| UnifiedWindow {
-                    name: w.name.clone(),
-                    status: w.status.as_deref().map(window_state),
                     utilization: w.utilization.and_then(sane_utilization),
-                    reset: w
-                        .reset
-                        .map(|s| UNIX_EPOCH + Duration::from_secs(s.min(1 << 40))),
+                    ..w.clone()
                 })
                 .collect(),
             ..Unified::default()

@@ -32,7 +32,7 @@ mod messages;
 
 pub use events::checked;
 
-pub use messages::{Claim, ClaimAnswer, ClusterEvent, SharedOp, WindowReport, WindowsReport};
+pub use messages::{Claim, ClaimAnswer, ClusterEvent, SharedOp, WindowsReport};
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -261,25 +261,19 @@ fn windows_from_a_damaged_state_file_or_another_daemon_are_held_to_sense() {
 
     // The same from another daemon's report.
     let mut h = Harness::with_limits("sonnet", rpm(100));
-    let report = WindowsReport {
-        status: Some("allowed".into()),
-        overage: None,
-        overage_in_use: None,
-        windows: vec![
-            WindowReport {
-                name: "5h".into(),
-                status: None,
-                utilization: Some(f64::INFINITY),
-                reset: Some(u64::MAX),
-            },
-            WindowReport {
-                name: "n".repeat(5000),
-                status: None,
-                utilization: Some(0.3),
-                reset: None,
-            },
-        ],
-    };
+    // As it comes off the channel: JSON.
+    let long_status = "s".repeat(5000);
+    let json = format!(
+        r#"{{"status": "allowed", "windows": [
+            {{"name": "5h", "status": "{long_status}", "utilization": -1.0, "reset": {max}}},
+            {{"name": "{long_name}", "status": null, "utilization": 0.3, "reset": null}}
+        ]}}"#,
+        max = u64::MAX,
+        long_name = "n".repeat(5000),
+    );
+    let report: WindowsReport = serde_json::from_str(&json).unwrap();
+    assert!(report.windows[0].reset.is_some());
+    assert!(report.windows[0].status.as_ref().unwrap().as_str().len() <= 32);
     let out = h.broker.apply_shared(
         h.now,
         "elsewhere",

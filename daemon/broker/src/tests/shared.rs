@@ -3,6 +3,7 @@
 //! published, and serves from its share while the store is away.
 
 use super::*;
+use pacer_api::unified::{UnifiedWindow, WindowState};
 
 /// A broker sharing its budgets (sonnet: 60 RPM configured), with claims answered by the test.
 fn sharing() -> Harness {
@@ -195,14 +196,14 @@ fn subscription_windows_are_told_to_the_others_when_they_move_and_taken_in_from_
         ClusterEvent::Windows {
             owner: other.clone(),
             windows: WindowsReport {
-                status: Some("allowed_warning".into()),
+                status: Some(WindowState::AllowedWarning),
                 overage: None,
                 overage_in_use: None,
-                windows: vec![WindowReport {
+                windows: vec![UnifiedWindow {
                     name: "7d".into(),
-                    status: Some("allowed_warning".into()),
+                    status: Some(WindowState::AllowedWarning),
                     utilization: Some(0.91),
-                    reset: Some(1_800_500_000),
+                    reset: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_500_000)),
                 }],
             },
         },

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use pacer_api::unified::{Unified, WindowState, window_class};
+use pacer_api::unified::{Unified, UnifiedWindow, WindowState, window_class};
 use pacer_protocol::message::WindowStatus;
 
 use super::estimate::Estimate;
@@ -16,7 +16,7 @@ use super::estimate::Estimate;
 pub struct AccountWindows {
     /// The overall status of the unified limit.
     pub status: Option<WindowState>,
-    pub windows: BTreeMap<String, WindowInfo>,
+    pub windows: BTreeMap<String, Window>,
     /// Extra usage beyond the windows: whether the account may spend it, and whether it does.
     pub overage: Option<WindowState>,
     pub overage_in_use: Option<bool>,
@@ -26,12 +26,10 @@ pub struct AccountWindows {
     pub answered_elsewhere: u64,
 }
 
-/// One window: what the API said of it, and pacer's estimate.
+/// One window: what the API last said of it, and pacer's estimate.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct WindowInfo {
-    pub status: Option<WindowState>,
-    pub utilization: Option<f64>,
-    pub reset: Option<SystemTime>,
+pub struct Window {
+    pub said: UnifiedWindow,
     /// What one call costs of it, and how fast it is spent.
     pub estimate: Estimate,
 }
@@ -59,7 +57,7 @@ impl AccountWindows {
     pub fn covering<'a>(
         &'a self,
         class: &'a Arc<str>,
-    ) -> impl Iterator<Item = (&'a String, &'a WindowInfo)> {
+    ) -> impl Iterator<Item = (&'a String, &'a Window)> {
         self.windows
             .iter()
             .filter(move |(name, _)| window_class(name).is_none_or(|c| c == &**class))
@@ -93,55 +91,74 @@ impl AccountWindows {
         let mut changed = Vec::new();
         for window in &unified.windows {
             let answered = self.answered_for(&window.name);
-            let known = self.windows.entry(window.name.clone()).or_default();
-            let before = known.clone();
+            let known = self
+                .windows
+                .entry(window.name.clone())
+                .or_insert_with(|| Window {
+                    said: UnifiedWindow {
+                        name: window.name.clone(),
+                        ..UnifiedWindow::default()
+                    },
+                    estimate: Estimate::default(),
+                });
+            let before = known.said.clone();
+            let band = known.band();
             if window.status.is_some() {
-                known.status = window.status.clone();
+                known.said.status = window.status.clone();
             }
             if let Some(utilization) = window.utilization {
-                known.utilization = Some(utilization);
+                known.said.utilization = Some(utilization);
                 known.estimate.observe(utilization, answered, now);
             }
             if window.reset.is_some() {
-                known.reset = window.reset;
+                known.said.reset = window.reset;
             }
-            if known.status != before.status || known.band() > before.band() {
-                changed.push(known.to_wire(&window.name));
+            let said = &known.said;
+            if said.status != before.status || known.band() > band {
+                changed.push(known.to_wire());
             }
-            let utilization_moved = match (known.utilization, before.utilization) {
+            let utilization_moved = match (said.utilization, before.utilization) {
                 (Some(now), Some(then)) => (now - then).abs() >= 0.01,
                 (now, then) => now.is_some() != then.is_some(),
             };
             moved |=
-                known.status != before.status || known.reset != before.reset || utilization_moved;
+                said.status != before.status || said.reset != before.reset || utilization_moved;
         }
         (changed, moved)
     }
 }
 
-impl WindowInfo {
-    /// What the API said of the window (the broker adds its estimates, see `windows`).
-    pub fn to_wire(&self, name: &str) -> WindowStatus {
+impl Window {
+    /// What the API said of the window, as `pacer status` shows it (the broker adds its
+    /// estimates, see `windows`).
+    pub fn to_wire(&self) -> WindowStatus {
+        let said = &self.said;
         WindowStatus::reported(
-            name.to_owned(),
-            self.status.as_ref().map(|s| s.as_str().to_owned()),
-            self.utilization,
-            self.reset,
+            said.name.clone(),
+            said.status.as_ref().map(|s| s.as_str().to_owned()),
+            said.utilization,
+            said.reset,
         )
+    }
+
+    /// When it resets, if the API said.
+    pub fn reset(&self) -> Option<SystemTime> {
+        self.said.reset
     }
 
     /// Its utilization as last reported, unless its reset has passed since (then nothing is
     /// known until the next answer says).
     pub fn current(&self, wall: SystemTime) -> Option<f64> {
-        let utilization = self.utilization?;
-        self.reset
+        let utilization = self.said.utilization?;
+        self.said
+            .reset
             .is_none_or(|reset| reset > wall)
             .then_some(utilization)
     }
 
     /// 0 below 75 %, 1 from 75 %, 2 from 90 %, 3 from 100 %.
     fn band(&self) -> u8 {
-        match self.utilization {
+        match self.said.utilization {
             Some(u) if u >= 1.0 => 3,
             Some(u) if u >= 0.9 => 2,
             Some(u) if u >= 0.75 => 1,

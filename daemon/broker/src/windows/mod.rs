@@ -21,7 +21,7 @@ mod account;
 pub(crate) mod estimate;
 mod in_flight;
 
-pub use account::{AccountWindows, WindowInfo};
+pub use account::{AccountWindows, Window};
 pub use estimate::Estimate;
 pub use in_flight::InFlight;
 use in_flight::WindowUse;
@@ -74,17 +74,11 @@ impl WindowsConfig {
 
     /// How far `priority` may bring `window` at `wall`: its ceiling, paced when `pace` is on and
     /// the window's length is known.
-    fn allowed(
-        &self,
-        priority: Priority,
-        name: &str,
-        window: &WindowInfo,
-        wall: SystemTime,
-    ) -> f64 {
+    fn allowed(&self, priority: Priority, name: &str, window: &Window, wall: SystemTime) -> f64 {
         let Some(ceiling) = self.ceiling(priority) else {
             return f64::INFINITY;
         };
-        match (self.pace, elapsed(name, window.reset, wall)) {
+        match (self.pace, elapsed(name, window.reset(), wall)) {
             (true, Some(elapsed)) => ceiling * elapsed.max(MIN_PACE),
             _ => ceiling,
         }
@@ -283,7 +277,7 @@ impl Windows {
             };
             let in_flight = self.calls.calls(owner, window_class(name));
             let estimated = utilization + f64::from(in_flight + 1) * window.estimate.share();
-            let reset = window.reset.map(|at| clock.to_instant(at));
+            let reset = window.reset().map(|at| clock.to_instant(at));
             if spends_overage
                 && (account.overage_in_use == Some(true) && utilization >= 1.0 || estimated > 1.0)
             {
@@ -400,7 +394,7 @@ impl Windows {
             .windows
             .iter()
             .map(|(name, window)| {
-                let mut status = window.to_wire(name);
+                let mut status = window.to_wire();
                 if let Some(utilization) = window.current(wall) {
                     let seen = Seen {
                         name,
@@ -457,7 +451,7 @@ impl Windows {
             let left = (1.0 - estimated).max(0.0) / rate;
             let runs_out = wall + Duration::from_secs_f64(left.min(FOREVER.as_secs_f64()));
             status.runs_out = window
-                .reset
+                .reset()
                 .is_none_or(|reset| runs_out < reset)
                 .then_some(runs_out);
         }
@@ -467,7 +461,7 @@ impl Windows {
 /// A window with a utilization still current at `wall`.
 struct Seen<'a> {
     name: &'a str,
-    window: &'a WindowInfo,
+    window: &'a Window,
     utilization: f64,
     wall: SystemTime,
 }
@@ -475,6 +469,7 @@ struct Seen<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pacer_api::unified::UnifiedWindow;
 
     #[test]
     fn window_lengths_come_from_their_names() {
@@ -501,10 +496,14 @@ mod tests {
             ..WindowsConfig::default()
         };
         let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let window = WindowInfo {
-            utilization: Some(0.2),
-            reset: Some(wall + Duration::from_secs(7 * 24 * 3600 / 2)),
-            ..WindowInfo::default()
+        let window = Window {
+            said: UnifiedWindow {
+                name: "7d".into(),
+                utilization: Some(0.2),
+                reset: Some(wall + Duration::from_secs(7 * 24 * 3600 / 2)),
+                ..UnifiedWindow::default()
+            },
+            ..Window::default()
         };
         let allowed = config.allowed(Priority::Batch, "7d", &window, wall);
         assert!((allowed - 0.35).abs() < 1e-9, "{allowed}");
@@ -514,10 +513,8 @@ mod tests {
                 .is_infinite()
         );
         // A window just started: at least a tenth of the ceiling.
-        let fresh = WindowInfo {
-            reset: Some(wall + Duration::from_secs(7 * 24 * 3600)),
-            ..window
-        };
+        let mut fresh = window.clone();
+        fresh.said.reset = Some(wall + Duration::from_secs(7 * 24 * 3600));
         let allowed = config.allowed(Priority::Batch, "7d", &fresh, wall);
         assert!((allowed - 0.07).abs() < 1e-9, "{allowed}");
     }
