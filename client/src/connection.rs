@@ -26,7 +26,7 @@ use pacer_protocol::io::{self, Outbox};
 /// How long a daemon may take to answer the handshake before it is taken for unreachable.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-use crate::error::Error;
+use crate::error::{Distrust, Error};
 
 /// Who waits for the response to a request.
 enum Pending {
@@ -209,22 +209,6 @@ impl Connection {
     pub fn send_and_forget(&self, request: Request) {
         let _ = self.send(request, None);
     }
-}
-
-/// Why the daemon at the default socket is not trusted.
-#[derive(Debug, thiserror::Error)]
-pub enum Distrust {
-    #[error(transparent)]
-    Directory(#[from] pacer_protocol::endpoint::UnsafeDir),
-    #[error("cannot tell who runs it ({0})")]
-    Unknown(std::io::Error),
-    #[error(
-        "it runs as uid {uid}, not as you (uid {me}) or root{}",
-        pid.map_or(String::new(), |pid| format!(" (pid {pid})"))
-    )]
-    Stranger { uid: u32, me: u32, pid: Option<i32> },
-    #[error("the kernel does not say who runs it")]
-    Unsaid,
 }
 
 /// Checks that the daemon at the default socket is this user's own: its directory belongs to

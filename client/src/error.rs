@@ -33,10 +33,7 @@ pub enum Error {
          PACER_SOCKET or --socket",
         path.display()
     )]
-    Untrusted {
-        path: PathBuf,
-        reason: crate::connection::Distrust,
-    },
+    Untrusted { path: PathBuf, reason: Distrust },
     /// Client and daemon come from incompatible releases.
     #[error("{message}")]
     VersionMismatch { message: String },
@@ -79,4 +76,20 @@ impl Error {
     pub fn is_unreachable(&self) -> bool {
         matches!(self, Error::Unreachable { .. } | Error::Disconnected { .. })
     }
+}
+
+/// Why the daemon at the default socket is not trusted.
+#[derive(Debug, thiserror::Error)]
+pub enum Distrust {
+    #[error(transparent)]
+    Directory(#[from] pacer_protocol::endpoint::UnsafeDir),
+    #[error("cannot tell who runs it ({0})")]
+    Unknown(std::io::Error),
+    #[error(
+        "it runs as uid {uid}, not as you (uid {me}) or root{}",
+        pid.map_or(String::new(), |pid| format!(" (pid {pid})"))
+    )]
+    Stranger { uid: u32, me: u32, pid: Option<i32> },
+    #[error("the kernel does not say who runs it")]
+    Unsaid,
 }

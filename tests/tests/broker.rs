@@ -36,7 +36,8 @@ async fn sonnet_status(client: &Client) -> pacer_protocol::message::BudgetStatus
     budget_status(client, "sk-ant-test", "sonnet").await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// On tokio's paused clock: the refills of three 6-second intervals pass in an instant.
+#[tokio::test(start_paused = true)]
 async fn thirty_two_clients_against_10_rpm_are_paced_and_none_is_early() {
     let daemon = TestDaemon::start("[limits.sonnet]\nrpm = 10\n").await;
     let start = Instant::now();

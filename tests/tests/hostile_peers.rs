@@ -155,10 +155,11 @@ fn each_listener_refuses_past_its_cap_and_the_other_still_serves() {
     let addr = gateway.trim_start_matches("http://").to_owned();
 
     // Idle connections fill the gateway's share; the next one gets a 503 saying why.
+    // The one accept loop takes connections in the order they came: by the time it takes the
+    // ninth, the eight before it are open and counted (no pause needed, none would help).
     let idle: Vec<std::net::TcpStream> = (0..8)
         .map(|_| std::net::TcpStream::connect(&addr).unwrap())
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
     let mut extra = std::net::TcpStream::connect(&addr).unwrap();
     extra
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -267,8 +268,20 @@ fn repeated_warnings_are_logged_once_with_a_count() {
         let _ = stream.write_all(b"GET / HTTP/1.1\r\n\r\n");
         let _ = stream.read_to_end(&mut Vec::new());
     }
-    std::thread::sleep(Duration::from_millis(500));
-    let logs = read_logs(&dir.path().join("pacer/logs"));
+    // Every one was refused (the daemon counts them) and the log has what it wrote of them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let logs = loop {
+        let refused = daemon.status()["daemon"]["refused_connections"].as_u64();
+        let logs = read_logs(&dir.path().join("pacer/logs"));
+        if refused >= Some(50) && logs.contains("refused a client") {
+            break logs;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "refused {refused:?}; log:\n{logs}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
     let lines = logs.matches("refused a client").count();
     assert!((1..=2).contains(&lines), "{lines} lines:\n{logs}");
     assert!(daemon.status()["budgets"].is_array());

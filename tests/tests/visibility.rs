@@ -247,6 +247,43 @@ impl Watch {
         Watch { child, lines }
     }
 
+    /// Waits until the watch is subscribed: a refusal it provokes (an acquire whose client id is
+    /// too long, refused before it touches any budget) shows up in it. Returns what came
+    /// before, that line last.
+    fn until_subscribed(&self, socket: &std::path::Path) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let probe = "watch-probe-".repeat(30);
+        let mut seen = Vec::new();
+        while Instant::now() < deadline {
+            let refused = Command::new(binary("pacer"))
+                .args([
+                    "acquire",
+                    "--model",
+                    "claude-sonnet-4-5",
+                    "--client-id",
+                    &probe,
+                ])
+                .args(["--fail-closed", "--timeout", "5"])
+                .env("PACER_SOCKET", socket)
+                .env("ANTHROPIC_API_KEY", "sk-ant-watch-probe")
+                .output()
+                .unwrap();
+            assert!(!refused.status.success(), "the probe must be refused");
+            let until = Instant::now() + Duration::from_millis(500);
+            while let Ok(line) = self
+                .lines
+                .recv_timeout(until.saturating_duration_since(Instant::now()))
+            {
+                let found = line.contains("refused") && line.contains("watch-probe-");
+                seen.push(line);
+                if found {
+                    return seen;
+                }
+            }
+        }
+        panic!("the watch never showed a refusal:\n{}", seen.join("\n"));
+    }
+
     /// Lines until one contains `needle` (all of them, that one last).
     fn until(&self, needle: &str) -> Vec<String> {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -284,7 +321,7 @@ async fn watch_shows_outcomes_one_line_per_pause_and_survives_a_restart() {
     let mut daemon = Pacerd::start(dir.path(), &["--upstream", &url]);
     let base = daemon.gateway_url().unwrap();
     let watch = Watch::start(daemon.socket());
-    std::thread::sleep(Duration::from_millis(500));
+    watch.until_subscribed(daemon.socket());
     let http = reqwest::Client::new();
     assert_eq!(post(&http, &base, "first").await, 200);
     let first = watch.until("client=first ok");
@@ -324,6 +361,7 @@ async fn watch_shows_outcomes_one_line_per_pause_and_survives_a_restart() {
     daemon.wait();
     let daemon = Pacerd::start(dir.path(), &["--upstream", &url]);
     watch.until("pacerd is back");
+    watch.until_subscribed(daemon.socket());
     let base = daemon.gateway_url().unwrap();
     assert_eq!(post(&http, &base, "after").await, 200);
     watch.until("client=after ok");
@@ -346,6 +384,7 @@ async fn a_refusal_during_a_manual_pause_names_it_in_the_answer_watch_and_log() 
     );
     let base = daemon.gateway_url().unwrap();
     let watch = Watch::start(daemon.socket());
+    watch.until_subscribed(daemon.socket());
     let out = daemon.pacer(
         &["pause", "--model", "claude-sonnet-4-5", "--for", "5m"],
         KEY,

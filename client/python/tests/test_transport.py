@@ -80,6 +80,8 @@ def test_without_pacer_the_same_herd_fails(mock_factory):
 def test_streams_are_passed_through_whole_and_their_usage_reported(daemon, client, mock_factory):
     mock = mock_factory("--output-tokens", "40", "--event-gap-ms", "5")
     api = sdk(mock, client)
+    probe = 40_000
+    before = client.estimate_input(probe)
     with api.messages.stream(model=MODEL, max_tokens=64,
                              messages=[{"role": "user", "content": "hi"}]) as stream:
         text = "".join(stream.text_stream)
@@ -87,8 +89,12 @@ def test_streams_are_passed_through_whole_and_their_usage_reported(daemon, clien
     assert text and final.usage.output_tokens == 40
     b = budget(daemon)
     assert b["in_flight"] == 0 and b["output_tokens"] == 40, b
-    # The calibration learned from it: the estimate is no longer a token for four bytes.
     assert b["granted"] == 1
+    # The calibration learned from it: this client's bodies count far fewer tokens than one for
+    # four bytes ("hi" in a ~100-byte body counts 9), and its estimate says so now.
+    after = client.estimate_input(probe)
+    assert before == probe // 4, before
+    assert after < before / 2, (before, after)
 
 
 def test_the_async_client_is_paced_the_same_way(daemon, client, mock_factory):

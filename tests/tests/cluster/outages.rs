@@ -70,8 +70,22 @@ async fn daemons_serve_their_local_share_while_redis_is_down_and_rejoin() {
     })
     .await;
     let daemons = daemons(3, &redis, &mock, "");
-    // Let the heartbeat count three daemons and the limit be learned.
-    let _ = herd(&daemons, 2, 4.0).await;
+    // One call teaches the limit (every daemon hears of it through the store); then wait for
+    // the heartbeat to count three daemons, and for each to know the limit — what the local
+    // share is worked out from once Redis goes.
+    let http = reqwest::Client::new();
+    let base = daemons[0].gateway_url().unwrap();
+    assert_eq!(post(&http, &base, "first").await, 200);
+    let ready = pacer_tests::wait_until(Duration::from_secs(20), || async {
+        daemons.iter().all(|daemon| {
+            let status = status(daemon);
+            status["cluster"]["daemons"] == 3
+                && sonnet(&status).is_some_and(|s| s["limits"]["rpm"] == 120)
+        })
+    })
+    .await;
+    let statuses: Vec<_> = daemons.iter().map(status).collect();
+    assert!(ready, "the daemons never counted each other: {statuses:#?}");
     let before = mock.stats().ok;
     redis.kill();
     let (oks, failed) = herd(&daemons, 4, 12.0).await;

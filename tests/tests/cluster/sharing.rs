@@ -228,15 +228,19 @@ async fn a_pause_and_the_lift_after_it_reach_redis_in_that_order() {
     })
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The last word was a lift: once it has reached the store and every daemon, nothing is
+    // paused (a pause left behind would keep this waiting, and fail it).
     let budget = redis.cli(&["KEYS", "pacer:b:{org-*/sonnet}"]);
-    let pause = redis.cli(&["HGET", budget.trim(), "p"]);
-    assert_eq!(pause.trim(), "", "a pause was left in Redis after its lift");
-    for daemon in &daemons {
-        let status = status(daemon);
-        let sonnet = sonnet(&status).unwrap();
-        assert!(sonnet["paused_until"].is_null(), "{status}");
-    }
+    let lifted = pacer_tests::wait_until(Duration::from_secs(10), || async {
+        let pause = redis.cli(&["HGET", budget.trim(), "p"]);
+        pause.trim().is_empty()
+            && daemons
+                .iter()
+                .all(|daemon| sonnet(&status(daemon)).is_some_and(|s| s["paused_until"].is_null()))
+    })
+    .await;
+    let statuses: Vec<_> = daemons.iter().map(status).collect();
+    assert!(lifted, "a pause was left after its lift: {statuses:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
