@@ -8,13 +8,20 @@
 //! - `pacer_redis`: `redis-server` is on the `PATH` (the Debian package; `.ci/run` installs it),
 //!   for the tests of budgets shared through Redis. With `PACER_E2E_REQUIRED` set, its absence
 //!   fails the build too.
+//!
+//! Each test this build will skip is also named in a warning that cargo prints while building
+//! (nextest's summary only counts them), with what would make it run.
 
 fn main() {
     let required = std::env::var_os("PACER_E2E_REQUIRED").is_some();
     println!("cargo::rerun-if-env-changed=PACER_E2E_REQUIRED");
-    for (var, cfg) in [
-        ("PACER_E2E_PYTHON", "pacer_e2e_python"),
-        ("PACER_E2E_CLAUDE", "pacer_e2e_claude"),
+    for (var, cfg, client) in [
+        (
+            "PACER_E2E_PYTHON",
+            "pacer_e2e_python",
+            "the anthropic Python SDK",
+        ),
+        ("PACER_E2E_CLAUDE", "pacer_e2e_claude", "Claude Code"),
     ] {
         println!("cargo::rerun-if-env-changed={var}");
         println!("cargo::rustc-check-cfg=cfg({cfg})");
@@ -22,6 +29,11 @@ fn main() {
             println!("cargo::rustc-cfg={cfg}");
         } else if required {
             panic!("${var} is not set, but PACER_E2E_REQUIRED is: `.ci/e2e-setup` installs it");
+        } else {
+            println!(
+                "cargo::warning=the end-to-end tests with {client} will be skipped: ${var} is \
+                 not set (`eval \"$(.ci/e2e-setup)\"` installs the clients and sets it)"
+            );
         }
     }
     println!("cargo::rerun-if-env-changed=PATH");
@@ -35,6 +47,11 @@ fn main() {
         panic!(
             "redis-server is not on the PATH, but PACER_E2E_REQUIRED is set: apt-get install redis-server"
         );
+    } else {
+        println!(
+            "cargo::warning=the tests of budgets shared through Redis will be skipped: \
+             redis-server is not on the PATH (apt-get install redis-server)"
+        );
     }
     println!("cargo::rustc-check-cfg=cfg(pacer_root)");
     let uid = std::process::Command::new("id")
@@ -44,5 +61,10 @@ fn main() {
         .and_then(|out| String::from_utf8(out.stdout).ok());
     if uid.as_deref().map(str::trim) == Some("0") {
         println!("cargo::rustc-cfg=pacer_root");
+    } else {
+        println!(
+            "cargo::warning=the tests that create another local user will be skipped: they \
+             need root (CI runs as root)"
+        );
     }
 }

@@ -50,7 +50,7 @@ pub enum StartError {
     Connect(#[from] Error),
     #[error(
         "no pacerd is running, and none can be started: cannot find pacerd next to {} or on \
-         PATH (install it with `cargo install --path daemon`, or the .deb)",
+         PATH (install it with `cargo install --locked --path daemon`, or the .deb)",
         beside.display()
     )]
     NotFound { beside: PathBuf },

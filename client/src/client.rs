@@ -280,15 +280,32 @@ impl Client {
 
     /// Settles a lease by id: how [`Permit::report`] works for a detached permit reported from
     /// another process. Says what a 429 was taken for.
+    ///
+    /// The outcome is bounded first ([`Outcome::bounded`]), so a report always fits one frame;
+    /// if one still could not be sent, the lease is settled as unknown (nothing is left in
+    /// flight) and the error says why.
     pub async fn report(&self, lease: LeaseId, outcome: Outcome) -> Result<Reported, Error> {
-        let (response, _) = self
+        let outcome = outcome.bounded();
+        let result = self
             .call(|| {
                 Request::Report(Report {
                     lease,
                     outcome: outcome.clone(),
                 })
             })
-            .await?;
+            .await;
+        let response = match result {
+            Ok((response, _)) => response,
+            Err(e @ Error::Unsendable { .. }) => {
+                let unknown = Request::Report(Report {
+                    lease,
+                    outcome: Outcome::Unknown,
+                });
+                let _ = self.call(|| unknown.clone()).await;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         expect_reported(response)
     }
 

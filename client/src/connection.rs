@@ -21,7 +21,7 @@ use pacer_protocol::{PROTOCOL_VERSION, codec};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use pacer_protocol::io::{self, Outbox};
+use pacer_protocol::io::{self, Outbox, SendError};
 
 /// How long a daemon may take to answer the handshake before it is taken for unreachable.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -41,6 +41,8 @@ enum Pending {
 struct PendingTable {
     /// Set by the reader when the connection ends; no request may wait after that.
     closed: bool,
+    /// Set when it ended because an answer could not be read: why.
+    unreadable: Option<String>,
     waiting: HashMap<u64, Pending>,
 }
 
@@ -159,20 +161,35 @@ impl Connection {
         if let Some(pending) = pending {
             let mut table = self.table();
             if table.closed {
+                drop(table);
                 return Err(self.disconnected());
             }
             table.waiting.insert(id, pending);
         }
-        if self.outbox.send(&RequestFrame { id, request }).is_err() {
+        let what = request.name();
+        if let Err(e) = self.outbox.send(&RequestFrame { id, request }) {
             self.table().waiting.remove(&id);
-            return Err(self.disconnected());
+            return Err(match e {
+                SendError::Closed => self.disconnected(),
+                SendError::Encode(e) => Error::Unsendable {
+                    what,
+                    reason: e.to_string(),
+                },
+            });
         }
         Ok(id)
     }
 
+    /// The connection is gone: why, as the caller should hear it.
     fn disconnected(&self) -> Error {
-        Error::Disconnected {
-            path: self.path.clone(),
+        match self.table().unreadable.clone() {
+            Some(reason) => Error::Unreadable {
+                path: self.path.clone(),
+                reason,
+            },
+            None => Error::Disconnected {
+                path: self.path.clone(),
+            },
         }
     }
 
@@ -303,7 +320,9 @@ async fn read_responses(
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    tracing::warn!("unreadable response from pacerd: {e}");
+                    // Said once, to whoever waits (see `Connection::disconnected`).
+                    let mut table = pending.lock().unwrap_or_else(|p| p.into_inner());
+                    table.unreadable = Some(e.to_string());
                     break 'read;
                 }
             }

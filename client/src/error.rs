@@ -34,6 +34,16 @@ pub enum Error {
         path.display()
     )]
     Untrusted { path: PathBuf, reason: Distrust },
+    /// pacerd's answer could not be read. Asking again would get the same answer, so it is not
+    /// retried.
+    #[error(
+        "cannot read pacerd's answer at {}: {reason} (is pacer from the same release as pacerd?)",
+        path.display()
+    )]
+    Unreadable { path: PathBuf, reason: String },
+    /// A message could not be sent to pacerd: even bounded, it does not fit one frame.
+    #[error("cannot send {what} to pacerd: {reason}")]
+    Unsendable { what: &'static str, reason: String },
     /// Client and daemon come from incompatible releases.
     #[error("{message}")]
     VersionMismatch { message: String },

@@ -81,13 +81,24 @@ impl Permit {
         let Some(held) = self.held.take() else {
             return Ok(None);
         };
+        let lease = held.lease;
         let request = Request::Report(Report {
-            lease: held.lease,
-            outcome,
+            lease,
+            // Held to a size that always fits one frame, however large the answer was.
+            outcome: outcome.bounded(),
         });
-        match self.settle(held, request).await? {
-            Some(response) => expect_reported(response).map(Some),
-            None => Ok(None),
+        match self.settle(&held, request).await {
+            Ok(Some(response)) => expect_reported(response).map(Some),
+            Ok(None) => Ok(None),
+            Err(e @ Error::Unsendable { .. }) => {
+                // Never left in flight: settled as unknown, and the caller hears why.
+                held.connection.send_and_forget(Request::Report(Report {
+                    lease,
+                    outcome: Outcome::Unknown,
+                }));
+                Err(e)
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -98,7 +109,7 @@ impl Permit {
             return Ok(());
         };
         let request = Request::Release(Release { lease: held.lease });
-        match self.settle(held, request).await? {
+        match self.settle(&held, request).await? {
             None | Some(Response::Ack) => Ok(()),
             Some(other) => Err(unexpected(other)),
         }
@@ -106,7 +117,7 @@ impl Permit {
 
     /// Sends a report or release; `None` when the daemon went away (and settled the lease as
     /// unknown when the connection closed) and the client fails open.
-    async fn settle(&self, held: Brokered, request: Request) -> Result<Option<Response>, Error> {
+    async fn settle(&self, held: &Brokered, request: Request) -> Result<Option<Response>, Error> {
         match held.connection.call(request).await {
             Ok(response) => Ok(Some(response)),
             Err(e) if e.is_unreachable() && self.fail_mode == FailMode::Open => {

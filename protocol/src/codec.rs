@@ -2,8 +2,15 @@
 //!
 //! The decoder works on a byte buffer rather than a reader, so the daemon and the async client can
 //! pull every complete frame out of one read, and the blocking client can use it too. Frames longer
-//! than [`MAX_FRAME_LEN`] are refused from the length header alone, before anything is buffered,
-//! and bincode itself is held to the same limit.
+//! than [`MAX_FRAME_LEN`] are refused from the length header alone, before anything is buffered.
+//!
+//! Two sizes bound a frame, and they are not the same measure: its encoded length
+//! ([`MAX_FRAME_LEN`]) and the memory its decoding may claim (bincode's limit, which counts each
+//! integer at its in-memory size: a `u64` of one varint byte claims eight). The second is set
+//! to sixteen times the first ([`MAX_DECODED_LEN`]), the most any encoded byte can claim (a
+//! `u128`), so the frame length is the one limit that binds, and a sender that checks it
+//! (with [`fits`], as the status does before it sends thousands of sessions) knows the frame
+//! will be read.
 
 use bincode::config::{BigEndian, Configuration, Limit, Varint};
 use serde::{Serialize, de::DeserializeOwned};
@@ -11,14 +18,25 @@ use serde::{Serialize, de::DeserializeOwned};
 /// The largest frame payload accepted or produced: 1 MiB.
 pub const MAX_FRAME_LEN: usize = 1 << 20;
 
+/// The most memory decoding one frame may claim (bincode's limit): never reached by a frame
+/// within [`MAX_FRAME_LEN`] (see the module documentation), but a bound on what a
+/// length prefix inside a frame can make the receiver allocate.
+pub const MAX_DECODED_LEN: usize = 16 * MAX_FRAME_LEN;
+
 const HEADER_LEN: usize = 4;
 
-type Config = Configuration<BigEndian, Varint, Limit<MAX_FRAME_LEN>>;
+type Config = Configuration<BigEndian, Varint, Limit<MAX_DECODED_LEN>>;
 
 fn config() -> Config {
     bincode::config::standard()
         .with_big_endian()
-        .with_limit::<MAX_FRAME_LEN>()
+        .with_limit::<MAX_DECODED_LEN>()
+}
+
+/// Whether `message` crosses the wire: it encodes within [`MAX_FRAME_LEN`] and decodes within
+/// [`MAX_DECODED_LEN`], the receiver's own checks.
+pub fn fits<T: Serialize + DeserializeOwned>(message: &T) -> bool {
+    encode_to_vec(message).is_ok_and(|bytes| decode::<T>(&bytes).is_ok_and(|d| d.is_some()))
 }
 
 /// Why a frame could not be written or read.
@@ -143,6 +161,67 @@ mod tests {
         let header = ((MAX_FRAME_LEN + 1) as u32).to_be_bytes();
         let err = decode::<RequestFrame>(&header).unwrap_err();
         assert!(matches!(err, FrameError::TooLarge { len } if len == MAX_FRAME_LEN + 1));
+    }
+
+    #[test]
+    fn every_frame_within_the_length_cap_decodes() {
+        // The most each encoded byte can claim of the decoder's limit: one varint byte of a
+        // zero that decodes as a u128 (sixteen), a u64 (eight); a list of them just under
+        // the frame cap still decodes.
+        let big = MAX_FRAME_LEN - 16;
+        let wide: Vec<u128> = vec![0; big];
+        assert!(fits(&wide), "u128 zeros");
+        let narrow: Vec<u64> = vec![0; big];
+        assert!(fits(&narrow), "u64 zeros");
+        let strings: Vec<String> = vec![String::new(); big];
+        assert!(fits(&strings), "empty strings");
+        let long = "x".repeat(MAX_FRAME_LEN + 1);
+        assert!(!fits(&long));
+    }
+
+    #[test]
+    fn a_report_of_any_size_is_bounded_to_fit_one_frame() {
+        use crate::message::{Outcome, Report, Request};
+        let mut headers: Vec<(String, String)> = (0..10_000)
+            .map(|i| (format!("x-junk-{i}"), "y".repeat(100)))
+            .collect();
+        headers.push(("x-huge".into(), "z".repeat(20 << 20)));
+        headers.push(("retry-after".into(), "20".into()));
+        let outcome = Outcome::RateLimited {
+            retry_after: None,
+            headers,
+            message: Some("m".repeat(1_200_000)),
+        };
+        let unbounded = RequestFrame {
+            id: 1,
+            request: Request::Report(Report {
+                lease: crate::budget::LeaseId(1),
+                outcome: outcome.clone(),
+            }),
+        };
+        assert!(!fits(&unbounded));
+        let bounded = outcome.bounded();
+        let Outcome::RateLimited {
+            headers, message, ..
+        } = &bounded
+        else {
+            unreachable!()
+        };
+        assert_eq!(
+            headers[0],
+            ("retry-after".into(), "20".into()),
+            "kept first"
+        );
+        assert!(headers.len() <= crate::message::MAX_REPORT_HEADERS);
+        assert!(message.as_ref().unwrap().len() <= crate::text::MAX_MESSAGE);
+        let frame = RequestFrame {
+            id: u64::MAX,
+            request: Request::Report(Report {
+                lease: crate::budget::LeaseId(u64::MAX),
+                outcome: bounded,
+            }),
+        };
+        assert!(fits(&frame));
     }
 
     #[test]

@@ -79,6 +79,26 @@ pub enum Request {
     Calibrate(Calibrate),
 }
 
+impl Request {
+    /// What the request is, in a few words (for messages about it).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Hello(_) => "the handshake",
+            Request::Acquire(_) => "an acquire",
+            Request::Report(_) => "a report",
+            Request::Release(_) => "a release",
+            Request::Status | Request::StatusPage(_) => "a status request",
+            Request::Pause(_) => "a pause",
+            Request::Subscribe => "a subscription",
+            Request::GatewayInfo => "a gateway request",
+            Request::RegisterRoute(_) => "a route",
+            Request::Session(_) => "a session query",
+            Request::Estimate(_) => "an estimate",
+            Request::Calibrate(_) => "a calibration",
+        }
+    }
+}
+
 /// Payload of [`Request::Estimate`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EstimateInput {
@@ -185,6 +205,66 @@ pub enum Outcome {
         headers: Headers,
         message: Option<String>,
     },
+}
+
+/// The most headers a report carries, and the longest name and value of one: an answer's
+/// rate-limit headers are a few dozen short ones, and whatever an upstream adds must not make a
+/// report too large for one frame.
+pub const MAX_REPORT_HEADERS: usize = 128;
+pub const MAX_REPORT_HEADER_NAME: usize = 256;
+pub const MAX_REPORT_HEADER_VALUE: usize = 2048;
+
+impl Outcome {
+    /// The outcome held to a size that always fits one frame, as every client builds it: an
+    /// error message of at most [`crate::text::MAX_MESSAGE`] bytes, at most
+    /// [`MAX_REPORT_HEADERS`] headers, the ones pacer reads (`retry-after`, `anthropic-*`,
+    /// `x-ratelimit-*`, `x-should-retry`) kept first, none with an overlong name or value.
+    pub fn bounded(self) -> Outcome {
+        let message =
+            |m: Option<String>| m.map(|m| crate::text::bounded(&m, crate::text::MAX_MESSAGE));
+        match self {
+            Outcome::Success { usage, headers } => Outcome::Success {
+                usage,
+                headers: bounded_headers(headers),
+            },
+            Outcome::RateLimited {
+                retry_after,
+                headers,
+                message: m,
+            } => Outcome::RateLimited {
+                retry_after,
+                headers: bounded_headers(headers),
+                message: message(m),
+            },
+            Outcome::SpendCapped {
+                headers,
+                message: m,
+            } => Outcome::SpendCapped {
+                headers: bounded_headers(headers),
+                message: message(m),
+            },
+            other => other,
+        }
+    }
+}
+
+fn bounded_headers(headers: Headers) -> Headers {
+    let read_by_pacer = |name: &str| {
+        let name = name.to_ascii_lowercase();
+        name.starts_with("retry-after")
+            || name.starts_with("anthropic-")
+            || name.starts_with("x-ratelimit-")
+            || name == "x-should-retry"
+    };
+    let (mut kept, others): (Headers, Headers) = headers
+        .into_iter()
+        .filter(|(name, value)| {
+            name.len() <= MAX_REPORT_HEADER_NAME && value.len() <= MAX_REPORT_HEADER_VALUE
+        })
+        .partition(|(name, _)| read_by_pacer(name));
+    kept.extend(others);
+    kept.truncate(MAX_REPORT_HEADERS);
+    kept
 }
 
 /// Token usage as the Messages API reports it in `usage`.

@@ -344,3 +344,47 @@ fn pacer_run_marks_a_command_from_a_terminal_interactive_and_one_without_normal(
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("/s/job~batch"));
 }
+
+#[test]
+fn a_report_far_too_large_for_a_frame_is_bounded_and_pauses_as_its_429_says() {
+    let daemon = Pacerd::start_in_temp_dir(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let key = stdout(&daemon.pacer(&["key-id"], "sk-ant-big"));
+    let lease = stdout(&daemon.pacer(&["acquire", "--model", "claude-sonnet-4-5"], "sk-ant-big"));
+    // curl -D: a 429 with 20 MB of headers besides its retry-after, and a 1.2 MB message.
+    let mut headers = String::from("HTTP/1.1 429 Too Many Requests\r\n");
+    for i in 0..2_000 {
+        headers.push_str(&format!("x-junk-{i}: {}\r\n", "y".repeat(10_000)));
+    }
+    headers.push_str("retry-after: 20\r\n\r\n");
+    let body = serde_json::json!({
+        "type": "error",
+        "error": {"type": "rate_limit_error", "message": "m".repeat(1_200_000)},
+    });
+    let (headers_file, body_file) = (dir.path().join("h"), dir.path().join("b"));
+    std::fs::write(&headers_file, headers).unwrap();
+    std::fs::write(&body_file, body.to_string()).unwrap();
+    let started = Instant::now();
+    let reported = daemon.pacer(
+        &[
+            "report",
+            &lease,
+            "--headers-file",
+            headers_file.to_str().unwrap(),
+            "--body-file",
+            body_file.to_str().unwrap(),
+        ],
+        "sk-ant-big",
+    );
+    eprintln!("pacer report took {:?}", started.elapsed());
+    stdout(&reported);
+    let status = daemon.status();
+    let sonnet = budget_json(&status, &key, "sonnet");
+    assert_eq!(sonnet["in_flight"], 0, "{sonnet}");
+    assert_eq!(sonnet["rate_limited"], 1, "{sonnet}");
+    let until = humantime::parse_rfc3339(sonnet["paused_until"].as_str().unwrap()).unwrap();
+    assert!(
+        until > SystemTime::now() + Duration::from_secs(10),
+        "{sonnet}"
+    );
+}

@@ -42,3 +42,40 @@ fn the_packaged_user_units_are_the_committed_ones_pointing_at_usr_bin() {
         check(&format!("systemd/{unit}"), packaged.as_bytes());
     }
 }
+
+#[test]
+fn pacer_man_writes_pages_where_man_finds_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(pacer_tests::binary("pacer"))
+        .arg("man")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    for page in ["pacer.1", "pacer-status.1", "pacerd.1"] {
+        let path = dir.path().join("man1").join(page);
+        assert!(path.is_file(), "{} was not written", path.display());
+    }
+    let help = std::process::Command::new(pacer_tests::binary("pacer"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.lines().any(|l| l.trim_start().starts_with("man ")),
+        "`pacer --help` does not list man: {help}"
+    );
+    // With man-db installed (.ci/run installs it), man itself finds them there.
+    if let Ok(found) = std::process::Command::new("man")
+        .args(["-w", "pacer-status"])
+        .env("MANPATH", dir.path())
+        .output()
+    {
+        let found = String::from_utf8_lossy(&found.stdout);
+        assert_eq!(
+            found.trim(),
+            dir.path().join("man1/pacer-status.1").to_str().unwrap(),
+            "MANPATH=DIR man -w pacer-status"
+        );
+    }
+}

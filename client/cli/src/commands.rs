@@ -75,10 +75,10 @@ enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
-    /// Write the man pages (pacer.1 and one per subcommand) into a directory.
-    #[command(hide = true)]
+    /// Write the man pages (pacer.1, one per subcommand, pacerd.1) into DIR/man1/, where
+    /// `MANPATH=DIR man pacer-status` finds them (~/.local/share/man is on man's default path).
     Man {
-        /// Where to write them.
+        /// The man directory (its man1/ is created).
         dir: PathBuf,
     },
 }

@@ -1,6 +1,6 @@
 //! Shell completions (`pacer completions bash|zsh|fish|elvish|powershell`) and man pages
-//! (`pacer man DIR`, hidden: the packaging writes them), both from the same clap definitions
-//! as the command line itself, so they cannot say something the command does not do.
+//! (`pacer man DIR`), both from the same clap definitions as the command line itself, so they
+//! cannot say something the command does not do.
 
 use std::io::Write;
 use std::path::Path;
@@ -16,10 +16,27 @@ pub fn completions(shell: Shell, mut command: clap::Command) -> anyhow::Result<E
     write_stdout(&script)
 }
 
-/// Writes `pacer.1` and one page per subcommand (`pacer-status.1`, …) into `dir`.
+/// pacerd's page, generated from its own command line (a test in `tests/` keeps this copy
+/// current), so that `pacer man` installs it beside pacer's.
+const PACERD_PAGE: &[u8] = include_bytes!("../assets/man/pacerd.1");
+
+/// Writes `pacer.1`, one page per subcommand (`pacer-status.1`, …) and `pacerd.1` into
+/// `dir/man1/`, the section directory `man` looks in: `MANPATH=DIR man pacer-status` then
+/// finds them (as does `man pacer-status` with DIR on the default path, e.g.
+/// `~/.local/share/man`).
 pub fn man_pages(command: clap::Command, dir: &Path) -> anyhow::Result<ExitCode> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    write_man_pages(command, dir)?;
+    let section = dir.join("man1");
+    std::fs::create_dir_all(&section)
+        .with_context(|| format!("cannot create {}", section.display()))?;
+    write_man_pages(command, &section)?;
+    let pacerd = section.join("pacerd.1");
+    std::fs::write(&pacerd, PACERD_PAGE)
+        .with_context(|| format!("cannot write {}", pacerd.display()))?;
+    eprintln!(
+        "wrote the man pages into {}: `MANPATH={} man pacer-status` shows one",
+        section.display(),
+        dir.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -132,22 +132,23 @@ impl Platform {
             crate::outln!("the pacerd service is not installed: nothing to remove");
             return Ok(ExitCode::SUCCESS);
         }
-        // The files go whether or not the manager could be told (it may not be reachable).
-        let _told = match self {
-            Platform::Systemd { .. } => run_or_print(
+        // The files go whether or not the manager could be told (it may not be reachable):
+        // removing them is the uninstall; telling the manager stops what it runs now.
+        let told = match self {
+            Platform::Systemd { .. } => try_run(
                 stop,
-                &[&[
+                &[
                     "systemctl",
                     "--user",
                     "disable",
                     "--now",
                     "pacerd.socket",
                     "pacerd.service",
-                ]],
-            )?,
+                ],
+            ),
             Platform::Launchd { .. } => {
                 let target = format!("{}/{LAUNCHD_LABEL}", launchd_domain());
-                run_or_print(stop, &[&["launchctl", "bootout", &target]])?
+                try_run(stop, &["launchctl", "bootout", &target])
             }
         };
         for file in self.files() {
@@ -159,8 +160,23 @@ impl Platform {
                 }
             }
         }
-        if let Platform::Systemd { .. } = self {
-            run_or_print(stop, &[&["systemctl", "--user", "daemon-reload"]])?;
+        match told {
+            Told::Yes => {
+                if let Platform::Systemd { .. } = self {
+                    // Only tidies the manager's view of the removed units; nothing hangs on it.
+                    let _ = try_run(true, &["systemctl", "--user", "daemon-reload"]);
+                }
+                crate::outln!("the pacerd service is uninstalled and stopped");
+            }
+            Told::NotAsked => crate::outln!(
+                "the pacerd service is uninstalled; a pacerd it started keeps running until it \
+                 stops or you log out (`pkill -x pacerd` stops it now)"
+            ),
+            Told::Failed(reason) => crate::outln!(
+                "the pacerd service is uninstalled (its files are removed), but the service \
+                 manager could not be told ({reason}), so a pacerd it started may still run: \
+                 `pacer service status` says whether one answers, `pkill -x pacerd` stops it"
+            ),
         }
         Ok(ExitCode::SUCCESS)
     }
@@ -243,6 +259,37 @@ let `pacer run -- COMMAND` start it in the background.";
 /// How to go on without a service manager.
 const RUN_BY_HAND: &str = "until then, run `pacerd` in a terminal (or under nohup or tmux), or \
 let `pacer run -- COMMAND` start it in the background.";
+
+/// Whether the service manager was told of a change.
+enum Told {
+    Yes,
+    /// `--no-stop`: not asked to.
+    NotAsked,
+    /// It could not be: why (the tool is missing, or what it printed).
+    Failed(String),
+}
+
+/// Runs `command` when `run` is set, saying what became of it.
+fn try_run(run: bool, command: &[&str]) -> Told {
+    if !run {
+        return Told::NotAsked;
+    }
+    if !which(command[0]) {
+        return Told::Failed(format!("`{}` is not installed", command[0]));
+    }
+    match Command::new(command[0]).args(&command[1..]).output() {
+        Ok(out) if out.status.success() => {
+            crate::outln!("ran {}", command.join(" "));
+            Told::Yes
+        }
+        Ok(out) => Told::Failed(format!(
+            "`{}`: {}",
+            command.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => Told::Failed(format!("`{}`: {e}", command.join(" "))),
+    }
+}
 
 /// Runs each command in turn when `run` is set and the tool exists; otherwise (or when one fails)
 /// prints the commands left for the user to run. Returns whether every command ran.

@@ -208,3 +208,33 @@ def test_the_api_key_is_fingerprinted_as_the_cli_does(daemon):
     assert budget(daemon)["key"] == pacer.key_id(KEY)
     subprocess.run([str(BIN / "pacer"), "release", out.stdout.split()[0], "--socket",
                     daemon.socket], env=isolated_env(daemon.home), capture_output=True)
+
+
+def test_the_readmes_permit_example_reports_the_sdks_raw_headers(daemon, client, mock_factory):
+    """The README's example: the headers come from ``with_raw_response``."""
+    import anthropic
+
+    mock = mock_factory("--rpm", "37")
+    sdk = anthropic.Anthropic(base_url=mock.url, api_key=KEY, max_retries=0)
+    with pacer.permit(MODEL, api_key=KEY, client=client, max_tokens=64) as p:
+        raw = sdk.messages.with_raw_response.create(
+            model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "hi"}])
+        message = raw.parse()
+        p.report(raw.status_code, headers=raw.headers, usage=message.usage)
+    b = daemon.status()["budgets"]
+    assert len(b) == 1, b
+    # The limit came from the answer's headers, the tokens from its usage.
+    assert b[0]["limits"]["rpm"] == 37, b[0]
+    assert b[0]["input_tokens"] == message.usage.input_tokens > 0
+
+
+def test_a_429_with_a_huge_body_and_headers_still_pauses_and_leaves_nothing_in_flight(daemon, client):
+    """An answer far larger than one frame: its report is bounded, never dropped."""
+    headers = {f"x-junk-{i}": "y" * 3000 for i in range(7000)}  # 21 MB
+    headers["retry-after"] = "20"
+    body = {"type": "error", "error": {"type": "rate_limit_error", "message": "m" * 1_200_000}}
+    with pacer.permit(MODEL, api_key=KEY, client=client) as p:
+        assert p.report(429, headers, body=body) == "per-minute"
+    b = budget(daemon)
+    assert b["in_flight"] == 0, b
+    assert b["rate_limited"] == 1 and b["paused_until"] is not None, b

@@ -127,6 +127,16 @@ impl Clients {
         true
     }
 
+    /// Budget `from` became `into` (its key joined an account): the clients that used it are
+    /// shown on the budget under the name the budget table gives it now.
+    pub fn rename_budget(&mut self, from: &BudgetId, into: &BudgetId) {
+        for client in self.by_id.values_mut() {
+            if client.budget.as_ref() == Some(from) {
+                client.budget = Some(into.clone());
+            }
+        }
+    }
+
     /// Forgets clients not seen for [`CLIENTS_SEEN_WITHIN`].
     pub fn prune(&mut self, now: Instant) {
         self.by_id

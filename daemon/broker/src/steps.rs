@@ -380,6 +380,7 @@ impl Broker {
                 }
             };
             let into = self.budgets[target].id();
+            self.clients.rename_budget(&from, &into);
             self.for_store(SharedOp::Merge { from, into });
             touched.push(target);
         }

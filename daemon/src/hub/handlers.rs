@@ -8,9 +8,11 @@ use std::time::SystemTime;
 use pacer_api::outcome::input_bound;
 use pacer_api::ratelimit::RateLimitHeaders;
 use pacer_protocol::Throttle;
+use pacer_protocol::codec;
 use pacer_protocol::message::{
     Acquire, Calibrate, ErrorKind, ErrorReply, EstimateInput, LeaseId, Outcome, Pause,
-    RegisterRoute, Release, Report, Reported, Response, SessionQuery, StatusSnapshot,
+    RegisterRoute, Release, Report, Reported, Response, ResponseFrame, SessionQuery,
+    StatusSnapshot,
 };
 use pacer_protocol::text::{MAX_MESSAGE, bounded};
 
@@ -132,17 +134,24 @@ pub fn status(hub: &Hub, page: u32) -> Response {
     Response::Status(fit_in_a_frame(snapshot))
 }
 
-/// Keeps a status page within one frame (the protocol's 1 MiB): if it would not fit, the
-/// longest lists are halved — sessions, clients, routes, then accounts and budgets — until it
-/// does, and the page says what was left out.
+/// Keeps a status page within one frame: if it would not cross the wire (checked as the
+/// client's decoder will read it, [`codec::fits`]), the longest lists are halved — sessions,
+/// clients, routes, then accounts and budgets — until it does, and the page says what was
+/// left out (with room for that note).
 fn fit_in_a_frame(mut snapshot: StatusSnapshot) -> StatusSnapshot {
-    let size = |s: &StatusSnapshot| {
-        pacer_protocol::codec::encode_to_vec(s).map_or(usize::MAX, |bytes| bytes.len())
+    let fits = |s: &StatusSnapshot| {
+        let mut framed = ResponseFrame {
+            // The longest id a frame can carry, and room for the note added below.
+            id: u64::MAX,
+            response: Response::Status(s.clone()),
+        };
+        if let Response::Status(s) = &mut framed.response {
+            s.truncated = Some("x".repeat(1024));
+        }
+        codec::fits(&framed)
     };
-    // Room for the frame's header and the id around it.
-    let budget = pacer_protocol::MAX_FRAME_LEN - 1024;
     let mut left_out = Vec::new();
-    while size(&snapshot) > budget {
+    while !fits(&snapshot) {
         let lists: [(&str, usize); 5] = [
             ("sessions", snapshot.sessions.len()),
             ("clients", snapshot.clients.len()),
@@ -278,4 +287,75 @@ fn refused(e: BrokerError) -> Response {
 
 pub fn error(kind: ErrorKind, message: String) -> Response {
     Response::Error(ErrorReply { kind, message })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pacer_protocol::status::{BudgetId, ClientStatus, DaemonStatus, SessionStatus};
+    use pacer_protocol::{BudgetOwner, KeyFingerprint, Priority};
+    use std::time::Duration;
+
+    #[test]
+    fn a_status_too_large_for_a_frame_is_cut_to_one_the_client_can_read() {
+        let owner = BudgetOwner::Account("org-3f9a61c2d8e4".into());
+        let now = SystemTime::now();
+        // More than a daemon keeps (10,000 sessions): each integer claims more of the
+        // decoder's limit than it takes on the wire.
+        let sessions = (0..20_000u64)
+            .map(|i| SessionStatus {
+                id: format!("{i:08x}-6d1c-4a7e-9a52-{:012x}", i * 7919),
+                owner: Some(owner.clone()),
+                last_seen: now,
+                calls_last_hour: i % 100,
+                share_last_hour: Some(0.5),
+            })
+            .collect();
+        let clients = (0..5_000u64)
+            .map(|i| ClientStatus {
+                id: format!("farm-worker-{i}"),
+                priority: Priority::Batch,
+                budget: Some(BudgetId {
+                    owner: BudgetOwner::Key(KeyFingerprint::of("k")),
+                    model_class: "sonnet".into(),
+                }),
+                granted: i,
+                input_tokens: i,
+                output_tokens: i,
+                waiting: 0,
+                longest_wait: Some(Duration::from_millis(i)),
+                waited_total: Duration::from_millis(i),
+                refused: i,
+                last_seen: now,
+            })
+            .collect();
+        let snapshot = StatusSnapshot {
+            daemon_version: "test".into(),
+            budgets: Vec::new(),
+            accounts: Vec::new(),
+            routes: Vec::new(),
+            next_page: None,
+            clients,
+            daemon: DaemonStatus::default(),
+            cluster: None,
+            sessions,
+            starts: Vec::new(),
+            truncated: None,
+        };
+        let cut = fit_in_a_frame(snapshot);
+        let note = cut.truncated.clone().expect("says what was left out");
+        assert!(note.contains("sessions"), "{note}");
+        let frame = ResponseFrame {
+            id: 7,
+            response: Response::Status(cut),
+        };
+        let bytes = codec::encode_to_vec(&frame).unwrap();
+        let (read, _) = codec::decode::<ResponseFrame>(&bytes)
+            .expect("the client's decoder reads it")
+            .unwrap();
+        let Response::Status(read) = read.response else {
+            unreachable!()
+        };
+        assert!(read.sessions.len() >= 5_000, "{}", read.sessions.len());
+    }
 }

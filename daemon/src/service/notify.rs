@@ -90,8 +90,8 @@ pub fn next_steps(ready: &super::Ready, log_dir: Option<&std::path::Path>) -> St
     if !on_path("pacer") {
         // Started with `cargo run` from the repository, before installing anything.
         out.push_str(
-            "\n`pacer` is not on your PATH yet. From the repository:\n  cargo install --path \
-             daemon && cargo install --path client/cli\n",
+            "\n`pacer` is not on your PATH yet. From the repository:\n  cargo install \
+             --locked --path daemon && cargo install --locked --path client/cli\n",
         );
     }
     out.push_str("\nIn another terminal:\n");

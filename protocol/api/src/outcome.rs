@@ -23,7 +23,8 @@ use crate::ratelimit::RateLimitHeaders;
 /// body: 2xx is a success with the body's `usage`; 429 is rate limited, with the error message
 /// that names the limit (or, when the body says so, the spend cap); 529 is overloaded; another 4xx is the caller's own mistake (nothing
 /// counted but the request); anything else failed. Header names may be in any case; values
-/// that are not text are skipped.
+/// that are not text are skipped. The outcome is bounded ([`Outcome::bounded`]): it always fits
+/// one frame, however large the answer.
 pub fn from_response<N, V>(
     status: u16,
     headers: impl IntoIterator<Item = (N, V)>,
@@ -54,7 +55,7 @@ where
             Some((name.as_ref().to_ascii_lowercase(), value.to_owned()))
         })
         .collect();
-    match status {
+    let outcome = match status {
         200..=299 => Outcome::Success {
             usage: body.and_then(usage_from_json).unwrap_or_default(),
             headers,
@@ -77,7 +78,8 @@ where
         },
         400..=499 => Outcome::ClientError { status },
         _ => Outcome::Failed,
-    }
+    };
+    outcome.bounded()
 }
 
 /// Reads `usage` from a Messages API response body (or a `usage` object itself, or a streamed

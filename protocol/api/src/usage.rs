@@ -220,8 +220,12 @@ impl UsageTap {
         }
     }
 
-    /// What to report for a body that ended this way.
+    /// What to report for a body that ended this way, bounded to fit one frame.
     pub fn outcome(&mut self, headers: Headers) -> Outcome {
+        self.unbounded_outcome(headers).bounded()
+    }
+
+    fn unbounded_outcome(&mut self, headers: Headers) -> Outcome {
         // A JSON body cut short does not parse: trying costs nothing.
         self.finish_json();
         match &self.error {

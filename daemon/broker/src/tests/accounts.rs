@@ -78,6 +78,13 @@ fn keys_of_one_organization_share_one_budget_and_one_pause() {
     assert_eq!(budgets.len(), 1, "{budgets:?}");
     assert_eq!(budgets[0].granted, 2);
     assert!(h.budgets_of(&BudgetOwner::Key(key("b"))).is_empty());
+    // Each client is shown on the budget by the name the budget table gives it, though its
+    // first call went out before its key was known to belong to the organization.
+    let clients = h.broker.clients(h.now);
+    assert_eq!(clients.len(), 2, "{clients:?}");
+    for client in &clients {
+        assert_eq!(client.budget, Some(budgets[0].budget.clone()), "{client:?}");
+    }
     let accounts = h.broker.accounts(h.now);
     assert_eq!(accounts[0].owner, account("org-1"));
     let mut keys = vec![key("a"), key("b")];
