@@ -84,7 +84,32 @@ pub struct Started {
 }
 
 /// Whether a variable may pass to a daemon started here (see [`KEPT_VARIABLES`]).
+/// What Windows programs need besides (names there are in any case): the system directory
+/// (without `SystemRoot`, sockets cannot be opened), the user's name (the default pipe is named
+/// after it) and profile, temporary and application data directories.
+#[cfg(windows)]
+const KEPT_ON_WINDOWS: [&str; 11] = [
+    "SYSTEMROOT",
+    "WINDIR",
+    "USERNAME",
+    "USERPROFILE",
+    "APPDATA",
+    "LOCALAPPDATA",
+    "TEMP",
+    "TMP",
+    "PATHEXT",
+    "COMSPEC",
+    "PROGRAMDATA",
+];
+
 fn kept(name: &str) -> bool {
+    #[cfg(windows)]
+    {
+        let upper = name.to_ascii_uppercase();
+        if KEPT_ON_WINDOWS.contains(&upper.as_str()) || upper == "PATH" {
+            return true;
+        }
+    }
     KEPT_VARIABLES.contains(&name)
         || name.starts_with("LC_")
         || matches!(
@@ -142,9 +167,10 @@ pub async fn connect_or_start(
     let mut command = std::process::Command::new(&pacerd);
     command.env_clear();
     command.envs(std::env::vars_os().filter(|(name, _)| name.to_str().is_some_and(kept)));
-    if let Some(path) = &socket {
-        command.arg("--socket").arg(path);
-    }
+    // The socket the probe tried, named outright: the daemon's own default could differ (its
+    // environment is not this one).
+    let endpoint = socket.unwrap_or_else(pacer_protocol::endpoint::default_endpoint);
+    command.arg("--socket").arg(&endpoint);
     command.stdin(Stdio::null()).stdout(Stdio::null());
     match log.as_ref().and_then(|(_, file)| file.try_clone().ok()) {
         Some(file) => command.stderr(file),

@@ -22,6 +22,7 @@ fn main() -> ExitCode {
 
 fn start(args: Args) -> anyhow::Result<()> {
     service::process::private_files();
+    #[cfg_attr(not(unix), allow(unused_mut))]
     let mut setup = Setup::new(args.load_config()?, args.socket.clone());
     #[cfg(unix)]
     {

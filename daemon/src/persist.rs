@@ -186,20 +186,34 @@ pub fn lock(path: &Path) -> Result<StateLock, LockError> {
     Ok(StateLock { _file: file })
 }
 
-#[cfg(not(unix))]
+#[cfg(windows)]
 pub fn lock(path: &Path) -> Result<StateLock, LockError> {
-    // Windows: the file is opened for exclusive access instead.
+    use std::os::windows::fs::OpenOptionsExt;
+    // Windows: the lock file is opened with no sharing, so a second daemon cannot open it
+    // while this one runs (ERROR_SHARING_VIOLATION).
+    const ERROR_SHARING_VIOLATION: i32 = 32;
     let lock_path = path.with_extension("lock");
-    std::fs::OpenOptions::new()
+    let opened = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
-        .open(&lock_path)
-        .map(|file| StateLock { _file: file })
-        .map_err(|source| LockError::Open {
+        .truncate(true)
+        .share_mode(0)
+        .open(&lock_path);
+    match opened {
+        Ok(mut file) => {
+            let _ = file.write_all(std::process::id().to_string().as_bytes());
+            Ok(StateLock { _file: file })
+        }
+        Err(e) if e.raw_os_error() == Some(ERROR_SHARING_VIOLATION) => Err(LockError::Held {
+            path: path.to_path_buf(),
+            holder: None,
+        }),
+        Err(source) => Err(LockError::Open {
             path: lock_path.clone(),
             source,
-        })
+        }),
+    }
 }
 
 /// Writes the state file atomically: a new private file (never through a symlink), fsync,

@@ -89,13 +89,29 @@ pub fn effective_uid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
-/// Where pacer keeps its files: `$XDG_STATE_HOME/pacer`, else `~/.local/state/pacer`.
+/// Where pacer keeps its files: `$XDG_STATE_HOME/pacer`, else `~/.local/state/pacer` (on
+/// Windows, `%LOCALAPPDATA%\pacer`).
 pub fn state_dir() -> Option<PathBuf> {
     let base = env::var_os("XDG_STATE_HOME")
         .filter(|p| !p.is_empty())
         .map(PathBuf::from)
-        .or_else(|| env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/state")))?;
+        .or_else(|| {
+            #[cfg(windows)]
+            if let Some(local) = env::var_os("LOCALAPPDATA").filter(|p| !p.is_empty()) {
+                return Some(PathBuf::from(local));
+            }
+            home_dir().map(|home| home.join(".local/state"))
+        })?;
     Some(base.join("pacer"))
+}
+
+/// The user's home directory: `$HOME`, else what the system says (on Windows, where `HOME`
+/// is usually unset, the profile directory).
+pub fn home_dir() -> Option<PathBuf> {
+    env::var_os("HOME")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .or_else(env::home_dir)
 }
 
 #[cfg(unix)]

@@ -18,7 +18,6 @@ pub mod bench;
 mod daemon;
 pub mod mock;
 mod process;
-#[cfg(unix)]
 pub mod redis;
 #[cfg(unix)]
 pub mod users;

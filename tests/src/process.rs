@@ -1,10 +1,8 @@
 //! The real `pacerd` binary as a process, and the real `pacer` command.
 
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::time::{Duration, Instant};
-
-use serde_json::Value;
 
 use crate::binary;
 
@@ -96,11 +94,14 @@ impl Pacerd {
     }
 
     fn wait_until_serving(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
         #[cfg(unix)]
-        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
-            assert!(Instant::now() < deadline, "pacerd did not come up");
-            std::thread::sleep(Duration::from_millis(20));
+        {
+            use std::time::{Duration, Instant};
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
+                assert!(Instant::now() < deadline, "pacerd did not come up");
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
     }
 
@@ -146,6 +147,16 @@ impl Pacerd {
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// Asks the daemon to stop (SIGTERM; where there are no signals, it is killed) and waits
+    /// for it.
+    pub fn stop(&mut self) -> ExitStatus {
+        #[cfg(unix)]
+        self.signal(libc::SIGTERM);
+        #[cfg(not(unix))]
+        let _ = self.child.kill();
+        self.wait()
     }
 
     /// Sends a signal to the daemon.

@@ -357,8 +357,7 @@ async fn watch_shows_outcomes_one_line_per_pause_and_survives_a_restart() {
     );
 
     // A restart: watch says so, and goes on.
-    daemon.signal(libc::SIGTERM);
-    daemon.wait();
+    daemon.stop();
     let daemon = Pacerd::start(dir.path(), &["--upstream", &url]);
     watch.until("pacerd is back");
     watch.until_subscribed(daemon.socket());

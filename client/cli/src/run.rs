@@ -200,7 +200,8 @@ fn exec(mut command: std::process::Command, program: &Path) -> anyhow::Result<Ex
         let status = command
             .status()
             .with_context(|| format!("cannot run {}", program.display()))?;
-        Ok(ExitCode::from(status.code().unwrap_or(1) as u8))
+        // Windows exit codes are 32 bits: pass them on whole (256 must not become 0).
+        std::process::exit(status.code().unwrap_or(1))
     }
 }
 

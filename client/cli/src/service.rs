@@ -51,7 +51,7 @@ enum Platform {
 
 impl Platform {
     fn detect() -> anyhow::Result<Platform> {
-        let home = std::env::var_os("HOME").map(PathBuf::from);
+        let home = pacer_protocol::endpoint::home_dir();
         if cfg!(target_os = "macos") {
             let home = home.context("$HOME is not set")?;
             return Ok(Platform::Launchd {
@@ -113,6 +113,14 @@ impl Platform {
                 let path = dir.join(format!("{LAUNCHD_LABEL}.plist"));
                 write(&path, &plist)?;
                 let domain = launchd_domain();
+                if start {
+                    // An agent loaded by an earlier install would make `bootstrap` fail (error
+                    // 5) and keep running the old plist: it goes first. Not loaded: nothing to do.
+                    let target = format!("{domain}/{LAUNCHD_LABEL}");
+                    if let Told::Yes = try_run(true, &["launchctl", "bootout", &target]) {
+                        wait_until_unloaded(&target);
+                    }
+                }
                 let done = run_or_print(
                     start,
                     &[&["launchctl", "bootstrap", &domain, &path.to_string_lossy()]],
@@ -259,6 +267,20 @@ let `pacer run -- COMMAND` start it in the background.";
 /// How to go on without a service manager.
 const RUN_BY_HAND: &str = "until then, run `pacerd` in a terminal (or under nohup or tmux), or \
 let `pacer run -- COMMAND` start it in the background.";
+
+/// Waits (up to 5 s) for launchd to finish unloading `target`: `bootout` returns before it has.
+fn wait_until_unloaded(target: &str) {
+    for _ in 0..50 {
+        let loaded = Command::new("launchctl")
+            .args(["print", target])
+            .output()
+            .is_ok_and(|out| out.status.success());
+        if !loaded {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
 
 /// Whether the service manager was told of a change.
 enum Told {

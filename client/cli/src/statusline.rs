@@ -199,7 +199,7 @@ fn command() -> String {
     let exe = std::env::current_exe().ok();
     let on_path = std::env::var_os("PATH").and_then(|path| {
         std::env::split_paths(&path)
-            .map(|dir| dir.join("pacer"))
+            .map(|dir| dir.join(format!("pacer{}", std::env::consts::EXE_SUFFIX)))
             .find(|p| p.is_file())
     });
     match (exe, on_path) {
@@ -222,9 +222,10 @@ fn install(settings: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let path = match settings {
         Some(path) => path,
         None => {
-            let home = std::env::var_os("HOME")
-                .context("$HOME is not set: name the settings file with --settings")?;
-            PathBuf::from(home).join(".claude").join("settings.json")
+            let home = pacer_protocol::endpoint::home_dir().context(
+                "no home directory ($HOME is not set): name the settings file with --settings",
+            )?;
+            home.join(".claude").join("settings.json")
         }
     };
     let mut value = match std::fs::read_to_string(&path) {

@@ -306,7 +306,7 @@ pub fn default_path() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CONFIG_HOME")
         .filter(|p| !p.is_empty())
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config")))?;
+        .or_else(|| pacer_protocol::endpoint::home_dir().map(|home| home.join(".config")))?;
     Some(base.join("pacer").join("config.toml"))
 }
 

@@ -2,6 +2,7 @@
 
 /// A user or group name that names nobody here.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[cfg_attr(not(unix), allow(dead_code))]
 pub enum Unknown {
     #[error("`{name}` is not a {what}")]
     Malformed { name: String, what: &'static str },

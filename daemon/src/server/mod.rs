@@ -29,6 +29,7 @@ use listener::{Listener, Stream};
 /// How many connections the socket serves at once unless told otherwise.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 8192;
 
+#[cfg(unix)]
 static DENIED: Throttle = Throttle::new(Duration::from_secs(10));
 static BUSY: Throttle = Throttle::new(Duration::from_secs(10));
 

@@ -122,12 +122,27 @@ pub fn forward_signals(controller: Controller) -> io::Result<()> {
     Ok(())
 }
 
-/// Turns Ctrl-C / Ctrl-Break into a stop (Windows has no SIGHUP: restart to reload). Must be
+/// Turns the console's events — Ctrl-C, Ctrl-Break, the window closing, logoff, shutdown —
+/// into a stop, so the state is saved (Windows has no SIGHUP: restart to reload). Must be
 /// called within a tokio runtime.
 #[cfg(windows)]
 pub fn forward_signals(controller: Controller) -> io::Result<()> {
+    use tokio::signal::windows;
+    let (mut c, mut brk) = (windows::ctrl_c()?, windows::ctrl_break()?);
+    let (mut close, mut logoff) = (windows::ctrl_close()?, windows::ctrl_logoff()?);
+    let mut shutdown = windows::ctrl_shutdown()?;
     tokio::spawn(async move {
-        while tokio::signal::ctrl_c().await.is_ok() {
+        loop {
+            let event = tokio::select! {
+                e = c.recv() => e,
+                e = brk.recv() => e,
+                e = close.recv() => e,
+                e = logoff.recv() => e,
+                e = shutdown.recv() => e,
+            };
+            if event.is_none() {
+                return;
+            }
             controller.stop().await;
         }
     });

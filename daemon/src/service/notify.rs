@@ -108,8 +108,9 @@ pub fn next_steps(ready: &super::Ready, log_dir: Option<&std::path::Path>) -> St
 
 /// Whether `program` is found on the `PATH`.
 fn on_path(program: &str) -> bool {
+    let file = format!("{program}{}", std::env::consts::EXE_SUFFIX);
     std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(&file).is_file()))
 }
 
 #[cfg(test)]
