@@ -238,10 +238,16 @@ pub fn save(path: &Path, state: &StateFile) -> std::io::Result<()> {
             options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
         }
         let mut file = options.open(&tmp)?;
-        file.write_all(&json)?;
-        file.sync_all()?;
+        let written = file
+            .write_all(&json)
+            .and_then(|()| file.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = written {
+            // A full disk: the partial file goes, and the old state file stays as it was.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
     }
-    std::fs::rename(&tmp, path)?;
     // The rename itself is durable only once the directory is.
     if let Ok(dir) = std::fs::File::open(dir) {
         let _ = dir.sync_all();

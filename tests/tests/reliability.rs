@@ -62,6 +62,13 @@ async fn every_spelling_of_the_messages_path_is_held_while_its_budget_is_paused(
         "/v1/messages;x",
         "/v1/messages/",
         "/v1%2Fmessages",
+        "/v1/messages%3f",
+        "/v1/messages%23",
+        "/v1/messages%00",
+        "/v1/messages%20",
+        "/v1/messages%09",
+        "/v1/messages.",
+        "/v1/messages%2e",
     ] {
         let response = post(&http, &format!("{base}{path}"), message(SONNET)).await;
         assert_eq!(response.status(), 429, "{path}");

@@ -343,6 +343,50 @@ async fn a_corrupt_state_file_is_set_aside_and_the_daemon_starts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_file_that_cannot_be_written_is_said_once_and_leaves_no_temporary_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Pacerd::start(dir.path(), &["--no-gateway"]);
+    client(daemon.socket(), "c").await.status().await.unwrap();
+    // The state file's place is taken by a directory with something in it: every save fails
+    // at its rename, as on a full disk it fails at its write.
+    let state = dir.path().join("pacer/state");
+    let _ = std::fs::remove_file(&state);
+    std::fs::create_dir_all(state.join("in-the-way")).unwrap();
+    let logs = dir.path().join("pacer/logs");
+    for round in 0..3 {
+        // A pause (and its lift) is saved at once.
+        let pause = daemon.pacer(&["pause", "--model", "opus", "--for", "2m"], "sk");
+        assert!(pause.status.success(), "{pause:?}");
+        let lift = daemon.pacer(&["pause", "--model", "opus", "--for", "0"], "sk");
+        assert!(lift.status.success(), "{lift:?}");
+        let said = wait_until(Duration::from_secs(10), || async {
+            read_logs(&logs).contains("cannot save the state")
+        })
+        .await;
+        assert!(said, "round {round}: {}", read_logs(&logs));
+    }
+    // Several saves failed (each pause and lift is saved at once): said once, no temporary
+    // file left behind.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let text = read_logs(&logs);
+    assert_eq!(text.matches("cannot save the state").count(), 1, "{text}");
+    assert!(!dir.path().join("pacer/state.tmp").exists());
+    // Once it can be written again, it says so.
+    std::fs::remove_dir_all(&state).unwrap();
+    let pause = daemon.pacer(&["pause", "--model", "opus", "--for", "2m"], "sk");
+    assert!(pause.status.success(), "{pause:?}");
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            read_logs(&logs).contains("the state is saved again")
+        })
+        .await,
+        "{}",
+        read_logs(&logs)
+    );
+    assert!(state.is_file());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_rotate_in_their_directory_and_never_hold_an_api_key() {
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("my-logs");

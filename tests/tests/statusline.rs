@@ -135,6 +135,26 @@ fn install_writes_the_setting_and_keeps_what_was_there() {
         })
         .count();
     assert_eq!(backups, 1);
+    // Installed again at once: the same setting, so nothing is written or backed up.
+    let before = std::fs::read_to_string(&settings).unwrap();
+    let again = Command::new(binary("pacer"))
+        .args(["statusline", "--install", "--settings"])
+        .arg(&settings)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{said}");
+    assert!(said.contains("nothing changed"), "{said}");
+    assert!(!said.contains("replaced"), "{said}");
+    assert_eq!(std::fs::read_to_string(&settings).unwrap(), before);
+    let backups_now = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_string_lossy().contains(".bak-")
+        })
+        .count();
+    assert_eq!(backups_now, 1);
     // A file that is not JSON is left alone.
     std::fs::write(&settings, "{ broken").unwrap();
     let out = Command::new(binary("pacer"))

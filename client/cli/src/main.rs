@@ -22,6 +22,7 @@ mod pacerd;
 mod probe;
 mod run;
 mod service;
+mod settings;
 mod status;
 mod statusline;
 mod top;

@@ -26,6 +26,7 @@ use pacer_protocol::message::{SessionQuery, SessionView, WindowStatus};
 use serde_json::Value;
 
 use crate::clock::local;
+use crate::settings::{Change, Settings};
 
 /// How long the whole answer may take, stdin included.
 const BUDGET: Duration = Duration::from_millis(80);
@@ -59,7 +60,9 @@ impl Input {
         let mut rate_limits = Vec::new();
         for (field, name) in [("five_hour", "5h"), ("seven_day", "7d")] {
             let window = &value["rate_limits"][field];
-            if let Some(used) = window["used_percentage"].as_f64() {
+            // A percentage: anything else (1e308, a negative) is not shown.
+            let used = window["used_percentage"].as_f64();
+            if let Some(used) = used.filter(|u| (0.0..=100.0).contains(u)) {
                 rate_limits.push((name, used, reset_of(&window["resets_at"])));
             }
         }
@@ -228,47 +231,25 @@ fn install(settings: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             home.join(".claude").join("settings.json")
         }
     };
-    let mut value = match std::fs::read_to_string(&path) {
-        Ok(text) if text.trim().is_empty() => Value::Object(Default::default()),
-        Ok(text) => serde_json::from_str::<Value>(&text).with_context(|| {
-            format!(
-                "{} is not valid JSON; fix it first (nothing was changed)",
-                path.display()
-            )
-        })?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Value::Object(Default::default()),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    };
-    let Some(object) = value.as_object_mut() else {
-        anyhow::bail!(
-            "{} does not hold a JSON object; nothing was changed",
+    let mut settings = Settings::read(&path)?;
+    let line = serde_json::json!({"type": "command", "command": command(), "padding": 0});
+    let change = settings.set("statusLine", &line)?;
+    if change == Change::Unchanged {
+        eprintln!(
+            "pacer: Claude Code's status line already runs `{}` ({}): nothing changed",
+            command(),
             path.display()
         );
-    };
-    let previous = object.get("statusLine").cloned();
-    object.insert(
-        "statusLine".into(),
-        serde_json::json!({"type": "command", "command": command(), "padding": 0}),
-    );
-    if path.exists() {
-        let stamp = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let backup = path.with_extension(format!("json.bak-{stamp}"));
-        std::fs::copy(&path, &backup).with_context(|| {
-            format!("cannot back {} up to {}", path.display(), backup.display())
-        })?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(backup) = settings.write()? {
         eprintln!(
             "pacer: {} backed up to {}",
             path.display(),
             backup.display()
         );
-    } else if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let text = serde_json::to_string_pretty(&value)? + "\n";
-    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
-    if let Some(previous) = previous {
+    if let Change::Replaced(previous) = change {
         eprintln!("pacer: replaced the statusLine that was there: {previous}");
     }
     eprintln!(
@@ -302,6 +283,16 @@ mod tests {
         assert!(input.rate_limits[1].2.is_some());
         let nothing = Input::parse("not json");
         assert!(nothing.session_id.is_none() && nothing.rate_limits.is_empty());
+    }
+
+    #[test]
+    fn a_percentage_that_is_not_one_is_not_shown() {
+        for used in ["1e308", "-5", "100.5"] {
+            let input = Input::parse(&format!(
+                r#"{{"rate_limits":{{"five_hour":{{"used_percentage":{used},"resets_at":1800003600}}}}}}"#
+            ));
+            assert!(input.rate_limits.is_empty(), "{used}");
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use tokio_util::sync::CancellationToken;
@@ -42,9 +43,24 @@ pub async fn save_now(hub: &Hub, path: &Path) {
     let written =
         tokio::task::spawn_blocking(move || persist::save(&path, &state).map_err(|e| (path, e)))
             .await;
-    match written {
-        Ok(Ok(())) => hub.stats().count_save(),
-        Ok(Err((path, e))) => tracing::error!(path = %path.display(), "cannot save the state: {e}"),
-        Err(e) => tracing::error!("cannot save the state: {e}"),
+    let failure = match written {
+        Ok(Ok(())) => {
+            hub.stats().count_save();
+            if FAILING.swap(false, Ordering::Relaxed) {
+                tracing::info!("the state is saved again");
+            }
+            return;
+        }
+        Ok(Err((path, e))) => format!("cannot save the state to {}: {e}", path.display()),
+        Err(e) => format!("cannot save the state: {e}"),
+    };
+    // A full disk fails every save: said once, until one succeeds again.
+    if FAILING.swap(true, Ordering::Relaxed) {
+        tracing::debug!("{failure}");
+    } else {
+        tracing::error!("{failure} (said once; pacerd keeps trying, and says when it can again)");
     }
 }
+
+/// Whether the last save failed (the daemon has one state file).
+static FAILING: AtomicBool = AtomicBool::new(false);

@@ -1,6 +1,7 @@
 //! How a request's path is read: leniently, the way the most lenient server might, so that no
 //! spelling of a Messages endpoint (`//v1/messages`, `/v1/%6dessages`, `/V1/messages`,
-//! `/v1/messages;x`) goes around the budget.
+//! `/v1/messages;x`, `/v1/messages%3f`, `/v1/messages%20`, `/v1/messages.`) goes around the
+//! budget.
 
 /// The endpoints that are paced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,8 +35,10 @@ pub fn endpoint_of(method: &str, path: &str) -> Endpoint {
 
 /// The segments of a path as the most lenient server might read it: percent-escapes decoded
 /// (and decoded again, up to three times, for double encodings), `\` taken for `/`, empty
-/// segments dropped, and `;parameters` cut off each segment. Case is kept (the client prefix's
-/// name keeps its case); callers compare endpoints without it.
+/// segments dropped, each segment cut at a `;parameter`, an (encoded) `?` or `#` or a NUL, and
+/// stripped of surrounding white space and trailing dots (`messages.` is `messages` to a server
+/// that normalises as Windows file names do). Case is kept (the client prefix's name keeps its
+/// case); callers compare endpoints without it.
 pub fn loose_segments(path: &str) -> Vec<String> {
     let mut decoded = path.to_owned();
     for _ in 0..3 {
@@ -47,7 +50,14 @@ pub fn loose_segments(path: &str) -> Vec<String> {
     }
     decoded
         .split(['/', '\\'])
-        .map(|segment| segment.split(';').next().unwrap_or_default())
+        .map(|segment| {
+            segment
+                .split([';', '?', '#', '\0'])
+                .next()
+                .unwrap_or_default()
+                .trim_start_matches(|c: char| c.is_ascii_whitespace())
+                .trim_end_matches(|c: char| c == '.' || c.is_ascii_whitespace())
+        })
         .filter(|segment| !segment.is_empty())
         .map(str::to_owned)
         .collect()
@@ -111,6 +121,18 @@ mod tests {
             "/V1/messages",
             "/v1/messages;x",
             "/v1//messages/",
+            "/v1/messages%3f",
+            "/v1/messages%3fbeta=true",
+            "/v1/messages%23",
+            "/v1/messages%00",
+            "/v1/messages%00.json",
+            "/v1/messages%20",
+            "/v1/messages%09",
+            "/v1/%20messages",
+            "/v1/messages.",
+            "/v1/messages%2e",
+            "/v1/messages%2e%2e",
+            "/v1./messages",
         ] {
             assert_eq!(endpoint_of("POST", path), Endpoint::Messages, "{path}");
         }
