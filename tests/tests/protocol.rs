@@ -189,6 +189,23 @@ async fn clients_that_make_their_own_calls_estimate_and_calibrate_as_the_gateway
     let client = daemon.client_named("script").await;
     // Nothing learned yet: a token for every four bytes.
     assert_eq!(client.estimate_input(4000).await.unwrap(), 1000);
+    // A connection teaches only for a client id it has acquired with.
+    let refused = client.calibrate(4000, 2000).await.unwrap_err();
+    assert!(
+        matches!(
+            &refused,
+            pacer_client::Error::Daemon { kind, .. } if *kind == ErrorKind::PermissionDenied
+        ),
+        "{refused}"
+    );
+    let permit = client
+        .acquire(AcquireRequest::new("k", "claude-sonnet-4-5"))
+        .await
+        .unwrap();
+    permit.release().await.unwrap();
+    // Another connection naming itself the same cannot teach for it.
+    let impostor = daemon.client_named("script").await;
+    assert!(impostor.calibrate(4000, 16_000).await.is_err());
     // Each call's counted input teaches the client's ratio: 2000 tokens in 4000 bytes.
     for _ in 0..20 {
         client.calibrate(4000, 2000).await.unwrap();

@@ -87,6 +87,7 @@ impl GatedCall {
         let request = CallRequest {
             model: model.clone(),
             body_bytes: Some(body.len()),
+            teaches: pacer_api::fields::counts_by_its_bytes(body),
             max_hold,
         };
         Ok(GatedCall {
@@ -253,8 +254,10 @@ impl GatedCall {
         let Some((bytes, counted)) = self.lock().calibration.take() else {
             return Err(PyRuntimeError::new_err("nothing to calibrate"));
         };
-        py.detach(|| client.inner.calibrate(bytes, counted))
-            .map_err(py_error)
+        // Learning is best-effort: a call that succeeded never fails for it (the daemon may
+        // have restarted since this connection's acquire, and not know it).
+        let _ = py.detach(|| client.inner.calibrate(bytes, counted));
+        Ok(())
     }
 
     /// The answer to give (for `"answer"`): status, headers, body.

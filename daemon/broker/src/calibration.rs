@@ -6,12 +6,17 @@
 //! from settled usage; a client with no history uses the ratio shared by all clients, and
 //! before any history at all, a conservative 1 token per 4 bytes.
 //!
-//! The shared ratio starts there and moves toward each sample in proportion to the body's size
-//! (fully from [`FULL_WEIGHT_BYTES`] up; bodies under [`MIN_TEACHING_BYTES`], not at all, their
-//! count being more envelope than bytes): a client of many tiny calls cannot set what a newcomer's
-//! large body is estimated at (a 90 KB request reserving a tenth of what it counts leaves the
-//! budget in debt, and every other client waiting it out). A newcomer's estimate is held to
-//! between a sixteenth and twice the default ratio.
+//! The shared ratio is the **median over clients** of what their large bodies counted (one vote
+//! each; bodies under [`MIN_TEACHING_BYTES`] do not vote, their count being more envelope than
+//! bytes), held to between a sixteenth and twice the default ratio. So no one client — however
+//! many calls it makes, however odd its bodies (a document by file id counts thousands of tokens
+//! for a few bytes; the gateway does not let those teach at all) — sets what a newcomer is
+//! estimated at: with others about, its vote is one among them; alone, it is held to the bounds.
+//! (A 90 KB request reserving a tenth of what it counts leaves the budget in debt, and every
+//! other client waiting it out; one reserving ten times too much waits for nothing.)
+//!
+//! A client's own ratio comes only from its own settled calls: the gateway calibrates for the
+//! client that made the call, and a socket client only for a client id it has acquired with.
 
 use std::collections::BTreeMap;
 
@@ -71,7 +76,15 @@ impl Ratio {
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Calibration {
     clients: BTreeMap<String, Ratio>,
+    /// The ratio shared before the median (state files of earlier releases): used only until
+    /// some client has voted.
     overall: Ratio,
+    /// Each client's ratio over its large bodies alone: its vote for the shared ratio.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    votes: BTreeMap<String, Ratio>,
+    /// The median of the votes, kept current as they change.
+    #[serde(skip)]
+    median: Option<f64>,
 }
 
 impl Calibration {
@@ -81,27 +94,34 @@ impl Calibration {
             .clients
             .get(client)
             .and_then(Ratio::known)
-            .or_else(|| {
-                let shared = self.overall.known()?;
-                Some(shared.clamp(SHARED_MIN, SHARED_MAX))
-            })
+            .or_else(|| self.shared())
             .unwrap_or(DEFAULT_TOKENS_PER_BYTE);
         (body_bytes as f64 * ratio).ceil() as u64
+    }
+
+    /// What a newcomer's body is estimated at, per byte: the median vote (or, before any,
+    /// an earlier release's shared ratio), within the bounds.
+    fn shared(&self) -> Option<f64> {
+        let shared = self.median.or_else(|| self.overall.known())?;
+        Some(shared.clamp(SHARED_MIN, SHARED_MAX))
     }
 
     /// The calibration from a state file, held to sense: a ratio no request can have (`1e300`,
     /// negative, not a number) is forgotten, and so are clients past the table's size.
     pub fn sane(mut self) -> Calibration {
-        self.clients.retain(|_, ratio| ratio.is_sane());
-        while self.clients.len() > MAX_CLIENTS {
-            let Some(evict) = self.clients.keys().next().cloned() else {
-                break;
-            };
-            self.clients.remove(&evict);
+        for table in [&mut self.clients, &mut self.votes] {
+            table.retain(|_, ratio| ratio.is_sane());
+            while table.len() > MAX_CLIENTS {
+                let Some(evict) = table.keys().next().cloned() else {
+                    break;
+                };
+                table.remove(&evict);
+            }
         }
         if !self.overall.is_sane() {
             self.overall = Ratio::default();
         }
+        self.median = median(&self.votes);
         self
     }
 
@@ -122,10 +142,30 @@ impl Calibration {
             .or_default()
             .record(sample);
         if body_bytes >= MIN_TEACHING_BYTES {
-            self.overall
+            if !self.votes.contains_key(client)
+                && self.votes.len() >= MAX_CLIENTS
+                && let Some(evict) = self.votes.keys().next().cloned()
+            {
+                self.votes.remove(&evict);
+            }
+            self.votes
+                .entry(client.to_owned())
+                .or_default()
                 .record_weighted(sample, body_bytes as f64 / FULL_WEIGHT_BYTES);
+            self.median = median(&self.votes);
         }
     }
+}
+
+/// The median of the clients' votes (the lower middle one of an even count).
+fn median(votes: &BTreeMap<String, Ratio>) -> Option<f64> {
+    let mut ratios: Vec<f64> = votes.values().filter_map(Ratio::known).collect();
+    if ratios.is_empty() {
+        return None;
+    }
+    let middle = (ratios.len() - 1) / 2;
+    let (_, m, _) = ratios.select_nth_unstable_by(middle, f64::total_cmp);
+    Some(*m)
 }
 
 #[cfg(test)]
@@ -193,6 +233,38 @@ mod tests {
             "forgotten: the default ratio"
         );
         assert_eq!(sane.estimate("b", 1000), 100);
+    }
+
+    #[test]
+    fn one_client_cannot_skew_what_newcomers_are_estimated_at() {
+        let mut calibration = Calibration::default();
+        // Three ordinary clients: 90 KB bodies counting a quarter token a byte.
+        for client in ["a", "b", "c"] {
+            for _ in 0..5 {
+                calibration.record(client, 90_000, 22_500);
+            }
+        }
+        let before = calibration.estimate("newcomer", 90_000);
+        assert_eq!(before, 22_500);
+        // One client whose bodies count four tokens a byte (or that says so), many times.
+        for _ in 0..1000 {
+            calibration.record("skewed", 90_000, 360_000);
+        }
+        assert_eq!(calibration.estimate("newcomer", 90_000), before);
+        assert_eq!(calibration.estimate("skewed", 90_000), 360_000, "its own");
+        // Alone, it moves the shared ratio no further than the bound.
+        let mut alone = Calibration::default();
+        for _ in 0..1000 {
+            alone.record("skewed", 90_000, 360_000);
+        }
+        assert_eq!(
+            alone.estimate("newcomer", 90_000),
+            (90_000.0 * SHARED_MAX) as u64
+        );
+        // The votes survive a restart.
+        let saved: Calibration =
+            serde_json::from_str(&serde_json::to_string(&calibration).unwrap()).unwrap();
+        assert_eq!(saved.sane().estimate("newcomer", 90_000), before);
     }
 
     #[test]

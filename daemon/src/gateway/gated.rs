@@ -37,6 +37,8 @@ pub struct Gate {
     /// The request body's size, to hold the usage to and calibrate estimates with (`None`:
     /// don't).
     pub body_bytes: Option<usize>,
+    /// Whether its usage may teach the estimate (no content by file id or URL).
+    pub teaches: bool,
     /// Through a registered route: its upstream, whose answers count for its keys only.
     pub scope: Option<String>,
     /// Claude Code's session id, whole.
@@ -84,6 +86,7 @@ pub async fn handle(gateway: &Arc<Gateway>, gate: Gate, forward: Forward) -> Res
     let request = CallRequest {
         model: gate.model.clone(),
         body_bytes: gate.body_bytes,
+        teaches: gate.teaches,
         max_hold: gateway.max_hold(),
     };
     let mut call = GatedCall::new(request, now());

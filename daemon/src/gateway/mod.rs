@@ -276,6 +276,7 @@ impl Gateway {
                 input_tokens: 0,
                 max_tokens: Some(0),
                 body_bytes: None,
+                teaches: false,
                 scope,
                 session: route::session_id(headers),
             }),
@@ -306,6 +307,7 @@ impl Gateway {
                     input_tokens,
                     max_tokens: fields.max_tokens,
                     body_bytes: Some(body.len()),
+                    teaches: fields::counts_by_its_bytes(body),
                     scope,
                     session: route::session_id(headers),
                 })

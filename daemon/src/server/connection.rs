@@ -1,5 +1,6 @@
 //! One client connection: the handshake, then requests until it closes.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,6 +42,7 @@ pub async fn serve(stream: Stream, conn: ConnId, hub: Arc<Hub>, stop: Cancellati
         outbox: outbox.clone(),
         greeted: false,
         subscriptions: JoinSet::new(),
+        acquired_for: HashSet::new(),
     };
     let mut flush_done = false;
     tokio::select! {
@@ -92,7 +94,13 @@ struct Connection {
     greeted: bool,
     /// Tasks forwarding events to this connection.
     subscriptions: JoinSet<()>,
+    /// The client ids this connection has acquired permits for (a few at most): the only ones
+    /// it may teach the input estimate for.
+    acquired_for: HashSet<String>,
 }
+
+/// The most client ids one connection is remembered to have acquired for.
+const MAX_CLIENT_IDS_PER_CONNECTION: usize = 64;
 
 /// Why pacerd closed a connection (the client leaving, or the daemon stopping, is no error).
 #[derive(Debug, thiserror::Error)]
@@ -180,7 +188,12 @@ impl Connection {
         };
         let response = match frame.request {
             Request::Hello(hello) => Some(welcome(&hello)),
-            Request::Acquire(acquire) => handlers::acquire(&self.hub, ticket, &acquire),
+            Request::Acquire(acquire) => {
+                if self.acquired_for.len() < MAX_CLIENT_IDS_PER_CONNECTION {
+                    self.acquired_for.insert(acquire.client_id.clone());
+                }
+                handlers::acquire(&self.hub, ticket, &acquire)
+            }
             Request::Report(report) => Some(handlers::report(&self.hub, report)),
             Request::Release(release) => Some(handlers::release(&self.hub, release)),
             Request::Status => Some(handlers::status(&self.hub, 0)),
@@ -190,6 +203,16 @@ impl Connection {
             Request::RegisterRoute(route) => Some(handlers::register_route(&self.hub, route)),
             Request::Session(query) => Some(handlers::session(&self.hub, query)),
             Request::Estimate(estimate) => Some(handlers::estimate(&self.hub, &estimate)),
+            Request::Calibrate(calibrate) if !self.acquired_for.contains(&calibrate.client_id) => {
+                Some(handlers::error(
+                    ErrorKind::PermissionDenied,
+                    format!(
+                        "a connection teaches the input estimate only for a client id it has \
+                         acquired a permit with, not `{}`",
+                        pacer_protocol::text::bounded(&calibrate.client_id, 64)
+                    ),
+                ))
+            }
             Request::Calibrate(calibrate) => Some(handlers::calibrate(&self.hub, &calibrate)),
             Request::Subscribe => {
                 self.subscribe(id);

@@ -130,6 +130,9 @@ pub struct CallRequest {
     /// The request body's size: a Messages call's usage is held to what it could have counted,
     /// and teaches the estimate. `None` for calls that do neither (`count_tokens`).
     pub body_bytes: Option<usize>,
+    /// Whether what the body counts is about its bytes (see
+    /// [`crate::fields::counts_by_its_bytes`]): only then does its usage teach the estimate.
+    pub teaches: bool,
     /// How long the request may be held waiting for the budget, in all.
     pub max_hold: Duration,
 }
@@ -370,7 +373,7 @@ impl GatedCall {
             (&mut outcome, self.request.body_bytes)
         {
             bound_usage(usage, bytes);
-            if complete {
+            if complete && self.request.teaches {
                 self.queue.push_back(Action::Calibrate {
                     body_bytes: bytes,
                     counted_input: usage.counted_input_tokens(),

@@ -8,6 +8,43 @@ use std::fmt;
 use serde::Deserialize;
 use serde::de::{IgnoredAny, MapAccess, Visitor};
 
+/// Whether what a body counts is about its bytes, so that it may teach the input estimate: not
+/// when it sends content by reference — a document or image by file id (`"file_id"`) or by
+/// URL (a `"type": "url"` source) — which the API counts in full from a few bytes of body.
+pub fn counts_by_its_bytes(body: &[u8]) -> bool {
+    if contains(body, b"\"file_id\"") {
+        return false;
+    }
+    let mut rest = body;
+    while let Some(at) = find(rest, b"\"type\"") {
+        rest = &rest[at + 6..];
+        let value = skip_blank(rest);
+        if let Some(value) = value.strip_prefix(b":") {
+            let value = skip_blank(value);
+            if value.starts_with(b"\"url\"") || value.starts_with(b"\"file\"") {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+fn skip_blank(bytes: &[u8]) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    &bytes[start..]
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    find(haystack, needle).is_some()
+}
+
 /// The model a request without a usable one is paced as (a class of its own).
 pub const UNKNOWN_MODEL: &str = "unknown-model";
 
@@ -133,6 +170,25 @@ impl<'de> Deserialize<'de> for Loose {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn content_by_reference_does_not_teach_the_input_estimate() {
+        for body in [
+            r#"{"messages":[{"role":"user","content":[{"type":"document","source":{"type":"file","file_id":"file_011"}}]}]}"#,
+            r#"{"messages":[{"role":"user","content":[{"type":"image","source":{"type": "url","url":"https://x/y.png"}}]}]}"#,
+            r#"{"messages":[{"content":[{"type":"document","source":{"type" :
+                "url","url":"https://x/a.pdf"}}]}]}"#,
+        ] {
+            assert!(!counts_by_its_bytes(body.as_bytes()), "{body}");
+        }
+        for body in [
+            r#"{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"hi"}]}"#,
+            r#"{"messages":[{"content":[{"type":"text","text":"the url is \"url\""}]}]}"#,
+            r#"{"messages":[{"content":[{"type":"image","source":{"type":"base64","data":"AAAA"}}]}]}"#,
+        ] {
+            assert!(counts_by_its_bytes(body.as_bytes()), "{body}");
+        }
+    }
 
     fn read(body: &str) -> MessagesFields {
         MessagesFields::read(body.as_bytes())

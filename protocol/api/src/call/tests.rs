@@ -14,6 +14,7 @@ fn call(now: Instant) -> GatedCall {
         CallRequest {
             model: "claude-sonnet-4-5".into(),
             body_bytes: Some(1000),
+            teaches: true,
             max_hold: Duration::from_secs(240),
         },
         now,
@@ -64,6 +65,47 @@ fn answer_of(actions: &[Action]) -> &Answer {
         [.., Action::Answer(answer), Action::Done] => answer,
         other => panic!("no answer: {other:?}"),
     }
+}
+
+#[test]
+fn a_body_with_content_by_reference_reports_but_does_not_calibrate() {
+    let now = Instant::now();
+    let mut c = GatedCall::new(
+        CallRequest {
+            model: "claude-sonnet-4-5".into(),
+            body_bytes: Some(186),
+            teaches: false,
+            max_hold: Duration::from_secs(240),
+        },
+        now,
+    );
+    c.poll(now);
+    c.granted();
+    c.poll(now);
+    c.answered(200, headers(&[("content-type", "application/json")]), WALL);
+    c.poll(now);
+    let usage = Usage {
+        input_tokens: 744,
+        ..Usage::default()
+    };
+    c.ended(
+        Outcome::Success {
+            usage,
+            headers: Vec::new(),
+        },
+        true,
+    );
+    let actions = drain(&mut c, now);
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::Calibrate { .. })),
+        "{actions:?}"
+    );
+    assert!(matches!(
+        actions[0],
+        Action::Report(Outcome::Success { .. })
+    ));
 }
 
 #[test]
@@ -401,6 +443,7 @@ fn count_tokens_calls_are_neither_bounded_nor_calibrated() {
         CallRequest {
             model: "count_tokens".into(),
             body_bytes: None,
+            teaches: false,
             max_hold: Duration::from_secs(1),
         },
         now,
