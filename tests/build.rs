@@ -53,6 +53,20 @@ fn main() {
              redis-server is not on the PATH (apt-get install redis-server)"
         );
     }
+    println!("cargo::rustc-check-cfg=cfg(pacer_faketime)");
+    let faketime = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+    if std::path::Path::new(faketime).is_file() {
+        println!("cargo::rustc-cfg=pacer_faketime");
+    } else if required {
+        panic!(
+            "libfaketime is not installed, but PACER_E2E_REQUIRED is set: apt-get install faketime"
+        );
+    } else {
+        println!(
+            "cargo::warning=the clock-step test will be skipped: libfaketime is not installed \
+             (apt-get install faketime)"
+        );
+    }
     println!("cargo::rustc-check-cfg=cfg(pacer_root)");
     let uid = std::process::Command::new("id")
         .arg("-u")

@@ -416,6 +416,17 @@ impl Broker {
         self.take_output()
     }
 
+    /// The wall clock stepped (an NTP correction, a person setting it) by `step`: this daemon's
+    /// instants map to the wall clock as it is now, and what was read against the old one — a
+    /// window's reset — moves with it. Deadlines held as instants (pauses, lockouts) were
+    /// measured from the API's own clock (see `RateLimitHeaders::parse`) and stay.
+    pub fn rebase(&mut self, step: crate::Step) {
+        if let Some(wall) = step.apply(self.time_base.wall) {
+            self.time_base.wall = wall;
+            self.windows.shift(step);
+        }
+    }
+
     /// Applies everything that time alone changes: pauses and backoffs that ended, detached leases
     /// that expired, waiters that can now be granted, deadlines that passed.
     pub fn tick(&mut self, now: Instant) -> Vec<Output> {

@@ -113,7 +113,7 @@ pub use per_kind::PerKind;
 pub use shared::{Claim, ClaimAnswer, ClusterEvent, SharedOp, Sharing, WindowsReport};
 pub use snapshot::BrokerState;
 pub use time::{FOREVER, TimeBase, later, local_time};
-pub use windows::{InFlight, WindowsConfig, window_length, window_title};
+pub use windows::{InFlight, Step, WindowsConfig, window_length, window_title};
 
 use budget::Budgets;
 use clients::Clients;

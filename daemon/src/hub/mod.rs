@@ -19,6 +19,7 @@
 //!   [`ClusterLink`];
 //! - `timer`: the task that ticks the broker.
 
+pub mod clock;
 mod deliver;
 pub mod handlers;
 mod parts;
@@ -34,7 +35,7 @@ pub use timer::drive as drive_timer;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pacer_protocol::message::{DaemonStatus, Event, GatewayInfo, RouteInfo, RouteStatus};
 use tokio::sync::{Notify, broadcast};
@@ -73,10 +74,22 @@ struct State {
     /// When the timer task will next tick, so that only an earlier wakeup disturbs it.
     scheduled: Option<Instant>,
     subscribers: usize,
+    /// The real clocks' jumps (sleep, wall-clock steps), found and applied.
+    drift: clock::Drift,
 }
 
 impl Hub {
     pub fn new(broker: Broker, calibration: Calibration, gateway: GatewayInfo) -> Self {
+        Self::with_clocks(broker, calibration, gateway, Box::new(clock::SystemClocks))
+    }
+
+    /// A hub reading `clocks` for their jumps (tests give clocks they move by hand).
+    pub fn with_clocks(
+        broker: Broker,
+        calibration: Calibration,
+        gateway: GatewayInfo,
+        clocks: Box<dyn clock::Clocks>,
+    ) -> Self {
         Self {
             state: Mutex::new(State {
                 broker,
@@ -85,6 +98,7 @@ impl Hub {
                 writers: HashMap::new(),
                 scheduled: None,
                 subscribers: 0,
+                drift: clock::Drift::new(clocks),
             }),
             timer: Notify::new(),
             events: broadcast::channel(EVENT_BACKLOG).0,
@@ -110,12 +124,39 @@ impl Hub {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The broker's `now`: tokio's clock plus the time the machine slept (see [`clock`]),
+    /// once the clocks' jumps since the last call are applied, each logged once.
+    fn broker_now(&self, state: &mut State) -> Instant {
+        for jump in state.drift.check() {
+            match jump {
+                clock::Jump::Slept(slept) => tracing::info!(
+                    "the machine slept for {}: pauses and lockouts that ran out meanwhile are over",
+                    humantime::format_duration(whole_seconds(slept))
+                ),
+                clock::Jump::Stepped(step) => {
+                    let (way, by) = match step {
+                        pacer_broker::Step::Forward(by) => ("forward", by),
+                        pacer_broker::Step::Back(by) => ("back", by),
+                    };
+                    tracing::warn!(
+                        "the wall clock stepped {way} by {} (an NTP correction, or set by hand): \
+                         windows' resets move with it; waits keep the API's own clock",
+                        humantime::format_duration(whole_seconds(by))
+                    );
+                    state.broker.rebase(step);
+                    self.changes.bump();
+                }
+            }
+        }
+        now() + state.drift.slept()
+    }
+
     /// Runs one broker operation that may change the state, and delivers its outputs; `f`
     /// returns the outputs and whatever the caller wants back.
     pub fn update<R>(&self, f: impl FnOnce(&mut Broker, Instant) -> (Vec<Output>, R)) -> R {
         let (result, deliveries) = {
             let mut state = self.lock();
-            let now = now();
+            let now = self.broker_now(&mut state);
             let (outputs, result) = f(&mut state.broker, now);
             self.changes.bump();
             let deliveries = self.route(&mut state, outputs);
@@ -134,15 +175,16 @@ impl Hub {
     /// Reads the broker without changing what the state file holds (`pacer status`, the
     /// service manager's summary): the saver is not woken for it.
     pub fn read<R>(&self, f: impl FnOnce(&Broker, Instant) -> R) -> R {
-        let state = self.lock();
-        f(&state.broker, now())
+        let mut state = self.lock();
+        let now = self.broker_now(&mut state);
+        f(&state.broker, now)
     }
 
-    /// Applies what time alone has changed; returns when to come back.
+    /// Applies what time alone has changed; returns when to come back, on tokio's clock.
     fn tick(&self) -> Option<Instant> {
         let (next, deliveries) = {
             let mut state = self.lock();
-            let now = now();
+            let now = self.broker_now(&mut state);
             let outputs = state.broker.tick(now);
             if !outputs.is_empty() {
                 self.changes.bump();
@@ -151,6 +193,9 @@ impl Hub {
             let next = state.broker.next_wakeup(now);
             state.scheduled = next;
             self.count_in_flight(&state.broker);
+            // The broker's clock is ahead of tokio's by the time slept.
+            let slept = state.drift.slept();
+            let next = next.map(|at| at.checked_sub(slept).unwrap_or(at));
             (next, deliveries)
         };
         deliver::deliver(deliveries);
@@ -233,10 +278,11 @@ impl Hub {
 
     /// The durable state as of now: the broker's, the gateway's calibration, the routes.
     pub fn snapshot(&self) -> (BrokerState, Calibration, Vec<RouteStatus>) {
-        let state = self.lock();
+        let mut state = self.lock();
+        let now = self.broker_now(&mut state);
         let time_base = state.broker.time_base();
         (
-            state.broker.snapshot(now()),
+            state.broker.snapshot(now),
             state.calibration.clone(),
             state.routes.saved(&time_base),
         )
@@ -318,4 +364,9 @@ impl Drop for Listener<'_> {
         let on = state.subscribers > 0;
         state.broker.set_events(on);
     }
+}
+
+/// `d` to the second (for messages).
+fn whole_seconds(d: Duration) -> Duration {
+    Duration::from_secs(d.as_secs())
 }

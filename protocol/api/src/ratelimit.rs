@@ -50,10 +50,35 @@ pub struct Window {
 impl RateLimitHeaders {
     /// Parses every header it recognises and ignores the rest; a malformed value is skipped, as if
     /// the header were absent.
+    ///
+    /// Times are read against the API's own clock where the answer gives it (its `Date`): a
+    /// reset or an HTTP-date `retry-after` is that far ahead of the answer, whatever this
+    /// machine's clock says, and the windows' resets come out on this machine's clock (`now`),
+    /// moved by the difference. A clock an hour off (or set by hand) does not make a lockout an
+    /// hour longer.
     pub fn parse<'a>(
         headers: impl IntoIterator<Item = (&'a str, &'a str)>,
         now: SystemTime,
     ) -> Self {
+        let headers: Vec<(&str, &str)> = headers.into_iter().collect();
+        let server_now = headers
+            .iter()
+            .find(|(name, _)| name.trim().eq_ignore_ascii_case("date"))
+            .and_then(|(_, value)| httpdate::parse_http_date(value.trim()).ok())
+            // Whole seconds: a difference under two is the Date's rounding, not a clock off.
+            .filter(|&server| {
+                let apart = server.duration_since(now).unwrap_or_else(|e| e.duration());
+                apart >= Duration::from_secs(2)
+            });
+        let mut out = Self::parse_against(headers, server_now.unwrap_or(now));
+        if let Some(server_now) = server_now {
+            out.unified.shift(server_now, now);
+        }
+        out
+    }
+
+    /// [`RateLimitHeaders::parse`] with times read against `now`, as they stand.
+    fn parse_against(headers: Vec<(&str, &str)>, now: SystemTime) -> Self {
         let mut out = Self::default();
         let mut retry_after_ms = None;
         let mut retry_after = None;
@@ -246,6 +271,39 @@ pub fn names_the_organization(message: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_are_read_against_the_apis_clock_when_this_ones_is_off() {
+        let server = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let date = httpdate::fmt_http_date(server);
+        let in_20 = httpdate::fmt_http_date(server + Duration::from_secs(20));
+        let reset_31 = (1_800_000_000u64 + 31).to_string();
+        for skew in [Duration::from_secs(3600), Duration::from_secs(5)] {
+            for local in [server + skew, server - skew] {
+                let h = RateLimitHeaders::parse(
+                    [
+                        ("date", date.as_str()),
+                        ("retry-after", in_20.as_str()),
+                        ("anthropic-ratelimit-unified-5h-reset", reset_31.as_str()),
+                        ("anthropic-ratelimit-unified-5h-status", "rejected"),
+                    ],
+                    local,
+                );
+                assert_eq!(h.retry_after, Some(Duration::from_secs(20)), "{skew:?}");
+                let reset = h.unified.windows[0].reset.unwrap();
+                assert_eq!(reset, local + Duration::from_secs(31), "{skew:?}");
+            }
+        }
+        // Without a Date, this machine's clock is all there is.
+        let h = RateLimitHeaders::parse(
+            [("anthropic-ratelimit-unified-5h-reset", reset_31.as_str())],
+            server + Duration::from_secs(3600),
+        );
+        assert_eq!(
+            h.unified.windows[0].reset,
+            Some(server + Duration::from_secs(31))
+        );
+    }
 
     fn at(rfc3339: &str) -> SystemTime {
         humantime::parse_rfc3339(rfc3339).unwrap()

@@ -164,6 +164,22 @@ impl Unified {
         &mut self.windows[at]
     }
 
+    /// Moves every reset from one clock to another: `from` and `to` are the same moment on
+    /// each (the API's `Date`, and this machine's clock when the answer came).
+    pub fn shift(&mut self, from: SystemTime, to: SystemTime) {
+        let moved = |at: Option<SystemTime>| {
+            at.and_then(|at| match at.duration_since(from) {
+                Ok(ahead) => to.checked_add(ahead),
+                Err(behind) => to.checked_sub(behind.duration()),
+            })
+        };
+        self.reset = moved(self.reset);
+        self.overage_reset = moved(self.overage_reset);
+        for window in &mut self.windows {
+            window.reset = moved(window.reset);
+        }
+    }
+
     /// Whether the headers say the subscription is spent: a window, or the overall status,
     /// `rejected`.
     pub fn is_spent(&self) -> bool {

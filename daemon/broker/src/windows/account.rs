@@ -128,6 +128,33 @@ impl AccountWindows {
     }
 }
 
+impl AccountWindows {
+    /// The wall clock stepped by `step` (see `Broker::rebase`): each reset, read against the
+    /// clock as it was, moves with it, so it stays as far ahead as the API said.
+    pub fn shift(&mut self, step: Step) {
+        for window in self.windows.values_mut() {
+            window.said.reset = window.said.reset.and_then(|reset| step.apply(reset));
+        }
+    }
+}
+
+/// How far the wall clock stepped: forward or back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Forward(std::time::Duration),
+    Back(std::time::Duration),
+}
+
+impl Step {
+    /// `at` moved by the step.
+    pub fn apply(self, at: SystemTime) -> Option<SystemTime> {
+        match self {
+            Step::Forward(by) => at.checked_add(by),
+            Step::Back(by) => at.checked_sub(by),
+        }
+    }
+}
+
 impl Window {
     /// What the API said of the window, as `pacer status` shows it (the broker adds its
     /// estimates, see `windows`).

@@ -21,7 +21,7 @@ mod account;
 pub(crate) mod estimate;
 mod in_flight;
 
-pub use account::{AccountWindows, Window};
+pub use account::{AccountWindows, Step, Window};
 pub use estimate::Estimate;
 pub use in_flight::InFlight;
 use in_flight::WindowUse;
@@ -193,6 +193,13 @@ pub struct Windows {
 }
 
 impl Windows {
+    /// The wall clock stepped: every window's reset moves with it.
+    pub fn shift(&mut self, step: account::Step) {
+        for account in self.accounts.values_mut() {
+            account.shift(step);
+        }
+    }
+
     pub fn new(config: WindowsConfig) -> Self {
         Windows {
             config,
