@@ -148,16 +148,19 @@ fn line(view: Option<&SessionView>, input: &Input, now: SystemTime) -> String {
         None => "pacer".to_owned(),
     });
     let windows: Vec<&WindowStatus> = account.map_or(Vec::new(), |a| a.windows.iter().collect());
+    // pacer's figure, where it has a current one; Claude Code's own where pacer has none or
+    // its window has reset since its last answer (pacer then says nothing of the new one, and
+    // Claude Code's figure is the fresher).
     for window in &windows {
         if let Some(used) = window.utilization {
             parts.push(window_text(&window.name, used, window.reset, now));
         }
     }
     for (name, used, reset) in &input.rate_limits {
-        let known = windows
+        let ours = windows
             .iter()
             .any(|w| w.name == *name && w.utilization.is_some());
-        if !known {
+        if !ours {
             parts.push(window_text(name, used / 100.0, *reset, now));
         }
     }
@@ -340,5 +343,12 @@ mod tests {
         assert!(text.ends_with("batch held"), "{text}");
         let away = line(None, &input, now());
         assert_eq!(away, "pacer off · 5h 99 % · 7d 41 %");
+        // pacer's window reset since its last answer: Claude Code's figure is shown.
+        let mut reset = view.clone();
+        let past = now() - Duration::from_secs(60);
+        reset.account.as_mut().unwrap().windows =
+            vec![WindowStatus::reported("5h".into(), None, None, Some(past))];
+        let text = line(Some(&reset), &input, now());
+        assert!(text.contains("5h 99 %"), "{text}");
     }
 }

@@ -561,7 +561,7 @@ impl Broker {
             }
             (ClusterEvent::Windows { owner, windows }, _) => {
                 let owner = Owner::from_wire(&owner);
-                let unified = windows.to_unified();
+                let unified = windows.to_unified(self.time_base.to_wall(now));
                 let (crossed, _) = self.windows.observe(&owner, &unified, None, now);
                 self.out.extend(crossed.into_iter().map(Output::Event));
                 self.serve_owner(&owner, now);

@@ -445,8 +445,14 @@ impl AccountWindowsState {
                     reset: w.reset,
                 };
                 let estimate = Estimate::with_share(w.share);
-                (w.name.clone(), Window { said, estimate })
+                let window = Window {
+                    said,
+                    estimate,
+                    seen: None,
+                };
+                (w.name.clone(), window)
             })
+            .take(crate::windows::MAX_WINDOWS_PER_ACCOUNT)
             .collect();
         let account = AccountWindows {
             status: parse_state(&self.status),

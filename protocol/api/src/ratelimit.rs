@@ -47,6 +47,10 @@ pub struct Window {
     pub reset_in: Option<Duration>,
 }
 
+/// The furthest ahead a window's reset is believed: a week is the longest window, and a day
+/// more for clocks that disagree.
+pub const MAX_RESET_AHEAD: Duration = Duration::from_secs(8 * 24 * 3600);
+
 impl RateLimitHeaders {
     /// Parses every header it recognises and ignores the rest; a malformed value is skipped, as if
     /// the header were absent.
@@ -73,6 +77,9 @@ impl RateLimitHeaders {
         let mut out = Self::parse_against(headers, server_now.unwrap_or(now));
         if let Some(server_now) = server_now {
             out.unified.shift(server_now, now);
+        }
+        if let Some(horizon) = now.checked_add(MAX_RESET_AHEAD) {
+            out.unified.forget_resets_past(horizon);
         }
         out
     }
@@ -271,6 +278,26 @@ pub fn names_the_organization(message: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reset_further_off_than_any_window_is_not_believed() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let far = (1_800_000_000u64 + (1 << 40)).to_string();
+        let week = (1_800_000_000u64 + 7 * 24 * 3600).to_string();
+        let h = RateLimitHeaders::parse(
+            [
+                ("anthropic-ratelimit-unified-status", "rejected"),
+                ("anthropic-ratelimit-unified-reset", far.as_str()),
+                ("anthropic-ratelimit-unified-7d-reset", week.as_str()),
+            ],
+            now,
+        );
+        assert_eq!(h.unified.reset, None);
+        assert_eq!(
+            h.unified.windows[0].reset,
+            Some(now + Duration::from_secs(7 * 24 * 3600))
+        );
+    }
 
     #[test]
     fn times_are_read_against_the_apis_clock_when_this_ones_is_off() {

@@ -164,6 +164,17 @@ impl Unified {
         &mut self.windows[at]
     }
 
+    /// Forgets resets past `horizon` (no window is longer than a week): one 2⁴⁰ s ahead would
+    /// hold calls for good.
+    pub fn forget_resets_past(&mut self, horizon: SystemTime) {
+        let bounded = |at: Option<SystemTime>| at.filter(|at| *at <= horizon);
+        self.reset = bounded(self.reset);
+        self.overage_reset = bounded(self.overage_reset);
+        for window in &mut self.windows {
+            window.reset = bounded(window.reset);
+        }
+    }
+
     /// Moves every reset from one clock to another: `from` and `to` are the same moment on
     /// each (the API's `Date`, and this machine's clock when the answer came).
     pub fn shift(&mut self, from: SystemTime, to: SystemTime) {

@@ -16,7 +16,7 @@ use std::time::SystemTime;
 use pacer_client::{Client, StatusSnapshot};
 
 pub use json::window as window_json;
-pub use tables::window;
+pub use tables::{reset_passed, window};
 
 pub async fn status(client: &Client, as_json: bool, clients: bool) -> anyhow::Result<ExitCode> {
     let snapshot = client.status().await?;

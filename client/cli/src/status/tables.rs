@@ -263,6 +263,15 @@ pub fn windows_detail(accounts: &[AccountStatus], now: SystemTime) -> String {
     let mut out = String::new();
     for a in accounts {
         for w in &a.windows {
+            if let Some(reset) = reset_passed(w, now) {
+                out.push_str(&format!(
+                    "{} {}: reset at {}; nothing is known of it until the next answer\n",
+                    a.owner,
+                    w.name,
+                    local(reset, now)
+                ));
+                continue;
+            }
             let Some(used) = w.utilization else {
                 continue;
             };
@@ -313,6 +322,9 @@ pub fn windows_detail(accounts: &[AccountStatus], now: SystemTime) -> String {
                     rate * 100.0,
                     local(reset, now)
                 )),
+                (None, ..) => out.push_str(
+                    "  no forecast yet: it needs answers spread over 5 minutes of use\n",
+                ),
                 _ => {}
             }
         }
@@ -362,6 +374,14 @@ pub fn sessions_table(sessions: &[SessionStatus], now: SystemTime) -> String {
 /// 09:00`.
 pub fn window(w: &WindowStatus, now: SystemTime) -> String {
     let mut text = w.name.clone();
+    if let Some(reset) = reset_passed(w, now) {
+        // What the API said is over; nothing is known of the new window yet.
+        text.push_str(&format!(
+            " reset at {} · unknown until the next answer",
+            local(reset, now)
+        ));
+        return text;
+    }
     if let Some(u) = w.utilization {
         text.push_str(&format!(" {:.0}%", u * 100.0));
     }
@@ -373,6 +393,24 @@ pub fn window(w: &WindowStatus, now: SystemTime) -> String {
         text.push_str(&format!(" · resets {}", local(reset, now)));
     }
     text
+}
+
+#[cfg(test)]
+#[test]
+fn a_window_past_its_reset_is_shown_as_reset() {
+    let now = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+    let reset = now - std::time::Duration::from_secs(36);
+    let w = WindowStatus::reported("5h".into(), None, None, Some(reset));
+    let text = window(&w, now);
+    assert!(text.starts_with("5h reset at "), "{text}");
+    assert!(text.ends_with("unknown until the next answer"), "{text}");
+    assert!(!text.contains('%'), "{text}");
+}
+
+/// When the window reset, if it has and nothing has been said of it since.
+pub fn reset_passed(w: &WindowStatus, now: SystemTime) -> Option<SystemTime> {
+    w.reset
+        .filter(|reset| *reset <= now && w.utilization.is_none())
 }
 
 fn dash_if_empty(text: String) -> String {

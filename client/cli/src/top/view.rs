@@ -205,13 +205,16 @@ fn render_windows(
 fn window_gauge(w: &WindowStatus, now: SystemTime) -> LineGauge<'static> {
     let used = w.utilization.unwrap_or(0.0).clamp(0.0, 1.0);
     let mut label = format!("{} {:.0}%", w.name, used * 100.0);
+    if crate::status::reset_passed(w, now).is_some() {
+        label = format!("{} reset · unknown until the next answer", w.name);
+    }
     if let Some(estimated) = w
         .estimated
         .filter(|e| (e - w.utilization.unwrap_or(0.0)).abs() >= 0.005)
     {
         label.push_str(&format!(" ~{:.0}%", estimated * 100.0));
     }
-    if let Some(reset) = w.reset {
+    if let Some(reset) = w.reset.filter(|r| *r > now) {
         label.push_str(&format!(
             " ↻{}",
             short(reset.duration_since(now).unwrap_or_default())

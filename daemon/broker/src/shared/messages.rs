@@ -158,9 +158,10 @@ impl WindowsReport {
         }
     }
 
-    /// Back to what the headers said (what another daemon's response said).
-    pub fn to_unified(&self) -> Unified {
-        Unified {
+    /// Back to what the headers said (what another daemon's response said), at `wall`: resets
+    /// past [`pacer_api::ratelimit::MAX_RESET_AHEAD`] from it are not believed, as in headers.
+    pub fn to_unified(&self, wall: std::time::SystemTime) -> Unified {
+        let mut unified = Unified {
             status: self.status.clone(),
             overage_status: self.overage.clone(),
             overage_in_use: self.overage_in_use,
@@ -177,6 +178,10 @@ impl WindowsReport {
                 })
                 .collect(),
             ..Unified::default()
+        };
+        if let Some(horizon) = wall.checked_add(pacer_api::ratelimit::MAX_RESET_AHEAD) {
+            unified.forget_resets_past(horizon);
         }
+        unified
     }
 }

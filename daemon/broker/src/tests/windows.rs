@@ -343,3 +343,85 @@ fn calls_in_flight_on_other_daemons_count_toward_the_ceiling() {
     h.collect(out);
     assert!(h.lease(batch).is_some(), "{:?}", h.answer(batch));
 }
+
+#[test]
+fn a_window_past_its_reset_is_shown_as_reset_and_a_step_of_the_wall_clock_moves_it() {
+    let mut h = Harness::new(config(0.7, false));
+    let window = Window {
+        name: "5h",
+        limit: 100,
+        used: 60,
+        reset_in: 60,
+        overage: false,
+    };
+    let t = ask(&mut h, 1, Priority::Interactive);
+    let lease = h.lease(t).unwrap();
+    h.report_with(
+        lease,
+        Settlement::Success {
+            usage: Usage::default(),
+        },
+        window.headers(),
+    );
+    let shown = |h: &Harness| {
+        let accounts = h.broker.accounts(h.now);
+        accounts
+            .iter()
+            .flat_map(|a| a.windows.clone())
+            .find(|w| w.name == "5h")
+            .unwrap()
+    };
+    assert_eq!(shown(&h).utilization, Some(0.6));
+    // The wall clock steps back half a minute: the reset is still a minute after the answer.
+    h.broker.rebase(crate::Step::Back(Duration::from_secs(30)));
+    h.now += Duration::from_secs(50);
+    assert_eq!(shown(&h).utilization, Some(0.6), "ten seconds left");
+    // Past the reset: not 60 % any more, and nothing known until an answer says.
+    h.now += Duration::from_secs(11);
+    let past = shown(&h);
+    assert_eq!(
+        (past.utilization, past.status.clone()),
+        (None, None),
+        "{past:?}"
+    );
+    assert!(past.reset.is_some(), "when it reset is still said");
+}
+
+#[test]
+fn an_upstream_naming_new_windows_on_every_answer_cannot_grow_the_table() {
+    let mut h = Harness::new(config(0.7, false));
+    for answer in 0..400u64 {
+        let t = ask(&mut h, 1 + answer, Priority::Interactive);
+        let lease = h.lease(t).unwrap();
+        let mut pairs = vec![
+            ("anthropic-organization-id".to_owned(), "org-sub".to_owned()),
+            (
+                "anthropic-ratelimit-unified-5h-utilization".to_owned(),
+                "0.20".to_owned(),
+            ),
+        ];
+        for n in 0..45 {
+            pairs.push((
+                format!("anthropic-ratelimit-unified-w{answer}x{n}-utilization"),
+                "0.5".to_owned(),
+            ));
+        }
+        let headers =
+            RateLimitHeaders::parse(pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())), wall0());
+        h.now += Duration::from_millis(10);
+        h.report_with(
+            lease,
+            Settlement::Success {
+                usage: Usage::default(),
+            },
+            headers,
+        );
+    }
+    let accounts = h.broker.accounts(h.now);
+    let windows: Vec<_> = accounts.iter().flat_map(|a| &a.windows).collect();
+    assert!(windows.len() <= 16, "{} windows", windows.len());
+    assert!(
+        windows.iter().any(|w| w.name == "5h"),
+        "the window every answer names is kept"
+    );
+}

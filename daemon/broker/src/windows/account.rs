@@ -32,7 +32,14 @@ pub struct Window {
     pub said: UnifiedWindow,
     /// What one call costs of it, and how fast it is spent.
     pub estimate: Estimate,
+    /// When an answer last spoke of it (the least recently seen goes first when an account
+    /// would hold more than [`MAX_WINDOWS_PER_ACCOUNT`]).
+    pub seen: Option<Instant>,
 }
+
+/// The most windows kept of one account: the API names three or four (`5h`, `7d`, `7d_opus`,
+/// `7d_sonnet`); an upstream naming new ones on every answer cannot grow the table past this.
+pub const MAX_WINDOWS_PER_ACCOUNT: usize = 16;
 
 impl AccountWindows {
     /// The calls answered that count toward window `name`: every class's for a window over every
@@ -89,8 +96,28 @@ impl AccountWindows {
             self.overage_in_use = unified.overage_in_use;
         }
         let mut changed = Vec::new();
-        for window in &unified.windows {
+        // Windows known already first: a new name makes room only by the least recently seen
+        // of those this answer did not name (and is dropped when there is none).
+        let (known, new): (Vec<_>, Vec<_>) = unified
+            .windows
+            .iter()
+            .partition(|w| self.windows.contains_key(&w.name));
+        for window in known.into_iter().chain(new) {
             let answered = self.answered_for(&window.name);
+            if !self.windows.contains_key(&window.name)
+                && self.windows.len() >= MAX_WINDOWS_PER_ACCOUNT
+            {
+                let stalest = self
+                    .windows
+                    .iter()
+                    .filter(|(_, w)| w.seen.is_none_or(|seen| seen < now))
+                    .min_by_key(|(_, w)| w.seen)
+                    .map(|(name, _)| name.clone());
+                match stalest {
+                    Some(stalest) => self.windows.remove(&stalest),
+                    None => continue,
+                };
+            }
             let known = self
                 .windows
                 .entry(window.name.clone())
@@ -100,7 +127,9 @@ impl AccountWindows {
                         ..UnifiedWindow::default()
                     },
                     estimate: Estimate::default(),
+                    seen: None,
                 });
+            known.seen = Some(now);
             let before = known.said.clone();
             let band = known.band();
             if window.status.is_some() {

@@ -20,9 +20,10 @@ const MIN_MOVE: f64 = 0.02 - 1e-9;
 const RESET_FALL: f64 = 0.05;
 /// The weight of each new sample.
 const WEIGHT: f64 = 0.5;
-/// The burn rate is measured over this long, once this much has passed.
+/// The burn rate is measured over this long, once the answers it is measured from span
+/// [`BURN_MIN_SPAN`]: a burst of a few seconds says nothing of an hour.
 pub const BURN_SPAN: Duration = Duration::from_secs(15 * 60);
-const BURN_MIN_SPAN: Duration = Duration::from_secs(30);
+pub const BURN_MIN_SPAN: Duration = Duration::from_secs(5 * 60);
 const MAX_HISTORY: usize = 256;
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -89,15 +90,17 @@ impl Estimate {
         self.share
     }
 
-    /// Utilization spent per second over the last [`BURN_SPAN`] (at least 30 s of it).
+    /// Utilization spent per second over the last [`BURN_SPAN`], once the answers in it span
+    /// at least [`BURN_MIN_SPAN`] (`None` before: not enough history to say).
     pub fn burn_per_second(&self, now: Instant) -> Option<f64> {
         let &(first_at, first) = self
             .history
             .iter()
             .find(|&&(at, _)| now.saturating_duration_since(at) <= BURN_SPAN)?;
-        let &(_, last) = self.history.back()?;
+        let &(last_at, last) = self.history.back()?;
+        let seen = last_at.saturating_duration_since(first_at);
         let span = now.saturating_duration_since(first_at);
-        (span >= BURN_MIN_SPAN && last > first).then(|| (last - first) / span.as_secs_f64())
+        (seen >= BURN_MIN_SPAN && last > first).then(|| (last - first) / span.as_secs_f64())
     }
 }
 
@@ -152,5 +155,18 @@ mod tests {
         let now = t0 + secs(60 * 30);
         let rate = estimate.burn_per_second(now).unwrap() * 3600.0;
         assert!((rate - 0.6).abs() < 0.05, "{rate} an hour");
+    }
+
+    #[test]
+    fn a_burst_of_seconds_is_no_forecast() {
+        // 45 % in two seconds, then two minutes of nothing.
+        let t0 = Instant::now();
+        let mut estimate = Estimate::default();
+        estimate.observe(0.10, 1, t0);
+        estimate.observe(0.30, 2, t0 + secs(1));
+        estimate.observe(0.55, 3, t0 + secs(2));
+        assert_eq!(estimate.burn_per_second(t0 + secs(120)), None);
+        // An hour later, still the same two seconds: nothing to say of a pace.
+        assert_eq!(estimate.burn_per_second(t0 + secs(600)), None);
     }
 }

@@ -21,7 +21,7 @@ mod account;
 pub(crate) mod estimate;
 mod in_flight;
 
-pub use account::{AccountWindows, Step, Window};
+pub use account::{AccountWindows, MAX_WINDOWS_PER_ACCOUNT, Step, Window};
 pub use estimate::Estimate;
 pub use in_flight::InFlight;
 use in_flight::WindowUse;
@@ -401,6 +401,11 @@ impl Windows {
             .windows
             .iter()
             .map(|(name, window)| {
+                // Past its reset, what the API said is over: nothing is known of the new
+                // window until an answer says (its old reset is kept, to say when it reset).
+                if window.reset().is_some_and(|reset| reset <= wall) {
+                    return WindowStatus::reported(name.clone(), None, None, window.reset());
+                }
                 let mut status = window.to_wire();
                 if let Some(utilization) = window.current(wall) {
                     let seen = Seen {
