@@ -99,7 +99,11 @@ impl Broker {
         let (owner, class) = (budget.owner(), budget.class());
         let lockout = self.lockouts.covering(owner, class, now);
         let overload = self.overloads.gate(class);
-        budget.status(lockout, overload, &self.time_base, now)
+        let mut status = budget.status(lockout, overload, &self.time_base, now);
+        let (waiting, clock) = (status.waiting_by_priority, &self.time_base);
+        let held = self.windows.drain((owner, class), waiting, clock, now);
+        status.drain_estimate = held.unwrap_or(status.drain_estimate);
+        status
     }
 
     /// Every account, and every lone key with subscription windows or a lockout, sorted.

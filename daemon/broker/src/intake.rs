@@ -416,17 +416,6 @@ impl Broker {
         self.take_output()
     }
 
-    /// The wall clock stepped (an NTP correction, a person setting it) by `step`: this daemon's
-    /// instants map to the wall clock as it is now, and what was read against the old one — a
-    /// window's reset — moves with it. Deadlines held as instants (pauses, lockouts) were
-    /// measured from the API's own clock (see `RateLimitHeaders::parse`) and stay.
-    pub fn rebase(&mut self, step: crate::Step) {
-        if let Some(wall) = step.apply(self.time_base.wall) {
-            self.time_base.wall = wall;
-            self.windows.shift(step);
-        }
-    }
-
     /// Applies everything that time alone changes: pauses and backoffs that ended, detached leases
     /// that expired, waiters that can now be granted, deadlines that passed.
     pub fn tick(&mut self, now: Instant) -> Vec<Output> {
@@ -455,6 +444,28 @@ impl Broker {
             self.time_out(id, now);
         }
         self.take_output()
+    }
+
+    /// Calls queued on `b` before its account was known (behind the probe that found it) that
+    /// its windows hold past their deadlines are told now, as a known token's are at once.
+    pub(crate) fn tell_the_held(&mut self, b: BudgetIdx, now: Instant) {
+        for id in self
+            .waiters
+            .ids_where(|w| w.budget == b && w.deadline.is_some())
+        {
+            let Some(w) = self.waiters.get(id) else {
+                continue;
+            };
+            let Some(hold) = self.window_hold(b, w.priority, now) else {
+                continue;
+            };
+            let (wait, _) = self.windows.holdup(&hold, &self.time_base, now);
+            if w.deadline
+                .is_some_and(|deadline| crate::later(now, wait) > deadline)
+            {
+                self.time_out(id, now);
+            }
+        }
     }
 
     /// Waiter `id`'s deadline passed: it is told how much longer it would have waited, and why.

@@ -27,6 +27,16 @@ use std::time::{Duration, Instant};
 use pacer_protocol::message::StartStatus;
 
 use super::owner::Owner;
+use pacer_protocol::message::Event;
+
+/// A new pace at which sessions start, as subscribers are told it.
+pub fn told((owner, per_minute): PaceChange) -> Event {
+    let account = owner.as_ref().map(Owner::to_wire);
+    Event::StartPace {
+        account,
+        per_minute,
+    }
+}
 use super::queue::WaiterId;
 use super::time::{TimeBase, later};
 

@@ -15,7 +15,7 @@ use super::lockouts::{Lockout, Scope};
 use super::owner::Owner;
 use super::queue::WaiterId;
 use super::shared::{ClusterEvent, LeaseShare, SharedLease, SharedOp, WindowsReport};
-use super::starts::PaceChange;
+use super::starts::told;
 use super::waiters::Waiter;
 use super::{Broker, Costs, Output};
 
@@ -185,7 +185,7 @@ impl Broker {
         }
     }
 
-    /// Serves the budgets of `owner` that have waiters (its windows changed).
+    /// Serves `owner`'s budgets with waiters (its windows changed); see `tell_the_held`.
     pub(crate) fn serve_owner(&mut self, owner: &Owner, now: Instant) {
         let budgets: Vec<BudgetIdx> = self
             .budgets
@@ -194,6 +194,7 @@ impl Broker {
             .collect();
         for b in budgets {
             self.serve(b, now);
+            self.tell_the_held(b, now);
         }
     }
 
@@ -221,7 +222,8 @@ impl Broker {
             self.serve(b, now);
         }
         let relaxed = self.starts.relax(now);
-        self.out.extend(relaxed.into_iter().map(pace_told));
+        self.out
+            .extend(relaxed.into_iter().map(|c| Output::Event(told(c))));
     }
 
     /// A call of lease `held` was settled: its session (if the gateway saw one) is noted with
@@ -243,21 +245,13 @@ impl Broker {
                 self.starts.started(&owner, session, now);
             } else if throttle == Some(Throttle::Bare) {
                 let slowed = self.starts.wall(&owner, session, now);
-                self.out.extend(slowed.into_iter().map(pace_told));
+                self.out
+                    .extend(slowed.into_iter().map(|c| Output::Event(told(c))));
             }
         }
         self.sessions
             .note(session, &owner, success, now, &self.time_base);
     }
-}
-
-/// A new pace at which sessions start, told to subscribers.
-fn pace_told((owner, per_minute): PaceChange) -> Output {
-    let account = owner.as_ref().map(Owner::to_wire);
-    Output::Event(Event::StartPace {
-        account,
-        per_minute,
-    })
 }
 
 /// Pauses and lockouts.
@@ -326,6 +320,17 @@ impl Broker {
                 until: self.time_base.to_wall(until),
                 reason,
             }));
+        }
+    }
+
+    /// The wall clock stepped (an NTP correction, a person setting it) by `step`: this daemon's
+    /// instants map to the wall clock as it is now, and what was read against the old one — a
+    /// window's reset — moves with it. Deadlines held as instants (pauses, lockouts) were
+    /// measured from the API's own clock (see `RateLimitHeaders::parse`) and stay.
+    pub fn rebase(&mut self, step: crate::Step) {
+        if let Some(wall) = step.apply(self.time_base.wall) {
+            self.time_base.wall = wall;
+            self.windows.shift(step);
         }
     }
 }
@@ -402,6 +407,7 @@ impl Broker {
         self.publish(ClusterEvent::Link { key, account });
         for b in touched {
             self.serve(b, now);
+            self.tell_the_held(b, now);
         }
     }
 

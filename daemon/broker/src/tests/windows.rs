@@ -425,3 +425,87 @@ fn an_upstream_naming_new_windows_on_every_answer_cannot_grow_the_table() {
         "the window every answer names is kept"
     );
 }
+
+#[test]
+fn calls_held_behind_a_new_tokens_probe_hear_at_once_what_its_account_windows_say() {
+    // Batch may bring the window to 70 %; the account is at 90 %. The token is new: its first
+    // call goes out alone (the probe that finds its account), the others wait behind it.
+    let mut h = Harness::new(BrokerConfig {
+        windows: WindowsConfig {
+            batch: 0.7,
+            pace: false,
+            ..WindowsConfig::default()
+        },
+        ..BrokerConfig::default()
+    });
+    let batch = |h: &mut Harness, conn| {
+        h.acquire(conn, |r| {
+            r.key = key(TOKEN);
+            r.priority = Priority::Batch;
+            r.deadline = Some(Duration::from_secs(240));
+        })
+    };
+    let probe = batch(&mut h, 1);
+    let behind: Vec<Ticket> = (2..6).map(|conn| batch(&mut h, conn)).collect();
+    let lease = h.lease(probe).expect("the probe goes out");
+    assert!(
+        behind.iter().all(|&t| h.answer(t).is_none()),
+        "the rest wait"
+    );
+    let window = Window {
+        name: "5h",
+        limit: 100,
+        used: 90,
+        reset_in: 3600,
+        overage: false,
+    };
+    h.now += Duration::from_secs(1);
+    h.report_with(
+        lease,
+        Settlement::Success {
+            usage: Usage::default(),
+        },
+        window.headers(),
+    );
+    // Now the account is known to be past batch's ceiling for an hour: each waiting call is
+    // told so now, as a known token's call would be when it asked, not after 240 s.
+    for t in behind {
+        match h.answer(t) {
+            Some((at, _, Response::TimedOut(timed_out))) => {
+                assert_eq!(*at, Duration::from_secs(1), "told at once");
+                assert!(
+                    timed_out.retry_after > Duration::from_secs(240),
+                    "{timed_out:?}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_budget_whose_calls_a_window_holds_drains_when_the_window_lets_them_go() {
+    let mut h = Harness::new(config(0.7, false));
+    let window = Window {
+        name: "5h",
+        limit: 100,
+        used: 90,
+        reset_in: 3600,
+        overage: false,
+    };
+    let first = ask(&mut h, 1, Priority::Interactive);
+    let lease = h.lease(first).unwrap();
+    h.report_with(
+        lease,
+        Settlement::Success {
+            usage: Usage::default(),
+        },
+        window.headers(),
+    );
+    let held = ask(&mut h, 2, Priority::Batch);
+    assert!(h.answer(held).is_none(), "batch waits for the window");
+    let status = h.broker.status(h.now);
+    let drains = status[0].drain_estimate.expect("an estimate");
+    // The buckets are full; the window holds batch until its reset, an hour off.
+    assert!(drains > Duration::from_secs(3500), "{drains:?}");
+}

@@ -390,6 +390,36 @@ impl Windows {
         self.calls.owners_here()
     }
 
+    /// When the calls waiting on `owner`'s `class` budget (`waiting`: interactive, normal,
+    /// batch) that the windows hold can go: `None` when no window holds them, `Some(None)`
+    /// when a hold has no end in sight. A budget's queue drains at that pace, not its buckets'.
+    pub fn drain(
+        &self,
+        (owner, class): (&Owner, &Arc<str>),
+        waiting: [u32; 3],
+        clock: &TimeBase,
+        now: Instant,
+    ) -> Option<Option<Duration>> {
+        let priorities = [Priority::Interactive, Priority::Normal, Priority::Batch];
+        let holds: Vec<Option<Instant>> = priorities
+            .into_iter()
+            .zip(waiting)
+            .filter(|&(_, n)| n > 0)
+            .filter_map(|(priority, _)| self.hold(owner, class, priority, clock, now))
+            .map(|hold| hold.until)
+            .collect();
+        if holds.is_empty() {
+            return None;
+        }
+        Some(
+            holds
+                .into_iter()
+                .try_fold(Duration::ZERO, |longest, until| {
+                    until.map(|at| longest.max(at.saturating_duration_since(now)))
+                }),
+        )
+    }
+
     /// `owner`'s windows as `pacer status` shows them: what the API said, and pacer's estimate,
     /// ceilings and forecast.
     pub fn status(&self, owner: &Owner, clock: &TimeBase, now: Instant) -> Vec<WindowStatus> {
