@@ -311,7 +311,10 @@ mod tests {
     use crate::ratelimit::RateLimitHeaders;
 
     fn parse(pairs: &[(&str, &str)]) -> Unified {
-        RateLimitHeaders::parse(pairs.iter().copied(), SystemTime::UNIX_EPOCH).unified
+        // Read at a moment before the resets these headers give (a reset further than 8 days
+        // ahead is not believed).
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        RateLimitHeaders::parse(pairs.iter().copied(), now).unified
     }
 
     #[test]
