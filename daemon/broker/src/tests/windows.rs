@@ -329,6 +329,19 @@ fn calls_in_flight_on_other_daemons_count_toward_the_ceiling() {
         h.lease(batch).is_none(),
         "61 % + 9 in flight + 1 is past 70 %"
     );
+    // A call that cannot wait is told seconds (the calls in flight are answered soon), not
+    // the window's reset an hour off.
+    let hurried = h.acquire(3, |r| {
+        r.key = key(TOKEN);
+        r.priority = Priority::Batch;
+        r.deadline = Some(Duration::ZERO);
+    });
+    match h.answer(hurried) {
+        Some((_, _, Response::TimedOut(t))) => {
+            assert!(t.retry_after <= Duration::from_secs(10), "{t:?}")
+        }
+        other => panic!("{other:?}"),
+    }
     // Its calls answered, the window says 70 %: still held. Its count expires if not told
     // again; told 0 in flight, and the window at 62 %, the batch call goes.
     let out = h.broker.apply_shared(

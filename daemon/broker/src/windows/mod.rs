@@ -302,6 +302,18 @@ impl Windows {
                 continue;
             }
             let ceiling = config.ceiling(priority).unwrap_or(f64::INFINITY);
+            if utilization + window.estimate.share() <= allowed + 1e-9 {
+                // The calls in flight (here or told by other daemons) hold it, not what the
+                // window has spent: they are answered, or their count expires, in seconds.
+                holds.push(Hold {
+                    window: name.clone(),
+                    priority,
+                    allowed,
+                    cause: HoldCause::Ceiling,
+                    until: Some(later(now, in_flight::ELSEWHERE_TTL)),
+                });
+                continue;
+            }
             let paced = config.pace && allowed < ceiling;
             // When the pace lets the next call in: allowed(t) = ceiling × elapsed(t) ≥ estimated.
             let until = match (paced, window_length(name), reset) {
