@@ -291,17 +291,17 @@ impl Broker {
         }));
     }
 
-    /// Lifts budget `b`'s pause, its owner's lockouts of its class, and its class's backoff.
+    /// Lifts budget `b`'s pause, its owner's lockouts of its class, its class's backoff, and
+    /// forgets what its owner's windows said (the next answer says again).
     pub(crate) fn lift(&mut self, b: BudgetIdx) {
         self.end_pause(b);
-        let (owner, class) = (
-            self.budgets[b].owner().clone(),
-            self.budgets[b].class().clone(),
-        );
+        let owner = self.budgets[b].owner().clone();
+        let class = self.budgets[b].class().clone();
         for scope in self.lockouts.lift(&owner, &class) {
             self.lockout_ended(&owner, scope);
         }
         self.overloads.lift(&class);
+        self.windows.forget(&owner);
     }
 
     pub(crate) fn end_pause(&mut self, b: BudgetIdx) {

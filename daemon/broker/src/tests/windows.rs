@@ -522,3 +522,43 @@ fn a_budget_whose_calls_a_window_holds_drains_when_the_window_lets_them_go() {
     // The buckets are full; the window holds batch until its reset, an hour off.
     assert!(drains > Duration::from_secs(3500), "{drains:?}");
 }
+
+#[test]
+fn lifting_by_hand_forgets_what_the_windows_said() {
+    let mut h = Harness::new(config(0.7, false));
+    let window = Window {
+        name: "5h",
+        limit: 100,
+        used: 90,
+        reset_in: 3600,
+        overage: false,
+    };
+    let first = ask(&mut h, 1, Priority::Interactive);
+    let lease = h.lease(first).unwrap();
+    h.report_with(
+        lease,
+        Settlement::Success {
+            usage: Usage::default(),
+        },
+        window.headers(),
+    );
+    let held = ask(&mut h, 2, Priority::Batch);
+    assert!(h.lease(held).is_none(), "held");
+    // `pacer pause --for 0`: a window believed wrongly is cleared by hand.
+    let out = h
+        .broker
+        .pause(h.now, key(TOKEN), "claude-sonnet-4-5", h.now);
+    h.collect(out);
+    let windows: Vec<_> = h
+        .broker
+        .accounts(h.now)
+        .into_iter()
+        .flat_map(|a| a.windows)
+        .collect();
+    assert!(windows.is_empty(), "{windows:?}");
+    assert!(
+        h.lease(held).is_some(),
+        "no longer held: {:?}",
+        h.answer(held)
+    );
+}

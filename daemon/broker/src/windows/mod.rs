@@ -193,6 +193,12 @@ pub struct Windows {
 }
 
 impl Windows {
+    /// Forgets what the API said of `owner`'s windows (`pacer pause --for 0`: a bad window
+    /// cleared by hand); the next answer says again.
+    pub fn forget(&mut self, owner: &Owner) {
+        self.accounts.remove(owner);
+    }
+
     /// The wall clock stepped: every window's reset moves with it.
     pub fn shift(&mut self, step: account::Step) {
         for account in self.accounts.values_mut() {
