@@ -192,6 +192,10 @@ pub struct Windows {
     utc_offset: i32,
 }
 
+/// The most accounts whose windows are kept (as many as budgets): each holds at most
+/// [`MAX_WINDOWS_PER_ACCOUNT`], so the table is bounded in all.
+pub const MAX_ACCOUNTS: usize = 10_000;
+
 impl Windows {
     /// Forgets what the API said of `owner`'s windows (`pacer pause --for 0`: a bad window
     /// cleared by hand); the next answer says again.
@@ -243,6 +247,15 @@ impl Windows {
     ) -> (Vec<Event>, bool) {
         if unified.is_empty() {
             return (Vec::new(), false);
+        }
+        if !self.accounts.contains_key(owner) && self.accounts.len() >= MAX_ACCOUNTS {
+            // Room for a new account: the one whose windows were heard of least recently goes.
+            let stalest = self
+                .accounts
+                .iter()
+                .min_by_key(|(_, account)| account.windows.values().filter_map(|w| w.seen).max())
+                .map(|(owner, _)| owner.clone());
+            self.accounts.remove(&stalest.expect("the table is full"));
         }
         let account = self.accounts.entry(owner.clone()).or_default();
         let (crossed, moved) = account.observe(unified, class, now);
@@ -530,6 +543,31 @@ struct Seen<'a> {
 mod tests {
     use super::*;
     use pacer_api::unified::UnifiedWindow;
+
+    #[test]
+    fn accounts_past_the_tables_size_make_room_by_the_least_recently_heard() {
+        let mut windows = Windows::new(WindowsConfig::default());
+        let t0 = Instant::now();
+        let unified = Unified {
+            windows: vec![UnifiedWindow {
+                name: "5h".into(),
+                utilization: Some(0.1),
+                ..UnifiedWindow::default()
+            }],
+            ..Unified::default()
+        };
+        let owner = |i: usize| Owner::Account(Arc::from(format!("org-{i}")));
+        for i in 0..MAX_ACCOUNTS + 10 {
+            let at = t0 + Duration::from_millis(i as u64);
+            windows.observe(&owner(i), &unified, None, at);
+        }
+        assert_eq!(windows.accounts.len(), MAX_ACCOUNTS);
+        assert!(
+            !windows.accounts.contains_key(&owner(0)),
+            "the stalest went"
+        );
+        assert!(windows.accounts.contains_key(&owner(MAX_ACCOUNTS + 9)));
+    }
 
     #[test]
     fn window_lengths_come_from_their_names() {
