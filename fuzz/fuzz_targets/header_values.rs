@@ -8,10 +8,10 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use libfuzzer_sys::fuzz_target;
-use pacer_broker::{Broker, BrokerConfig, ConnId, Output, Settlement, TimeBase, Ticket};
-use pacer_daemon::gateway::route::{Route, escaping_segment, identity};
-use pacer_protocol::message::{Acquire, Response, Usage};
 use pacer_api::ratelimit::RateLimitHeaders;
+use pacer_broker::{Broker, BrokerConfig, ConnId, Output, Settlement, Ticket, TimeBase};
+use pacer_daemon::gateway::route::{RequestPath, escaping_segment, identity};
+use pacer_protocol::message::{Acquire, Response, Usage};
 use pacer_protocol::{KeyFingerprint, Priority};
 
 fuzz_target!(|data: &[u8]| {
@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
     let path = lines.next().unwrap_or("/");
     let headers: Vec<(&str, &str)> = lines.filter_map(|l| l.split_once(':')).collect();
 
-    let route = Route::parse(&http::Method::POST, path);
+    let route = RequestPath::parse(&http::Method::POST, path);
     let _ = escaping_segment(path);
     let mut map = http::HeaderMap::new();
     for (name, value) in &headers {
@@ -49,10 +49,20 @@ fuzz_target!(|data: &[u8]| {
         detached_ttl: None,
     };
     let granted = broker
-        .acquire(now, Ticket { conn: ConnId(1), request: 1 }, &acquire)
+        .acquire(
+            now,
+            Ticket {
+                conn: ConnId(1),
+                request: 1,
+            },
+            &acquire,
+        )
         .into_iter()
         .find_map(|output| match output {
-            Output::Answer { response: Response::Granted(g), .. } => Some(g.lease),
+            Output::Answer {
+                response: Response::Granted(g),
+                ..
+            } => Some(g.lease),
             _ => None,
         });
     let Some(lease) = granted else { return };
@@ -78,7 +88,10 @@ fuzz_target!(|data: &[u8]| {
         ];
         for (limit, level) in limits.into_iter().zip(levels) {
             if let (Some(limit), Some(level)) = (limit, level) {
-                assert!(level >= -(limit as i64) - 1 && level <= limit as i64, "{level} of {limit}");
+                assert!(
+                    level >= -(limit as i64) - 1 && level <= limit as i64,
+                    "{level} of {limit}"
+                );
             }
         }
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use libfuzzer_sys::fuzz_target;
 use pacer_broker::{
-    Broker, BrokerConfig, ClaimAnswer, ConnId, MAX_RATE_LIMIT_WAIT, TimeBase, Ticket,
+    Broker, BrokerConfig, ClaimAnswer, ConnId, MAX_RATE_LIMIT_WAIT, Ticket, TimeBase,
 };
 use pacer_daemon::cluster::store::{Message, parse_take};
 use pacer_protocol::message::Acquire;
@@ -20,7 +20,11 @@ fuzz_target!(|data: &[u8]| {
     let reply: Vec<String> = text.lines().map(str::to_owned).collect();
     if let Ok(taken) = parse_take(&reply) {
         match taken.answer {
-            ClaimAnswer::Granted { levels, limits, taken_before } => {
+            ClaimAnswer::Granted {
+                levels,
+                limits,
+                taken_before,
+            } => {
                 assert!(taken_before.is_finite() && taken_before >= 0.0);
                 for level in levels.iter().filter_map(|(_, l)| *l) {
                     assert!(level.is_finite());
@@ -48,7 +52,11 @@ fuzz_target!(|data: &[u8]| {
     let latest = wall + MAX_RATE_LIMIT_WAIT + Duration::from_secs(1);
     for budget in broker.status(now) {
         assert!(budget.paused_until.is_none_or(|until| until <= latest));
-        assert!(budget.overloaded_until.is_none_or(|until| until <= wall + Duration::from_secs(33)));
+        assert!(
+            budget
+                .overloaded_until
+                .is_none_or(|until| until <= wall + Duration::from_secs(33))
+        );
         assert!(budget.pause_reason.as_ref().is_none_or(|r| r.len() <= 1024));
     }
     for account in broker.accounts(now) {
@@ -57,7 +65,11 @@ fuzz_target!(|data: &[u8]| {
         }
         for window in &account.windows {
             assert!(window.name.len() <= 32);
-            assert!(window.utilization.is_none_or(|u| u.is_finite() && (0.0..=10.0).contains(&u)));
+            assert!(
+                window
+                    .utilization
+                    .is_none_or(|u| u.is_finite() && (0.0..=10.0).contains(&u))
+            );
         }
     }
     // And a budget that was not locked out still grants once the caps have passed.
@@ -74,6 +86,13 @@ fuzz_target!(|data: &[u8]| {
     };
     let _ = broker.tick(now + MAX_RATE_LIMIT_WAIT + Duration::from_secs(2));
     let later = now + MAX_RATE_LIMIT_WAIT + Duration::from_secs(2);
-    let _ = broker.acquire(later, Ticket { conn: ConnId(1), request: 1 }, &acquire);
+    let _ = broker.acquire(
+        later,
+        Ticket {
+            conn: ConnId(1),
+            request: 1,
+        },
+        &acquire,
+    );
     let _ = broker.next_wakeup(later);
 });

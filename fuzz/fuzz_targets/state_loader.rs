@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use libfuzzer_sys::fuzz_target;
-use pacer_broker::{Broker, BrokerConfig, ConnId, TimeBase, Ticket};
+use pacer_broker::{Broker, BrokerConfig, ConnId, Ticket, TimeBase};
 use pacer_daemon::persist;
 use pacer_protocol::message::Acquire;
 use pacer_protocol::{KeyFingerprint, Priority};
@@ -16,11 +16,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let now = Instant::now();
     let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-    let mut broker = Broker::new(
-        BrokerConfig::default(),
-        TimeBase { instant: now, wall },
-        1,
-    );
+    let mut broker = Broker::new(BrokerConfig::default(), TimeBase { instant: now, wall }, 1);
     broker.restore(state.broker, state.saved_at, now, wall);
     let _ = broker.status(now);
     let _ = broker.accounts(now);
@@ -40,7 +36,10 @@ fuzz_target!(|data: &[u8]| {
             deadline: None,
             detached_ttl: None,
         };
-        let ticket = Ticket { conn: ConnId(1), request: i as u64 };
+        let ticket = Ticket {
+            conn: ConnId(1),
+            request: i as u64,
+        };
         let _ = broker.acquire(now, ticket, &acquire);
     }
     let _ = broker.tick(now + Duration::from_secs(3600));

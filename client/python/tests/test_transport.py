@@ -230,3 +230,17 @@ def test_with_no_daemon_the_transport_fails_open(home, mock_factory):
         message = sdk(mock, lonely).messages.create(
             model=MODEL, max_tokens=8, messages=[{"role": "user", "content": "hi"}])
     assert message.usage.output_tokens > 0
+
+
+def test_a_429_far_too_large_for_a_report_still_pauses_and_is_sent_again_once(daemon, client, mock_factory):
+    """An upstream 429 with a 1.2 MB message: its report is bounded, so the pause happens and
+    the request is held and sent again once, not resent in a loop with nothing in flight."""
+    mock = mock_factory("--rpm", "600")
+    mock.inject(huge_429=1, huge_429_bytes=1_200_000)
+    message = sdk(mock, client).messages.create(
+        model=MODEL, max_tokens=16, messages=[{"role": "user", "content": "hi"}])
+    assert message.usage.output_tokens > 0
+    stats = mock.stats()
+    assert (stats["rate_limited"], stats["ok"]) == (1, 1), stats
+    b = budget(daemon)
+    assert b["rate_limited"] == 1 and b["in_flight"] == 0, b
