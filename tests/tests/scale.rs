@@ -1,7 +1,8 @@
 //! Status at scale: a daemon that knows ten thousand Claude Code sessions (a CI farm running
 //! `claude -p` in a loop gets there in a day) and nine hundred clients still answers
 //! `pacer status`, `--json` and `--clients`, truncating what one frame cannot hold and saying
-//! so, and the CLI never retries an answer it cannot read.
+//! so, and the CLI never retries an answer it cannot read; and an upstream that names 18,000
+//! windows leaves the account in sight, pacerd small and `/metrics` short.
 #![cfg(unix)]
 
 use std::process::{Command, Output, Stdio};
@@ -141,4 +142,75 @@ async fn status_answers_with_ten_thousand_sessions_and_nine_hundred_clients_know
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!stderr.contains("unreadable"), "{stderr}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_naming_new_windows_on_every_answer_leaves_the_account_in_sight() {
+    use pacer_tests::mock::{Inject, MockConfig, MockUpstream};
+    // A broken upstream: 45 windows never named before in every answer, 400 answers (18,000
+    // names).
+    let mock = MockUpstream::start(MockConfig {
+        rpm: 100_000,
+        itpm: 100_000_000,
+        otpm: 100_000_000,
+        ..MockConfig::default()
+    })
+    .await;
+    mock.inject(Inject {
+        junk_windows: 45,
+        ..Inject::default()
+    });
+    let url = mock.url();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    let daemon = tokio::task::spawn_blocking(move || Pacerd::start(&path, &["--upstream", &url]))
+        .await
+        .unwrap();
+    let base = daemon.gateway_url().unwrap();
+    let http = reqwest::Client::new();
+    for _ in 0..400 {
+        let response = http
+            .post(format!("{base}/v1/messages"))
+            .header("x-api-key", KEY)
+            .json(
+                &serde_json::json!({"model": "claude-sonnet-4-5", "max_tokens": 16,
+                                      "messages": [{"role": "user", "content": "hi"}]}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let (json, took) = pacer_within(&daemon, &["status", "--json"]);
+    assert!(json.status.success(), "{json:?}");
+    let status: Value = serde_json::from_slice(&json.stdout).unwrap();
+    let accounts = status["accounts"].as_array().unwrap();
+    let windows = accounts
+        .iter()
+        .map(|a| a["windows"].as_array().map_or(0, Vec::len))
+        .max()
+        .unwrap_or(0);
+    let rss_mib = daemon.rss_kib().unwrap() / 1024;
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    eprintln!(
+        "after 18,000 window names: status --json {took:?}, {} accounts, at most {windows} \
+         windows each, pacerd {rss_mib} MiB, /metrics {} bytes",
+        accounts.len(),
+        metrics.len()
+    );
+    assert!(!accounts.is_empty(), "the account is still listed");
+    assert!(windows <= 16, "{windows} windows kept");
+    assert!(rss_mib < 64, "pacerd holds {rss_mib} MiB");
+    assert!(
+        metrics.len() < 2 << 20,
+        "/metrics is {} bytes",
+        metrics.len()
+    );
 }

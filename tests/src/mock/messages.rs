@@ -160,9 +160,20 @@ pub(super) async fn messages(
         | Verdict::WindowSpent { .. } => 429,
         Verdict::Serve { .. } => 200,
     };
-    mock.lock().timeline.push((mock.started.elapsed(), status));
+    let (answered, junk) = {
+        let mut state = mock.lock();
+        state.timeline.push((mock.started.elapsed(), status));
+        (state.timeline.len(), state.inject.junk_windows)
+    };
     let bare = matches!(verdict, Verdict::Bare);
     let mut response = answer(mock, verdict, &model, stream);
+    for n in 0..junk {
+        let name = format!("anthropic-ratelimit-unified-j{answered}x{n}-utilization");
+        response.headers_mut().insert(
+            http::HeaderName::from_bytes(name.as_bytes()).expect("a header name"),
+            HeaderValue::from_static("0.5"),
+        );
+    }
     if bare {
         // Nothing about limits, windows or whose they are.
         return response;

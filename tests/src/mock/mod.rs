@@ -159,6 +159,9 @@ pub struct Inject {
     pub huge_429_bytes: usize,
     /// Answer this many with a bare 429 (`x-should-retry: true` and nothing else).
     pub bare_429: u64,
+    /// Name this many windows never named before in every answer (a broken upstream), each
+    /// `anthropic-ratelimit-unified-jN-utilization: 0.5`.
+    pub junk_windows: usize,
 }
 
 /// A request as the mock saw it.
