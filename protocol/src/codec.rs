@@ -212,7 +212,7 @@ mod tests {
             ("retry-after".into(), "20".into()),
             "kept first"
         );
-        assert!(headers.len() <= crate::message::MAX_REPORT_HEADERS);
+        assert!(headers.len() <= crate::report::MAX_REPORT_HEADERS);
         assert!(message.as_ref().unwrap().len() <= crate::text::MAX_MESSAGE);
         let frame = RequestFrame {
             id: u64::MAX,

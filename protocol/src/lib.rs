@@ -12,6 +12,7 @@
 //! - [`gateway`]: how `pacer run` names a wrapped process in the HTTP gateway's URL.
 //! - `io` (feature `io`): frames over a local socket with tokio — the reading half and a
 //!   non-blocking outbox — shared by the daemon and the client library.
+//! - [`report`]: a report held to a size that always fits one frame.
 //! - [`text`]: text from outside, held to a length where it enters.
 //! - [`throttle`]: the kinds of 429 ([`Throttle`]), each with what pacer does about it.
 //!
@@ -33,6 +34,7 @@ pub mod gateway;
 #[cfg(feature = "io")]
 pub mod io;
 pub mod message;
+pub mod report;
 pub mod status;
 pub mod text;
 pub mod throttle;
