@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use pacer_protocol::message::Acquire;
+use pacer_protocol::message::{Acquire, BASIS_POINTS};
 use pacer_protocol::{KeyFingerprint, Priority};
 use tokio::time::Instant;
 
@@ -26,6 +26,7 @@ pub struct AcquireRequest {
     max_tokens: Option<u64>,
     deadline: Option<Instant>,
     detached_ttl: Option<Duration>,
+    max_share_bp: Option<u16>,
 }
 
 impl AcquireRequest {
@@ -46,6 +47,7 @@ impl AcquireRequest {
             max_tokens: None,
             deadline: None,
             detached_ttl: None,
+            max_share_bp: None,
         }
     }
 
@@ -103,6 +105,19 @@ impl AcquireRequest {
         self
     }
 
+    /// Cap this client's use of each subscription window at `share` of it (0.1: 10 %), per
+    /// window: past it, its calls wait (and time out) until the window resets, while other
+    /// clients go on. Shares outside (0, 1] are refused by the daemon.
+    pub fn max_share(mut self, share: f64) -> Self {
+        let bp = (share * f64::from(BASIS_POINTS)).round();
+        self.max_share_bp = Some(if bp.is_finite() && bp >= 0.0 {
+            bp.min(f64::from(u16::MAX)) as u16
+        } else {
+            0
+        });
+        self
+    }
+
     pub fn key(&self) -> KeyFingerprint {
         self.key
     }
@@ -128,6 +143,7 @@ impl AcquireRequest {
                 .deadline
                 .map(|d| d.saturating_duration_since(Instant::now())),
             detached_ttl: self.detached_ttl,
+            max_share_bp: self.max_share_bp,
         }
     }
 }

@@ -34,6 +34,7 @@ fn acquire(broker: &mut Broker, now: Instant, request: u64, key: &str, model: &s
         max_tokens: Some(1024),
         deadline: None,
         detached_ttl: (request == 4).then_some(Duration::from_secs(600)),
+        max_share_bp: None,
     };
     let ticket = Ticket {
         conn: ConnId(1),

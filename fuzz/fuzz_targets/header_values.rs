@@ -47,6 +47,7 @@ fuzz_target!(|data: &[u8]| {
         max_tokens: Some(1000),
         deadline: None,
         detached_ttl: None,
+        max_share_bp: None,
     };
     let granted = broker
         .acquire(

@@ -83,6 +83,7 @@ fuzz_target!(|data: &[u8]| {
         max_tokens: Some(100),
         deadline: None,
         detached_ttl: None,
+        max_share_bp: None,
     };
     let _ = broker.tick(now + MAX_RATE_LIMIT_WAIT + Duration::from_secs(2));
     let later = now + MAX_RATE_LIMIT_WAIT + Duration::from_secs(2);

@@ -35,6 +35,7 @@ fuzz_target!(|data: &[u8]| {
             max_tokens: Some(100),
             deadline: None,
             detached_ttl: None,
+            max_share_bp: None,
         };
         let ticket = Ticket {
             conn: ConnId(1),

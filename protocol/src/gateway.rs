@@ -1,8 +1,9 @@
 //! How `pacer run` names a wrapped process to the HTTP gateway.
 //!
 //! Each wrapped process gets a base URL with a path prefix, `http://HOST:PORT/s/<token>/`, where
-//! the token is `<client>~<priority>`, or `<client>~<priority>~<route>` for a command whose own
-//! `ANTHROPIC_BASE_URL` was registered as a route (its requests go there). The gateway strips
+//! the token is `<client>~<priority>`, then `~cap<basis points>` for a process capped at a share
+//! of each subscription window (`pacer run --max-share 10%` is `~cap1000`), then `~<route>` for
+//! a command whose own `ANTHROPIC_BASE_URL` was registered as a route (its requests go there). The gateway strips
 //! the prefix before forwarding and queues the process's requests under that client id and
 //! priority.
 
@@ -20,6 +21,32 @@ pub struct ClientToken {
     pub priority: Option<Priority>,
     /// A registered route: the upstream to forward to.
     pub route: Option<String>,
+    /// Its cap on each subscription window, in basis points (1000 is 10 %).
+    pub max_share_bp: Option<u16>,
+}
+
+/// The token segment that introduces a cap (`cap1000`: 10 %).
+pub const CAP_PREFIX: &str = "cap";
+
+/// Reads a share of a window as people write it — `10%`, `2.5 %`, `0.1` — in basis points
+/// (1000 is 10 %): above 0, at most the whole window.
+pub fn parse_max_share(text: &str) -> Result<u16, String> {
+    let trimmed = text.trim();
+    let fraction = match trimmed.strip_suffix('%') {
+        Some(percent) => percent.trim().parse::<f64>().map(|p| p / 100.0),
+        None => trimmed.parse::<f64>(),
+    };
+    match fraction {
+        Ok(f) if f.is_finite() && f > 0.0 && f <= 1.0 => {
+            Ok(((f * 10_000.0).round() as u16).max(1))
+        }
+        Ok(_) => Err(format!(
+            "`{text}` is not a share of a window: give more than 0 % and at most 100 %"
+        )),
+        Err(_) => Err(format!(
+            "`{text}` is not a share of a window: write a percentage (10%) or a fraction (0.1)"
+        )),
+    }
 }
 
 /// Whether `text` has the shape of a route id.
@@ -32,9 +59,14 @@ pub fn is_route_id(text: &str) -> bool {
     })
 }
 
-/// The token for a client name, priority and route; the name is reduced to URL-safe
+/// The token for a client name, priority, cap and route; the name is reduced to URL-safe
 /// characters.
-pub fn client_token(client: &str, priority: Priority, route: Option<&str>) -> String {
+pub fn client_token(
+    client: &str,
+    priority: Priority,
+    max_share_bp: Option<u16>,
+    route: Option<&str>,
+) -> String {
     let client: String = client
         .chars()
         .map(|c| {
@@ -45,17 +77,30 @@ pub fn client_token(client: &str, priority: Priority, route: Option<&str>) -> St
             }
         })
         .collect();
+    let cap = max_share_bp.map_or(String::new(), |bp| format!("~{CAP_PREFIX}{bp}"));
     match route {
-        Some(route) => format!("{client}~{priority}~{route}"),
-        None => format!("{client}~{priority}"),
+        Some(route) => format!("{client}~{priority}{cap}~{route}"),
+        None => format!("{client}~{priority}{cap}"),
     }
 }
 
-/// Reads a token: `<client>~<priority>~<route>`, `<client>~<priority>`, or just `<client>`.
+/// A `cap<basis points>` segment's cap.
+fn cap_of(segment: &str) -> Option<u16> {
+    let digits = segment.strip_prefix(CAP_PREFIX)?;
+    let bp: u16 = digits.parse().ok()?;
+    (1..=10_000).contains(&bp).then_some(bp)
+}
+
+/// Reads a token: `<client>~<priority>[~cap<bp>][~<route>]`, `<client>~<priority>`, or just
+/// `<client>`.
 pub fn parse_client_token(token: &str) -> ClientToken {
     let (rest, route) = match token.rsplit_once('~') {
         Some((rest, route)) if is_route_id(route) => (rest, Some(route.to_owned())),
         _ => (token, None),
+    };
+    let (rest, max_share_bp) = match rest.rsplit_once('~') {
+        Some((head, cap)) if cap_of(cap).is_some() => (head, cap_of(cap)),
+        _ => (rest, None),
     };
     let (client, priority) = match rest.rsplit_once('~') {
         Some((client, priority)) => (client, priority.parse().ok()),
@@ -65,14 +110,20 @@ pub fn parse_client_token(token: &str) -> ClientToken {
         client: (!client.is_empty()).then(|| client.to_owned()),
         priority,
         route,
+        max_share_bp,
     }
 }
 
 /// The base URL to give a wrapped process, for a gateway listening at `listen` (`HOST:PORT`).
-pub fn base_url(listen: &str, client: &str, priority: Priority, route: Option<&str>) -> String {
+pub fn base_url(
+    listen: &str,
+    client: &str,
+    (priority, max_share_bp): (Priority, Option<u16>),
+    route: Option<&str>,
+) -> String {
     format!(
         "http://{listen}{PREFIX}{}",
-        client_token(client, priority, route)
+        client_token(client, priority, max_share_bp, route)
     )
 }
 
@@ -98,7 +149,7 @@ mod tests {
 
     #[test]
     fn tokens_round_trip() {
-        let token = client_token("my job/1", Priority::Batch, None);
+        let token = client_token("my job/1", Priority::Batch, None, None);
         assert_eq!(token, "my_job_1~batch");
         let parsed = parse_client_token(&token);
         assert_eq!(parsed.client.as_deref(), Some("my_job_1"));
@@ -118,7 +169,7 @@ mod tests {
 
     #[test]
     fn routes_ride_in_the_token() {
-        let token = client_token("claude-7", Priority::Normal, Some("rt0123456789ab"));
+        let token = client_token("claude-7", Priority::Normal, None, Some("rt0123456789ab"));
         assert_eq!(token, "claude-7~normal~rt0123456789ab");
         let parsed = parse_client_token(&token);
         assert_eq!(parsed.client.as_deref(), Some("claude-7"));
@@ -131,9 +182,38 @@ mod tests {
     #[test]
     fn base_urls() {
         assert_eq!(
-            base_url("127.0.0.1:4141", "claude-7", Priority::Normal, None),
+            base_url("127.0.0.1:4141", "claude-7", (Priority::Normal, None), None),
             "http://127.0.0.1:4141/s/claude-7~normal"
         );
+    }
+
+    #[test]
+    fn caps_ride_in_the_token_before_the_route() {
+        let token = client_token("loop", Priority::Batch, Some(1000), Some("rt0123456789ab"));
+        assert_eq!(token, "loop~batch~cap1000~rt0123456789ab");
+        let parsed = parse_client_token(&token);
+        assert_eq!(parsed.client.as_deref(), Some("loop"));
+        assert_eq!(parsed.priority, Some(Priority::Batch));
+        assert_eq!(parsed.max_share_bp, Some(1000));
+        assert_eq!(parsed.route.as_deref(), Some("rt0123456789ab"));
+        let plain = parse_client_token("loop~normal~cap250");
+        assert_eq!((plain.priority, plain.max_share_bp), (Some(Priority::Normal), Some(250)));
+        // Not a cap: out of range, or not a number.
+        assert_eq!(parse_client_token("loop~normal~cap0").max_share_bp, None);
+        assert_eq!(parse_client_token("loop~normal~cap10001").max_share_bp, None);
+        assert_eq!(parse_client_token("loop~normal~capx").max_share_bp, None);
+    }
+
+    #[test]
+    fn shares_are_read_as_people_write_them() {
+        assert_eq!(parse_max_share("10%"), Ok(1000));
+        assert_eq!(parse_max_share(" 2.5 % "), Ok(250));
+        assert_eq!(parse_max_share("0.1"), Ok(1000));
+        assert_eq!(parse_max_share("100%"), Ok(10_000));
+        for bad in ["0%", "0", "101%", "1.5", "-3%", "ten", "NaN", ""] {
+            let error = parse_max_share(bad).unwrap_err();
+            assert!(error.contains(&format!("`{bad}`")), "{error}");
+        }
     }
 
     #[test]

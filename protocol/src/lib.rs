@@ -23,8 +23,9 @@
 //! # Evolving the wire format
 //! bincode encodes enum variants by index and struct fields by position. So: the handshake
 //! ([`Request::Hello`] / [`Response::Welcome`] / [`Response::Error`]) is frozen; new variants are only
-//! appended; a changed payload becomes a new variant (`AcquireV2`), never a new field; and every
-//! incompatible change bumps [`PROTOCOL_VERSION`].
+//! appended; a payload gains a field only with a new [`PROTOCOL_VERSION`] (peers of different
+//! versions refuse each other at the handshake, so none misreads the other); and every
+//! incompatible change bumps it, with golden fixtures for the new version.
 
 pub mod budget;
 pub mod codec;
@@ -46,4 +47,4 @@ pub use throttle::Throttle;
 
 /// The version of the wire format spoken by this build. Exchanged in the handshake; a daemon and a
 /// client with different versions refuse to talk rather than misread each other.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;

@@ -162,7 +162,15 @@ pub struct Acquire {
     /// `Some(ttl)`: the permit outlives this connection (for shell scripts, which acquire and report
     /// from different processes) and settles as "unknown outcome" if not reported within `ttl`.
     pub detached_ttl: Option<Duration>,
+    /// The most this client may use of each subscription window it touches, per window, in
+    /// basis points (1000 is 10 %): `pacer run --max-share 10%`. Past it, its calls are held
+    /// like batch work past its ceiling until the window resets. `None`: no cap of its own (the
+    /// daemon's `[windows.max_share]` may still name one). New in protocol 7.
+    pub max_share_bp: Option<u16>,
 }
+
+/// Basis points in a whole: a `max_share_bp` of 10,000 is all of a window.
+pub const BASIS_POINTS: u16 = 10_000;
 
 /// Payload of [`Request::Report`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

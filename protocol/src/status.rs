@@ -77,6 +77,12 @@ pub struct ClientStatus {
     /// Acquires of it refused or timed out by pacer itself.
     pub refused: u64,
     pub last_seen: SystemTime,
+    /// Its cap on each subscription window (`--max-share`, `[windows.max_share]`), 0.0 to 1.0;
+    /// what it used of the window it used most, as pacer counted its calls; and whether its
+    /// calls are held by the cap now. New in protocol 7.
+    pub max_share: Option<f64>,
+    pub window_use: Option<f64>,
+    pub capped: bool,
 }
 
 /// The daemon as a whole, beside its budgets.

@@ -105,6 +105,7 @@ fn frames() -> Vec<(&'static str, Frame)> {
                     max_tokens: Some(1024),
                     deadline: Some(Duration::from_millis(240_000)),
                     detached_ttl: None,
+                    max_share_bp: Some(1000),
                 }),
             ),
         ),

@@ -83,6 +83,7 @@ fn acquire() -> impl Strategy<Value = Request> {
                     max_tokens: max,
                     deadline,
                     detached_ttl: ttl,
+                    max_share_bp: None,
                 })
             },
         )

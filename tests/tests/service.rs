@@ -147,6 +147,7 @@ async fn raw_waiting_acquire(socket: &Path) -> tokio::net::UnixStream {
                 max_tokens: None,
                 deadline: None,
                 detached_ttl: None,
+                max_share_bp: None,
             }),
         },
     ] {

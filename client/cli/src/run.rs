@@ -41,6 +41,11 @@ pub struct RunArgs {
     /// The client name requests are queued under [default: the command's name and pacer's pid].
     #[arg(long)]
     name: Option<String>,
+    /// Cap the command's use of each subscription window at this share of it, per window
+    /// (10%, 2.5%, 0.1): past it, its calls are held until the window resets while other
+    /// clients go on.
+    #[arg(long, value_name = "SHARE", value_parser = gateway::parse_max_share)]
+    max_share: Option<u16>,
     /// Refuse to run a command whose calls would bypass pacer (Bedrock, Vertex).
     #[arg(long)]
     strict: bool,
@@ -62,6 +67,10 @@ pub struct EnvArgs {
     /// The client name requests are queued under [default: shell-<parent pid>].
     #[arg(long)]
     name: Option<String>,
+    /// Cap the shell's use of each subscription window at this share of it, per window
+    /// (10%, 0.1).
+    #[arg(long, value_name = "SHARE", value_parser = gateway::parse_max_share)]
+    max_share: Option<u16>,
     /// Refuse when the shell's calls would bypass pacer (Bedrock, Vertex).
     #[arg(long)]
     strict: bool,
@@ -89,7 +98,7 @@ pub async fn run(socket: Option<PathBuf>, args: RunArgs) -> anyhow::Result<ExitC
         format!("{base}-{}", std::process::id())
     });
     let priority = args.priority.unwrap_or_else(default_priority);
-    let wrapped = wrap(socket, &name, priority).await?;
+    let wrapped = wrap(socket, &name, (priority, args.max_share)).await?;
     eprintln!("pacer: {shown} {}", wrapped.note);
     let mut command = std::process::Command::new(&program);
     command.args(&args.command[1..]);
@@ -104,7 +113,7 @@ pub async fn env(socket: Option<PathBuf>, args: EnvArgs) -> anyhow::Result<ExitC
     let name = args
         .name
         .unwrap_or_else(|| format!("shell-{}", parent_id()));
-    let wrapped = wrap(socket, &name, args.priority).await?;
+    let wrapped = wrap(socket, &name, (args.priority, args.max_share)).await?;
     eprintln!("pacer: this shell {}", wrapped.note);
     match &wrapped.base_url {
         Some(url) => crate::outln!("export {BASE_URL_ENV}='{url}'"),
@@ -123,7 +132,11 @@ struct Wrapped {
 
 /// The gateway URL for a client, from a daemon that is running (started if need be), keeping
 /// the client's own endpoint if it has one.
-async fn wrap(socket: Option<PathBuf>, name: &str, priority: Priority) -> anyhow::Result<Wrapped> {
+async fn wrap(
+    socket: Option<PathBuf>,
+    name: &str,
+    how: (Priority, Option<u16>),
+) -> anyhow::Result<Wrapped> {
     let client = ensure_daemon(socket).await?;
     let info = client.gateway_info().await?;
     let listen = info.listen.context(
@@ -146,7 +159,7 @@ async fn wrap(socket: Option<PathBuf>, name: &str, priority: Priority) -> anyhow
                 .await
                 .with_context(|| format!("cannot keep {BASE_URL_ENV} as the upstream"))?;
             Ok(Wrapped {
-                base_url: Some(gateway::base_url(&listen, name, priority, Some(&route.id))),
+                base_url: Some(gateway::base_url(&listen, name, how, Some(&route.id))),
                 note: format!(
                     "will reach {} (its {BASE_URL_ENV}) through pacer's gateway at {listen}",
                     route.upstream
@@ -154,7 +167,7 @@ async fn wrap(socket: Option<PathBuf>, name: &str, priority: Priority) -> anyhow
             })
         }
         None => Ok(Wrapped {
-            base_url: Some(gateway::base_url(&listen, name, priority, None)),
+            base_url: Some(gateway::base_url(&listen, name, how, None)),
             note: format!(
                 "will reach {} through pacer's gateway at {listen}",
                 info.upstream

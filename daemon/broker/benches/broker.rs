@@ -26,6 +26,7 @@ fn acquire(client: usize) -> Acquire {
         max_tokens: Some(1024),
         deadline: Some(Duration::from_secs(3600)),
         detached_ttl: None,
+        max_share_bp: None,
     }
 }
 

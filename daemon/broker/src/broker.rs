@@ -54,6 +54,7 @@ impl Broker {
             shares: Shares::new(Sharing::Alone),
             sessions: Sessions::default(),
             starts: Starts::default(),
+            capped: Default::default(),
             out: Vec::new(),
         }
     }
@@ -162,8 +163,13 @@ impl Broker {
 
     /// Every client seen recently, busiest first, with what of it waits now.
     pub fn clients(&self, now: Instant) -> Vec<ClientStatus> {
-        self.clients
-            .status(&self.waiters.by_client(), &self.time_base, now)
+        let mut clients = self
+            .clients
+            .status(&self.waiters.by_client(), &self.time_base, now);
+        for client in clients.iter_mut().filter(|c| c.max_share.is_some()) {
+            self.cap_status(client, now);
+        }
+        clients
     }
 
     /// Every Claude Code session seen in the last day.
@@ -237,6 +243,10 @@ impl Broker {
         {
             return Some(self.starts.holdup(&owner, now));
         }
+        let max_share = crate::capped::max_share_of(req, &self.config.windows);
+        if let Some(hold) = self.cap_hold(b, (&req.client_id, max_share), now) {
+            return Some(self.windows.holdup(&hold, &self.time_base, now));
+        }
         let cost = self.budgets[b].cost_of(req);
         let gate = self.gate(b, &cost, now);
         if self.budgets[b].grants_at_once(&cost, gate, now)
@@ -305,6 +315,7 @@ impl Broker {
             self.leases.next_expiry(),
             self.lockouts.next_expiry(),
             self.starts.next_wakeup(),
+            self.next_unparking(now),
         ]
         .into_iter()
         .chain(budgets)

@@ -26,6 +26,8 @@ struct Client {
     waited_total: Duration,
     refused: u64,
     last_seen: Instant,
+    /// Its cap on each window, as its latest acquire asked.
+    max_share: Option<f64>,
 }
 
 impl Client {
@@ -39,6 +41,7 @@ impl Client {
             waited_total: Duration::ZERO,
             refused: 0,
             last_seen: now,
+            max_share: None,
         }
     }
 }
@@ -77,11 +80,18 @@ impl Clients {
         }
     }
 
-    /// A client asked for a permit on `budget`.
-    pub fn asked(&mut self, id: &str, priority: Priority, budget: BudgetId, now: Instant) {
+    /// A client asked for a permit on `budget`, capped at `max_share` of each window.
+    pub fn asked(
+        &mut self,
+        id: &str,
+        (priority, max_share): (Priority, Option<f64>),
+        budget: BudgetId,
+        now: Instant,
+    ) {
         let client = self.touch(id, now);
         client.priority = priority;
         client.budget = Some(budget);
+        client.max_share = max_share;
     }
 
     /// A client was granted a permit after waiting `waited`.
@@ -169,6 +179,9 @@ impl Clients {
                     waited_total: c.waited_total,
                     refused: c.refused,
                     last_seen: time_base.to_wall(c.last_seen),
+                    max_share: c.max_share,
+                    window_use: None,
+                    capped: false,
                 }
             })
             .collect();
@@ -205,10 +218,10 @@ mod tests {
         };
         let mut clients = Clients::default();
         let (a, b) = ("a", "b");
-        clients.asked(a, Priority::Batch, budget(), t0);
+        clients.asked(a, (Priority::Batch, None), budget(), t0);
         clients.granted(a, Duration::from_secs(2), t0);
         clients.settled(a, (10, 5), t0);
-        clients.asked(b, Priority::Interactive, budget(), t0);
+        clients.asked(b, (Priority::Interactive, None), budget(), t0);
         clients.granted(b, Duration::ZERO, t0);
         clients.settled(b, (100, 50), t0);
         clients.refused(b, None, "held too long", t0);

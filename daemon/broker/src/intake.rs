@@ -13,6 +13,7 @@ use pacer_protocol::message::{
 };
 use pacer_protocol::{KeyFingerprint, Throttle};
 
+use super::capped;
 use super::budget::{BudgetIdx, Charge, MAX_BUDGETS, Reservation};
 use super::exchange::{refusal, stopping};
 use super::lockouts::{self, Lockout, MAX_RATE_LIMIT_WAIT};
@@ -76,10 +77,14 @@ impl Broker {
             return self.refuse(ticket, req, refusal(reason), now);
         };
         let id = self.budgets[b].id();
-        self.clients.asked(&req.client_id, req.priority, id, now);
+        let max_share = capped::max_share_of(req, &self.config.windows);
+        self.clients
+            .asked(&req.client_id, (req.priority, max_share), id, now);
         let cost = self.budgets[b].cost_of(req);
         let bound = cost::usage_bound(req.max_tokens);
-        let waiter = Waiter::new(ticket, req, origin.session.clone(), (b, cost, bound), now);
+        let mut waiter = Waiter::new(ticket, req, origin.session.clone(), (b, cost, bound), now);
+        waiter.max_share = max_share;
+        let cap = self.cap_hold(b, (&req.client_id, max_share), now);
         // A Claude Code session new to pacer may have to wait its turn to start.
         let turn = origin
             .session
@@ -87,6 +92,7 @@ impl Broker {
             .filter(|session| !self.sessions.is_started(session))
             .filter(|session| !self.starts.try_start(&owner, session, now));
         if turn.is_none()
+            && cap.is_none()
             && !self.shares.is_shared()
             && self.budgets[b].grants_at_once(&cost, self.gate(b, &cost, now), now)
             && self.window_hold(b, req.priority, now).is_none()
@@ -95,9 +101,10 @@ impl Broker {
             self.grant(waiter, None, now);
         } else if waiter.deadline.is_some_and(|d| d <= now) {
             // No time to wait: told how long it would be.
-            let (retry_after, reason) = match turn {
-                Some(_) => self.starts.holdup(&owner, now),
-                None => {
+            let (retry_after, reason) = match (turn, &cap) {
+                (Some(_), _) => self.starts.holdup(&owner, now),
+                (None, Some(hold)) => self.windows.holdup(hold, &self.time_base, now),
+                (None, None) => {
                     self.count_window_refusal(b, req.priority, now);
                     self.holdup(b, (req.priority, &cost), None, now)
                 }
@@ -113,6 +120,11 @@ impl Broker {
             let id = self.waiters.next_id();
             self.waiters.insert(id, waiter);
             self.starts.wait(id, &owner, session.clone());
+        } else if cap.is_some() {
+            // Past its cap: out of the queue, holding up nobody, until its window resets.
+            let id = self.waiters.next_id();
+            self.waiters.insert(id, waiter);
+            self.capped.insert(id);
         } else {
             self.enqueue(waiter, now);
         }
@@ -439,6 +451,8 @@ impl Broker {
             self.sessions.prune(now);
         }
         self.admit_starters(now);
+        self.windows.expire_caps(self.time_base.to_wall(now));
+        self.unpark_capped(now);
         self.serve_all(now);
         while let Some(id) = self.waiters.first_expired(now) {
             self.time_out(id, now);
@@ -475,12 +489,14 @@ impl Broker {
         };
         let (b, priority) = (w.budget, w.priority);
         let starting = self.starts.is_waiting(id);
-        let (retry_after, reason) = match starting {
-            true => self.starts.holdup(self.budgets[b].owner(), now),
-            false => self.holdup(b, (priority, &w.cost), Some(w.mark), now),
+        let capped = self.waiter_capped(b, id, now);
+        let (retry_after, reason) = match (starting, &capped) {
+            (true, _) => self.starts.holdup(self.budgets[b].owner(), now),
+            (false, Some(hold)) => self.windows.holdup(hold, &self.time_base, now),
+            (false, None) => self.holdup(b, (priority, &w.cost), Some(w.mark), now),
         };
         let client = w.client.clone();
-        if !starting {
+        if !starting && capped.is_none() {
             self.count_window_refusal(b, priority, now);
         }
         self.note_refusal(Some(b), None, &client, &reason, now);

@@ -16,7 +16,9 @@
 //! - `intake`: what comes in from clients and time — acquires, reports, releases, headers,
 //!   pauses, connections closing, time passing, the store's answers to claims;
 //! - `steps`: the steps those share — finding a budget, granting, serving a queue, locking out,
-//!   linking a key to its account, learning from headers, telling the store and subscribers.
+//!   linking a key to its account, learning from headers, telling the store and subscribers;
+//! - `capped`: calls of clients past their cap (`--max-share`) taken out of their queues, and
+//!   put back when their window resets.
 //!
 //! A walk of one permit: [`Broker::acquire`] (`intake`) asks `waiters` whether the acquire may
 //! wait, `lockouts` whether it is refused, `steps` for its budget and whether it is granted at
@@ -74,6 +76,7 @@ mod broker;
 mod bucket;
 mod budget;
 mod calibration;
+mod capped;
 mod clients;
 mod config;
 mod cost;
@@ -177,6 +180,9 @@ pub struct Broker {
     /// The pace at which new sessions start, once the API turned sessions starting together
     /// away, and the sessions waiting to start.
     pub(crate) starts: Starts,
+    /// Waiters whose client used its cap of a window (`--max-share`): out of their queues
+    /// until the window resets (see `capped`).
+    pub(crate) capped: std::collections::BTreeSet<queue::WaiterId>,
     /// What the operation under way will return.
     pub(crate) out: Vec<Output>,
 }

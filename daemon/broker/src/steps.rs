@@ -104,10 +104,14 @@ impl Broker {
             None => self.budgets.charge_parent(b, &cost, now),
         };
         let (ticket, priority) = (waiter.ticket, waiter.priority);
+        let capped = waiter.max_share.is_some();
         let mut lease = Lease::new(waiter, reservation, probe, parent, shared, now);
         let waited = lease.waited;
         self.budgets[b].record_wait(waited);
         self.clients.granted(&lease.client, waited, now);
+        if capped {
+            self.count_capped(b, &lease.client.clone(), now);
+        }
         lease.window_call = self.start_window_call(b);
         let client_id = lease.client.to_string();
         let lease = self.leases.issue(lease);
@@ -129,6 +133,7 @@ impl Broker {
     /// head waits for its buckets, calls that fit now go out of turn (within its allowance, see
     /// `queue`). While shared, asks the store for the head instead.
     pub(crate) fn serve(&mut self, b: BudgetIdx, now: Instant) {
+        self.park_capped_heads(b, now);
         if self.shares.is_shared() {
             let claim = self
                 .shares
@@ -140,6 +145,7 @@ impl Broker {
                     break;
                 }
                 self.grant_head(b, id, None, now);
+                self.park_capped_heads(b, now);
             }
             while let Some((id, cost)) = self.budgets[b].backfill_candidate(now) {
                 if !self.ready(b, id, &cost, now) {
@@ -160,6 +166,7 @@ impl Broker {
         let gate = self.gate(b, cost, now);
         self.budgets[b].readiness(cost, gate, now) == Readiness::Now
             && !self.held_by_window(b, id, now)
+            && self.waiter_capped(b, id, now).is_none()
     }
 
     /// Grants the head of budget `b`, waiter `id`.
@@ -202,6 +209,7 @@ impl Broker {
     pub(crate) fn drop_waiter(&mut self, id: WaiterId) -> Option<Waiter> {
         let waiter = self.waiters.remove(id)?;
         self.starts.leave(id);
+        self.capped.remove(&id);
         let b = waiter.budget;
         self.budgets[b].dequeue(id, &waiter.client, waiter.priority);
         self.budgets.touch(b);

@@ -36,7 +36,7 @@ pub fn invalid(req: &Acquire) -> Option<String> {
     if req.detached_ttl.is_some_and(|ttl| ttl.is_zero()) {
         return Some("a detached permit needs a TTL above zero".into());
     }
-    None
+    super::capped::invalid_cap(req)
 }
 
 /// An acquire waiting in a budget's queue.
@@ -60,6 +60,8 @@ pub struct Waiter {
     /// Carried over to the lease: the permit will outlive the connection.
     pub detached_ttl: Option<Duration>,
     pub enqueued_at: Instant,
+    /// Its client's cap on each window (`--max-share`), 0 to 1.
+    pub max_share: Option<f64>,
 }
 
 impl Waiter {
@@ -85,6 +87,7 @@ impl Waiter {
             deadline: req.deadline.map(|d| later(now, d)),
             detached_ttl: req.detached_ttl,
             enqueued_at: now,
+            max_share: None,
         }
     }
 }

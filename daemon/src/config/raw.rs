@@ -40,6 +40,7 @@ pub struct RawWindows {
     pub normal: Option<Fraction>,
     pub pace: Option<bool>,
     pub overage: Option<Vec<PriorityName>>,
+    pub max_share: Option<BTreeMap<String, Fraction>>,
 }
 
 impl RawWindows {
@@ -54,6 +55,12 @@ impl RawWindows {
             overage: self.overage.map_or(defaults.overage, |list| {
                 list.into_iter().map(|p| p.0).collect()
             }),
+            max_share: self
+                .max_share
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(client, share)| (client, share.0))
+                .collect(),
         }
     }
 }

@@ -8,7 +8,7 @@ use pacer_protocol::message::Headers;
 
 use super::body::GatewayBody;
 use super::metered::{MeteredBody, Settle};
-use super::route::{CLIENT_HEADER, PRIORITY_HEADER};
+use super::route::{CLIENT_HEADER, MAX_SHARE_HEADER, PRIORITY_HEADER};
 use pacer_api::usage::UsageTap;
 
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1), plus `host` (rewritten)
@@ -101,6 +101,7 @@ pub fn request_headers(incoming: &HeaderMap, gated: bool) -> HeaderMap {
             || (gated && name == header::CONTENT_LENGTH)
             || name == PRIORITY_HEADER
             || name == CLIENT_HEADER
+            || name == MAX_SHARE_HEADER
         {
             continue;
         }

@@ -32,6 +32,8 @@ pub struct Gate {
     pub model: String,
     pub client_id: String,
     pub priority: Priority,
+    /// Its cap on each subscription window, in basis points.
+    pub max_share_bp: Option<u16>,
     pub input_tokens: u64,
     pub max_tokens: Option<u64>,
     /// The request body's size, to hold the usage to and calibrate estimates with (`None`:
@@ -151,6 +153,7 @@ impl Driver<'_> {
             max_tokens: self.gate.max_tokens,
             deadline: Some(deadline),
             detached_ttl: None,
+            max_share_bp: self.gate.max_share_bp,
         };
         let origin = Origin {
             session: self.gate.session.as_deref().map(Arc::from),

@@ -240,6 +240,13 @@ impl Gateway {
     ) -> Result<Option<Gate>, Box<Response<GatewayBody>>> {
         let body = &forward.body;
         let (client_id, priority) = route::identity(route, headers);
+        let max_share_bp = route::max_share(route, headers).map_err(|e| {
+            Box::new(reply::error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                format!("pacer gateway: {e}"),
+            ))
+        })?;
         if client_id.len() > MAX_NAME_LEN {
             // The client's own mistake, not a limit: a 429 would have it retry for ever.
             return Err(Box::new(reply::error(
@@ -273,6 +280,7 @@ impl Gateway {
                 model: COUNT_TOKENS_BUDGET.into(),
                 client_id,
                 priority,
+                max_share_bp,
                 input_tokens: 0,
                 max_tokens: Some(0),
                 body_bytes: None,
@@ -304,6 +312,7 @@ impl Gateway {
                     model,
                     client_id,
                     priority,
+                    max_share_bp,
                     input_tokens,
                     max_tokens: fields.max_tokens,
                     body_bytes: Some(body.len()),

@@ -8,7 +8,7 @@
 use http::HeaderMap;
 pub use pacer_api::path::escaping_segment;
 use pacer_api::path::{self, Endpoint, loose_segments};
-pub use pacer_api::request::{CLIENT_HEADER, PRIORITY_HEADER, SESSION_HEADER};
+pub use pacer_api::request::{CLIENT_HEADER, MAX_SHARE_HEADER, PRIORITY_HEADER, SESSION_HEADER};
 use pacer_protocol::{Priority, gateway};
 
 /// A request's path after the client prefix is taken off.
@@ -22,6 +22,8 @@ pub struct RequestPath {
     pub priority: Option<Priority>,
     /// A registered route (`/s/<client>~<priority>~<route>/`): where to forward.
     pub route: Option<String>,
+    /// A cap on each subscription window (`~cap<bp>`), in basis points.
+    pub max_share_bp: Option<u16>,
 }
 
 impl RequestPath {
@@ -61,6 +63,7 @@ impl RequestPath {
             client_id: token.client,
             priority: token.priority,
             route: token.route,
+            max_share_bp: token.max_share_bp,
         }
     }
 }
@@ -100,6 +103,21 @@ pub fn identity(route: &RequestPath, headers: &HeaderMap) -> (String, Priority) 
         .or(route.priority)
         .unwrap_or_default();
     (client, priority)
+}
+
+/// The client's cap on each subscription window, in basis points: the `x-pacer-max-share`
+/// header (`10%`, `0.1`) wins over the prefix's `~cap<bp>`. A header that is not a share is
+/// the client's mistake, said back.
+pub fn max_share(route: &RequestPath, headers: &HeaderMap) -> Result<Option<u16>, String> {
+    let Some(value) = headers.get(MAX_SHARE_HEADER) else {
+        return Ok(route.max_share_bp);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| format!("`{MAX_SHARE_HEADER}` is not text"))?;
+    gateway::parse_max_share(text)
+        .map(Some)
+        .map_err(|e| format!("`{MAX_SHARE_HEADER}`: {e}"))
 }
 
 #[cfg(test)]
@@ -207,7 +225,7 @@ mod tests {
 
     #[test]
     fn tokens_from_pacer_run_are_understood() {
-        let token = gateway::client_token("my job/1", Priority::Batch, None);
+        let token = gateway::client_token("my job/1", Priority::Batch, None, None);
         let route = RequestPath::parse(&Method::POST, &format!("/s/{token}/v1/messages"));
         assert_eq!(route.client_id.as_deref(), Some("my_job_1"));
         assert_eq!(route.priority, Some(Priority::Batch));

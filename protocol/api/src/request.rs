@@ -6,6 +6,8 @@
 pub const PRIORITY_HEADER: &str = "x-pacer-priority";
 /// The header a client may set to name itself.
 pub const CLIENT_HEADER: &str = "x-pacer-client";
+/// The header a client may set to cap its use of each subscription window (`10%`, `0.1`).
+pub const MAX_SHARE_HEADER: &str = "x-pacer-max-share";
 /// Claude Code's per-session header (`X-Claude-Code-Session-Id`), sent "so proxies can
 /// aggregate requests by session".
 pub const SESSION_HEADER: &str = "x-claude-code-session-id";

@@ -126,6 +126,9 @@ fn client(c: &ClientStatus) -> Value {
         "waited_seconds": c.waited_total.as_secs_f64(),
         "refused": c.refused,
         "last_seen": rfc3339(Some(c.last_seen)),
+        "max_share": c.max_share,
+        "window_use": c.window_use,
+        "capped": c.capped,
     })
 }
 

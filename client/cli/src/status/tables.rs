@@ -178,6 +178,19 @@ pub fn starts(starts: &[StartStatus], now: SystemTime) -> String {
     out
 }
 
+/// A client's cap on each window: `10 % (6 % used)`, `10 % (held)`, `-` when it has none.
+fn cap(c: &ClientStatus) -> String {
+    let Some(max_share) = c.max_share else {
+        return "-".to_owned();
+    };
+    let percent = |share: f64| format!("{} %", (share * 1000.0).round() / 10.0);
+    match (c.capped, c.window_use) {
+        (true, _) => format!("{} (held)", percent(max_share)),
+        (false, Some(used)) => format!("{} ({} used)", percent(max_share), percent(used)),
+        (false, None) => percent(max_share),
+    }
+}
+
 /// `pacer status --clients`: each client seen in the last 10 minutes.
 pub fn clients_table(clients: &[ClientStatus], now: SystemTime) -> String {
     if clients.is_empty() {
@@ -192,6 +205,7 @@ pub fn clients_table(clients: &[ClientStatus], now: SystemTime) -> String {
         "TOKENS OUT",
         "WAITING",
         "REFUSED",
+        "CAP",
         "LAST SEEN",
     ];
     let rows: Vec<Vec<String>> = clients
@@ -215,6 +229,7 @@ pub fn clients_table(clients: &[ClientStatus], now: SystemTime) -> String {
                 c.output_tokens.to_string(),
                 waiting,
                 c.refused.to_string(),
+                cap(c),
                 if seen.as_secs() < 1 {
                     "now".to_owned()
                 } else {

@@ -438,6 +438,7 @@ fn links_lockouts_and_windows_survive_a_snapshot() {
             max_tokens: None,
             deadline: None,
             detached_ttl: None,
+            max_share_bp: None,
         },
     );
     let Some(Output::Answer {

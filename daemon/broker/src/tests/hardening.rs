@@ -133,6 +133,7 @@ fn absurd_values_in_a_state_file_are_held_to_sense() {
             max_tokens: None,
             deadline: None,
             detached_ttl: None,
+            max_share_bp: None,
         },
     );
     let Output::Answer {
@@ -184,6 +185,7 @@ fn calls_in_flight_keep_their_slots_across_a_crash_until_they_report_or_expire()
                 max_tokens: None,
                 deadline: None,
                 detached_ttl: None,
+                max_share_bp: None,
             },
         )
     };

@@ -11,6 +11,7 @@ use pacer_protocol::{BudgetOwner, KeyFingerprint, LimitKind, Priority};
 use super::*;
 
 mod accounts;
+mod caps;
 mod costs;
 mod fairness;
 mod hardening;
@@ -125,6 +126,7 @@ impl Harness {
             max_tokens: None,
             deadline: None,
             detached_ttl: None,
+            max_share_bp: None,
         };
         edit(&mut req);
         let ticket = Ticket {

@@ -77,6 +77,7 @@ fn a_snapshot_restores_pauses_limits_levels_and_averages() {
             max_tokens: None,
             deadline: None,
             detached_ttl: None,
+            max_share_bp: None,
         },
     );
     assert!(

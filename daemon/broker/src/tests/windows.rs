@@ -3,26 +3,26 @@
 
 use super::*;
 
-fn wall0() -> SystemTime {
+pub(super) fn wall0() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
 }
 
-const TOKEN: &str = "sk-ant-oat01-windows";
+pub(super) const TOKEN: &str = "sk-ant-oat01-windows";
 
 /// A subscription with one window: `limit` calls, reset `reset_in` from `wall0`, and what it
 /// had used before.
-struct Window {
-    name: &'static str,
-    limit: u64,
-    used: u64,
-    reset_in: u64,
+pub(super) struct Window {
+    pub(super) name: &'static str,
+    pub(super) limit: u64,
+    pub(super) used: u64,
+    pub(super) reset_in: u64,
     /// Extra usage allowed (and then in use once spent).
-    overage: bool,
+    pub(super) overage: bool,
 }
 
 impl Window {
     /// The headers of an answer after `used` calls in all.
-    fn headers(&self) -> RateLimitHeaders {
+    pub(super) fn headers(&self) -> RateLimitHeaders {
         let utilization = (self.used as f64 / self.limit as f64 * 100.0).round() / 100.0;
         let reset = (1_800_000_000 + self.reset_in).to_string();
         let spent = utilization >= 1.0;
@@ -55,7 +55,7 @@ impl Window {
     }
 }
 
-fn config(batch: f64, pace: bool) -> BrokerConfig {
+pub(super) fn config(batch: f64, pace: bool) -> BrokerConfig {
     BrokerConfig {
         cold_start_hold: Duration::ZERO,
         windows: WindowsConfig {

@@ -15,9 +15,11 @@
 //!   ([`Windows`]): whether a priority is held ([`Hold`]), and what `pacer status` shows of them;
 //! - `account`: what the API said of one account's windows ([`AccountWindows`]);
 //! - `estimate`: a window's share of a call and its burn rate;
-//! - `in_flight`: the calls each account has in flight toward its windows, here and elsewhere.
+//! - `in_flight`: the calls each account has in flight toward its windows, here and elsewhere;
+//! - `caps`: a client's cap on each window (`--max-share`), and the calls counted against it.
 
 mod account;
+mod caps;
 pub(crate) mod estimate;
 mod in_flight;
 
@@ -47,6 +49,9 @@ pub struct WindowsConfig {
     pub pace: bool,
     /// The priorities that may spend extra usage (overage).
     pub overage: Vec<Priority>,
+    /// Caps per client name (`[windows.max_share]`): the most of each window a client of that
+    /// name (or a session of a `pacer run --name` of it) may use, per window.
+    pub max_share: BTreeMap<String, f64>,
 }
 
 impl Default for WindowsConfig {
@@ -56,11 +61,22 @@ impl Default for WindowsConfig {
             normal: 1.0,
             pace: false,
             overage: vec![Priority::Interactive],
+            max_share: BTreeMap::new(),
         }
     }
 }
 
 impl WindowsConfig {
+    /// The cap `[windows.max_share]` names for `client`: by its whole id, else by the name
+    /// before a `/` (`review/3f2a9c1d`, a session of `pacer run --name review`).
+    pub fn max_share_of(&self, client: &str) -> Option<f64> {
+        let named = || client.split_once('/').map(|(name, _)| name);
+        self.max_share
+            .get(client)
+            .or_else(|| named().and_then(|name| self.max_share.get(name)))
+            .copied()
+    }
+
     /// How far `priority` may bring a window, before pacing; `None`: all of it, never held by a
     /// ceiling (interactive calls, and a priority whose ceiling is 1: the API decides at 100 %).
     pub fn ceiling(&self, priority: Priority) -> Option<f64> {
@@ -148,6 +164,8 @@ pub enum HoldCause {
     Pace,
     /// The account spends extra usage, which this priority may not.
     Overage,
+    /// The client used its cap (`--max-share`) of the window.
+    Cap,
 }
 
 impl Hold {
@@ -177,6 +195,10 @@ impl Hold {
                 "{who} work may not spend extra usage, which the account is using now for \
                  {title}; it is held{until}"
             ),
+            HoldCause::Cap => format!(
+                "this client used its cap of {percent} % of {title} (its --max-share); it is \
+                 held{until}; other clients go on"
+            ),
         }
     }
 }
@@ -188,6 +210,8 @@ pub struct Windows {
     config: WindowsConfig,
     accounts: BTreeMap<Owner, AccountWindows>,
     calls: WindowUse,
+    /// What capped clients used of each window.
+    caps: caps::CapCounts,
     /// Seconds east of UTC, for the times messages give (`until 16:40`).
     utc_offset: i32,
 }
@@ -272,6 +296,7 @@ impl Windows {
     /// A key's windows become its account's when it joins one (the account's own, if it has
     /// any, are newer or as new).
     pub fn move_owner(&mut self, from: &Owner, to: &Owner) {
+        self.move_caps(from, to);
         if let Some(windows) = self.accounts.remove(from) {
             self.accounts.entry(to.clone()).or_insert(windows);
         }
