@@ -37,9 +37,7 @@ pub fn parse_max_share(text: &str) -> Result<u16, String> {
         None => trimmed.parse::<f64>(),
     };
     match fraction {
-        Ok(f) if f.is_finite() && f > 0.0 && f <= 1.0 => {
-            Ok(((f * 10_000.0).round() as u16).max(1))
-        }
+        Ok(f) if f.is_finite() && f > 0.0 && f <= 1.0 => Ok(((f * 10_000.0).round() as u16).max(1)),
         Ok(_) => Err(format!(
             "`{text}` is not a share of a window: give more than 0 % and at most 100 %"
         )),
@@ -197,10 +195,16 @@ mod tests {
         assert_eq!(parsed.max_share_bp, Some(1000));
         assert_eq!(parsed.route.as_deref(), Some("rt0123456789ab"));
         let plain = parse_client_token("loop~normal~cap250");
-        assert_eq!((plain.priority, plain.max_share_bp), (Some(Priority::Normal), Some(250)));
+        assert_eq!(
+            (plain.priority, plain.max_share_bp),
+            (Some(Priority::Normal), Some(250))
+        );
         // Not a cap: out of range, or not a number.
         assert_eq!(parse_client_token("loop~normal~cap0").max_share_bp, None);
-        assert_eq!(parse_client_token("loop~normal~cap10001").max_share_bp, None);
+        assert_eq!(
+            parse_client_token("loop~normal~cap10001").max_share_bp,
+            None
+        );
         assert_eq!(parse_client_token("loop~normal~capx").max_share_bp, None);
     }
 

@@ -96,5 +96,8 @@ async fn a_client_run_with_max_share_stops_at_its_share_while_another_goes_on() 
     assert_eq!(response.status(), 400);
     let body: Value = response.json().await.unwrap();
     let message = body["error"]["message"].as_str().unwrap();
-    assert!(message.contains("x-pacer-max-share") && message.contains("150%"), "{message}");
+    assert!(
+        message.contains("x-pacer-max-share") && message.contains("150%"),
+        "{message}"
+    );
 }

@@ -70,6 +70,13 @@ enum Command {
     /// Print one short line for Claude Code's status bar (its `statusLine` setting): this
     /// session's account, its windows, pauses and what is held. `--install` sets it up.
     Statusline(crate::statusline::StatuslineArgs),
+    /// Answer one of Claude Code's hooks (its JSON on stdin): a line of context when this
+    /// session's account crosses 75 % or 90 % of a window, a question before a subagent past
+    /// 90 %. `--install` sets both up.
+    Hook(crate::hook::HookArgs),
+    /// Serve MCP over stdio, for `claude mcp add pacer -- pacer mcp`: tools that tell an agent
+    /// its account's windows, whether a fan-out fits, and what is held. `--install` registers it.
+    Mcp(crate::mcp::McpArgs),
     /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -126,6 +133,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Top(args) => crate::top::top(&connect(FailMode::Closed).await?, args).await,
         Command::Service(command) => service::service(socket, command).await,
         Command::Statusline(args) => crate::statusline::statusline(socket, args).await,
+        Command::Hook(args) => crate::hook::hook(socket, args).await,
+        Command::Mcp(args) => crate::mcp::mcp(socket, args).await,
         Command::Completions { shell } => crate::completions::completions(shell, Args::command()),
         Command::Man { dir } => crate::completions::man_pages(Args::command(), &dir),
         Command::KeyId(key) => {

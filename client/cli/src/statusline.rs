@@ -100,7 +100,7 @@ pub async fn statusline(socket: Option<PathBuf>, args: StatuslineArgs) -> anyhow
 }
 
 /// Claude Code's JSON, if stdin is not a terminal (it writes the object and closes it).
-fn read_stdin() -> String {
+pub(crate) fn read_stdin() -> String {
     use std::io::IsTerminal;
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
@@ -202,6 +202,11 @@ fn window_text(name: &str, used: f64, reset: Option<SystemTime>, now: SystemTime
 /// The command Claude Code is to run: this `pacer`, by its full path when it is not the one on
 /// the `PATH` (Claude Code may not have the same `PATH`).
 fn command() -> String {
+    command_for("statusline")
+}
+
+/// `pacer <subcommand>`, by this `pacer`'s full path when it is not the one on the `PATH`.
+pub(crate) fn command_for(subcommand: &str) -> String {
     let exe = std::env::current_exe().ok();
     let on_path = std::env::var_os("PATH").and_then(|path| {
         std::env::split_paths(&path)
@@ -209,9 +214,9 @@ fn command() -> String {
             .find(|p| p.is_file())
     });
     match (exe, on_path) {
-        (Some(exe), Some(found)) if same_file(&exe, &found) => "pacer statusline".to_owned(),
-        (Some(exe), _) => format!("{} statusline", exe.display()),
-        (None, _) => "pacer statusline".to_owned(),
+        (Some(exe), Some(found)) if same_file(&exe, &found) => format!("pacer {subcommand}"),
+        (Some(exe), _) => format!("{} {subcommand}", exe.display()),
+        (None, _) => format!("pacer {subcommand}"),
     }
 }
 

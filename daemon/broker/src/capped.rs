@@ -8,11 +8,11 @@ use std::time::Instant;
 
 use pacer_protocol::message::{Acquire, BASIS_POINTS, ClientStatus};
 
+use super::Broker;
 use super::budget::BudgetIdx;
 use super::owner::Owner;
 use super::queue::WaiterId;
 use super::windows::Hold;
-use super::Broker;
 
 /// A client's cap: what it asked for, else what the configuration names for it; `None` when
 /// uncapped (or capped at the whole window).

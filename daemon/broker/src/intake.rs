@@ -13,8 +13,8 @@ use pacer_protocol::message::{
 };
 use pacer_protocol::{KeyFingerprint, Throttle};
 
-use super::capped;
 use super::budget::{BudgetIdx, Charge, MAX_BUDGETS, Reservation};
+use super::capped;
 use super::exchange::{refusal, stopping};
 use super::lockouts::{self, Lockout, MAX_RATE_LIMIT_WAIT};
 use super::queue::WaiterId;

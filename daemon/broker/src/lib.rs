@@ -59,7 +59,7 @@
 //!
 //! A new subscription window (a header `anthropic-ratelimit-unified-<name>-…`):
 //! 1. `pacer_api::unified`: the name parsed (`is_window_name`, `window_class` if it is one
-//!    model's), its title in `windows::window_title` and its length in `window_length`;
+//!    model's), its title in `window_title` and its length in `window_length`;
 //! 2. nothing else in the broker: `windows` holds every window by name, and the state file,
 //!    `pacer status`, the status line and `/metrics` show every window they are given.
 //!

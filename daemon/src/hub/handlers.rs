@@ -327,6 +327,9 @@ mod tests {
                 waited_total: Duration::from_millis(i),
                 refused: i,
                 last_seen: now,
+                max_share: Some(0.1),
+                window_use: Some(0.05),
+                capped: i % 2 == 0,
             })
             .collect();
         let snapshot = StatusSnapshot {

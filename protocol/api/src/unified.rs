@@ -240,6 +240,21 @@ pub fn window_class(name: &str) -> Option<&str> {
         .filter(|c| !c.is_empty())
 }
 
+/// The window as people call it: `the 5-hour window`, `the weekly opus window`.
+pub fn window_title(name: &str) -> String {
+    let class = window_class(name);
+    let length = match name.split('_').next() {
+        Some("5h") => "5-hour".to_owned(),
+        Some("7d") => "weekly".to_owned(),
+        Some(other) => other.to_owned(),
+        None => name.to_owned(),
+    };
+    match class {
+        Some(class) => format!("the {length} {class} window"),
+        None => format!("the {length} window"),
+    }
+}
+
 /// The longest window name taken (real ones are `5h`, `7d`, `7d_opus`).
 pub const MAX_WINDOW_NAME: usize = 32;
 

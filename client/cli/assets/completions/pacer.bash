@@ -28,11 +28,17 @@ _pacer() {
             pacer,help)
                 cmd="pacer__subcmd__help"
                 ;;
+            pacer,hook)
+                cmd="pacer__subcmd__hook"
+                ;;
             pacer,key-id)
                 cmd="pacer__subcmd__key__subcmd__id"
                 ;;
             pacer,man)
                 cmd="pacer__subcmd__man"
+                ;;
+            pacer,mcp)
+                cmd="pacer__subcmd__mcp"
                 ;;
             pacer,pause)
                 cmd="pacer__subcmd__pause"
@@ -76,11 +82,17 @@ _pacer() {
             pacer__subcmd__help,help)
                 cmd="pacer__subcmd__help__subcmd__help"
                 ;;
+            pacer__subcmd__help,hook)
+                cmd="pacer__subcmd__help__subcmd__hook"
+                ;;
             pacer__subcmd__help,key-id)
                 cmd="pacer__subcmd__help__subcmd__key__subcmd__id"
                 ;;
             pacer__subcmd__help,man)
                 cmd="pacer__subcmd__help__subcmd__man"
+                ;;
+            pacer__subcmd__help,mcp)
+                cmd="pacer__subcmd__help__subcmd__mcp"
                 ;;
             pacer__subcmd__help,pause)
                 cmd="pacer__subcmd__help__subcmd__pause"
@@ -152,7 +164,7 @@ _pacer() {
 
     case "${cmd}" in
         pacer)
-            opts="-h -V --socket --help --version run env probe status acquire report release pause watch top key-id service statusline completions man help"
+            opts="-h -V --socket --help --version run env probe status acquire report release pause watch top key-id service statusline hook mcp completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -242,7 +254,7 @@ _pacer() {
             return 0
             ;;
         pacer__subcmd__env)
-            opts="-h --priority --name --strict --socket --help"
+            opts="-h --priority --name --max-share --strict --socket --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -253,6 +265,10 @@ _pacer() {
                     return 0
                     ;;
                 --name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-share)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -268,7 +284,7 @@ _pacer() {
             return 0
             ;;
         pacer__subcmd__help)
-            opts="run env probe status acquire report release pause watch top key-id service statusline completions man help"
+            opts="run env probe status acquire report release pause watch top key-id service statusline hook mcp completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -337,6 +353,20 @@ _pacer() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        pacer__subcmd__help__subcmd__hook)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         pacer__subcmd__help__subcmd__key__subcmd__id)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -352,6 +382,20 @@ _pacer() {
             return 0
             ;;
         pacer__subcmd__help__subcmd__man)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        pacer__subcmd__help__subcmd__mcp)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -547,6 +591,40 @@ _pacer() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        pacer__subcmd__hook)
+            opts="-h --thresholds --ask-at --decision --install --settings --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --thresholds)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ask-at)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --decision)
+                    COMPREPLY=($(compgen -W "ask deny" -- "${cur}"))
+                    return 0
+                    ;;
+                --settings)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         pacer__subcmd__key__subcmd__id)
             opts="-h --api-key-env --socket --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -576,6 +654,28 @@ _pacer() {
                 return 0
             fi
             case "${prev}" in
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        pacer__subcmd__mcp)
+            opts="-h --install --config --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --socket)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -712,7 +812,7 @@ _pacer() {
             return 0
             ;;
         pacer__subcmd__run)
-            opts="-h --priority --name --strict --socket --help"
+            opts="-h --priority --name --max-share --strict --socket --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -723,6 +823,10 @@ _pacer() {
                     return 0
                     ;;
                 --name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-share)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -99,6 +99,9 @@ fn snapshot(paused_until: Option<SystemTime>) -> StatusSnapshot {
             waited_total: Duration::from_secs(30),
             refused: 1,
             last_seen: SystemTime::UNIX_EPOCH + Duration::from_secs(990),
+            max_share: Some(0.1),
+            window_use: Some(0.06),
+            capped: false,
         }],
         daemon: DaemonStatus {
             started_at: Some(SystemTime::UNIX_EPOCH),
@@ -198,6 +201,7 @@ fn clients_are_listed_busiest_first_with_their_waits() {
         "1000",
         "250",
         "2 (longest 12s)",
+        "10 % (6 % used)",
         "10s ago",
     ] {
         assert!(lines[1].contains(cell), "{cell} missing: {text}");

@@ -59,6 +59,9 @@ fn client(id: &str, priority: Priority, granted: u64, tokens: u64, waiting: u32)
         waited_total: Duration::from_secs(30),
         refused: 0,
         last_seen: at(98),
+        max_share: None,
+        window_use: None,
+        capped: false,
     }
 }
 

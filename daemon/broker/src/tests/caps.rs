@@ -42,7 +42,11 @@ fn run(h: &mut Harness, window: &mut Window, rounds: usize) -> ((u64, u64), Vec<
         waiting.retain(|&(ticket, capped)| match h.lease(ticket) {
             Some(lease) => {
                 in_flight.push_back((lease, capped));
-                *if capped { &mut granted.0 } else { &mut granted.1 } += 1;
+                *if capped {
+                    &mut granted.0
+                } else {
+                    &mut granted.1
+                } += 1;
                 false
             }
             None => true,
@@ -69,7 +73,10 @@ fn a_capped_client_stops_at_its_share_of_the_window_and_another_goes_on() {
     };
     let ((capped, other), waiting) = run(&mut h, &mut window, 40);
     // 10 % of a 60-call window is 6 calls; the share of one call is learned as they go.
-    assert!((5..=8).contains(&capped), "the capped client made {capped} calls");
+    assert!(
+        (5..=8).contains(&capped),
+        "the capped client made {capped} calls"
+    );
     assert!(other >= 30, "the other client made only {other} calls");
     // Its calls wait out of the queue: the budget's queue is empty, the other client is served.
     assert_eq!(waiting.len(), 2, "{waiting:?}");
@@ -146,7 +153,10 @@ fn a_capped_call_that_cannot_wait_is_told_its_cap_and_the_reset() {
     let named = &config.windows;
     assert_eq!(named.max_share_of("loop/3f2a9c1d"), Some(0.2));
     assert_eq!(named.max_share_of("looping"), None);
-    assert!(matches!(h.answer(again), Some((_, _, Response::TimedOut(_)))));
+    assert!(matches!(
+        h.answer(again),
+        Some((_, _, Response::TimedOut(_)))
+    ));
     // A cap of nothing, or of more than the window, is refused as a mistake.
     for bad in [0, 10_001] {
         let ticket = ask(&mut h, 7, "other", Some(bad));

@@ -45,13 +45,18 @@ impl CapCounts {
             return 0;
         };
         // When the window opened: calls made since, before its reset was known, count too.
-        let opened = reset.zip(window_length(window)).map(|(r, length)| r - length);
+        let opened = reset
+            .zip(window_length(window))
+            .map(|(r, length)| r - length);
         counts
             .iter()
             .filter(|c| &c.owner == owner)
             .filter(|c| match &c.window {
                 Some(name) => name == window && c.reset == reset,
-                None => c.reset.zip(opened).is_some_and(|(made, opened)| made >= opened),
+                None => c
+                    .reset
+                    .zip(opened)
+                    .is_some_and(|(made, opened)| made >= opened),
             })
             .map(|c| c.calls)
             .sum()
@@ -66,7 +71,13 @@ impl CapCounts {
         }
     }
 
-    fn count(&mut self, client: &Arc<str>, (owner, window): (&Owner, Option<&str>), reset: Option<SystemTime>, now: Instant) {
+    fn count(
+        &mut self,
+        client: &Arc<str>,
+        (owner, window): (&Owner, Option<&str>),
+        reset: Option<SystemTime>,
+        now: Instant,
+    ) {
         if !self.by_client.contains_key(client) && self.by_client.len() >= MAX_COUNTED {
             let oldest = self
                 .by_client

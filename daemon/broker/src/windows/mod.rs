@@ -32,6 +32,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+pub use pacer_api::unified::window_title;
 use pacer_api::unified::{Unified, window_class};
 use pacer_protocol::Priority;
 use pacer_protocol::message::{Event, PriorityCeiling, WindowStatus};
@@ -126,21 +127,6 @@ fn elapsed(name: &str, reset: Option<SystemTime>, wall: SystemTime) -> Option<f6
         .unwrap_or_default()
         .as_secs_f64();
     Some((1.0 - left / length).clamp(0.0, 1.0))
-}
-
-/// The window as people call it: `the 5-hour window`, `the weekly opus window`.
-pub fn window_title(name: &str) -> String {
-    let class = window_class(name);
-    let length = match name.split('_').next() {
-        Some("5h") => "5-hour".to_owned(),
-        Some("7d") => "weekly".to_owned(),
-        Some(other) => other.to_owned(),
-        None => name.to_owned(),
-    };
-    match class {
-        Some(class) => format!("the {length} {class} window"),
-        None => format!("the {length} window"),
-    }
 }
 
 /// Why a priority's calls are held by an account's window now.
