@@ -15,6 +15,8 @@
 //! - [`metrics`]: Prometheus metrics read from the hub at each scrape (served by the gateway).
 //! - [`cluster`]: budgets shared with other daemons through Redis — the I/O half of the
 //!   broker's `shared` module (claims, settlements, events, heartbeat, Redis going away).
+//! - [`alerts`]: alerts (`[alerts]`) — what to tell, from what the hub shows, once per
+//!   crossing; and telling it (a command, a webhook, the desktop), throttled.
 //! - [`accept`]: the one accept loop (caps, refusals, a task per connection) and the two-step
 //!   shutdown, shared by both servers.
 //! - [`server`]: the socket server (pacer's protocol, one task per connection), and claiming
@@ -27,6 +29,7 @@
 //! - [`cli`]: `pacerd`'s flags.
 
 pub mod accept;
+pub mod alerts;
 pub mod cli;
 pub mod cluster;
 pub mod config;

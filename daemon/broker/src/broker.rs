@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use pacer_api::Answer;
+use pacer_protocol::BudgetOwner;
 use pacer_protocol::message::{
     AccountStatus, Acquire, BudgetId, BudgetStatus, ClientStatus, SessionQuery, SessionStatus,
     SessionView, StartStatus,
 };
-use pacer_protocol::{BudgetOwner, Priority};
 
 use super::accounts::Accounts;
 use super::budget::{Budget, BudgetIdx, Budgets, Readiness};
@@ -19,7 +19,7 @@ use super::leases::{Lease, Leases};
 use super::lockouts::{Lockout, Lockouts};
 use super::overload::Overloads;
 use super::owner::Owner;
-use super::queue::{Mark, WaiterId};
+
 use super::sessions::Sessions;
 use super::shared::{self, ClusterEvent, Shares};
 use super::snapshot::{
@@ -28,10 +28,10 @@ use super::snapshot::{
 };
 use super::starts::Starts;
 use super::waiters::Waiters;
-use super::windows::{Hold, Windows};
+use super::windows::Windows;
 use super::{
-    Broker, BrokerConfig, BrokerState, Costs, InFlight, MAX_DETACHED_LEASES, Origin, Output,
-    Sharing, Summary, TimeBase, later,
+    Broker, BrokerConfig, BrokerState, InFlight, MAX_DETACHED_LEASES, Origin, Output, Sharing,
+    Summary, TimeBase, later,
 };
 
 impl Broker {
@@ -243,7 +243,7 @@ impl Broker {
         {
             return Some(self.starts.holdup(&owner, now));
         }
-        let max_share = crate::capped::max_share_of(req, &self.config.windows);
+        let max_share = crate::holds::max_share_of(req, &self.config.windows);
         if let Some(hold) = self.cap_hold(b, (&req.client_id, max_share), now) {
             return Some(self.windows.holdup(&hold, &self.time_base, now));
         }
@@ -369,65 +369,6 @@ impl Broker {
                 },
             );
         [budget.paused_until(), head, out_of_turn]
-    }
-}
-
-/// What holds a call up, and for how long.
-impl Broker {
-    /// The moment before which budget `b` may not grant `cost`, decided outside it.
-    pub(crate) fn gate(&self, b: BudgetIdx, cost: &Costs, now: Instant) -> Option<Instant> {
-        self.budgets.gate(b, cost, &self.overloads, now)
-    }
-
-    /// Whether calls of `priority` on budget `b` are held by its account's windows now.
-    pub(crate) fn window_hold(
-        &self,
-        b: BudgetIdx,
-        priority: Priority,
-        now: Instant,
-    ) -> Option<Hold> {
-        let budget = &self.budgets[b];
-        let (owner, class) = (budget.owner(), budget.class());
-        self.windows
-            .hold(owner, class, priority, &self.time_base, now)
-    }
-
-    /// Whether waiter `id` of budget `b` is held by its account's windows.
-    pub(crate) fn held_by_window(&self, b: BudgetIdx, id: WaiterId, now: Instant) -> bool {
-        self.waiters
-            .get(id)
-            .is_some_and(|w| self.window_hold(b, w.priority, now).is_some())
-    }
-
-    /// How long a call of `priority` costing `cost` on budget `b` would still wait, and what
-    /// holds it up: its account's windows, else the budget and those ahead of it in its queue
-    /// (ahead of `mark`, where it joined; a newcomer's if it has not).
-    pub(crate) fn holdup(
-        &self,
-        b: BudgetIdx,
-        (priority, cost): (Priority, &Costs),
-        mark: Option<Mark>,
-        now: Instant,
-    ) -> (Duration, String) {
-        if let Some(hold) = self.window_hold(b, priority, now) {
-            return self.windows.holdup(&hold, &self.time_base, now);
-        }
-        let (budget, gate) = (&self.budgets[b], self.gate(b, cost, now));
-        let wait = match mark {
-            Some(mark) => budget.waiter_wait(priority, mark, cost, gate, now),
-            None => budget.newcomer_wait(priority, cost, gate, now),
-        };
-        let overloaded = self.overloads.gate(budget.class()).is_some();
-        let text = budget.holdup_text(wait.holdup, overloaded, self.shares.is_shared());
-        (wait.duration, text)
-    }
-
-    /// A window held a call of `b` until it was refused: counted for `pacer status`.
-    pub(crate) fn count_window_refusal(&mut self, b: BudgetIdx, priority: Priority, now: Instant) {
-        if let Some(hold) = self.window_hold(b, priority, now) {
-            let owner = self.budgets[b].owner().clone();
-            self.windows.count_refusal(&owner, &hold);
-        }
     }
 }
 

@@ -14,8 +14,8 @@ use pacer_protocol::message::{
 use pacer_protocol::{KeyFingerprint, Throttle};
 
 use super::budget::{BudgetIdx, Charge, MAX_BUDGETS, Reservation};
-use super::capped;
 use super::exchange::{refusal, stopping};
+use super::holds;
 use super::lockouts::{self, Lockout, MAX_RATE_LIMIT_WAIT};
 use super::queue::WaiterId;
 use super::shared::{ClaimAnswer, ClusterEvent, SharedLease, Shares};
@@ -77,7 +77,7 @@ impl Broker {
             return self.refuse(ticket, req, refusal(reason), now);
         };
         let id = self.budgets[b].id();
-        let max_share = capped::max_share_of(req, &self.config.windows);
+        let max_share = holds::max_share_of(req, &self.config.windows);
         self.clients
             .asked(&req.client_id, (req.priority, max_share), id, now);
         let cost = self.budgets[b].cost_of(req);
@@ -460,30 +460,8 @@ impl Broker {
         self.take_output()
     }
 
-    /// Calls queued on `b` before its account was known (behind the probe that found it) that
-    /// its windows hold past their deadlines are told now, as a known token's are at once.
-    pub(crate) fn tell_the_held(&mut self, b: BudgetIdx, now: Instant) {
-        for id in self
-            .waiters
-            .ids_where(|w| w.budget == b && w.deadline.is_some())
-        {
-            let Some(w) = self.waiters.get(id) else {
-                continue;
-            };
-            let Some(hold) = self.window_hold(b, w.priority, now) else {
-                continue;
-            };
-            let (wait, _) = self.windows.holdup(&hold, &self.time_base, now);
-            if w.deadline
-                .is_some_and(|deadline| crate::later(now, wait) > deadline)
-            {
-                self.time_out(id, now);
-            }
-        }
-    }
-
     /// Waiter `id`'s deadline passed: it is told how much longer it would have waited, and why.
-    fn time_out(&mut self, id: WaiterId, now: Instant) {
+    pub(crate) fn time_out(&mut self, id: WaiterId, now: Instant) {
         let Some(w) = self.waiters.get(id) else {
             return;
         };

@@ -17,8 +17,8 @@
 //!   pauses, connections closing, time passing, the store's answers to claims;
 //! - `steps`: the steps those share — finding a budget, granting, serving a queue, locking out,
 //!   linking a key to its account, learning from headers, telling the store and subscribers;
-//! - `capped`: calls of clients past their cap (`--max-share`) taken out of their queues, and
-//!   put back when their window resets.
+//! - `holds`: what holds a call up besides its budget — its account's windows, its client's
+//!   cap (`--max-share`: calls taken out of their queue until their window resets).
 //!
 //! A walk of one permit: [`Broker::acquire`] (`intake`) asks `waiters` whether the acquire may
 //! wait, `lockouts` whether it is refused, `steps` for its budget and whether it is granted at
@@ -76,11 +76,11 @@ mod broker;
 mod bucket;
 mod budget;
 mod calibration;
-mod capped;
 mod clients;
 mod config;
 mod cost;
 mod exchange;
+mod holds;
 mod intake;
 mod leases;
 mod limits;

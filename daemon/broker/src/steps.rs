@@ -9,7 +9,7 @@ use pacer_api::ratelimit::RateLimitHeaders;
 use pacer_protocol::message::{BudgetId, Event, Granted, LeaseId, Response, SettledAs};
 use pacer_protocol::{KeyFingerprint, Throttle};
 
-use super::budget::{BudgetIdx, Learned, Readiness};
+use super::budget::{BudgetIdx, Learned};
 use super::leases::Lease;
 use super::lockouts::{Lockout, Scope};
 use super::owner::Owner;
@@ -161,14 +161,6 @@ impl Broker {
         self.budgets.touch(b);
     }
 
-    /// Whether waiter `id` of budget `b`, costing `cost`, can be granted now.
-    fn ready(&self, b: BudgetIdx, id: WaiterId, cost: &Costs, now: Instant) -> bool {
-        let gate = self.gate(b, cost, now);
-        self.budgets[b].readiness(cost, gate, now) == Readiness::Now
-            && !self.held_by_window(b, id, now)
-            && self.waiter_capped(b, id, now).is_none()
-    }
-
     /// Grants the head of budget `b`, waiter `id`.
     pub(crate) fn grant_head(
         &mut self,
@@ -189,19 +181,6 @@ impl Broker {
         let budgets: Vec<BudgetIdx> = self.budgets.needing_attention().collect();
         for b in budgets {
             self.serve(b, now);
-        }
-    }
-
-    /// Serves `owner`'s budgets with waiters (its windows changed); see `tell_the_held`.
-    pub(crate) fn serve_owner(&mut self, owner: &Owner, now: Instant) {
-        let budgets: Vec<BudgetIdx> = self
-            .budgets
-            .needing_attention()
-            .filter(|&b| self.budgets[b].owner() == owner)
-            .collect();
-        for b in budgets {
-            self.serve(b, now);
-            self.tell_the_held(b, now);
         }
     }
 

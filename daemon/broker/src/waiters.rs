@@ -36,7 +36,7 @@ pub fn invalid(req: &Acquire) -> Option<String> {
     if req.detached_ttl.is_some_and(|ttl| ttl.is_zero()) {
         return Some("a detached permit needs a TTL above zero".into());
     }
-    super::capped::invalid_cap(req)
+    super::holds::invalid_cap(req)
 }
 
 /// An acquire waiting in a budget's queue.

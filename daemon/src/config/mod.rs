@@ -90,9 +90,9 @@ use pacer_broker::BrokerConfig;
 pub const CONFIG_ENV: &str = "PACER_CONFIG";
 
 /// The top-level sections a file may have.
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 12] = [
     "classes", "limits", "keys", "accounts", "gateway", "state", "log", "access", "metrics",
-    "cluster", "windows",
+    "cluster", "windows", "alerts",
 ];
 /// The classes every model maps to by default (and `count_tokens`, the gateway's own).
 const DEFAULT_CLASSES: [&str; 4] = ["opus", "sonnet", "haiku", "count_tokens"];
@@ -112,6 +112,9 @@ pub struct Config {
     pub metrics: bool,
     /// Budgets shared with other daemons through Redis (when `redis` is set).
     pub cluster: ClusterConfig,
+    /// Who is told when a window crosses a threshold, a pause or lockout starts, batch work is
+    /// held or a client burns a window fast (`[alerts]`).
+    pub alerts: AlertsConfig,
     /// The file it came from, if any, for messages and reloads.
     pub path: Option<PathBuf>,
     /// What the file itself said of the settings a reload cannot change (before the flags and
@@ -189,9 +192,52 @@ impl Default for Config {
             access: AccessConfig::default(),
             metrics: true,
             cluster: ClusterConfig::default(),
+            alerts: AlertsConfig::default(),
             path: None,
             from_file: FileSettings::default(),
         }
+    }
+}
+
+/// `[alerts]`: where alerts go, and which are sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertsConfig {
+    /// The window shares whose crossing is told (each once per crossing).
+    pub thresholds: Vec<f64>,
+    /// Run with `sh -c`, the facts in `PACER_*` environment variables.
+    pub command: Option<String>,
+    /// POSTed a JSON object (Slack's `{"text": …}` with `slack`).
+    pub webhook: Option<reqwest::Url>,
+    pub slack: bool,
+    /// A desktop notification (`notify-send` on Linux, `osascript` on macOS).
+    pub desktop: bool,
+    /// A pause told when it is longer than this.
+    pub pause_over: Duration,
+    /// A client told when it spends a window faster than this share of it per hour.
+    pub runaway_per_hour: Option<f64>,
+    /// At most this many alerts a minute, per destination; the rest are counted in the log.
+    pub max_per_minute: u32,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            thresholds: vec![0.75, 0.9, 1.0],
+            command: None,
+            webhook: None,
+            slack: false,
+            desktop: false,
+            pause_over: Duration::from_secs(60),
+            runaway_per_hour: None,
+            max_per_minute: 6,
+        }
+    }
+}
+
+impl AlertsConfig {
+    /// Whether any destination is set.
+    pub fn enabled(&self) -> bool {
+        self.command.is_some() || self.webhook.is_some() || self.desktop
     }
 }
 
@@ -361,6 +407,7 @@ impl Config {
             .unwrap_or_default();
         let metrics = raw.metrics.take().and_then(|m| m.enabled).unwrap_or(true);
         let cluster = raw.cluster.take().unwrap_or_default().into_config();
+        let alerts = raw.alerts.take().unwrap_or_default().into_config();
         let log = raw.log.take().unwrap_or_default();
         let log = LogConfig {
             dir: match log.enabled {
@@ -387,6 +434,7 @@ impl Config {
             access,
             metrics,
             cluster,
+            alerts,
             path: Some(path.to_owned()),
             from_file,
         })

@@ -11,7 +11,9 @@ use super::values::{
     AccountName, Address, ByteSize, Filter, Fraction, GroupId, Name, PasswordFile, PriorityName,
     RedisUrl, Seconds, UpstreamUrl, UserId,
 };
-use super::{AccessConfig, ClusterConfig, DEFAULT_CLASSES, GatewayConfig, OnUnavailable};
+use super::{
+    AccessConfig, AlertsConfig, ClusterConfig, DEFAULT_CLASSES, GatewayConfig, OnUnavailable,
+};
 use pacer_broker::{
     AccountsConfig, BrokerConfig, LimitSet, LimitTable, MAX_LIMIT, ModelClasses, WindowsConfig,
 };
@@ -30,6 +32,44 @@ pub struct RawConfig {
     pub metrics: Option<RawMetrics>,
     pub cluster: Option<RawCluster>,
     pub windows: Option<RawWindows>,
+    pub alerts: Option<RawAlerts>,
+}
+
+/// `[alerts]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlerts {
+    pub thresholds: Option<Vec<Fraction>>,
+    pub command: Option<Name>,
+    pub webhook: Option<UpstreamUrl>,
+    pub slack: Option<bool>,
+    pub desktop: Option<bool>,
+    pub pause_over: Option<Seconds>,
+    pub runaway_per_hour: Option<Fraction>,
+    pub max_per_minute: Option<NonZeroU32>,
+}
+
+impl RawAlerts {
+    pub fn into_config(self) -> AlertsConfig {
+        let defaults = AlertsConfig::default();
+        let mut thresholds: Vec<f64> = self.thresholds.map_or(defaults.thresholds, |list| {
+            list.into_iter().map(|f| f.0).collect()
+        });
+        thresholds.sort_by(f64::total_cmp);
+        thresholds.dedup();
+        AlertsConfig {
+            thresholds,
+            command: self.command.map(|c| c.0),
+            webhook: self.webhook.map(|w| w.0),
+            slack: self.slack.unwrap_or(false),
+            desktop: self.desktop.unwrap_or(false),
+            pause_over: self.pause_over.map_or(defaults.pause_over, |s| s.0),
+            runaway_per_hour: self.runaway_per_hour.map(|f| f.0),
+            max_per_minute: self
+                .max_per_minute
+                .map_or(defaults.max_per_minute, NonZeroU32::get),
+        }
+    }
 }
 
 /// `[windows]`: how far each priority may bring a subscription's windows.

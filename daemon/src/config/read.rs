@@ -139,6 +139,7 @@ impl<'a> Reader<'a> {
                 "metrics" => raw.metrics = self.take("metrics", value),
                 "cluster" => raw.cluster = self.take("cluster", value),
                 "windows" => raw.windows = self.take("windows", value),
+                "alerts" => raw.alerts = self.take("alerts", value),
                 other => self.problem(
                     at,
                     other,

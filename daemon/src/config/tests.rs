@@ -286,3 +286,43 @@ fn windows_settings_are_read_and_checked() {
     let config = parse("[windows]\nnormal = 0.5\n").unwrap();
     assert!((config.broker.windows.batch - 0.5).abs() < 1e-9);
 }
+
+#[test]
+fn alerts_and_caps_are_read_and_bad_values_named() {
+    let config = parse(
+        r#"
+[windows.max_share]
+nightly = "10%"
+
+[alerts]
+thresholds = [0.9, "75%"]
+command = "notify.sh"
+webhook = "https://hooks.example.com/T0/B0"
+slack = true
+pause_over = "2m"
+runaway_per_hour = 0.25
+"#,
+    )
+    .unwrap();
+    assert_eq!(
+        config.broker.windows.max_share_of("nightly/3f2a"),
+        Some(0.1)
+    );
+    let alerts = &config.alerts;
+    assert_eq!(alerts.thresholds, [0.75, 0.9]);
+    assert_eq!(alerts.command.as_deref(), Some("notify.sh"));
+    assert!(alerts.slack && alerts.enabled() && !alerts.desktop);
+    assert_eq!(alerts.pause_over, Duration::from_secs(120));
+    assert_eq!(alerts.runaway_per_hour, Some(0.25));
+    assert!(!AlertsConfig::default().enabled());
+    for (text, named) in [
+        ("[alerts]\nthresholds = [1.5]\n", "alerts.thresholds"),
+        ("[alerts]\nwebhook = \"ftp://x\"\n", "alerts.webhook"),
+        ("[alerts]\nmax_per_minute = 0\n", "alerts.max_per_minute"),
+        ("[alerts]\nsound = true\n", "sound"),
+        ("[windows.max_share]\nnightly = 2\n", "windows.max_share"),
+    ] {
+        let message = error(text);
+        assert!(message.contains(named), "{text}: {message}");
+    }
+}

@@ -116,6 +116,13 @@ pub async fn run(mut setup: Setup, mut control: Control) -> anyhow::Result<()> {
         ));
     }
     tasks.spawn(notify::keep_alive(hub.clone(), shutdown.closing.clone()));
+    let (alerts, alerts_config) = tokio::sync::watch::channel(config.alerts.clone());
+    tasks.spawn(crate::alerts::alert_task(
+        hub.clone(),
+        alerts_config,
+        process::utc_offset(),
+        shutdown.closing.clone(),
+    ));
     let access = Arc::new(Policy::for_this_process(config.access.clone()));
     let server = Server {
         hub: hub.clone(),
@@ -172,6 +179,7 @@ pub async fn run(mut setup: Setup, mut control: Control) -> anyhow::Result<()> {
             command = control.next() => match command {
                 Some(Command::Reload) => {
                     reload::reload(&mut config, &hub, &access, gateway.as_ref());
+                    alerts.send_replace(config.alerts.clone());
                 }
                 Some(Command::Stop) | None => break,
             },
