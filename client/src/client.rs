@@ -255,6 +255,7 @@ impl Client {
             )),
             Ok((Response::TimedOut(timed_out), _)) => Err(Error::TimedOut {
                 retry_after: timed_out.retry_after,
+                reason: timed_out.reason,
             }),
             Ok((Response::Rejected(rejected), _)) => Err(Error::Rejected {
                 reason: rejected.reason,

@@ -47,9 +47,14 @@ pub enum Error {
     /// Client and daemon come from incompatible releases.
     #[error("{message}")]
     VersionMismatch { message: String },
-    /// The acquire's deadline passed before a permit was free.
-    #[error("no permit within the deadline; the wait would have been about {} more", humantime::format_duration(round(*retry_after)))]
-    TimedOut { retry_after: Duration },
+    /// The acquire's deadline passed before a permit was free: how much longer it would have
+    /// waited, and what held it (`batch work is held at 80 % of the 5-hour window until 16:40`;
+    /// empty when the daemon said nothing).
+    #[error("no permit within the deadline{}; the wait would have been about {} more", reason_text(reason), humantime::format_duration(round(*retry_after)))]
+    TimedOut {
+        retry_after: Duration,
+        reason: String,
+    },
     /// The daemon refuses this acquire: it can never be granted, or not before `until` (a spent
     /// subscription window's reset, the end of a spend-cap block).
     #[error("pacerd rejected the acquire: {reason}{}", until_text(*until))]
@@ -63,6 +68,13 @@ pub enum Error {
     /// The daemon answered something this client does not expect: a bug on one side.
     #[error("unexpected answer from pacerd: {0}")]
     Unexpected(String),
+}
+
+fn reason_text(reason: &str) -> String {
+    match reason.trim() {
+        "" => String::new(),
+        reason => format!(" ({reason})"),
+    }
 }
 
 fn until_text(until: Option<SystemTime>) -> String {

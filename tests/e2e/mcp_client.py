@@ -8,6 +8,7 @@ Usage: mcp_client.py PACER_BINARY [ENV=VALUE ...]   (the server's environment)
 import asyncio
 import json
 import sys
+import time
 
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
@@ -38,9 +39,12 @@ async def main() -> None:
             ]
             out["calls"] = []
             for name, args in calls:
+                started = time.perf_counter()
                 result = await session.call_tool(name, args)
+                ms = (time.perf_counter() - started) * 1000
                 out["calls"].append(
-                    {"tool": name, "args": args, "text": text_of(result), "error": bool(result.is_error)}
+                    {"tool": name, "args": args, "text": text_of(result),
+                     "error": bool(result.is_error), "ms": round(ms, 2)}
                 )
     print(json.dumps(out))
 

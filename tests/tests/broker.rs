@@ -254,7 +254,7 @@ async fn a_deadline_gives_a_timeout_with_the_remaining_wait() {
         .acquire(request().timeout(Duration::from_millis(200)))
         .await
         .unwrap_err();
-    let Error::TimedOut { retry_after } = err else {
+    let Error::TimedOut { retry_after, .. } = err else {
         panic!("{err}")
     };
     // One request per minute: the next is about a minute away.

@@ -100,4 +100,31 @@ async fn a_client_run_with_max_share_stops_at_its_share_while_another_goes_on() 
         message.contains("x-pacer-max-share") && message.contains("150%"),
         "{message}"
     );
+    // A shell script under the same name and cap is told so, and why.
+    let args = [
+        "acquire",
+        "--model",
+        "claude-sonnet-4-5",
+        "--client-id",
+        "loop",
+        "--max-share",
+        "10%",
+        "--timeout",
+        "0",
+    ];
+    let out = pacer_tests::pacer(daemon.socket(), &args, "sk-ant-oat01-caps");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(said.contains("this client used its cap of 10 %"), "{said}");
+    // A share that is not one is refused by the command line, naming it.
+    let out = pacer_tests::pacer(
+        daemon.socket(),
+        &["run", "--max-share", "150%", "--", "true"],
+        "",
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("`150%`"),
+        "{out:?}"
+    );
 }

@@ -221,6 +221,13 @@ async fn an_mcp_client_finds_the_window_tool_and_reads_the_sessions_account() {
         format!("CLAUDE_CODE_SESSION_ID={SESSION}"),
     ]);
     assert_eq!(got["server"], "pacer");
+    let times: Vec<String> = got["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| format!("{} {} ms", c["tool"].as_str().unwrap(), c["ms"]))
+        .collect();
+    println!("MCP tool calls answered in: {}", times.join(", "));
     let tools = got["tools"].as_object().unwrap();
     assert!(tools.contains_key("pacer_windows"), "{tools:?}");
     assert_eq!(tools["pacer_fanout_fits"]["required"], json!(["count"]));

@@ -38,6 +38,10 @@ pub struct AcquireArgs {
     /// Identity for fair turns between clients [default: pacer-<parent pid>].
     #[arg(long, value_name = "ID")]
     client_id: Option<String>,
+    /// Cap this client's use of each subscription window at this share of it, per window
+    /// (10%, 0.1): past it, the acquire waits (or times out) until the window resets.
+    #[arg(long, value_name = "SHARE", value_parser = pacer_protocol::gateway::parse_max_share)]
+    max_share: Option<u16>,
     /// Exit with an error if pacerd is unreachable, instead of printing lease 0 (unpaced).
     #[arg(long)]
     pub fail_closed: bool,
@@ -61,6 +65,9 @@ pub async fn acquire(client: &Client, args: AcquireArgs) -> anyhow::Result<ExitC
     }
     if let Some(timeout) = args.timeout {
         request = request.timeout(timeout);
+    }
+    if let Some(bp) = args.max_share {
+        request = request.max_share(f64::from(bp) / 10_000.0);
     }
     match client.acquire(request).await {
         Ok(permit) => {

@@ -195,9 +195,12 @@ impl GatedCall {
                 state.machine.granted();
                 return Ok(Some(Permit::new(permit)));
             }
-            Err(pacer_client::Error::TimedOut { retry_after }) => Refusal::TimedOut {
+            Err(pacer_client::Error::TimedOut {
                 retry_after,
-                reason: None,
+                reason,
+            }) => Refusal::TimedOut {
+                retry_after,
+                reason: Some(reason).filter(|r| !r.is_empty()),
             },
             Err(pacer_client::Error::Rejected { reason, until }) => Refusal::Rejected {
                 reason,

@@ -104,7 +104,7 @@ impl Client {
     }
 
     /// Waits for a permit; the key is fingerprinted here and never sent.
-    #[pyo3(signature = (api_key, model, *, priority="normal", input_tokens=None, max_tokens=None, timeout=None, client_id=None))]
+    #[pyo3(signature = (api_key, model, *, priority="normal", input_tokens=None, max_tokens=None, timeout=None, client_id=None, max_share=None))]
     #[allow(clippy::too_many_arguments)]
     fn acquire(
         &self,
@@ -116,6 +116,7 @@ impl Client {
         max_tokens: Option<u64>,
         timeout: Option<f64>,
         client_id: Option<String>,
+        max_share: Option<f64>,
     ) -> PyResult<Permit> {
         let priority =
             Priority::from_str(priority).map_err(|e| PyValueError::new_err(e.to_string()))?;
@@ -128,6 +129,15 @@ impl Client {
         }
         if let Some(id) = client_id {
             request = request.client_id(id);
+        }
+        if let Some(share) = max_share {
+            if !(share.is_finite() && share > 0.0 && share <= 1.0) {
+                return Err(PyValueError::new_err(format!(
+                    "max_share is a share of a window above 0 and at most 1 (0.1 is 10 %); got \
+                     {share}"
+                )));
+            }
+            request = request.max_share(share);
         }
         if let Some(seconds) = timeout {
             let timeout = Duration::try_from_secs_f64(seconds).map_err(|_| {

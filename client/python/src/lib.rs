@@ -51,7 +51,7 @@ create_exception!(
 fn py_error(e: pacer_client::Error) -> PyErr {
     let message = e.to_string();
     Python::attach(|py| match e {
-        pacer_client::Error::TimedOut { retry_after } => {
+        pacer_client::Error::TimedOut { retry_after, .. } => {
             let err = PermitTimeout::new_err(message);
             let _ = err
                 .value(py)

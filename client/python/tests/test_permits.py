@@ -238,3 +238,27 @@ def test_a_429_with_a_huge_body_and_headers_still_pauses_and_leaves_nothing_in_f
     b = budget(daemon)
     assert b["in_flight"] == 0, b
     assert b["rate_limited"] == 1 and b["paused_until"] is not None, b
+
+
+def test_a_capped_client_is_held_past_its_share_of_a_window_and_told_why(daemon, client):
+    # Two calls, each a tenth of the subscription's 5-hour window, as their headers say.
+    token, reset = "sk-ant-oat01-python-cap", str(int(time.time()) + 3600)
+    for used in ("0.10", "0.20"):
+        with pacer.permit(MODEL, api_key=token, client=client, max_share=0.2) as p:
+            p.report(200, {
+                "anthropic-organization-id": "org-python-cap",
+                "anthropic-ratelimit-unified-status": "allowed",
+                "anthropic-ratelimit-unified-5h-utilization": used,
+                "anthropic-ratelimit-unified-5h-reset": reset,
+            }, usage={"input_tokens": 1, "output_tokens": 1})
+    # A third would take it past its 20 %: held until the reset, and told why.
+    with pytest.raises(pacer.PermitTimeout, match="its cap of 20 % of the 5-hour window") as held:
+        with pacer.permit(MODEL, api_key=token, client=client, max_share=0.2, timeout=0):
+            pass
+    assert 3000 < held.value.retry_after <= 3600
+    # Uncapped, the same account goes on.
+    with pacer.permit(MODEL, api_key=token, client=client, timeout=0) as p:
+        p.release()
+    with pytest.raises(ValueError, match="max_share"):
+        with pacer.permit(MODEL, api_key=token, client=client, max_share=1.5):
+            pass

@@ -182,7 +182,7 @@ _pacer() {
             return 0
             ;;
         pacer__subcmd__acquire)
-            opts="-h --model --input-tokens --output-tokens --max-tokens --priority --timeout --ttl --client-id --fail-closed --api-key-env --socket --help"
+            opts="-h --model --input-tokens --output-tokens --max-tokens --priority --timeout --ttl --client-id --max-share --fail-closed --api-key-env --socket --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -217,6 +217,10 @@ _pacer() {
                     return 0
                     ;;
                 --client-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-share)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -74,6 +74,7 @@ complete -c pacer -n "__fish_pacer_using_subcommand acquire" -l priority -d 'int
 complete -c pacer -n "__fish_pacer_using_subcommand acquire" -l timeout -d 'Give up after waiting this long (seconds, or 30s, 2m…); exit status 2' -r
 complete -c pacer -n "__fish_pacer_using_subcommand acquire" -l ttl -d 'Settle the permit as "unknown outcome" if not reported within this long' -r
 complete -c pacer -n "__fish_pacer_using_subcommand acquire" -l client-id -d 'Identity for fair turns between clients [default: pacer-<parent pid>]' -r
+complete -c pacer -n "__fish_pacer_using_subcommand acquire" -l max-share -d 'Cap this client\'s use of each subscription window at this share of it, per window (10%, 0.1): past it, the acquire waits (or times out) until the window resets' -r
 complete -c pacer -n "__fish_pacer_using_subcommand acquire" -l api-key-env -d 'The environment variable holding the API key' -r
 complete -c pacer -n "__fish_pacer_using_subcommand acquire" -l socket -d 'pacerd\'s socket [default: $XDG_RUNTIME_DIR/pacer/pacer.sock, else a private directory under the temp dir]' -r -F
 complete -c pacer -n "__fish_pacer_using_subcommand acquire" -l fail-closed -d 'Exit with an error if pacerd is unreachable, instead of printing lease 0 (unpaced)'

@@ -74,6 +74,7 @@ class Client:
         input_tokens: Optional[int] = None,
         max_tokens: Optional[int] = None,
         timeout: Optional[float] = None,
+        max_share: Optional[float] = None,
     ) -> "Permit":
         """Waits for a permit (blocking); prefer :func:`permit`, which settles it for you."""
         native = self._native.acquire(
@@ -83,6 +84,7 @@ class Client:
             input_tokens=input_tokens,
             max_tokens=max_tokens,
             timeout=timeout,
+            max_share=max_share,
         )
         self._note(native.brokered)
         return Permit(native)
@@ -261,6 +263,7 @@ def permit(
     max_tokens: Optional[int] = None,
     timeout: Optional[float] = None,
     client: Optional[Client] = None,
+    max_share: Optional[float] = None,
 ) -> _PermitContext:
     """A permit for one call to ``model``, as a context manager::
 
@@ -271,6 +274,8 @@ def permit(
     Waits in pacerd's queue (up to ``timeout`` seconds, then :class:`PermitTimeout`).
     ``api_key`` (default ``ANTHROPIC_API_KEY``) is fingerprinted here, never sent. Leaving the
     block unreported settles the permit as "outcome unknown"; ``p.release()`` refunds it.
+    ``max_share`` (0.1: 10 %) caps this client's use of each subscription window, per window:
+    past it, permits wait (and time out) until the window resets.
     """
     kwargs = dict(
         api_key=api_key,
@@ -278,6 +283,7 @@ def permit(
         input_tokens=input_tokens,
         max_tokens=max_tokens,
         timeout=timeout,
+        max_share=max_share,
     )
     return _PermitContext(client, model, kwargs)
 
@@ -291,6 +297,7 @@ def permit_async(
     max_tokens: Optional[int] = None,
     timeout: Optional[float] = None,
     client: Optional[Client] = None,
+    max_share: Optional[float] = None,
 ) -> _PermitContext:
     """Like :func:`permit`, for ``async with``: the wait runs in a worker thread."""
     return permit(
@@ -301,4 +308,5 @@ def permit_async(
         max_tokens=max_tokens,
         timeout=timeout,
         client=client,
+        max_share=max_share,
     )
