@@ -404,7 +404,10 @@ impl Broker {
         self.shares.moved(source, target);
         let absorbed = self.budgets.remove(source);
         self.budgets[target].absorb(absorbed, now);
-        self.waiters.move_budget(source, target, &mut self.budgets);
+        let (capped, starts) = (&self.capped, &self.starts);
+        let parked = |id| capped.contains(&id) || starts.is_waiting(id);
+        self.waiters
+            .move_budget((source, target), &mut self.budgets, parked);
         self.budgets.touch(target);
     }
 }

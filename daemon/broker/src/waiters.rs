@@ -146,12 +146,22 @@ impl Waiters {
     }
 
     /// Budget `source` was merged into `target`: its waiters join `target`'s queue in arrival
-    /// order (each client's line stays first come, first served).
-    pub fn move_budget(&mut self, source: BudgetIdx, target: BudgetIdx, budgets: &mut Budgets) {
+    /// order (each client's line stays first come, first served) — but those `parked` out of
+    /// the queue (a session waiting to start, a client past its cap), which only change budget
+    /// and join a queue when they are let go.
+    pub fn move_budget(
+        &mut self,
+        (source, target): (BudgetIdx, BudgetIdx),
+        budgets: &mut Budgets,
+        parked: impl Fn(WaiterId) -> bool,
+    ) {
         for id in self.ids_where(|w| w.budget == source) {
             let waiter = self.by_id.get_mut(&id).expect("listed");
             waiter.budget = target;
-            waiter.mark = budgets[target].enqueue(id, &waiter.client, waiter.priority, waiter.cost);
+            if !parked(id) {
+                waiter.mark =
+                    budgets[target].enqueue(id, &waiter.client, waiter.priority, waiter.cost);
+            }
         }
     }
 

@@ -153,3 +153,44 @@ fn a_session_let_start_meeting_the_wall_again_cuts_the_pace() {
     h.report(lease, bare());
     assert_eq!(h.broker.starts()[0].per_minute, 1.25, "halved");
 }
+
+#[test]
+fn a_session_waiting_to_start_stays_out_of_the_queue_when_its_key_joins_its_account() {
+    let mut h = harness();
+    burst(&mut h, 4);
+    let org = || {
+        let pairs = [("anthropic-organization-id", "org-starts")];
+        RateLimitHeaders::parse(pairs, SystemTime::UNIX_EPOCH)
+    };
+    let answer = |h: &mut Harness, ticket: Ticket| {
+        let usage = Usage::default();
+        h.report_with(
+            h.lease(ticket).unwrap(),
+            Settlement::Success { usage },
+            org(),
+        );
+    };
+    // The first key belongs to an account, whose budget it joins.
+    let first = h.acquire_from(100, Some("at-work"), |_| {});
+    answer(&mut h, first);
+    // A session new to pacer, on a second key of the account, waits its turn to start.
+    let waiting = h.acquire_from(200, Some("new-on-k2"), |r| r.key = key("k2"));
+    assert!(h.lease(waiting).is_none(), "it waits its turn");
+    // The session at work calls with the second key: its answer ties the key to the account,
+    // and the key's budget (with the waiting session) merges into the account's.
+    let linking = h.acquire_from(101, Some("at-work"), |r| r.key = key("k2"));
+    answer(&mut h, linking);
+    assert!(h.lease(waiting).is_none(), "it still waits its turn");
+    // When its turn comes, it is granted once — not also from the account's queue.
+    h.run_until(secs(120.0));
+    let granted = h
+        .answers
+        .iter()
+        .filter(|(_, t, r)| *t == waiting && matches!(r, Response::Granted(_)))
+        .count();
+    assert_eq!(granted, 1, "{:?}", h.answer(waiting));
+    assert_eq!(h.broker.counts().0, 0, "nobody is left waiting");
+    let lease = h.lease(waiting).unwrap();
+    h.success(lease, 10, 10);
+    assert_eq!(h.broker.counts(), (0, 0));
+}
