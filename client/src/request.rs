@@ -110,10 +110,10 @@ impl AcquireRequest {
     /// clients go on. Shares outside (0, 1] are refused by the daemon.
     pub fn max_share(mut self, share: f64) -> Self {
         let bp = (share * f64::from(BASIS_POINTS)).round();
-        self.max_share_bp = Some(if bp.is_finite() && bp >= 0.0 {
-            bp.min(f64::from(u16::MAX)) as u16
-        } else {
-            0
+        self.max_share_bp = Some(match bp {
+            // A share above 0 is at least one basis point (not rounded to none at all).
+            _ if share.is_finite() && share > 0.0 => bp.clamp(1.0, f64::from(u16::MAX)) as u16,
+            _ => 0,
         });
         self
     }

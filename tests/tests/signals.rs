@@ -129,16 +129,22 @@ async fn at_92_percent_a_turn_is_told_once_and_a_subagent_is_asked_about() {
     let fresh = tempfile::tempdir().unwrap();
     let quiet = hook(socket, fresh.path(), &["--thresholds", "95"], &prompt());
     assert!(quiet.stdout.is_empty(), "{quiet:?}");
-    let bad = Command::new(binary("pacer"))
-        .args(["hook", "--thresholds", "150"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(!bad.status.success());
-    assert!(
-        String::from_utf8_lossy(&bad.stderr).contains("`150`"),
-        "{bad:?}"
-    );
+    // A hook command line pacer cannot read says why and exits 1, never 2 (which would block
+    // every prompt).
+    for (args, said) in [
+        (&["--thresholds", "150"][..], "`150`"),
+        (&["--thresholds", "0.9"][..], "give percentages (90, not 0.9)"),
+        (&["--no-such-flag"][..], "--no-such-flag"),
+    ] {
+        let bad = Command::new(binary("pacer"))
+            .arg("hook")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(bad.status.code(), Some(1), "{bad:?}");
+        assert!(String::from_utf8_lossy(&bad.stderr).contains(said), "{bad:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,17 +300,38 @@ async fn claude_code_connects_to_pacer_mcp_and_gives_it_the_session_it_paces() {
     let (_mock, daemon) = account_at(92).await;
     let home = tempfile::tempdir().unwrap();
     let pacer = binary("pacer");
-    let claude_in_home = |args: &[&str]| {
+    // `pacer` on the PATH, as installed.
+    let path = std::env::join_paths(std::iter::once(pacer.parent().unwrap().to_owned()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
+    .unwrap();
+    let in_home = |home: &Path, args: &[&str]| {
         let mut command = Command::new(&claude);
         command
             .args(args)
-            .current_dir(home.path())
-            .env("HOME", home.path())
+            .current_dir(home)
+            .env("HOME", home)
+            .env("PATH", &path)
             .env("PACER_SOCKET", daemon.socket())
             .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
             .stdin(Stdio::null());
         command
     };
+    let connected = |home: &Path, name: &str| {
+        let list = in_home(home, &["mcp", "list"]).output().unwrap();
+        let listed = String::from_utf8_lossy(&list.stdout).into_owned();
+        println!("claude mcp list: {listed}");
+        let line = listed.lines().find(|l| l.starts_with(&format!("{name}:")));
+        assert!(line.is_some_and(|l| l.contains("Connected")), "{listed}");
+    };
+    // As the README says: `claude mcp add pacer -- pacer mcp`, then `claude mcp list`.
+    let first = tempfile::tempdir().unwrap();
+    let add = in_home(first.path(), &["mcp", "add", "pacer", "--", "pacer", "mcp"])
+        .output()
+        .unwrap();
+    assert!(add.status.success(), "{add:?}");
+    connected(first.path(), "pacer");
+    let claude_in_home = |args: &[&str]| in_home(home.path(), args);
     // `pacer mcp --install` registers it for the user, as `claude mcp add --scope user` would.
     let install = Command::new(&pacer)
         .args(["mcp", "--install", "--config"])
@@ -330,13 +357,8 @@ async fn claude_code_connects_to_pacer_mcp_and_gives_it_the_session_it_paces() {
         .output()
         .unwrap();
     assert!(add.status.success(), "{add:?}");
-    let list = claude_in_home(&["mcp", "list"]).output().unwrap();
-    let listed = String::from_utf8_lossy(&list.stdout);
-    println!("claude mcp list: {listed}");
-    for name in ["pacer:", "spy:"] {
-        let line = listed.lines().find(|l| l.starts_with(name));
-        assert!(line.is_some_and(|l| l.contains("Connected")), "{listed}");
-    }
+    connected(home.path(), "pacer");
+    connected(home.path(), "spy");
     // A session through pacer: Claude Code starts the servers with its session id.
     let _ = std::fs::remove_file(&seen);
     let session = Command::new(&pacer)

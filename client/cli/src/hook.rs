@@ -34,6 +34,29 @@ const BUDGET: Duration = Duration::from_millis(800);
 /// The tools that start subagents.
 const SUBAGENT_TOOLS: [&str; 2] = ["Task", "Agent"];
 
+/// Whether this process is answering a hook (`pacer hook` without `--install`): then nothing
+/// it does may exit with status 2, which Claude Code takes as "block".
+pub fn is_hook_call() -> bool {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let sub = args.iter().find(|a| !a.starts_with('-'));
+    sub.is_some_and(|s| s == "hook") && !args.iter().any(|a| a == "--install")
+}
+
+/// A percentage of a window, as written on the hook's command line: `90` or `90%` (not a
+/// fraction: `0.9` would be 0.9 %).
+fn percent(text: &str) -> Result<f64, String> {
+    let number = text.trim().trim_end_matches('%').trim();
+    match number.parse::<f64>() {
+        Ok(p) if p.is_finite() && p > 1.0 && p <= 100.0 => Ok(p),
+        Ok(p) if p.is_finite() && p > 0.0 && p <= 1.0 => Err(format!(
+            "`{text}` reads as {p} % of a window: give percentages (90, not 0.9)"
+        )),
+        _ => Err(format!(
+            "`{text}` is not a share of a window: give a percentage above 1 and at most 100"
+        )),
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct HookArgs {
     /// The window shares (percent) at which a turn is told, once per crossing.
@@ -41,11 +64,12 @@ pub struct HookArgs {
         long,
         value_name = "PERCENTS",
         value_delimiter = ',',
-        default_value = "75,90"
+        default_value = "75,90",
+        value_parser = percent
     )]
     thresholds: Vec<f64>,
     /// Past this share (percent) of a window, starting a subagent is asked about first.
-    #[arg(long, value_name = "PERCENT", default_value_t = 90.0)]
+    #[arg(long, value_name = "PERCENT", default_value = "90", value_parser = percent)]
     ask_at: f64,
     /// What to answer about a subagent past --ask-at: ask the person, or deny it outright.
     #[arg(long, value_enum, default_value_t = Decision::Ask)]
@@ -86,12 +110,6 @@ struct Input {
 pub async fn hook(socket: Option<PathBuf>, args: HookArgs) -> anyhow::Result<ExitCode> {
     if args.install {
         return install(args.settings);
-    }
-    for percent in args.thresholds.iter().chain([&args.ask_at]) {
-        anyhow::ensure!(
-            percent.is_finite() && *percent > 0.0 && *percent <= 100.0,
-            "`{percent}` is not a share of a window: give percentages above 0 and at most 100"
-        );
     }
     let input: Input = serde_json::from_str(&crate::statusline::read_stdin()).unwrap_or_default();
     let answer = tokio::time::timeout(BUDGET, answer(socket, &input, &args))
@@ -155,20 +173,26 @@ fn crossed(found: &Found, session: &str, thresholds: &[f64], now: SystemTime) ->
         };
         let band = thresholds.iter().filter(|t| used + 1e-9 >= **t).count();
         let key = format!("{}/{}", found.account.owner, window.name);
-        let before = said.bands.get(&key).filter(|b| b.reset == epoch(window));
+        // The same window (its reset read a second or two off between answers) is told each
+        // threshold once; a new window starts over.
+        let before = said
+            .bands
+            .get(&key)
+            .filter(|b| same_reset(b.reset, epoch(window)));
         let told = before.map_or(0, |b| b.band);
         if band > told {
             lines.extend(quota::window_line(window, now));
         }
-        if before.is_none_or(|b| b.band != band) {
+        if before.is_none() || band > told {
             let band = Band {
-                band,
+                band: band.max(told),
                 reset: epoch(window),
             };
             said.bands.insert(key, band);
         }
     }
     said.write(&path);
+    prune(&path, now);
     (!lines.is_empty()).then(|| format!("pacer: {}", lines.join("; ")))
 }
 
@@ -187,6 +211,33 @@ fn past(found: &Found, share: f64, now: SystemTime) -> Option<String> {
             lines.join("; ")
         )
     })
+}
+
+fn same_reset(a: Option<u64>, b: Option<u64>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a.abs_diff(b) <= 600,
+        (a, b) => a == b,
+    }
+}
+
+/// Forgets the files of sessions not heard of for 8 days (no window outlasts a week).
+fn prune(written: &Path, now: SystemTime) {
+    let Some(dir) = written.parent() else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let old = Duration::from_secs(8 * 24 * 3600);
+    for entry in entries.flatten() {
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|at| now.duration_since(at).is_ok_and(|age| age > old));
+        if stale {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 fn epoch(window: &WindowStatus) -> Option<u64> {

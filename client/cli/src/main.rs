@@ -37,7 +37,17 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let args = commands::Args::parse();
+    let args = match commands::Args::try_parse() {
+        Ok(args) => args,
+        // Claude Code takes a hook's exit status 2 as "block this prompt (or tool call)":
+        // a hook command line pacer cannot read must not block every turn. It says why on
+        // stderr and exits 1, which Claude Code shows and passes over.
+        Err(e) if hook::is_hook_call() && e.use_stderr() => {
+            eprintln!("pacer hook: {e}");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => e.exit(),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),

@@ -31,6 +31,9 @@ use crate::settings::{Change, Settings};
 
 mod answers;
 
+/// How long a tool call may wait for pacerd.
+const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
+
 #[derive(Debug, clap::Args)]
 pub struct McpArgs {
     /// Register `pacer mcp` in Claude Code's user settings (`mcpServers` in ~/.claude.json,
@@ -148,9 +151,14 @@ impl ServerHandler for Server {
                 ));
             }
         };
-        let result = match self.ask(name, fanout).await {
-            Ok(text) => CallToolResult::success(vec![ContentBlock::text(text)]),
-            Err(text) => CallToolResult::error(vec![ContentBlock::text(text)]),
+        let answer = tokio::time::timeout(ANSWER_WITHIN, self.ask(name, fanout)).await;
+        let result = match answer {
+            Ok(Ok(text)) => CallToolResult::success(vec![ContentBlock::text(text)]),
+            Ok(Err(text)) => CallToolResult::error(vec![ContentBlock::text(text)]),
+            Err(_) => CallToolResult::error(vec![ContentBlock::text(format!(
+                "pacerd did not answer within {} s; it may be overloaded or stuck",
+                ANSWER_WITHIN.as_secs()
+            ))]),
         };
         Ok(result.into())
     }

@@ -16,15 +16,19 @@ use super::queue::{Mark, WaiterId};
 use super::windows::Hold;
 use super::{Broker, Costs};
 
-/// A client's cap: what it asked for, else what the configuration names for it; `None` when
-/// uncapped (or capped at the whole window).
+/// A client's cap: the lower of what it asked for and what the configuration names for it (a
+/// client cannot loosen the operator's cap); `None` when uncapped (or capped at the whole
+/// window).
 pub(crate) fn max_share_of(req: &Acquire, config: &crate::WindowsConfig) -> Option<f64> {
     let asked = req
         .max_share_bp
         .map(|bp| f64::from(bp.min(BASIS_POINTS)) / f64::from(BASIS_POINTS));
-    asked
-        .or_else(|| config.max_share_of(&req.client_id))
-        .filter(|share| *share < 1.0)
+    let named = config.max_share_of(&req.client_id);
+    match (asked, named) {
+        (Some(a), Some(n)) => Some(a.min(n)),
+        (a, n) => a.or(n),
+    }
+    .filter(|share| *share < 1.0)
 }
 
 /// Why an acquire's cap is refused, if it is.
@@ -68,24 +72,39 @@ impl Broker {
     /// cap lets go (or none is left).
     pub(crate) fn park_capped_heads(&mut self, b: BudgetIdx, now: Instant) {
         while let Some((id, _)) = self.budgets[b].head() {
-            if self.waiter_capped(b, id, now).is_none() {
+            if !self.park_if_capped(b, id, now) {
                 return;
             }
-            self.budgets[b].pop_head();
-            self.capped.insert(id);
         }
     }
 
-    /// Capped calls whose hold ended (their window reset, their share was learned smaller) go
-    /// back into their queues.
+    /// Takes waiter `id` out of budget `b`'s queue if its client's cap holds it; returns
+    /// whether it did.
+    pub(crate) fn park_if_capped(&mut self, b: BudgetIdx, id: WaiterId, now: Instant) -> bool {
+        if self.waiter_capped(b, id, now).is_none() {
+            return false;
+        }
+        let Some(w) = self.waiters.get(id) else {
+            return false;
+        };
+        self.budgets[b].dequeue(id, &w.client, w.priority);
+        self.capped.insert(id);
+        true
+    }
+
+    /// Capped calls whose hold ended (their window reset, their share was learned smaller, the
+    /// windows were forgotten) go back into their queues, oldest first, each looked at again
+    /// after the one before was served: a reset lets go as many as the cap allows, not all.
     pub(crate) fn unpark_capped(&mut self, now: Instant) {
-        let free: Vec<(WaiterId, BudgetIdx)> = self
-            .capped
-            .iter()
-            .filter_map(|&id| Some((id, self.waiters.get(id)?.budget)))
-            .filter(|&(id, b)| self.waiter_capped(b, id, now).is_none())
-            .collect();
-        for (id, b) in free {
+        let parked: Vec<WaiterId> = self.capped.iter().copied().collect();
+        for id in parked {
+            let Some(b) = self.waiters.get(id).map(|w| w.budget) else {
+                self.capped.remove(&id);
+                continue;
+            };
+            if self.waiter_capped(b, id, now).is_some() {
+                continue;
+            }
             self.capped.remove(&id);
             let Some(w) = self.waiters.get_mut(id) else {
                 continue;
@@ -95,13 +114,17 @@ impl Broker {
         }
     }
 
-    /// When the first capped call's hold ends by itself (its window resets).
+    /// When the first capped call's hold ends by itself (its window resets); now, for one
+    /// whose hold has ended already.
     pub(crate) fn next_unparking(&self, now: Instant) -> Option<Instant> {
         self.capped
             .iter()
             .filter_map(|&id| {
                 let b = self.waiters.get(id)?.budget;
-                self.waiter_capped(b, id, now)?.until
+                match self.waiter_capped(b, id, now) {
+                    Some(hold) => hold.until,
+                    None => Some(now),
+                }
             })
             .min()
     }
@@ -206,6 +229,7 @@ impl Broker {
 
     /// Serves `owner`'s budgets with waiters (its windows changed); see `tell_the_held`.
     pub(crate) fn serve_owner(&mut self, owner: &Owner, now: Instant) {
+        self.unpark_capped(now);
         let budgets: Vec<BudgetIdx> = self
             .budgets
             .needing_attention()

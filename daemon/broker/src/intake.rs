@@ -529,6 +529,7 @@ impl Broker {
             |owner, class| limits.for_keys(&accounts.keys_of(owner), class),
             now,
         );
+        self.unpark_capped(now);
         self.serve_all(now);
         self.take_output()
     }

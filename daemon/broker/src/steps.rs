@@ -33,9 +33,13 @@ impl Broker {
         let (limits, accounts) = (&self.config.limits, &self.accounts);
         let configured = || limits.for_keys(&accounts.keys_of(owner), class);
         let hold = self.config.cold_start_hold;
-        let (b, forgotten) = self
-            .budgets
-            .get_or_create(owner, class, configured, hold, now)?;
+        // Waiters out of their queue (a session waiting to start, a client past its cap) keep
+        // their budget from being forgotten.
+        let waiters = &self.waiters;
+        let busy = || waiters.budgets();
+        let (b, forgotten) =
+            self.budgets
+                .get_or_create(owner, class, (configured, busy), hold, now)?;
         if let Some(forgotten) = forgotten {
             self.shares.forget(forgotten);
         }
@@ -148,6 +152,9 @@ impl Broker {
                 self.park_capped_heads(b, now);
             }
             while let Some((id, cost)) = self.budgets[b].backfill_candidate(now) {
+                if self.park_if_capped(b, id, now) {
+                    continue;
+                }
                 if !self.ready(b, id, &cost, now) {
                     break;
                 }

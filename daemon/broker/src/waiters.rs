@@ -145,6 +145,11 @@ impl Waiters {
         Some(waiter)
     }
 
+    /// The budgets any waiter is for.
+    pub fn budgets(&self) -> BTreeSet<BudgetIdx> {
+        self.by_id.values().map(|w| w.budget).collect()
+    }
+
     /// Budget `source` was merged into `target`: its waiters join `target`'s queue in arrival
     /// order (each client's line stays first come, first served) — but those `parked` out of
     /// the queue (a session waiting to start, a client past its cap), which only change budget

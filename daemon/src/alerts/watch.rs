@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime};
 use pacer_api::unified::{window_class, window_title};
 use pacer_broker::local_time;
 use pacer_protocol::Priority;
-use pacer_protocol::message::{AccountStatus, BudgetStatus, ClientStatus, WindowStatus};
+use pacer_protocol::message::{
+    AccountStatus, BudgetStatus, ClientStatus, PauseCause, WindowStatus,
+};
 
 use super::{Alert, Kind};
 use crate::config::AlertsConfig;
@@ -48,7 +50,12 @@ impl Watcher {
         }
     }
 
+    /// New settings (a reload): what was told of each window is kept only while the thresholds
+    /// are the same ones.
     pub fn configure(&mut self, config: AlertsConfig) {
+        if config.thresholds != self.config.thresholds {
+            self.bands.clear();
+        }
         self.config = config;
     }
 
@@ -76,7 +83,11 @@ impl Watcher {
             }
         }
         for budget in &view.budgets {
-            let Some(until) = budget.paused_until else {
+            // A lockout shows as a pause of each of its budgets: told once, as the lockout.
+            let Some(until) = budget
+                .paused_until
+                .filter(|_| budget.pause_cause != Some(PauseCause::Lockout))
+            else {
                 continue;
             };
             if until.duration_since(now).unwrap_or_default() <= self.config.pause_over
@@ -125,7 +136,11 @@ impl Watcher {
             let band = thresholds.iter().filter(|t| used + 1e-9 >= **t).count();
             let key = (owner.clone(), window.name.clone());
             let (reset, told) = self.bands.get(&key).copied().unwrap_or((None, 0));
-            let told = if reset == window.reset { told } else { 0 };
+            let told = if same_reset(reset, window.reset) {
+                told.min(thresholds.len())
+            } else {
+                0
+            };
             if band > told {
                 let threshold = thresholds[band - 1];
                 let mut message = format!(
@@ -147,10 +162,10 @@ impl Watcher {
                 self.bands.insert(key, (window.reset, band));
             } else if band < told && used < thresholds[told - 1] - HYSTERESIS {
                 self.bands.insert(key, (window.reset, band));
-            } else if reset != window.reset {
+            } else if !same_reset(reset, window.reset) {
                 self.bands.insert(key, (window.reset, band.max(told)));
             }
-            for priority in held(window) {
+            for priority in held(window, used) {
                 let key = (
                     Kind::Held,
                     owner.clone(),
@@ -277,11 +292,30 @@ impl Watcher {
     }
 }
 
-/// The priorities a window holds now.
-fn held(window: &WindowStatus) -> impl Iterator<Item = Priority> + '_ {
+/// The priorities a window holds by what it has spent (`used`, as reported), not only by the
+/// calls in flight, which come and go within seconds.
+fn held(window: &WindowStatus, used: f64) -> impl Iterator<Item = Priority> + '_ {
+    let share = window.share.unwrap_or(0.01);
     [Priority::Normal, Priority::Batch]
         .into_iter()
-        .filter(|p| window.ceiling(*p).is_some_and(|c| c.held))
+        .filter(move |p| {
+            window
+                .ceiling(*p)
+                .is_some_and(|c| c.held && used + share > c.ceiling + 1e-9)
+        })
+}
+
+/// Two resets this close are one window's (the API's resets move by a second or two between
+/// answers when read against its `Date`).
+fn same_reset(a: Option<SystemTime>, b: Option<SystemTime>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a
+            .duration_since(b)
+            .or_else(|_| b.duration_since(a))
+            .is_ok_and(|d| d <= Duration::from_secs(600)),
+        _ => false,
+    }
 }
 
 #[cfg(test)]

@@ -62,6 +62,29 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
+/// `[alerts]`: a list of thresholds to tell, and Slack's format only with a webhook to send it to.
+pub fn check_alerts(raw: &RawConfig, text: &str, reader: &mut Reader<'_>) {
+    let Some(alerts) = &raw.alerts else {
+        return;
+    };
+    if alerts.thresholds.as_ref().is_some_and(Vec::is_empty) {
+        reader.problem(
+            text.find("thresholds"),
+            "alerts.thresholds",
+            "is empty: list the window shares to tell of (0.75, 0.9, 1.0), or leave it out for \
+             those"
+                .into(),
+        );
+    }
+    if alerts.slack == Some(true) && alerts.webhook.is_none() {
+        reader.problem(
+            text.find("slack"),
+            "alerts.slack",
+            "asks for Slack's format, but no webhook is set to post it to".into(),
+        );
+    }
+}
+
 /// `[windows]`: batch may not bring a window further than normal work may.
 pub fn check_windows(raw: &RawConfig, text: &str, reader: &mut Reader<'_>) {
     let Some(windows) = &raw.windows else {

@@ -384,6 +384,7 @@ impl Config {
         let mut raw = reader.read();
         check::check_classes(&raw, text, &mut reader);
         check::check_windows(&raw, text, &mut reader);
+        check::check_alerts(&raw, text, &mut reader);
         if !reader.problems.is_empty() {
             let mut problems = reader.problems;
             problems.sort_by_key(|p| p.line);

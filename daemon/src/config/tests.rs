@@ -321,6 +321,8 @@ runaway_per_hour = 0.25
         ("[alerts]\nmax_per_minute = 0\n", "alerts.max_per_minute"),
         ("[alerts]\nsound = true\n", "sound"),
         ("[windows.max_share]\nnightly = 2\n", "windows.max_share"),
+        ("[alerts]\nthresholds = []\n", "alerts.thresholds"),
+        ("[alerts]\nslack = true\n", "alerts.slack"),
     ] {
         let message = error(text);
         assert!(message.contains(named), "{text}: {message}");

@@ -198,7 +198,15 @@ pub fn held(found: Option<&Found>, status: &StatusSnapshot, now: SystemTime) -> 
             }
         }
     }
-    for c in status.clients.iter().filter(|c| c.capped) {
+    let of_this_account = |c: &&pacer_protocol::message::ClientStatus| {
+        c.budget.as_ref().is_none_or(|b| mine(&b.owner))
+    };
+    for c in status
+        .clients
+        .iter()
+        .filter(|c| c.capped)
+        .filter(of_this_account)
+    {
         let cap = c
             .max_share
             .map_or(String::new(), |s| format!(" of {:.0} %", s * 100.0));

@@ -68,13 +68,17 @@ impl Budgets {
 
     /// The budget of an owner and class, created on first use with `configured` limits. When
     /// the table is full, the new budget takes the place of the one cheapest to forget
-    /// ([`Budgets::eviction_candidate`]), returned too: nothing of it may linger elsewhere.
-    /// `None` when every budget is busy.
+    /// ([`Budgets::eviction_candidate`]; never one of `busy`, those some waiter out of its queue
+    /// is for), returned too: nothing of it may linger elsewhere. `None` when every budget is
+    /// busy.
     pub fn get_or_create(
         &mut self,
         owner: &Owner,
         class: &Arc<str>,
-        configured: impl FnOnce() -> LimitSet,
+        (configured, busy): (
+            impl FnOnce() -> LimitSet,
+            impl FnOnce() -> BTreeSet<BudgetIdx>,
+        ),
         cold_start_hold: Duration,
         now: Instant,
     ) -> Option<(BudgetIdx, Option<BudgetIdx>)> {
@@ -84,7 +88,7 @@ impl Budgets {
         }
         let mut forgotten = None;
         if self.len() >= MAX_BUDGETS {
-            let b = self.eviction_candidate()?;
+            let b = self.eviction_candidate(&busy())?;
             self.remove(b);
             forgotten = Some(b);
         }
@@ -117,10 +121,10 @@ impl Budgets {
 
     /// The budget that is cheapest to forget: idle (nothing waiting, in flight or paused), no
     /// workspace's parent, and used least recently — those that never saw a success first.
-    pub fn eviction_candidate(&self) -> Option<BudgetIdx> {
+    pub fn eviction_candidate(&self, busy: &BTreeSet<BudgetIdx>) -> Option<BudgetIdx> {
         let parents: BTreeSet<BudgetIdx> = self.iter().filter_map(|(_, b)| b.parent()).collect();
         self.iter()
-            .filter(|(b, budget)| budget.is_idle() && !parents.contains(b))
+            .filter(|(b, budget)| budget.is_idle() && !parents.contains(b) && !busy.contains(b))
             .min_by_key(|(_, budget)| (budget.ever_succeeded(), budget.last_used()))
             .map(|(b, _)| b)
     }

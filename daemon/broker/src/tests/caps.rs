@@ -166,3 +166,96 @@ fn a_capped_call_that_cannot_wait_is_told_its_cap_and_the_reset() {
         assert!(rejected.reason.contains("max share"), "{}", rejected.reason);
     }
 }
+
+#[test]
+fn at_a_reset_a_capped_client_gets_its_share_of_the_new_window_not_a_burst() {
+    let mut h = Harness::new(config(1.0, false));
+    let mut window = Window {
+        name: "5h",
+        limit: 60,
+        used: 0,
+        reset_in: 3600,
+        overage: false,
+    };
+    let (_, mut parked) = run(&mut h, &mut window, 40);
+    // Eight more calls of the capped client wait out of the queue: ten in all.
+    for conn in 0..8 {
+        parked.push(ask(&mut h, 500 + conn, "loop", Some(1000)));
+    }
+    assert!(parked.iter().all(|&t| h.lease(t).is_none()));
+    // The window resets; no answer has told of the new one yet. The calls made now count
+    // toward it: about 6 (10 % of 60) go, the rest wait for the next reset.
+    h.run_until(secs(3601.0));
+    let granted = parked.iter().filter(|&&t| h.lease(t).is_some()).count();
+    assert!(
+        (5..=7).contains(&granted),
+        "{granted} of 10 went at the reset"
+    );
+}
+
+#[test]
+fn resets_that_move_by_a_second_each_answer_are_one_window() {
+    let mut h = Harness::new(config(1.0, false));
+    let mut window = Window {
+        name: "5h",
+        limit: 60,
+        used: 0,
+        reset_in: 3600,
+        overage: false,
+    };
+    // Each answer's reset a second off the one before (a clock read against the API's Date).
+    let mut capped = 0;
+    for call in 0..20u64 {
+        let ticket = ask(&mut h, call, "loop", Some(1000));
+        let Some(lease) = h.lease(ticket) else {
+            break;
+        };
+        capped += 1;
+        window.reset_in = 3600 + call % 2;
+        answer(&mut h, &mut window, lease);
+    }
+    assert!(
+        (5..=7).contains(&capped),
+        "the capped client made {capped} calls"
+    );
+}
+
+#[test]
+fn the_operators_cap_holds_a_client_asking_for_more_and_the_first_call_always_goes() {
+    let mut config = config(1.0, false);
+    config.windows.max_share.insert("loop".into(), 0.1);
+    let mut h = Harness::new(config);
+    let mut window = Window {
+        name: "5h",
+        limit: 60,
+        used: 0,
+        reset_in: 3600,
+        overage: false,
+    };
+    // The client asks for half of the window; the configuration gives it a tenth.
+    let mut made = 0;
+    for call in 0..40u64 {
+        let ticket = ask(&mut h, call, "loop", Some(5000));
+        let Some(lease) = h.lease(ticket) else {
+            break;
+        };
+        made += 1;
+        answer(&mut h, &mut window, lease);
+    }
+    assert!(
+        (5..=7).contains(&made),
+        "{made} calls under the operator's 10 %"
+    );
+    // A cap below what one call costs (0.5 % of a window where a call is 1.7 %) lets one call
+    // of a window through rather than none.
+    let other = ask(&mut h, 99, "tiny", Some(50));
+    let lease = h.lease(other).expect("the first call of a window goes");
+    answer(&mut h, &mut window, lease);
+    let again = h.acquire(100, |r| {
+        r.key = key(TOKEN);
+        r.client_id = "tiny".into();
+        r.max_share_bp = Some(50);
+        r.deadline = Some(Duration::ZERO);
+    });
+    assert!(h.lease(again).is_none());
+}

@@ -6,7 +6,9 @@
 //! Per window rather than per hour: the window is what runs out. A tenth of a 5-hour window per
 //! hour would let a loop take half of it; a tenth per window is a tenth, whenever it is spent.
 //! The count is of calls, not of a share fixed at the time: each call costs what one call is
-//! seen to cost now, so that the count is right as soon as the share is learned.
+//! seen to cost now, so that the count is right as soon as the share is learned. Calls made
+//! after a window's reset and before the next answer count toward the new window; the first
+//! call of a window always goes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,6 +21,41 @@ use pacer_protocol::Priority;
 
 /// The most capped clients whose counts are kept: past it, the least recently counted goes.
 pub const MAX_COUNTED: usize = 1000;
+
+/// Two resets this close are one window's: the API's resets move by a second or two from one
+/// answer to the next when the clock is read against its `Date`, and a new window's reset is
+/// hours after the last one's.
+const RESET_SLACK: Duration = Duration::from_secs(600);
+
+fn same_reset(a: Option<SystemTime>, b: Option<SystemTime>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a
+            .duration_since(b)
+            .or_else(|_| b.duration_since(a))
+            .is_ok_and(|d| d <= RESET_SLACK),
+        _ => false,
+    }
+}
+
+/// The reset of the window in force at `wall` for `window`: its own while it lasts; once it is
+/// past, the next one's (its reset plus its length, until an answer says), so that calls made
+/// between a reset and the next answer count toward the new window. `None`: not counted (a
+/// window of unknown length past its reset).
+fn in_force(name: &str, window: &super::Window, wall: SystemTime) -> Option<Option<SystemTime>> {
+    let reset = window.reset();
+    match reset {
+        Some(at) if at <= wall => {
+            let length = window_length(name)?;
+            let mut next = at;
+            while next <= wall {
+                next = next.checked_add(length)?;
+            }
+            Some(Some(next))
+        }
+        _ => Some(reset),
+    }
+}
 
 /// The calls a capped client was granted toward one window of one account.
 #[derive(Debug, Clone)]
@@ -47,12 +84,12 @@ impl CapCounts {
         // When the window opened: calls made since, before its reset was known, count too.
         let opened = reset
             .zip(window_length(window))
-            .map(|(r, length)| r - length);
+            .and_then(|(r, length)| r.checked_sub(length + RESET_SLACK));
         counts
             .iter()
             .filter(|c| &c.owner == owner)
             .filter(|c| match &c.window {
-                Some(name) => name == window && c.reset == reset,
+                Some(name) => name == window && same_reset(c.reset, reset),
                 None => c
                     .reset
                     .zip(opened)
@@ -67,6 +104,15 @@ impl CapCounts {
         for (_, counts) in self.by_client.values_mut() {
             for c in counts.iter_mut().filter(|c| &c.owner == from) {
                 c.owner = to.clone();
+            }
+        }
+    }
+
+    /// The wall clock stepped: every reset counted moves with it.
+    fn shift(&mut self, step: super::Step) {
+        for (_, counts) in self.by_client.values_mut() {
+            for c in counts.iter_mut() {
+                c.reset = c.reset.and_then(|at| step.apply(at));
             }
         }
     }
@@ -93,17 +139,12 @@ impl CapCounts {
             .entry(client.clone())
             .or_insert_with(|| (now, Vec::new()));
         *last = now;
-        match counts
-            .iter_mut()
-            .find(|c| &c.owner == owner && c.window.as_deref() == window)
-        {
+        let same = |c: &Counted| match window {
             // Calls before the windows were known: counted together, from the first.
-            Some(c) if window.is_none() => c.calls += 1,
-            // A window with another reset is a new window: counted from zero.
-            Some(c) if c.reset != reset => {
-                c.reset = reset;
-                c.calls = 1;
-            }
+            None => c.window.is_none(),
+            Some(name) => c.window.as_deref() == Some(name) && same_reset(c.reset, reset),
+        };
+        match counts.iter_mut().find(|c| &c.owner == owner && same(c)) {
             Some(c) => c.calls += 1,
             None => counts.push(Counted {
                 owner: owner.clone(),
@@ -119,7 +160,7 @@ impl CapCounts {
         let week = Duration::from_secs(7 * 24 * 3600);
         for (_, counts) in self.by_client.values_mut() {
             counts.retain(|c| match c.window {
-                Some(_) => c.reset.is_none_or(|reset| reset > wall),
+                Some(_) => c.reset.is_none_or(|reset| reset + RESET_SLACK > wall),
                 // No window lasts longer than a week.
                 None => c.reset.is_some_and(|made| made + week > wall),
             });
@@ -130,7 +171,9 @@ impl CapCounts {
 
 impl Windows {
     /// Whether `client`'s calls to `owner`'s `class` are held by its cap (`max_share` of each
-    /// window) now: the one more call would bring its use of a window past the cap.
+    /// window) now: one more call would bring its use of a window past the cap. The first call
+    /// of a window always goes (a cap below what one call costs would otherwise hold it for
+    /// good).
     pub fn cap_hold(
         &self,
         (owner, class): (&Owner, &Arc<str>),
@@ -142,23 +185,23 @@ impl Windows {
         let wall = clock.to_wall(now);
         account
             .covering(class)
-            .filter(|(_, window)| window.current(wall).is_some())
             .filter_map(|(name, window)| {
-                let calls = self.caps.calls(client, owner, name, window.reset());
+                let reset = in_force(name, window, wall)?;
+                let calls = self.caps.calls(client, owner, name, reset);
                 let used = (calls + 1) as f64 * window.estimate.share();
-                (used > max_share + 1e-9).then(|| Hold {
+                (calls > 0 && used > max_share + 1e-9).then(|| Hold {
                     window: name.clone(),
                     priority: Priority::Normal,
                     allowed: max_share,
                     cause: HoldCause::Cap,
-                    until: window.reset().map(|at| clock.to_instant(at)),
+                    until: reset.map(|at| clock.to_instant(at)),
                 })
             })
             .max_by_key(|hold| hold.until)
     }
 
     /// A capped client was granted a call of `owner`'s `class`: counted toward each window
-    /// covering it.
+    /// covering it (the next one, for a window past its reset).
     pub fn count_capped(
         &mut self,
         (owner, class): (&Owner, &Arc<str>),
@@ -166,20 +209,22 @@ impl Windows {
         clock: &TimeBase,
         now: Instant,
     ) {
+        let wall = clock.to_wall(now);
         let windows: Vec<(String, Option<SystemTime>)> = self
             .accounts
             .get(owner)
             .map(|account| {
                 account
                     .covering(class)
-                    .map(|(name, window)| (name.clone(), window.reset()))
+                    .filter_map(|(name, window)| {
+                        Some((name.clone(), in_force(name, window, wall)?))
+                    })
                     .collect()
             })
             .unwrap_or_default();
         if windows.is_empty() {
             // Not known yet (the account's first answers): counted toward the windows open now.
-            let made = Some(clock.to_wall(now));
-            self.caps.count(client, (owner, None), made, now);
+            self.caps.count(client, (owner, None), Some(wall), now);
         }
         for (name, reset) in windows {
             self.caps.count(client, (owner, Some(&name)), reset, now);
@@ -191,6 +236,11 @@ impl Windows {
         self.caps.move_owner(from, to);
     }
 
+    /// The wall clock stepped: the counts' resets move with the windows'.
+    pub(super) fn shift_caps(&mut self, step: super::Step) {
+        self.caps.shift(step);
+    }
+
     /// What `client` used of the window of `owner` it used most (as counted), if it is capped
     /// and used any.
     pub fn cap_use(&self, owner: &Owner, client: &str, wall: SystemTime) -> Option<f64> {
@@ -198,10 +248,9 @@ impl Windows {
         account
             .windows
             .iter()
-            .filter(|(_, window)| window.current(wall).is_some())
-            .map(|(name, window)| {
-                self.caps.calls(client, owner, name, window.reset()) as f64
-                    * window.estimate.share()
+            .filter_map(|(name, window)| {
+                let reset = in_force(name, window, wall)?;
+                Some(self.caps.calls(client, owner, name, reset) as f64 * window.estimate.share())
             })
             .filter(|used| *used > 0.0)
             .max_by(f64::total_cmp)

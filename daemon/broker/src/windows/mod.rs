@@ -218,6 +218,7 @@ impl Windows {
         for account in self.accounts.values_mut() {
             account.shift(step);
         }
+        self.shift_caps(step);
     }
 
     pub fn new(config: WindowsConfig) -> Self {

@@ -214,3 +214,68 @@ fn a_client_burning_a_window_faster_than_the_set_rate_is_told() {
         told[0].message
     );
 }
+
+#[test]
+fn a_reset_that_moves_by_seconds_is_the_same_window_and_a_reload_keeps_going() {
+    let mut w = watcher();
+    assert_eq!(w.observe(&view(vec![window(0.91, 3600)]), t0()).len(), 1);
+    // Each answer's reset a second or two off (a clock read against the API's Date).
+    for (i, jitter) in [3601, 3599, 3602, 3600].into_iter().enumerate() {
+        let told = w.observe(&view(vec![window(0.92, jitter)]), t0());
+        assert!(told.is_empty(), "answer {i}: {told:?}");
+    }
+    // A reload with other thresholds starts over under the new list (without a panic): the
+    // window past 50 % is told once.
+    w.configure(AlertsConfig {
+        thresholds: vec![0.5],
+        ..AlertsConfig::default()
+    });
+    let told = w.observe(&view(vec![window(0.92, 3600)]), t0());
+    assert_eq!(told.len(), 1);
+    assert_eq!(told[0].threshold, Some(0.5));
+    assert!(w.observe(&view(vec![window(0.95, 3600)]), t0()).is_empty());
+}
+
+#[test]
+fn a_lockout_is_told_once_not_also_as_each_budgets_pause() {
+    let mut w = watcher();
+    let mut locked = account(Vec::new());
+    let until = t0() + Duration::from_secs(3600);
+    locked.lockouts = vec![LockoutStatus {
+        model_class: None,
+        until,
+        reason: "spend cap".into(),
+    }];
+    let budgets = ["opus", "sonnet", "haiku"].map(|class| BudgetStatus {
+        budget: BudgetId {
+            owner: owner(),
+            model_class: class.into(),
+        },
+        limits: Limits::default(),
+        available: Available::default(),
+        in_flight: 0,
+        waiting: 0,
+        paused_until: Some(until),
+        pause_reason: Some("spend cap".into()),
+        overloaded_until: None,
+        pause_cause: Some(PauseCause::Lockout),
+        waiting_by_priority: [0; 3],
+        drain_estimate: None,
+        granted: 0,
+        rate_limited: 0,
+        throttled: Throttles::default(),
+        overloaded: 0,
+        refused: 0,
+        input_tokens: 0,
+        output_tokens: 0,
+        waits: WaitHistogram::default(),
+    });
+    let v = View {
+        budgets: budgets.to_vec(),
+        accounts: vec![locked],
+        ..View::default()
+    };
+    let told = w.observe(&v, t0());
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(told[0].event, Kind::Lockout);
+}
