@@ -357,3 +357,48 @@ async fn daemons_take_turns_and_a_daemon_that_does_not_come_back_loses_its_turn(
     assert!(granted(&take(&b, &org, 9).await));
     assert_eq!(server.cli(&["ZRANGE", &turns, "0", "-1"]), "");
 }
+
+#[tokio::test]
+#[cfg_attr(
+    not(pacer_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
+async fn a_keys_budget_merged_into_its_account_gives_nothing_more_to_a_daemon_not_told_yet() {
+    let server = RedisServer::start();
+    let store = store(&server, Duration::from_secs(30)).await;
+    let key = BudgetId {
+        owner: BudgetOwner::Key(KeyFingerprint::of("sk-ant-merged")),
+        model_class: "sonnet".into(),
+    };
+    let org = budget("org-merged");
+    // The key's first call, then its answer ties it to the account.
+    let first = store
+        .take(&claim(
+            1,
+            &key,
+            Costs::new(1, 10, 0),
+            limits(30, 10_000, None),
+        ))
+        .await
+        .unwrap()
+        .answer;
+    assert!(granted(&first), "{first:?}");
+    store.merge(&key, &org).await.unwrap();
+    // A daemon that has not heard of the link yet asks the key's budget again, with the limits
+    // it learned: it is told to wait (and will take from the account's once told), not given
+    // a bucket rebuilt full beside the account's.
+    let stale = store
+        .take(&claim(
+            2,
+            &key,
+            Costs::new(1, 10, 0),
+            limits(30, 10_000, None),
+        ))
+        .await
+        .unwrap()
+        .answer;
+    let ClaimAnswer::Refused { wait, .. } = stale else {
+        panic!("{stale:?}")
+    };
+    assert!(wait <= Duration::from_secs(1), "{wait:?}");
+}

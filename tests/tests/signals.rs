@@ -133,7 +133,10 @@ async fn at_92_percent_a_turn_is_told_once_and_a_subagent_is_asked_about() {
     // every prompt).
     for (args, said) in [
         (&["--thresholds", "150"][..], "`150`"),
-        (&["--thresholds", "0.9"][..], "give percentages (90, not 0.9)"),
+        (
+            &["--thresholds", "0.9"][..],
+            "give percentages (90, not 0.9)",
+        ),
         (&["--no-such-flag"][..], "--no-such-flag"),
     ] {
         let bad = Command::new(binary("pacer"))
@@ -143,7 +146,10 @@ async fn at_92_percent_a_turn_is_told_once_and_a_subagent_is_asked_about() {
             .output()
             .unwrap();
         assert_eq!(bad.status.code(), Some(1), "{bad:?}");
-        assert!(String::from_utf8_lossy(&bad.stderr).contains(said), "{bad:?}");
+        assert!(
+            String::from_utf8_lossy(&bad.stderr).contains(said),
+            "{bad:?}"
+        );
     }
 }
 

@@ -5,7 +5,8 @@
 //! A budget is a hash: `l0 l1 l2` the levels of its requests, input-token and output-token
 //! buckets, `t` when they were last brought up to date (ms), `m0 m1 m2` their limits per
 //! minute, `mf` its in-flight cap, `tk` every request ever taken (bounds a refund), `p` and `pr`
-//! its pause's end and reason. Beside it, a sorted set of the leases holding its in-flight
+//! its pause's end and reason, `pb` when its first call went out, `mg` when it merged into its
+//! account's (a key's). Beside it, a sorted set of the leases holding its in-flight
 //! slots, each scored with when it expires unless renewed, and the budget's turns: a sorted set
 //! of the daemons refused capacity, scored with when they were first refused, and a hash of when
 //! each is due back and for what cost, and of what each has had of the budget lately.
@@ -71,7 +72,7 @@ for b = 1, n do
   local h, l = KEYS[2 + 2 * b], KEYS[3 + 2 * b]
   local base = 6 + 4 * (b - 1)
   local f = redis.call('HMGET', h, 'l0', 'l1', 'l2', 't', 'm0', 'm1', 'm2', 'tk', 'p', 'mf',
-    'u0', 'u1', 'u2', 'pb')
+    'u0', 'u1', 'u2', 'pb', 'mg')
   -- Every value is checked as it is read; one that is not valid is dropped (and counted),
   -- and what it stood for is rebuilt.
   local function checked(i, lo, hi)
@@ -109,6 +110,11 @@ for b = 1, n do
       end
     end
   end
+  -- A key's budget merged into its account's moments ago: a daemon still taking from it has
+  -- not heard of the link yet (it will within milliseconds, and take from the account's). Its
+  -- levels are gone, and rebuilding them full would spend the key's calls twice.
+  local merged = checked(15, 0, now)
+  if merged and now - merged < MERGE_QUIET then wait = math.max(wait, 250) end
   if not known and b == 1 then
     -- First contact, for every daemon at once: one call goes out, the others wait for the
     -- limits its answer teaches (at most 5 s).
@@ -365,6 +371,7 @@ local probe = sane(from[11], 0, now)
 if probe and (sane(into[11], 0, now) or 0) < probe then redis.call('HSET', KEYS[2], 'pb', probe) end
 redis.call('PEXPIRE', KEYS[2], 86400000)
 redis.call('HDEL', KEYS[1], 'l0', 'l1', 'l2', 'u0', 'u1', 'u2', 'pb')
+redis.call('HSET', KEYS[1], 'mg', now)
 return 1
 "#
     ))

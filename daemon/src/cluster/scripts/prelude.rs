@@ -25,6 +25,7 @@ end
 local MAX_LIMIT = 1e10
 local MAX_WAIT = 691200000  -- 8 days (ms): the longest wait any daemon believes
 local MAX_OVERLOAD = 32000  -- the longest 529 backoff (ms)
+local MERGE_QUIET = 10000  -- after a key's budget merged into its account's, takes from it wait (ms)
 -- Takes `amount` from `level`, into debt if need be but never deeper than a whole bucket below
 -- zero (as the daemon's own buckets do).
 local function debit(level, amount, limit)
