@@ -175,9 +175,15 @@ fn report(name: &str, failing: &AtomicBool, outcome: Result<(), String>) {
 }
 
 async fn run_command(command: &str, alert: &Alert) -> Result<(), String> {
-    let mut child = tokio::process::Command::new("sh");
+    // `sh -c` (on Windows, `cmd /C`), as a person would type the command.
+    let (shell, flag) = if cfg!(windows) {
+        ("cmd", "/C")
+    } else {
+        ("sh", "-c")
+    };
+    let mut child = tokio::process::Command::new(shell);
     child
-        .arg("-c")
+        .arg(flag)
         .arg(command)
         .envs(alert.env())
         .stdin(std::process::Stdio::null())
@@ -185,7 +191,7 @@ async fn run_command(command: &str, alert: &Alert) -> Result<(), String> {
     let status = tokio::time::timeout(TIMEOUT, child.status())
         .await
         .map_err(|_| format!("`{command}` took longer than {}s", TIMEOUT.as_secs()))?
-        .map_err(|e| format!("cannot run `sh -c {command}`: {e}"))?;
+        .map_err(|e| format!("cannot run `{shell} {flag} {command}`: {e}"))?;
     if status.success() {
         Ok(())
     } else {
