@@ -300,6 +300,7 @@ async fn an_mcp_client_finds_the_window_tool_and_reads_the_sessions_account() {
     not(all(pacer_e2e_claude, pacer_e2e_python)),
     ignore = "needs $PACER_E2E_CLAUDE and $PACER_E2E_PYTHON when built: run .ci/e2e-setup"
 )]
+#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claude_code_connects_to_pacer_mcp_and_gives_it_the_session_it_paces() {
     let claude = std::env::var("PACER_E2E_CLAUDE").expect("set when built");
