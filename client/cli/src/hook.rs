@@ -19,13 +19,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
-use anyhow::Context;
 use pacer_protocol::message::WindowStatus;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::quota::{self, Found};
-use crate::settings::{Change, Settings};
+use crate::settings::{self, Settings};
 
 /// How long the whole answer may take (Claude Code's hook timeout is far longer; a turn waits
 /// on it).
@@ -213,11 +212,10 @@ fn past(found: &Found, share: f64, now: SystemTime) -> Option<String> {
     })
 }
 
+/// Whether two resets (epoch seconds) are one window's (see `pacer_api::unified::same_reset`).
 fn same_reset(a: Option<u64>, b: Option<u64>) -> bool {
-    match (a, b) {
-        (Some(a), Some(b)) => a.abs_diff(b) <= 600,
-        (a, b) => a == b,
-    }
+    let at = |secs: Option<u64>| secs.map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s));
+    pacer_api::unified::same_reset(at(a), at(b))
 }
 
 /// Forgets the files of sessions not heard of for 8 days (no window outlasts a week).
@@ -307,15 +305,7 @@ fn state_file(session: &str) -> Option<PathBuf> {
 /// Adds `pacer hook` for `UserPromptSubmit` and for `PreToolUse` on the subagent tools to
 /// Claude Code's settings, keeping every other setting and hook.
 fn install(settings: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let path = match settings {
-        Some(path) => path,
-        None => pacer_protocol::endpoint::home_dir()
-            .context(
-                "no home directory ($HOME is not set): name the settings file with --settings",
-            )?
-            .join(".claude")
-            .join("settings.json"),
-    };
+    let path = settings::in_home(settings, ".claude/settings.json", "--settings")?;
     let mut settings = Settings::read(&path)?;
     let command = crate::statusline::command_for("hook");
     let mut hooks = settings.get("hooks").unwrap_or_else(|| json!({}));
@@ -354,23 +344,11 @@ fn install(settings: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             list.push(entry);
         }
     }
-    if settings.set("hooks", &hooks)? == Change::Unchanged {
-        eprintln!(
-            "pacer: Claude Code already runs `{command}` for its hooks ({}): nothing changed",
-            path.display()
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
-    if let Some(backup) = settings.write()? {
-        eprintln!(
-            "pacer: {} backed up to {}",
-            path.display(),
-            backup.display()
-        );
-    }
-    eprintln!(
-        "pacer: Claude Code now runs `{command}` on UserPromptSubmit and before Task/Agent ({})",
-        path.display()
-    );
+    let change = settings.set("hooks", &hooks)?;
+    settings.save(
+        &change,
+        &format!("Claude Code already runs `{command}` for its hooks"),
+        &format!("Claude Code now runs `{command}` on UserPromptSubmit and before Task/Agent"),
+    )?;
     Ok(ExitCode::SUCCESS)
 }

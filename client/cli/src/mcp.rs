@@ -27,7 +27,7 @@ use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
 use serde_json::{Map, Value, json};
 
 use crate::quota;
-use crate::settings::{Change, Settings};
+use crate::settings::{self, Settings};
 
 mod answers;
 
@@ -194,12 +194,7 @@ impl Server {
 /// Adds `"pacer": {"type": "stdio", "command": "pacer", "args": ["mcp"]}` to the user's
 /// `mcpServers` in `~/.claude.json`, keeping everything else.
 fn install(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let path = match config {
-        Some(path) => path,
-        None => pacer_protocol::endpoint::home_dir()
-            .context("no home directory ($HOME is not set): name the file with --config")?
-            .join(".claude.json"),
-    };
+    let path = settings::in_home(config, ".claude.json", "--config")?;
     let mut settings = Settings::read(&path)?;
     let mut servers = settings.get("mcpServers").unwrap_or_else(|| json!({}));
     let Some(list) = servers.as_object_mut() else {
@@ -215,23 +210,13 @@ fn install(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         json!({"type": "stdio", "command": program, "args": ["mcp"], "env": {}}),
     );
     let change = settings.set("mcpServers", &servers)?;
-    if change == Change::Unchanged {
-        eprintln!(
-            "pacer: Claude Code already has the pacer MCP server ({}): nothing changed",
-            path.display()
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
-    if let Some(backup) = settings.write()? {
-        eprintln!(
-            "pacer: {} backed up to {}",
-            path.display(),
-            backup.display()
-        );
-    }
-    eprintln!(
-        "pacer: Claude Code now starts `{program} mcp` as its MCP server `pacer` ({}); `claude mcp list` shows it",
-        path.display()
-    );
+    settings.save(
+        &change,
+        "Claude Code already has the pacer MCP server",
+        &format!(
+            "Claude Code now starts `{program} mcp` as its MCP server `pacer`; `claude mcp list` \
+             shows it"
+        ),
+    )?;
     Ok(ExitCode::SUCCESS)
 }

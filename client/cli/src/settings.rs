@@ -128,6 +128,39 @@ impl Settings {
     }
 }
 
+/// A file in the user's home (`~/.claude/settings.json`, `~/.claude.json`), unless `given`
+/// names another; `flag` is the option that names it, for the error without a home.
+pub fn in_home(given: Option<PathBuf>, relative: &str, flag: &str) -> anyhow::Result<PathBuf> {
+    match given {
+        Some(path) => Ok(path),
+        None => Ok(pacer_protocol::endpoint::home_dir()
+            .with_context(|| {
+                format!("no home directory ($HOME is not set): name the file with {flag}")
+            })?
+            .join(relative)),
+    }
+}
+
+impl Settings {
+    /// Writes the settings if `change` changed anything, saying so on stderr: `already` when
+    /// nothing changed, else where the old file was copied, what was replaced, and `done`.
+    pub fn save(&self, change: &Change, already: &str, done: &str) -> anyhow::Result<()> {
+        let path = self.path.display();
+        if *change == Change::Unchanged {
+            eprintln!("pacer: {already} ({path}): nothing changed");
+            return Ok(());
+        }
+        if let Some(backup) = self.write()? {
+            eprintln!("pacer: {path} backed up to {}", backup.display());
+        }
+        if let Change::Replaced(previous) = change {
+            eprintln!("pacer: replaced what was there: {previous}");
+        }
+        eprintln!("pacer: {done} ({path})");
+        Ok(())
+    }
+}
+
 /// Copies `path` to `<path>.bak-<seconds>` (`-2`, `-3`… when that exists): never over an
 /// earlier backup, which may be the only copy of the user's own setting.
 fn back_up(path: &Path) -> anyhow::Result<PathBuf> {

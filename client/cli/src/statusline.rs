@@ -19,14 +19,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
-use anyhow::Context;
 use pacer_client::{Client, FailMode};
 use pacer_protocol::Priority;
 use pacer_protocol::message::{SessionQuery, SessionView, WindowStatus};
 use serde_json::Value;
 
 use crate::clock::local;
-use crate::settings::{Change, Settings};
+use crate::settings::{self, Settings};
 
 /// How long the whole answer may take, stdin included.
 const BUDGET: Duration = Duration::from_millis(80);
@@ -230,41 +229,15 @@ fn same_file(a: &Path, b: &Path) -> bool {
 /// Writes `{"statusLine": {"type": "command", "command": "pacer statusline"}}` into Claude
 /// Code's settings, keeping every other setting; the file is copied aside first.
 fn install(settings: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let path = match settings {
-        Some(path) => path,
-        None => {
-            let home = pacer_protocol::endpoint::home_dir().context(
-                "no home directory ($HOME is not set): name the settings file with --settings",
-            )?;
-            home.join(".claude").join("settings.json")
-        }
-    };
+    let path = settings::in_home(settings, ".claude/settings.json", "--settings")?;
     let mut settings = Settings::read(&path)?;
     let line = serde_json::json!({"type": "command", "command": command(), "padding": 0});
     let change = settings.set("statusLine", &line)?;
-    if change == Change::Unchanged {
-        eprintln!(
-            "pacer: Claude Code's status line already runs `{}` ({}): nothing changed",
-            command(),
-            path.display()
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
-    if let Some(backup) = settings.write()? {
-        eprintln!(
-            "pacer: {} backed up to {}",
-            path.display(),
-            backup.display()
-        );
-    }
-    if let Change::Replaced(previous) = change {
-        eprintln!("pacer: replaced the statusLine that was there: {previous}");
-    }
-    eprintln!(
-        "pacer: Claude Code's status line now runs `{}` ({})",
-        command(),
-        path.display()
-    );
+    settings.save(
+        &change,
+        &format!("Claude Code's status line already runs `{}`", command()),
+        &format!("Claude Code's status line now runs `{}`", command()),
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, SystemTime};
 
-use pacer_api::unified::{window_class, window_title};
+use pacer_api::unified::{same_reset, window_class, window_title};
 use pacer_broker::local_time;
 use pacer_protocol::Priority;
 use pacer_protocol::message::{
@@ -303,19 +303,6 @@ fn held(window: &WindowStatus, used: f64) -> impl Iterator<Item = Priority> + '_
                 .ceiling(*p)
                 .is_some_and(|c| c.held && used + share > c.ceiling + 1e-9)
         })
-}
-
-/// Two resets this close are one window's (the API's resets move by a second or two between
-/// answers when read against its `Date`).
-fn same_reset(a: Option<SystemTime>, b: Option<SystemTime>) -> bool {
-    match (a, b) {
-        (None, None) => true,
-        (Some(a), Some(b)) => a
-            .duration_since(b)
-            .or_else(|_| b.duration_since(a))
-            .is_ok_and(|d| d <= Duration::from_secs(600)),
-        _ => false,
-    }
 }
 
 #[cfg(test)]

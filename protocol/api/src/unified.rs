@@ -240,6 +240,23 @@ pub fn window_class(name: &str) -> Option<&str> {
         .filter(|c| !c.is_empty())
 }
 
+/// Two readings of a window's reset this close are one window's: the resets the API reports move
+/// by a second or two from one answer to the next when read against its `Date`, and a new
+/// window's reset is hours after the last one's.
+pub const RESET_SLACK: Duration = Duration::from_secs(600);
+
+/// Whether two resets read of a window are one window's (see [`RESET_SLACK`]).
+pub fn same_reset(a: Option<SystemTime>, b: Option<SystemTime>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a
+            .duration_since(b)
+            .or_else(|_| b.duration_since(a))
+            .is_ok_and(|d| d <= RESET_SLACK),
+        _ => false,
+    }
+}
+
 /// The window as people call it: `the 5-hour window`, `the weekly opus window`.
 pub fn window_title(name: &str) -> String {
     let class = window_class(name);

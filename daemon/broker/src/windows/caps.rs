@@ -17,26 +17,11 @@ use std::time::{Duration, Instant, SystemTime};
 use super::{Hold, HoldCause, Windows, window_length};
 use crate::owner::Owner;
 use crate::time::TimeBase;
+use pacer_api::unified::{RESET_SLACK, same_reset};
 use pacer_protocol::Priority;
 
 /// The most capped clients whose counts are kept: past it, the least recently counted goes.
 pub const MAX_COUNTED: usize = 1000;
-
-/// Two resets this close are one window's: the API's resets move by a second or two from one
-/// answer to the next when the clock is read against its `Date`, and a new window's reset is
-/// hours after the last one's.
-const RESET_SLACK: Duration = Duration::from_secs(600);
-
-fn same_reset(a: Option<SystemTime>, b: Option<SystemTime>) -> bool {
-    match (a, b) {
-        (None, None) => true,
-        (Some(a), Some(b)) => a
-            .duration_since(b)
-            .or_else(|_| b.duration_since(a))
-            .is_ok_and(|d| d <= RESET_SLACK),
-        _ => false,
-    }
-}
 
 /// The reset of the window in force at `wall` for `window`: its own while it lasts; once it is
 /// past, the next one's (its reset plus its length, until an answer says), so that calls made
