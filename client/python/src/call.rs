@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use pacer_api::call::{Action, CallRequest, Refusal};
 use pacer_api::fields::{MessagesFields, UNKNOWN_MODEL};
-use pacer_api::request::{PRIORITY_HEADER, api_key};
+use pacer_api::request::{MAX_SHARE_HEADER, PRIORITY_HEADER, api_key};
 use pacer_api::usage::UsageTap;
 use pacer_api::{Answer, GatedCall as Machine};
 use pacer_client::{AcquireRequest, Outcome, Priority};
@@ -32,6 +32,8 @@ struct State {
     key: String,
     model: String,
     priority: Priority,
+    /// The client's cap on each subscription window, in basis points.
+    max_share_bp: Option<u16>,
     max_tokens: Option<u64>,
     body_bytes: usize,
     /// Estimated once, at the first acquire.
@@ -53,16 +55,18 @@ impl GatedCall {
 
 #[pymethods]
 impl GatedCall {
-    /// A Messages request: its body, its headers (the key and `x-pacer-priority` are read from
-    /// them), the priority and key to use when they name none, and how long it may be held.
+    /// A Messages request: its body, its headers (the key, `x-pacer-priority` and
+    /// `x-pacer-max-share` are read from them), the priority, cap and key to use when they name
+    /// none, and how long it may be held.
     #[new]
-    #[pyo3(signature = (body, headers, *, priority="normal", api_key=None, max_hold=240.0))]
+    #[pyo3(signature = (body, headers, *, priority="normal", api_key=None, max_hold=240.0, max_share=None))]
     fn new(
         body: &[u8],
         headers: Pairs,
         priority: &str,
         api_key: Option<String>,
         max_hold: f64,
+        max_share: Option<f64>,
     ) -> PyResult<GatedCall> {
         let header = |name: &str| {
             headers
@@ -73,6 +77,13 @@ impl GatedCall {
         let priority = header(PRIORITY_HEADER).unwrap_or(priority);
         let priority =
             Priority::from_str(priority).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let max_share_bp = match (header(MAX_SHARE_HEADER), max_share) {
+            (Some(text), _) => Some(pacer_protocol::gateway::parse_max_share(text)),
+            (None, Some(share)) => Some(pacer_protocol::gateway::parse_max_share(&share.to_string())),
+            (None, None) => None,
+        }
+        .transpose()
+        .map_err(|e| PyValueError::new_err(format!("max_share: {e}")))?;
         let key = self::api_key(header("x-api-key"), header("authorization"))
             .map(str::to_owned)
             .or(api_key)
@@ -96,6 +107,7 @@ impl GatedCall {
                 key,
                 model,
                 priority,
+                max_share_bp,
                 max_tokens: fields.max_tokens,
                 body_bytes: body.len(),
                 input_tokens: None,
@@ -189,6 +201,9 @@ impl GatedCall {
             .timeout(state.deadline);
         if let Some(max) = state.max_tokens {
             request = request.max_tokens(max);
+        }
+        if let Some(bp) = state.max_share_bp {
+            request = request.max_share(f64::from(bp) / 10_000.0);
         }
         let refusal = match py.detach(|| client.inner.acquire(request)) {
             Ok(permit) => {

@@ -87,6 +87,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("PermitTimeout", py.get_type::<PermitTimeout>())?;
     m.add("PermitRejected", py.get_type::<PermitRejected>())?;
     m.add("PRIORITY_HEADER", pacer_api::request::PRIORITY_HEADER)?;
+    m.add("MAX_SHARE_HEADER", pacer_api::request::MAX_SHARE_HEADER)?;
     m.add("VERSION", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -244,3 +244,31 @@ def test_a_429_far_too_large_for_a_report_still_pauses_and_is_sent_again_once(da
     assert (stats["rate_limited"], stats["ok"]) == (1, 1), stats
     b = budget(daemon)
     assert b["rate_limited"] == 1 and b["in_flight"] == 0, b
+
+
+def test_a_capped_sdk_client_stops_at_its_share_of_the_window(daemon, client, mock_factory):
+    # A 5-hour window of 20 calls; this client may use a fifth of it.
+    mock = mock_factory("--subscription-5h", "20")
+    capped = anthropic.Anthropic(
+        base_url=mock.url, auth_token="sk-ant-oat01-python-transport-cap", max_retries=0,
+        http_client=pacer.http_client(client=client, max_share=0.2, max_hold=1),
+    )
+    made = 0
+    with pytest.raises(anthropic.RateLimitError) as held:
+        for _ in range(20):
+            capped.messages.create(
+                model=MODEL, max_tokens=16, messages=[{"role": "user", "content": "hi"}]
+            )
+            made += 1
+    assert 3 <= made <= 5, made
+    assert "its cap of 20 %" in str(held.value), held.value
+    assert mock.stats()["rate_limited"] == 0
+    # A share that is not one is refused, naming it (the SDK wraps what the transport raised).
+    bad = anthropic.Anthropic(
+        base_url=mock.url, auth_token="sk-ant-oat01-python-transport-cap", max_retries=0,
+        http_client=pacer.http_client(client=client, max_share=1.5),
+    )
+    with pytest.raises(anthropic.APIConnectionError) as refused:
+        bad.messages.create(model=MODEL, max_tokens=16, messages=[{"role": "user", "content": "hi"}])
+    assert isinstance(refused.value.__cause__, ValueError)
+    assert "max_share" in str(refused.value.__cause__)

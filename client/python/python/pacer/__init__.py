@@ -99,17 +99,20 @@ def http_client(
     client: Optional[Client] = None,
     priority: str = "normal",
     max_hold: float = 240.0,
+    max_share: Optional[float] = None,
     **kwargs: Any,
 ) -> Any:
     """An ``httpx2.Client`` whose Messages requests are paced by pacerd: pass it to
     ``anthropic.Anthropic(http_client=...)``. ``priority`` applies to requests without an
     ``x-pacer-priority`` header; ``max_hold`` is how long a request may wait for the budget
-    before the API's rate-limit answer is passed on. Other keyword arguments go to
-    ``httpx2.Client``."""
+    before the API's rate-limit answer is passed on; ``max_share`` (0.1: 10 %) caps this
+    client's use of each subscription window, per window (an ``x-pacer-max-share`` header
+    wins). Other keyword arguments go to ``httpx2.Client``."""
     import httpx2
 
     transport = _transports_for("httpx2")[0](
-        kwargs.pop("transport", None), client=client, priority=priority, max_hold=max_hold
+        kwargs.pop("transport", None), client=client, priority=priority, max_hold=max_hold,
+        max_share=max_share,
     )
     kwargs.setdefault("timeout", httpx2.Timeout(600.0, connect=5.0))
     return httpx2.Client(transport=transport, **kwargs)
@@ -120,13 +123,15 @@ def async_http_client(
     client: Optional[Client] = None,
     priority: str = "normal",
     max_hold: float = 240.0,
+    max_share: Optional[float] = None,
     **kwargs: Any,
 ) -> Any:
     """Like :func:`http_client`, an ``httpx2.AsyncClient`` for ``anthropic.AsyncAnthropic``."""
     import httpx2
 
     transport = _transports_for("httpx2")[1](
-        kwargs.pop("transport", None), client=client, priority=priority, max_hold=max_hold
+        kwargs.pop("transport", None), client=client, priority=priority, max_hold=max_hold,
+        max_share=max_share,
     )
     kwargs.setdefault("timeout", httpx2.Timeout(600.0, connect=5.0))
     return httpx2.AsyncClient(transport=transport, **kwargs)

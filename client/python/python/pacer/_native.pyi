@@ -5,6 +5,7 @@ from typing import Optional, Union
 
 VERSION: str
 PRIORITY_HEADER: str
+MAX_SHARE_HEADER: str
 
 class PacerError(Exception): ...
 class DaemonUnavailable(PacerError): ...
@@ -86,6 +87,7 @@ class GatedCall:
         priority: str = "normal",
         api_key: Optional[str] = None,
         max_hold: float = 240.0,
+        max_share: Optional[float] = None,
     ) -> None: ...
     def next(self) -> str: ...
     @property

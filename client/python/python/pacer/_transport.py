@@ -32,8 +32,10 @@ def _gated(request: Any) -> bool:
 
 
 def _strip_priority(request: Any) -> None:
-    if _native.PRIORITY_HEADER in request.headers:
-        del request.headers[_native.PRIORITY_HEADER]
+    """Takes pacer's own headers (priority, cap) off before the request goes out."""
+    for name in (_native.PRIORITY_HEADER, _native.MAX_SHARE_HEADER):
+        if name in request.headers:
+            del request.headers[name]
 
 
 def _header_list(headers: Any) -> Headers:
@@ -41,9 +43,9 @@ def _header_list(headers: Any) -> Headers:
 
 
 def _new_call(request: Any, body: bytes, priority: str, api_key: Optional[str],
-              max_hold: float) -> Any:
+              max_hold: float, max_share: Optional[float] = None) -> Any:
     call = _native.GatedCall(body, _header_list(request.headers), priority=priority,
-                             api_key=api_key, max_hold=max_hold)
+                             api_key=api_key, max_hold=max_hold, max_share=max_share)
     _strip_priority(request)
     return call
 
@@ -170,10 +172,12 @@ def make_transports(httpx: ModuleType) -> tuple[type, type]:
 
         def __init__(self, transport: Any = None, *, client: Optional[Client] = None,
                      priority: str = "normal", max_hold: float = DEFAULT_MAX_HOLD,
-                     api_key: Optional[str] = None, **kwargs: Any) -> None:
+                     api_key: Optional[str] = None, max_share: Optional[float] = None,
+                     **kwargs: Any) -> None:
             self._inner = transport if transport is not None else httpx.HTTPTransport(**kwargs)
             self._client = client
             self._priority = priority
+            self._max_share = max_share
             self._max_hold = max_hold
             self._api_key = api_key
 
@@ -182,7 +186,7 @@ def make_transports(httpx: ModuleType) -> tuple[type, type]:
                 _strip_priority(request)
                 return self._inner.handle_request(request)
             call = _new_call(request, request.read(), self._priority, self._api_key,
-                             self._max_hold)
+                             self._max_hold, self._max_share)
             pacerd = _Pacerd(call, self._client or default_client())
             upstream = failure = None
             while True:
@@ -222,11 +226,13 @@ def make_transports(httpx: ModuleType) -> tuple[type, type]:
 
         def __init__(self, transport: Any = None, *, client: Optional[Client] = None,
                      priority: str = "normal", max_hold: float = DEFAULT_MAX_HOLD,
-                     api_key: Optional[str] = None, **kwargs: Any) -> None:
+                     api_key: Optional[str] = None, max_share: Optional[float] = None,
+                     **kwargs: Any) -> None:
             self._inner = (transport if transport is not None
                            else httpx.AsyncHTTPTransport(**kwargs))
             self._client = client
             self._priority = priority
+            self._max_share = max_share
             self._max_hold = max_hold
             self._api_key = api_key
 
@@ -235,7 +241,7 @@ def make_transports(httpx: ModuleType) -> tuple[type, type]:
                 _strip_priority(request)
                 return await self._inner.handle_async_request(request)
             call = _new_call(request, await request.aread(), self._priority, self._api_key,
-                             self._max_hold)
+                             self._max_hold, self._max_share)
             pacerd = _Pacerd(call, self._client or default_client())
             upstream = failure = None
             while True:
