@@ -79,7 +79,9 @@ impl GatedCall {
             Priority::from_str(priority).map_err(|e| PyValueError::new_err(e.to_string()))?;
         let max_share_bp = match (header(MAX_SHARE_HEADER), max_share) {
             (Some(text), _) => Some(pacer_protocol::gateway::parse_max_share(text)),
-            (None, Some(share)) => Some(pacer_protocol::gateway::parse_max_share(&share.to_string())),
+            (None, Some(share)) => {
+                Some(pacer_protocol::gateway::parse_max_share(&share.to_string()))
+            }
             (None, None) => None,
         }
         .transpose()
