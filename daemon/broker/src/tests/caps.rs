@@ -14,6 +14,17 @@ fn ask(h: &mut Harness, conn: u64, client: &str, max_share_bp: Option<u16>) -> T
     })
 }
 
+/// A 5-hour window of `limit` calls, unused, resetting in an hour.
+fn five_hours(limit: u64) -> Window {
+    Window {
+        name: "5h",
+        limit,
+        used: 0,
+        reset_in: 3600,
+        overage: false,
+    }
+}
+
 /// Answers `lease` with the window one call further on.
 fn answer(h: &mut Harness, window: &mut Window, lease: LeaseId) {
     window.used += 1;
@@ -64,13 +75,7 @@ fn run(h: &mut Harness, window: &mut Window, rounds: usize) -> ((u64, u64), Vec<
 #[test]
 fn a_capped_client_stops_at_its_share_of_the_window_and_another_goes_on() {
     let mut h = Harness::new(config(1.0, false));
-    let mut window = Window {
-        name: "5h",
-        limit: 60,
-        used: 0,
-        reset_in: 3600,
-        overage: false,
-    };
+    let mut window = five_hours(60);
     let ((capped, other), waiting) = run(&mut h, &mut window, 40);
     // 10 % of a 60-call window is 6 calls; the share of one call is learned as they go.
     assert!(
@@ -103,13 +108,7 @@ fn a_capped_client_stops_at_its_share_of_the_window_and_another_goes_on() {
 #[test]
 fn a_capped_call_that_cannot_wait_is_told_its_cap_and_the_reset() {
     let mut h = Harness::new(config(1.0, false));
-    let mut window = Window {
-        name: "5h",
-        limit: 10,
-        used: 0,
-        reset_in: 3600,
-        overage: false,
-    };
+    let mut window = five_hours(10);
     // Capped at 20 % of a 10-call window: two calls.
     for conn in 0..2 {
         let ticket = ask(&mut h, conn, "loop", Some(2000));
@@ -170,13 +169,7 @@ fn a_capped_call_that_cannot_wait_is_told_its_cap_and_the_reset() {
 #[test]
 fn at_a_reset_a_capped_client_gets_its_share_of_the_new_window_not_a_burst() {
     let mut h = Harness::new(config(1.0, false));
-    let mut window = Window {
-        name: "5h",
-        limit: 60,
-        used: 0,
-        reset_in: 3600,
-        overage: false,
-    };
+    let mut window = five_hours(60);
     let (_, mut parked) = run(&mut h, &mut window, 40);
     // Eight more calls of the capped client wait out of the queue: ten in all.
     for conn in 0..8 {
@@ -196,13 +189,7 @@ fn at_a_reset_a_capped_client_gets_its_share_of_the_new_window_not_a_burst() {
 #[test]
 fn resets_that_move_by_a_second_each_answer_are_one_window() {
     let mut h = Harness::new(config(1.0, false));
-    let mut window = Window {
-        name: "5h",
-        limit: 60,
-        used: 0,
-        reset_in: 3600,
-        overage: false,
-    };
+    let mut window = five_hours(60);
     // Each answer's reset a second off the one before (a clock read against the API's Date).
     let mut capped = 0;
     for call in 0..20u64 {
@@ -225,13 +212,7 @@ fn the_operators_cap_holds_a_client_asking_for_more_and_the_first_call_always_go
     let mut config = config(1.0, false);
     config.windows.max_share.insert("loop".into(), 0.1);
     let mut h = Harness::new(config);
-    let mut window = Window {
-        name: "5h",
-        limit: 60,
-        used: 0,
-        reset_in: 3600,
-        overage: false,
-    };
+    let mut window = five_hours(60);
     // The client asks for half of the window; the configuration gives it a tenth.
     let mut made = 0;
     for call in 0..40u64 {
